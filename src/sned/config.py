@@ -1,0 +1,289 @@
+"""Model configs: built-in names, YAML files and ``key=value`` overrides.
+
+A :class:`ModelConfig` describes a *supernet*: the full widths of every layer plus the elastic
+choices (channel ratios, droppable components, resolutions and their cost caps). It is a plain,
+validated value; unknown keys are errors that name the key and the file they came from.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+COMPONENTS = ("resblock", "temporal_attn", "cross_attn", "spatial_attn")
+"""Droppable components of a diffusion block, in forward order (the feed-forward follows them)."""
+
+ATTENTIONS = COMPONENTS[1:]
+
+
+class ConfigError(ValueError):
+    """A config file, key or value is invalid. The message names it."""
+
+
+@dataclass(frozen=True)
+class LevelConfig:
+    """One UNet resolution level.
+
+    Attributes:
+        mult: channel multiplier; the level's residual width is ``model_channels * mult``.
+        blocks: diffusion blocks in the encoder at this level (the decoder has ``blocks + 1``).
+        components: which components the level's blocks contain (subset of COMPONENTS, must
+            include ``resblock``). Attention-free levels (e.g. high resolutions) list only
+            ``resblock`` and/or ``temporal_attn``.
+    """
+
+    mult: int
+    blocks: int
+    components: tuple[str, ...] = COMPONENTS
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A supernet: full widths and the search space around them.
+
+    Attributes:
+        name: config name (built-in name or YAML file stem).
+        kind: ``"base"`` (text → video) or ``"ssr"`` (spatial super-resolution of a video).
+        in_channels / out_channels: video channels (3 for RGB pixel space).
+        model_channels: residual width of the first level.
+        levels: the UNet levels, highest resolution first.
+        mid_components: components of the two middle blocks.
+        head_dim: attention head dimension (fixed; heads are the elastic unit).
+        heads: attention heads at full width, per level (same length as ``levels``) or one int.
+        ff_mult: feed-forward hidden = ``ff_mult * width``.
+        resblock_mult: ResBlock hidden = ``resblock_mult * width``.
+        norm_group_size: channels per GroupNorm group (fixed; groups are the elastic unit).
+        text_dim: width of the text encoder's token embeddings.
+        text_len: max text tokens (tokenizer truncation; also the cost model's context length).
+        time_embed_dim: width of the timestep (and noise-augmentation) embedding.
+        frames: default frame count.
+        resolutions: spatial sizes the supernet is trained/served at.
+        max_cost: per-resolution cap ``{resolution: {"params"|"macs": value}}`` (§3.3).
+        ratios: channel-ratio choices of every elastic layer.
+        min_ratio: default floor for :meth:`SearchSpace.sample`.
+        dropout: dropout in ResBlocks.
+    """
+
+    name: str = "custom"
+    kind: str = "base"
+    in_channels: int = 3
+    out_channels: int = 3
+    model_channels: int = 64
+    levels: tuple[LevelConfig, ...] = (LevelConfig(1, 1), LevelConfig(2, 1))
+    mid_components: tuple[str, ...] = COMPONENTS
+    head_dim: int = 32
+    heads: tuple[int, ...] = (2, 4)
+    ff_mult: int = 4
+    resblock_mult: int = 1
+    norm_group_size: int = 16
+    text_dim: int = 384
+    text_len: int = 32
+    time_embed_dim: int = 256
+    frames: int = 8
+    resolutions: tuple[int, ...] = (32,)
+    max_cost: dict[int, dict[str, float]] = field(default_factory=dict)
+    ratios: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4)
+    min_ratio: float = 0.4
+    dropout: float = 0.0
+
+    # ----------------------------------------------------------------------------- derived
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** (len(self.levels) - 1)
+
+    @property
+    def conditioning_channels(self) -> int:
+        """Extra input channels: the upsampled low-resolution video for SSR models."""
+        return self.in_channels if self.kind == "ssr" else 0
+
+    def level_width(self, level: int) -> int:
+        return self.model_channels * self.levels[level].mult
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["levels"] = [dataclasses.asdict(lv) for lv in self.levels]
+        d["max_cost"] = {str(k): dict(v) for k, v in self.max_cost.items()}
+        return json.loads(json.dumps(d))
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+
+# --------------------------------------------------------------------------------- validation
+def _fail(key: str, value: Any, why: str, source: str | None = None) -> None:
+    where = f" in {source}" if source else ""
+    raise ConfigError(f"config key {key!r}{where}: {why} (got {value!r})")
+
+
+def _validate(cfg: ModelConfig) -> None:
+    if cfg.kind not in ("base", "ssr"):
+        _fail("kind", cfg.kind, "must be 'base' or 'ssr'")
+    for key in ("in_channels", "out_channels", "model_channels", "head_dim", "ff_mult",
+                "resblock_mult", "norm_group_size", "text_dim", "text_len", "time_embed_dim",
+                "frames"):
+        v = getattr(cfg, key)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            _fail(key, v, "must be a positive integer")
+    if not cfg.levels:
+        _fail("levels", cfg.levels, "needs at least one level")
+    if len(cfg.heads) != len(cfg.levels):
+        _fail("heads", cfg.heads, f"needs one entry per level ({len(cfg.levels)})")
+    for i, lv in enumerate(cfg.levels):
+        if lv.mult < 1 or lv.blocks < 1:
+            _fail(f"levels[{i}]", lv, "mult and blocks must be >= 1")
+        _check_components(f"levels[{i}].components", lv.components)
+        w = cfg.level_width(i)
+        if w % cfg.norm_group_size:
+            _fail(f"levels[{i}].mult", lv.mult,
+                  f"width {w} is not a multiple of norm_group_size {cfg.norm_group_size}")
+    _check_components("mid_components", cfg.mid_components)
+    if any(h < 1 for h in cfg.heads):
+        _fail("heads", cfg.heads, "every level needs >= 1 head")
+    if not cfg.ratios or any(not (0.0 < r <= 1.0) for r in cfg.ratios) or 1.0 not in cfg.ratios:
+        _fail("ratios", cfg.ratios, "must be values in (0, 1] and include 1.0")
+    if cfg.min_ratio not in cfg.ratios:
+        _fail("min_ratio", cfg.min_ratio, f"must be one of ratios {cfg.ratios}")
+    if not cfg.resolutions:
+        _fail("resolutions", cfg.resolutions, "needs at least one resolution")
+    for r in cfg.resolutions:
+        if not isinstance(r, int) or r < 1 or r % cfg.downsample_factor:
+            _fail("resolutions", r, f"must be a positive multiple of the downsampling factor "
+                                    f"{cfg.downsample_factor}")
+    for r, cap in cfg.max_cost.items():
+        if r not in cfg.resolutions:
+            _fail("max_cost", r, f"resolution not in resolutions {cfg.resolutions}")
+        for k, v in cap.items():
+            if k not in ("params", "macs") or not (v > 0):
+                _fail(f"max_cost.{r}", cap, "caps are {'params': N} and/or {'macs': N}, N > 0")
+
+
+def _check_components(key: str, comps: tuple[str, ...]) -> None:
+    bad = [c for c in comps if c not in COMPONENTS]
+    if bad:
+        _fail(key, bad[0], f"unknown component; choose from {COMPONENTS}")
+    if "resblock" not in comps:
+        _fail(key, comps, "every block needs a 'resblock'")
+
+
+# --------------------------------------------------------------------------------- loading
+_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)}
+_LEVEL_FIELDS = {f.name for f in dataclasses.fields(LevelConfig)}
+
+
+def builtin_config_names() -> list[str]:
+    files = resources.files("sned") / "configs"
+    return sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".yaml"))
+
+
+def config_from_dict(raw: dict[str, Any], source: str | None = None) -> ModelConfig:
+    """Build a validated config from a plain dict (e.g. parsed YAML or ``config.json``)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config{f' in {source}' if source else ''} must be a mapping, "
+                          f"got {type(raw).__name__}")
+    unknown = sorted(set(raw) - _FIELDS)
+    if unknown:
+        _fail(unknown[0], raw[unknown[0]], f"unknown key; valid keys are {sorted(_FIELDS)}", source)
+    d = dict(raw)
+    try:
+        if "levels" in d:
+            levels = []
+            for i, lv in enumerate(d["levels"]):
+                if not isinstance(lv, dict):
+                    _fail(f"levels[{i}]", lv, "each level is a mapping", source)
+                bad = sorted(set(lv) - _LEVEL_FIELDS)
+                if bad:
+                    _fail(f"levels[{i}].{bad[0]}", lv[bad[0]],
+                          f"unknown key; valid keys are {sorted(_LEVEL_FIELDS)}", source)
+                lv = dict(lv)
+                if "components" in lv:
+                    lv["components"] = tuple(lv["components"])
+                levels.append(LevelConfig(**lv))
+            d["levels"] = tuple(levels)
+        for key in ("mid_components", "ratios", "resolutions"):
+            if key in d:
+                d[key] = tuple(d[key]) if isinstance(d[key], (list, tuple)) else (d[key],)
+        if "heads" in d:
+            h = d["heads"]
+            n = len(d.get("levels", ModelConfig.levels))
+            d["heads"] = tuple(h) if isinstance(h, (list, tuple)) else (int(h),) * n
+        if "max_cost" in d:
+            d["max_cost"] = {int(k): dict(v) for k, v in (d["max_cost"] or {}).items()}
+        return ModelConfig(**d)
+    except ConfigError as e:
+        if source and " in " not in str(e).split(":")[0]:
+            raise ConfigError(f"{source}: {e}") from None
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"invalid config{f' in {source}' if source else ''}: {e}") from None
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"a.b=value"`` → ``("a.b", parsed value)``; values are parsed as YAML scalars/lists."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form key=value")
+    key, value = item.split("=", 1)
+    return key.strip(), yaml.safe_load(value)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        key, value = parse_override(item)
+        parts = key.split(".")
+        node = out
+        for p in parts[:-1]:
+            if p.isdigit() and isinstance(node, list):
+                node = node[int(p)]
+            else:
+                node = node.setdefault(p, {})
+        last = parts[-1]
+        if last.isdigit() and isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return out
+
+
+def load_config_dict(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
+    """Raw dict and its source for a built-in name or a YAML/JSON file."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml", ".json") or p.exists():
+        if not p.exists():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+        raw.setdefault("name", p.stem)
+        return raw, str(p)
+    name = str(name_or_path)
+    if name not in builtin_config_names():
+        raise ConfigError(f"unknown config {name!r}; built-in configs are "
+                          f"{builtin_config_names()} (or pass a path to a .yaml file)")
+    text = (resources.files("sned") / "configs" / f"{name}.yaml").read_text()
+    raw = yaml.safe_load(text)
+    raw.setdefault("name", name)
+    return raw, f"built-in config {name!r}"
+
+
+def load_config(config: str | Path | ModelConfig | dict, overrides: list[str] | None = None
+                ) -> ModelConfig:
+    """Resolve a config given as a built-in name, a YAML path, a dict or a ModelConfig."""
+    if isinstance(config, ModelConfig):
+        if not overrides:
+            return config
+        raw, source = config.to_dict(), f"config {config.name!r}"
+    elif isinstance(config, dict):
+        raw, source = config, "config dict"
+    else:
+        raw, source = load_config_dict(config)
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+    return config_from_dict(raw, source)

@@ -1,0 +1,130 @@
+"""The cost model: parameters and multiply-accumulates of one denoiser forward.
+
+Analytic, allocation-free (a 1.6 B supernet is costed in microseconds) and the only source of
+cost numbers in sned: the search space, presets, CLI, training caps and reports all call it.
+Tests check it against real parameter counts and ``torch.utils.flop_counter`` on real forwards.
+
+MACs count convolutions, linear layers and the two attention matmuls (QKᵀ and AV) — what
+``FlopCounterMode`` counts (FLOPs = 2 × MACs) — for batch 1. Norms, activations and resizing are
+not counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .arch import Arch, BlockLayout, BlockSpec, full_layout, resolve, unet_blocks
+from .config import ModelConfig
+
+
+@dataclass(frozen=True)
+class Cost:
+    params: int
+    macs: int
+
+    def __add__(self, other: "Cost") -> "Cost":
+        return Cost(self.params + other.params, self.macs + other.macs)
+
+    def __mul__(self, k: int) -> "Cost":
+        return Cost(self.params * k, self.macs * k)
+
+
+ZERO = Cost(0, 0)
+
+
+def _linear(n_in: int, n_out: int, tokens: int, bias: bool = True) -> Cost:
+    return Cost(n_in * n_out + (n_out if bias else 0), tokens * n_in * n_out)
+
+
+def _conv3x3(n_in: int, n_out: int, positions: int) -> Cost:
+    return Cost(9 * n_in * n_out + n_out, positions * 9 * n_in * n_out)
+
+
+def resblock_cost(cfg: ModelConfig, spec: BlockSpec, hidden: int, positions: int) -> Cost:
+    """ResBlock residual branch at ``hidden`` width (the skip path is costed separately)."""
+    norms = Cost(2 * spec.in_ch + 2 * hidden, 0)
+    emb = _linear(cfg.time_embed_dim, hidden, 1) + _linear(cfg.time_embed_dim, hidden, 1)
+    return (norms + _conv3x3(spec.in_ch, hidden, positions) + emb
+            + _conv3x3(hidden, spec.out_ch, positions))
+
+
+def attention_cost(cfg: ModelConfig, spec: BlockSpec, attn: str, heads: int, frames: int,
+                   hw: int) -> Cost:
+    """Pre-norm attention with ``heads`` heads over a (frames × hw) grid of tokens."""
+    dim, inner, n = spec.out_ch, heads * cfg.head_dim, frames * hw
+    cost = Cost(2 * dim, 0) + _linear(dim, inner, n, bias=False) + _linear(inner, dim, n)
+    if attn == "cross_attn":
+        ctx = cfg.text_len + 1  # + the null token
+        cost += _linear(cfg.text_dim, inner, ctx, bias=False) * 2
+        scores = n * ctx
+    else:
+        cost += _linear(dim, inner, n, bias=False) * 2
+        scores = frames * hw * hw if attn == "spatial_attn" else hw * frames * frames
+    return cost + Cost(0, 2 * scores * inner)
+
+
+def ff_cost(spec: BlockSpec, hidden: int, positions: int) -> Cost:
+    dim = spec.out_ch
+    return Cost(2 * dim, 0) + _linear(dim, hidden, positions) + _linear(hidden, dim, positions)
+
+
+def block_cost(cfg: ModelConfig, spec: BlockSpec, layout: BlockLayout, resolution: int,
+               frames: int) -> Cost:
+    side = resolution // 2 ** spec.level
+    hw = side * side
+    n = frames * hw
+    cost = _linear(spec.in_ch, spec.out_ch, n) if spec.in_ch != spec.out_ch else ZERO
+    if "resblock" in layout.keep:
+        cost += resblock_cost(cfg, spec, layout.resblock_hidden, n)
+    for attn, heads in layout.heads:
+        cost += attention_cost(cfg, spec, attn, heads, frames, hw)
+    if layout.ff_hidden:
+        cost += ff_cost(spec, layout.ff_hidden, n)
+    return cost
+
+
+def stem_cost(cfg: ModelConfig, resolution: int, frames: int) -> Cost:
+    """Everything outside the diffusion blocks: embeddings, conv in/out, down/upsamplers."""
+    c0, e = cfg.model_channels, cfg.time_embed_dim
+    embed = _linear(c0, e, 1) + _linear(e, e, 1)
+    cost = embed + (embed if cfg.kind == "ssr" else ZERO) + Cost(cfg.text_dim, 0)
+    n0 = frames * resolution * resolution
+    cost += _conv3x3(cfg.in_channels + cfg.conditioning_channels, c0, n0)
+    cost += Cost(2 * c0, 0) + _conv3x3(c0, cfg.out_channels, n0)
+    for lvl in range(len(cfg.levels) - 1):
+        w = cfg.level_width(lvl)
+        below = frames * (resolution // 2 ** (lvl + 1)) ** 2
+        cost += _conv3x3(w, w, below)  # stride-2 downsample
+        w_up = cfg.level_width(lvl + 1)
+        here = frames * (resolution // 2 ** lvl) ** 2
+        cost += _conv3x3(w_up, w_up, here)  # upsample conv at the higher resolution
+    return cost
+
+
+def model_cost(cfg: ModelConfig, arch: Arch | list[BlockLayout] | None = None,
+               resolution: int | None = None, frames: int | None = None) -> Cost:
+    """Params and MACs (batch 1) of ``cfg``'s subnet ``arch`` (None = full supernet).
+
+    ``resolution`` defaults to the arch's, else the config's first; ``frames`` to the config's.
+    Pass a list of layouts to cost an already-resolved arch.
+    """
+    specs = unet_blocks(cfg)
+    if arch is None:
+        layouts = [full_layout(s) for s in specs]
+    elif isinstance(arch, Arch):
+        layouts = resolve(cfg, arch, specs)
+        resolution = arch.resolution if resolution is None else resolution
+    else:
+        layouts = arch
+    resolution = cfg.resolutions[0] if resolution is None else resolution
+    frames = cfg.frames if frames is None else frames
+    if frames < 1:
+        raise ValueError(f"frames must be >= 1 (got {frames})")
+    if resolution < 1 or resolution % cfg.downsample_factor:
+        raise ValueError(f"resolution {resolution} is not a positive multiple of config "
+                         f"{cfg.name!r}'s downsampling factor {cfg.downsample_factor}")
+    cost = stem_cost(cfg, resolution, frames)
+    for spec, layout in zip(specs, layouts):
+        cost += block_cost(cfg, spec, layout, resolution, frames)
+    return cost
+

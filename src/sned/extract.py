@@ -1,0 +1,163 @@
+"""Subnet extraction and the standalone model folder (``config.json`` + ``model.safetensors``).
+
+:func:`extract` builds a plain :class:`~sned.models.unet.VideoUNet` at exactly the arch's active
+sizes and fills it through the elastic layers' ``active_weights`` — the very views the
+supernet's forward uses. :func:`save_pretrained` / :func:`load_pretrained` write and read the
+folder without any search-space machinery; writes are atomic (temp folder + rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .arch import Arch, full_layout, resolve, unet_blocks
+from .config import ConfigError, config_from_dict
+from .models.unet import VideoUNet
+from .nn.elastic import ElasticConv2d, ElasticGroupNorm, ElasticLinear
+
+FORMAT = "sned-model"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A model folder or checkpoint is missing, corrupt or for another model."""
+
+
+def _active_weights_like(sup: nn.Module, static: nn.Module):
+    """The supernet layer's active views at the static layer's sizes."""
+    if isinstance(sup, ElasticLinear):
+        return sup.active_weights(static.in_features, static.out_features)
+    if isinstance(sup, ElasticConv2d):
+        return sup.active_weights(static.in_channels, static.out_channels)
+    if isinstance(sup, ElasticGroupNorm):
+        return sup.active_weights(static.num_channels)
+    return None
+
+
+@torch.no_grad()
+def extract(supernet: VideoUNet, arch: Arch | None = None) -> VideoUNet:
+    """A standalone model of ``arch`` (None = the full supernet) with copied weights.
+
+    The result is made of plain ``nn.Conv2d``/``nn.Linear``/``nn.GroupNorm`` layers, holds only
+    the kept components, takes no ``arch=`` argument, and computes what ``supernet(...,
+    arch=arch)`` computes. It is on the supernet's device and dtype, in eval mode.
+    """
+    if not supernet.is_supernet:
+        raise TypeError("extract() needs a supernet; this model is already extracted")
+    cfg = supernet.config
+    if arch is None:
+        layouts = [full_layout(s) for s in supernet.specs]
+    else:
+        layouts = resolve(cfg, arch, supernet.specs)
+    p = next(supernet.parameters())
+    with torch.device("meta"):
+        static = VideoUNet(cfg, layouts, arch)
+    static = static.to_empty(device=p.device).to(p.dtype)
+    sup_modules = dict(supernet.named_modules())
+    for name, module in static.named_modules():
+        own = dict(module.named_parameters(recurse=False))
+        if not own:
+            continue
+        src = sup_modules[name]
+        views = _active_weights_like(src, module)
+        if views is not None:
+            module.weight.copy_(views[0])
+            if views[1] is not None:
+                module.bias.copy_(views[1])
+        else:
+            for pname, param in own.items():
+                param.copy_(getattr(src, pname))
+    for name, buf in static.named_buffers():
+        buf.copy_(supernet.get_buffer(name))
+    return static.eval()
+
+
+def save_pretrained(model: VideoUNet, folder: str | os.PathLike, extra: dict | None = None
+                    ) -> Path:
+    """Write ``folder/config.json`` and ``folder/model.safetensors`` atomically.
+
+    ``model`` is an extracted model (its arch is recorded) or a supernet (saved whole).
+    ``extra`` adds JSON-serialisable fields to ``config.json`` (e.g. a model card's numbers).
+    """
+    folder = Path(folder)
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION,
+            "model_config": model.config.to_dict(),
+            "supernet": model.is_supernet,
+            "arch": None if model.arch is None else model.arch.to_dict()}
+    meta.update(extra or {})
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(meta, indent=1) + "\n")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def read_model_meta(folder: str | os.PathLike) -> dict:
+    folder = Path(folder)
+    cfg_file = folder / "config.json"
+    if not folder.is_dir():
+        raise CheckpointError(f"model folder {str(folder)!r} does not exist")
+    if not cfg_file.is_file():
+        raise CheckpointError(f"{cfg_file} is missing: not a sned model folder")
+    try:
+        meta = json.loads(cfg_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{cfg_file} is not valid JSON: {e}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{cfg_file}: not a sned model (missing \"format\": \"{FORMAT}\")")
+    return meta
+
+
+def load_pretrained(folder: str | os.PathLike, device: str | torch.device = "cpu",
+                    dtype: torch.dtype | None = None) -> VideoUNet:
+    """Rebuild a model saved by :func:`save_pretrained` (no supernet needed for subnets)."""
+    folder = Path(folder)
+    meta = read_model_meta(folder)
+    try:
+        cfg = config_from_dict(meta["model_config"], f"{folder / 'config.json'}")
+        arch = None if meta.get("arch") is None else Arch.from_dict(meta["arch"])
+    except (KeyError, ConfigError, ValueError) as e:
+        raise CheckpointError(f"{folder / 'config.json'}: {e}") from None
+    if meta.get("supernet"):
+        layouts = None
+    else:
+        layouts = ([full_layout(s) for s in unet_blocks(cfg)] if arch is None
+                   else resolve(cfg, arch))
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise CheckpointError(f"{weights} is missing")
+    try:
+        state = load_file(weights, device=str(device))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{weights} is corrupt or truncated: {e}") from None
+    with torch.device("meta"):
+        model = VideoUNet(cfg, layouts, arch)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or wrong:
+        raise CheckpointError(
+            f"{weights} does not match {folder / 'config.json'}: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}, wrong shape {wrong[:5]}")
+    model.load_state_dict(state, assign=True)
+    if dtype is not None:
+        model = model.to(dtype)
+    return model.eval()

@@ -1,0 +1,205 @@
+"""Pixel-space video UNet ("Imagen-like modified 2D UNet", SNED §4.2): base and SSR.
+
+Spatial layers are per-frame 2-D (1×3×3 convs); time is mixed by temporal self-attention.
+Encoder levels of diffusion blocks with strided-conv downsampling, two middle blocks, and a
+decoder that concatenates ADM-style skips. The residual-stream widths are fixed; the elastic
+widths live inside the blocks (ResBlock hidden, attention heads, feed-forward hidden), so the
+skip concatenation never needs index lists.
+
+The same class is the supernet (``layouts=None``: elastic layers, ``forward(..., arch=)``) and an
+extracted model (``layouts=[...]``: plain layers of exactly the active sizes, no ``arch``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from ..arch import Arch, BlockLayout, resolve, unet_blocks
+from ..config import ModelConfig
+from ..nn.blocks import DiffusionBlock
+
+
+def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
+    """Sinusoidal embedding. t: (B,) float or int → (B, dim) float32."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device,
+                                                           dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    return F.pad(emb, (0, dim % 2))
+
+
+class VideoUNet(nn.Module):
+    """Text-conditioned video denoiser (``kind="base"``) or super-resolver (``kind="ssr"``).
+
+    Args:
+        config: the supernet config.
+        layouts: None for the supernet; for an extracted model, the per-block active layout
+            (from :func:`sned.arch.resolve`) it is built at.
+        arch: the Arch an extracted model was built from (kept for saving; informational).
+    """
+
+    def __init__(self, config: ModelConfig, layouts: list[BlockLayout] | None = None,
+                 arch: Arch | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.specs = unet_blocks(config)
+        self.is_supernet = layouts is None
+        self.arch = arch
+        self.gradient_checkpointing = False
+        c0, e = config.model_channels, config.time_embed_dim
+        self.time_embed = nn.Sequential(nn.Linear(c0, e), nn.SiLU(), nn.Linear(e, e))
+        if config.kind == "ssr":
+            self.aug_embed = nn.Sequential(nn.Linear(c0, e), nn.SiLU(), nn.Linear(e, e))
+        # a learned "null" text token is always attendable: classifier-free guidance drops the
+        # caption by masking every real token, and no attention row is ever fully masked.
+        self.null_text = nn.Parameter(torch.zeros(1, 1, config.text_dim))
+        self.conv_in = nn.Conv2d(config.in_channels + config.conditioning_channels, c0, 3,
+                                 padding=1)
+        blocks = [DiffusionBlock(s, e, config.text_dim, config.head_dim, config.norm_group_size,
+                                 config.dropout, None if layouts is None else layouts[i])
+                  for i, s in enumerate(self.specs)]
+        self.blocks = nn.ModuleList(blocks)
+        n = len(config.levels)
+        self.downsamplers = nn.ModuleList(
+            nn.Conv2d(config.level_width(i), config.level_width(i), 3, stride=2, padding=1)
+            for i in range(n - 1))
+        self.upsamplers = nn.ModuleList(
+            nn.Conv2d(config.level_width(i), config.level_width(i), 3, padding=1)
+            for i in range(1, n))
+        self.norm_out = nn.GroupNorm(c0 // config.norm_group_size, c0)
+        self.conv_out = nn.Conv2d(c0, config.out_channels, 3, padding=1)
+        self._layouts = layouts
+
+    # ----------------------------------------------------------------------------- forward
+    def forward(self, sample: Tensor, timestep: Tensor, encoder_hidden_states: Tensor,
+                encoder_attention_mask: Tensor | None = None, lowres: Tensor | None = None,
+                noise_aug_level: Tensor | None = None, arch: Arch | None = None) -> Tensor:
+        """Predict the diffusion target (eps or v) of a noisy video.
+
+        Args:
+            sample: (B, C, T, H, W) noisy video; H, W divisible by ``downsample_factor``.
+            timestep: (B,) or scalar diffusion timestep.
+            encoder_hidden_states: (B, L, text_dim) text token embeddings.
+            encoder_attention_mask: (B, L) bool/0-1, True = real token (None = all real).
+            lowres: SSR only — (B, C, T, h, w) low-resolution video; it is bilinearly resized
+                to (H, W) and concatenated on channels.
+            noise_aug_level: SSR only — (B,) noise-augmentation level of ``lowres`` in [0, 1].
+            arch: supernet only — the subnet to run (None = the full supernet).
+        Returns:
+            (B, out_channels, T, H, W).
+        """
+        layouts = self._layouts_for(arch)
+        b, c, t, hgt, wid = self._check_inputs(sample, encoder_hidden_states, lowres,
+                                                 noise_aug_level)
+        x = sample.transpose(1, 2).reshape(b * t, c, hgt, wid)
+        if self.config.kind == "ssr":
+            low = lowres.transpose(1, 2).reshape(b * t, c, *lowres.shape[-2:])
+            low = F.interpolate(low.to(x.dtype), size=(hgt, wid), mode="bilinear",
+                                align_corners=False, antialias=True)
+            x = torch.cat([x, low], dim=1)
+        emb = self._embed(timestep, noise_aug_level, b, sample.device)
+        context, mask = self._context(encoder_hidden_states, encoder_attention_mask)
+
+        h = self.conv_in(x)
+        skips = [h]
+        specs, blocks = self.specs, self.blocks
+        i, n_levels = 0, len(self.config.levels)
+        for lvl in range(n_levels):
+            for _ in range(self.config.levels[lvl].blocks):
+                h = self._run_block(i, h, emb, context, mask, t, layouts)
+                skips.append(h)
+                i += 1
+            if lvl < n_levels - 1:
+                h = self.downsamplers[lvl](h)
+                skips.append(h)
+        for _ in range(2):
+            h = self._run_block(i, h, emb, context, mask, t, layouts)
+            i += 1
+        for lvl in reversed(range(n_levels)):
+            for _ in range(self.config.levels[lvl].blocks + 1):
+                h = self._run_block(i, torch.cat([h, skips.pop()], dim=1), emb, context, mask,
+                                    t, layouts)
+                i += 1
+            if lvl > 0:
+                h = F.interpolate(h, scale_factor=2.0, mode="nearest")
+                h = self.upsamplers[lvl - 1](h)
+        assert i == len(blocks) == len(specs) and not skips
+        out = self.conv_out(F.silu(self.norm_out(h)))
+        return out.reshape(b, t, -1, hgt, wid).transpose(1, 2)
+
+    def _run_block(self, i: int, h: Tensor, emb: Tensor, context: Tensor, mask: Tensor | None,
+                   frames: int, layouts: list[BlockLayout] | None) -> Tensor:
+        layout = None if layouts is None else layouts[i]
+        block = self.blocks[i]
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(block, h, emb, context, mask, frames, layout, use_reentrant=False)
+        return block(h, emb, context, mask, frames, layout)
+
+    def _layouts_for(self, arch: Arch | None) -> list[BlockLayout] | None:
+        if not self.is_supernet:
+            if arch is not None:
+                raise TypeError("this is an extracted model; it runs its own arch and takes no "
+                                "`arch=` argument")
+            return None
+        if arch is None:
+            return None
+        return resolve(self.config, arch, self.specs)
+
+    def _embed(self, timestep: Tensor, aug: Tensor | None, b: int, device) -> Tensor:
+        t = torch.as_tensor(timestep, device=device)
+        t = t.expand(b) if t.ndim == 0 else t
+        dtype = self.time_embed[0].weight.dtype
+        emb = self.time_embed(timestep_embedding(t, self.config.model_channels).to(dtype))
+        if self.config.kind == "ssr":
+            a = torch.as_tensor(aug, device=device)
+            a = a.expand(b) if a.ndim == 0 else a
+            # the level in [0, 1] is embedded like a timestep in [0, 1000)
+            emb = emb + self.aug_embed(timestep_embedding(a * 1000.0,
+                                                          self.config.model_channels).to(dtype))
+        return emb
+
+    def _context(self, text: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Prepend the null token: (B, L, D) → (B, 1+L, D) and mask (B, 1+L) bool."""
+        b, length, _ = text.shape
+        null = self.null_text.to(text.dtype).expand(b, 1, -1)
+        context = torch.cat([null, text], dim=1)
+        real = (torch.ones(b, length, dtype=torch.bool, device=text.device) if mask is None
+                else mask.to(device=text.device).bool())
+        return context, torch.cat([real.new_ones(b, 1), real], dim=1)
+
+    def _check_inputs(self, sample: Tensor, text: Tensor, lowres: Tensor | None,
+                      noise_aug: Tensor | None) -> tuple[int, int, int, int, int]:
+        cfg = self.config
+        if sample.ndim != 5:
+            raise ValueError(f"sample must be (B, C, T, H, W); got shape {tuple(sample.shape)}")
+        b, c, t, h, w = sample.shape
+        if c != cfg.in_channels:
+            raise ValueError(f"sample has {c} channels; config {cfg.name!r} expects "
+                             f"{cfg.in_channels}")
+        if t < 1:
+            raise ValueError(f"frames must be >= 1 (got {t})")
+        f = cfg.downsample_factor
+        if h % f or w % f or h < f or w < f:
+            raise ValueError(f"resolution {h}x{w} is not divisible by the UNet's downsampling "
+                             f"factor {f} (config {cfg.name!r})")
+        if text.ndim != 3 or text.shape[0] != b or text.shape[2] != cfg.text_dim:
+            raise ValueError(f"encoder_hidden_states must be (B={b}, L, {cfg.text_dim}); got "
+                             f"{tuple(text.shape)}")
+        if cfg.kind == "ssr":
+            if lowres is None:
+                raise ValueError("SSR models need `lowres` (B, C, T, h, w) and `noise_aug_level`")
+            if noise_aug is None:
+                raise ValueError("SSR models need `noise_aug_level` (B,) in [0, 1]")
+            if lowres.ndim != 5 or lowres.shape[:3] != (b, c, t):
+                raise ValueError(f"lowres must be (B={b}, C={c}, T={t}, h, w); got "
+                                 f"{tuple(lowres.shape)}")
+        elif lowres is not None:
+            raise ValueError(f"`lowres` is only for SSR models; config {cfg.name!r} is a base "
+                             f"model")
+        return b, c, t, h, w

@@ -1,0 +1,90 @@
+"""Multi-head attention with a fixed head dimension and an elastic (prefix) number of heads.
+
+q, k and v are separate projections so that keeping the first ``h`` heads is a prefix slice of
+each (a prefix of a fused qkv weight would mix q, k and v rows). The output projection is sliced
+on its input dimension.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .elastic import ElasticLinear, call
+
+
+def rotary(x: Tensor) -> Tensor:
+    """Rotary position embedding over the sequence axis.
+
+    x: (N, heads, L, head_dim) with even head_dim → same shape, rotated by position.
+    """
+    n, h, length, d = x.shape
+    half = d // 2
+    freqs = torch.exp(-torch.arange(half, device=x.device, dtype=torch.float32)
+                      * (torch.log(torch.tensor(10000.0)) / half))
+    angles = torch.arange(length, device=x.device, dtype=torch.float32)[:, None] * freqs
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    x1, x2 = x[..., :half], x[..., half:2 * half]
+    out = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    return out if d == 2 * half else torch.cat([out, x[..., 2 * half:]], dim=-1)
+
+
+class Attention(nn.Module):
+    """Pre-norm residual attention: ``x + out(attn(norm(x), context))``.
+
+    Args:
+        dim: residual width (fixed).
+        heads: number of heads built (full width for a supernet, active for an extracted model).
+        head_dim: fixed head dimension.
+        context_dim: width of the context for cross-attention (None = self-attention).
+        use_rotary: rotary position embedding on q and k (temporal attention over frames).
+        elastic: build elastic layers (supernet) or plain ``nn.Linear`` (extracted model).
+    """
+
+    def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int | None = None,
+                 use_rotary: bool = False, elastic: bool = True) -> None:
+        super().__init__()
+        lin = ElasticLinear if elastic else nn.Linear
+        inner = heads * head_dim
+        self.heads, self.head_dim, self.use_rotary = heads, head_dim, use_rotary
+        self.norm = nn.LayerNorm(dim)
+        self.to_q = lin(dim, inner, bias=False)
+        self.to_k = lin(context_dim or dim, inner, bias=False)
+        self.to_v = lin(context_dim or dim, inner, bias=False)
+        self.to_out = lin(inner, dim)
+
+    def forward(self, x: Tensor, context: Tensor | None = None, mask: Tensor | None = None,
+                heads: int | None = None) -> Tensor:
+        """x: (N, L, dim); context: (N, Lc, context_dim) or None; mask: (N, Lc) bool, True =
+        attend; heads: active heads (None = all built). Returns (N, L, dim)."""
+        h = self.heads if heads is None else heads
+        inner = None if heads is None else h * self.head_dim
+        y = self.norm(x)
+        ctx = y if context is None else context
+        q = call(self.to_q, y, None, inner)
+        k = call(self.to_k, ctx, None, inner)
+        v = call(self.to_v, ctx, None, inner)
+        q, k, v = (t.unflatten(-1, (h, self.head_dim)).transpose(1, 2) for t in (q, k, v))
+        if self.use_rotary:
+            q, k = rotary(q), rotary(k)
+        attn_mask = None if mask is None else mask[:, None, None, :]
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        o = o.transpose(1, 2).flatten(2)
+        return x + call(self.to_out, o, inner, None)
+
+
+class FeedForward(nn.Module):
+    """Pre-norm residual MLP ``x + fc2(gelu(fc1(norm(x))))`` with an elastic hidden width."""
+
+    def __init__(self, dim: int, hidden: int, elastic: bool = True) -> None:
+        super().__init__()
+        lin = ElasticLinear if elastic else nn.Linear
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = lin(dim, hidden)
+        self.fc2 = lin(hidden, dim)
+
+    def forward(self, x: Tensor, hidden: int | None = None) -> Tensor:
+        """x: (N, L, dim) → (N, L, dim)."""
+        y = F.gelu(call(self.fc1, self.norm(x), None, hidden))
+        return x + call(self.fc2, y, hidden, None)

@@ -1,0 +1,133 @@
+"""Elastic layers: each owns the FULL weight and runs on a view of its active part.
+
+Every elastic layer has one ``active_weights(...)`` method that returns the sliced parameter
+views. ``forward`` uses it, and so does :meth:`to_static`, which builds the plain
+``nn.Conv2d`` / ``nn.Linear`` / ``nn.GroupNorm`` used by extracted models — export can never drift
+from training. Slices are prefixes (``weight[:out, :in]``), so the active part of a narrow subnet
+is exactly the first channels of the wide one.
+
+Called without widths, an elastic layer behaves exactly like its static counterpart.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class ElasticLinear(nn.Linear):
+    """``nn.Linear`` whose input and/or output features can be a prefix of the full ones."""
+
+    def active_weights(self, in_features: int | None = None, out_features: int | None = None
+                       ) -> tuple[Tensor, Tensor | None]:
+        """Views ``weight[:out, :in]`` (out, in) and ``bias[:out]`` (out,)."""
+        o = self.out_features if out_features is None else out_features
+        i = self.in_features if in_features is None else in_features
+        _check_width(self, "out_features", o, self.out_features)
+        _check_width(self, "in_features", i, self.in_features)
+        bias = None if self.bias is None else self.bias[:o]
+        return self.weight[:o, :i], bias
+
+    def forward(self, x: Tensor, in_features: int | None = None,
+                out_features: int | None = None) -> Tensor:
+        """x: (..., in) → (..., out)."""
+        w, b = self.active_weights(in_features, out_features)
+        return F.linear(x, w, b)
+
+    def to_static(self, in_features: int | None = None, out_features: int | None = None
+                  ) -> nn.Linear:
+        w, b = self.active_weights(in_features, out_features)
+        m = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, device=w.device, dtype=w.dtype)
+        _copy(m, w, b)
+        return m
+
+
+class ElasticConv2d(nn.Conv2d):
+    """``nn.Conv2d`` (used per frame: a 1×3×3 video conv) with elastic in/out channels.
+
+    Groups must be 1; padding, stride and dilation are those of the full layer.
+    """
+
+    def active_weights(self, in_channels: int | None = None, out_channels: int | None = None
+                       ) -> tuple[Tensor, Tensor | None]:
+        """Views ``weight[:out, :in]`` (out, in, kh, kw) and ``bias[:out]``."""
+        o = self.out_channels if out_channels is None else out_channels
+        i = self.in_channels if in_channels is None else in_channels
+        _check_width(self, "out_channels", o, self.out_channels)
+        _check_width(self, "in_channels", i, self.in_channels)
+        bias = None if self.bias is None else self.bias[:o]
+        return self.weight[:o, :i], bias
+
+    def forward(self, x: Tensor, in_channels: int | None = None,
+                out_channels: int | None = None) -> Tensor:
+        """x: (N, in, H, W) → (N, out, H', W')."""
+        w, b = self.active_weights(in_channels, out_channels)
+        return F.conv2d(x, w, b, self.stride, self.padding, self.dilation)
+
+    def to_static(self, in_channels: int | None = None, out_channels: int | None = None
+                  ) -> nn.Conv2d:
+        w, b = self.active_weights(in_channels, out_channels)
+        m = nn.Conv2d(w.shape[1], w.shape[0], self.kernel_size, self.stride, self.padding,
+                      self.dilation, bias=b is not None, device=w.device, dtype=w.dtype)
+        _copy(m, w, b)
+        return m
+
+
+class ElasticGroupNorm(nn.GroupNorm):
+    """GroupNorm with a FIXED number of channels per group; the number of groups is elastic.
+
+    A narrow subnet's groups are then exactly the first groups of the wide one, so its
+    statistics match the wide layer's statistics on those channels.
+    """
+
+    def __init__(self, num_channels: int, group_size: int, eps: float = 1e-5, **kw) -> None:
+        if num_channels % group_size:
+            raise ValueError(f"ElasticGroupNorm: {num_channels} channels is not a multiple of "
+                             f"group size {group_size}")
+        super().__init__(num_channels // group_size, num_channels, eps=eps, **kw)
+        self.group_size = group_size
+
+    def active_weights(self, num_channels: int | None = None) -> tuple[Tensor, Tensor]:
+        """Views ``weight[:c]``, ``bias[:c]`` (c,)."""
+        c = self.num_channels if num_channels is None else num_channels
+        _check_width(self, "num_channels", c, self.num_channels)
+        if c % self.group_size:
+            raise ValueError(f"{type(self).__name__}: active width {c} is not a multiple of the "
+                             f"group size {self.group_size}")
+        return self.weight[:c], self.bias[:c]
+
+    def forward(self, x: Tensor, num_channels: int | None = None) -> Tensor:
+        """x: (N, c, ...) → same shape."""
+        w, b = self.active_weights(num_channels)
+        return F.group_norm(x, w.shape[0] // self.group_size, w, b, self.eps)
+
+    def to_static(self, num_channels: int | None = None) -> nn.GroupNorm:
+        w, b = self.active_weights(num_channels)
+        m = nn.GroupNorm(w.shape[0] // self.group_size, w.shape[0], eps=self.eps,
+                         device=w.device, dtype=w.dtype)
+        _copy(m, w, b)
+        return m
+
+
+def _check_width(layer: nn.Module, name: str, active: int, full: int) -> None:
+    if not (1 <= active <= full):
+        raise ValueError(f"{type(layer).__name__}: active {name}={active} outside [1, {full}]")
+
+
+@torch.no_grad()
+def _copy(m: nn.Module, w: Tensor, b: Tensor | None) -> None:
+    m.weight.copy_(w)
+    if b is not None:
+        m.bias.copy_(b)
+
+
+def call(layer: nn.Module, x: Tensor, *widths: int | None) -> Tensor:
+    """Run ``layer`` at the given active widths, or plainly when all widths are None.
+
+    Lets one block implementation drive both elastic supernet layers (widths from the arch)
+    and the plain layers of an extracted model (widths None).
+    """
+    if all(w is None for w in widths):
+        return layer(x)
+    return layer(x, *widths)

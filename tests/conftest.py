@@ -1,0 +1,20 @@
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def tiny_base():
+    import sned
+    torch.manual_seed(0)
+    return sned.build_supernet("tiny-base").eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_ssr():
+    import sned
+    torch.manual_seed(1)
+    return sned.build_supernet("tiny-ssr").eval()
