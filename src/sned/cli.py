@@ -121,7 +121,14 @@ def _register_all() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     _register_all()
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may come anywhere on the line, also after options
+    bad = [e for e in extra if "=" not in e or e.startswith("-")]
+    if bad or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(bad or extra)}")
+    if extra:
+        args.overrides = list(args.overrides) + extra
     _add, run, _help = COMMANDS[args.command]
     try:
         return int(run(args) or 0)

@@ -1,0 +1,47 @@
+"""``sned train``: supernet training from the command line (DDP under torchrun)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .cli import command
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="model config name / YAML, or a run YAML with model/diffusion/"
+                                  "data/train sections")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl, "
+                                                "tensorboard/)")
+    p.add_argument("--steps", type=int, help="total optimizer steps (a resumed run stops here)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT/checkpoints/latest if it exists")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*",
+                   help="section.key=value overrides, e.g. train.lr=2e-4 data.kind=folder "
+                        "data.root=/videos (a bare key means train.key)")
+
+
+@command("train", "train a supernet (SNED Algorithm 1); torchrun for multi-GPU")(_train_args)
+def run_train(args: argparse.Namespace) -> int:
+    from .train.config import load_run_config
+    from .train.trainer import Trainer, TrainingError
+
+    overrides = list(args.overrides)
+    if args.steps is not None:
+        overrides.append(f"train.steps={args.steps}")
+    run = load_run_config(args.config, overrides)
+    trainer = Trainer(run, args.out, resume=args.resume, progress=not args.no_progress)
+    try:
+        trainer.fit()
+    except TrainingError as e:
+        print(f"sned train: error: {e}", file=sys.stderr)
+        return 1
+    if trainer.is_main:
+        where = args.out.rstrip("/") + "/checkpoints/latest"
+        if trainer.interrupted:
+            print(f"sned train: interrupted at step {trainer.step}; saved {where}. Resume with "
+                  f"--resume.", file=sys.stderr)
+            return 130
+        print(f"sned train: done at step {trainer.step}; checkpoint {where}", file=sys.stderr)
+    return 0

@@ -1,0 +1,125 @@
+"""The diffusion process: noise schedule, training target and loss, built on diffusers schedulers.
+
+One :class:`DiffusionConfig` is shared by training, the validation-loss proxy and sampling, so
+the three can never disagree about betas or the prediction type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor
+
+BETA_SCHEDULES = {"linear": "linear", "scaled_linear": "scaled_linear",
+                  "cosine": "squaredcos_cap_v2"}
+SAMPLERS = ("ddim", "dpm", "ddpm")
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """Noise schedule and objective.
+
+    Attributes:
+        num_train_timesteps: diffusion steps T.
+        beta_schedule: ``linear`` | ``scaled_linear`` | ``cosine``.
+        beta_start / beta_end: linear-schedule endpoints.
+        prediction_type: ``epsilon`` or ``v_prediction``.
+        loss: ``l2`` or ``l1``.
+        min_snr_gamma: min-SNR-γ loss weighting (None = unweighted).
+    """
+
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "cosine"
+    beta_start: float = 0.0001
+    beta_end: float = 0.02
+    prediction_type: str = "v_prediction"
+    loss: str = "l2"
+    min_snr_gamma: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.beta_schedule not in BETA_SCHEDULES:
+            raise ValueError(f"diffusion.beta_schedule {self.beta_schedule!r} is not one of "
+                             f"{list(BETA_SCHEDULES)}")
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"diffusion.prediction_type {self.prediction_type!r} must be "
+                             f"'epsilon' or 'v_prediction'")
+        if self.loss not in ("l2", "l1"):
+            raise ValueError(f"diffusion.loss {self.loss!r} must be 'l2' or 'l1'")
+        if self.min_snr_gamma is not None and not self.min_snr_gamma > 0:
+            raise ValueError(f"diffusion.min_snr_gamma must be > 0 (got {self.min_snr_gamma})")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_scheduler(cfg: DiffusionConfig, kind: str = "ddpm", dynamic_threshold: float | None = None):
+    """A diffusers scheduler for ``cfg``: ``ddpm`` (training / ancestral sampling), ``ddim`` or
+    ``dpm`` (DPM-Solver++ multistep).
+
+    ``dynamic_threshold``: Imagen's dynamic thresholding percentile of the predicted x0 (e.g.
+    0.995), None = off.
+    """
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+
+    common = dict(num_train_timesteps=cfg.num_train_timesteps, beta_start=cfg.beta_start,
+                  beta_end=cfg.beta_end, beta_schedule=BETA_SCHEDULES[cfg.beta_schedule],
+                  prediction_type=cfg.prediction_type)
+    if dynamic_threshold is not None:
+        if not 0.5 < dynamic_threshold <= 1.0:
+            raise ValueError(f"dynamic_threshold must be a percentile in (0.5, 1] "
+                             f"(got {dynamic_threshold})")
+        common.update(thresholding=True, dynamic_thresholding_ratio=dynamic_threshold,
+                      sample_max_value=1.0)
+    if kind == "ddpm":
+        return DDPMScheduler(**common, clip_sample=False)
+    if kind == "ddim":
+        return DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=True,
+                             timestep_spacing="trailing")
+    if kind == "dpm":
+        return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++",
+                                           solver_order=2, timestep_spacing="trailing")
+    raise ValueError(f"unknown scheduler {kind!r}; choose from {list(SAMPLERS)}")
+
+
+class Objective:
+    """Noising, target and per-sample loss for one :class:`DiffusionConfig`.
+
+    Uses the DDPM scheduler's ``add_noise``/``get_velocity`` on 5-D videos (B, C, T, H, W).
+    """
+
+    def __init__(self, cfg: DiffusionConfig) -> None:
+        self.cfg = cfg
+        self.scheduler = make_scheduler(cfg, "ddpm")
+        ac = self.scheduler.alphas_cumprod.double()
+        self.snr = (ac / (1 - ac)).float()  # (T,)
+
+    def noisy(self, x0: Tensor, noise: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(x_t, target) for clean video x0 (B, C, T, H, W), noise like x0 and timesteps t (B,)."""
+        xt = self.scheduler.add_noise(x0, noise, t)
+        if self.cfg.prediction_type == "epsilon":
+            return xt, noise
+        return xt, self.scheduler.get_velocity(x0, noise, t)
+
+    def augment_lowres(self, lowres: Tensor, level: Tensor, noise: Tensor) -> Tensor:
+        """Noise-augment an SSR condition (Imagen): diffuse ``lowres`` (B, C, T, h, w) to
+        timestep ``level * (T_train - 1)`` for per-sample levels (B,) in [0, 1]. Used identically
+        in training (random levels) and sampling (a fixed level, ≈0.2)."""
+        t = (level.float().clamp(0, 1) * (self.cfg.num_train_timesteps - 1)).round().long()
+        return self.scheduler.add_noise(lowres, noise, t.to(lowres.device))
+
+    def weights(self, t: Tensor) -> Tensor:
+        """Per-sample loss weights (B,) — min-SNR-γ (Hang et al. 2023) or ones."""
+        if self.cfg.min_snr_gamma is None:
+            return torch.ones(t.shape, device=t.device)
+        snr = self.snr.to(t.device)[t]
+        clipped = snr.clamp(max=self.cfg.min_snr_gamma)
+        if self.cfg.prediction_type == "epsilon":
+            return clipped / snr.clamp(min=1e-8)
+        return clipped / (snr + 1)
+
+    def loss(self, pred: Tensor, target: Tensor, t: Tensor) -> Tensor:
+        """Per-sample weighted loss (B,), computed in float32."""
+        diff = pred.float() - target.float()
+        per = diff.abs() if self.cfg.loss == "l1" else diff.square()
+        return per.flatten(1).mean(1) * self.weights(t)

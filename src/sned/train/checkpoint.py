@@ -1,0 +1,182 @@
+"""Training checkpoints: atomic folders of safetensors plus one JSON of scalar state.
+
+Layout of ``OUT/checkpoints/step-000100/``::
+
+    model.safetensors       supernet weights
+    ema.safetensors         EMA weights (same names)
+    optimizer.safetensors   exp_avg/<name>, exp_avg_sq/<name>, step/<name>
+    rng.safetensors         torch CPU (and CUDA) generator states
+    state.json              step, lr schedule, EMA counters, python/numpy RNG, run config
+
+``OUT/checkpoints/latest`` is a symlink to the newest. A folder is written under a temporary
+name and renamed into place, so a crash never leaves a half checkpoint that looks complete.
+Nothing is ever unpickled on load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..extract import CheckpointError
+
+FORMAT = "sned-train-checkpoint"
+
+
+def _save(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, path,
+              metadata={"format": "pt"})
+
+
+def _load(path: Path, device="cpu") -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing")
+    try:
+        return load_file(path, device=str(device))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is corrupt or truncated: {e}") from None
+
+
+def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
+    tensors = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"torch_cuda_{i}"] = s
+    py = random.getstate()
+    scalars = {"python": [py[0], list(py[1]), py[2]],
+               "numpy": _jsonable(np.random.get_state())}
+    return tensors, scalars
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor], scalars: dict) -> None:
+    torch.set_rng_state(tensors["torch_cpu"])
+    if torch.cuda.is_available():
+        cuda = [tensors[k] for k in sorted(tensors) if k.startswith("torch_cuda_")]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+    v, state, gauss = scalars["python"]
+    random.setstate((v, tuple(state), gauss))
+    np_state = scalars["numpy"]
+    np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))
+
+
+def _jsonable(x):
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, (tuple, list)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+def save_checkpoint(root: Path, step: int, model: torch.nn.Module, optimizer, ema,
+                    lr_scheduler, extra: dict, keep_last: int) -> Path:
+    """Write ``root/step-XXXXXX`` atomically, point ``root/latest`` at it, prune old ones."""
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:07d}"
+    tmp = root / f".tmp-step-{step:07d}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        names = {p: n for n, p in model.named_parameters()}
+        _save(model.state_dict(), tmp / "model.safetensors")
+        if ema is not None:
+            _save({n: s for (n, _), s in zip(model.named_parameters(), ema.shadow_params)},
+                  tmp / "ema.safetensors")
+        opt = {}
+        for p, st in optimizer.state.items():
+            for k, v in st.items():
+                opt[f"{k}/{names[p]}"] = v if torch.is_tensor(v) else torch.tensor(v)
+        _save(opt, tmp / "optimizer.safetensors")
+        rng_t, rng_s = rng_state()
+        _save(rng_t, tmp / "rng.safetensors")
+        state = {"format": FORMAT, "step": step, "rng": rng_s,
+                 "lr_scheduler": lr_scheduler.state_dict(),
+                 "ema": None if ema is None else {"optimization_step": ema.optimization_step},
+                 **extra}
+        (tmp / "state.json").write_text(json.dumps(state, indent=1, default=_jsonable))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    link_tmp = root / f".latest-{os.getpid()}"
+    if link_tmp.is_symlink() or link_tmp.exists():
+        link_tmp.unlink()
+    link_tmp.symlink_to(final.name)
+    os.replace(link_tmp, root / "latest")
+    for old in sorted(root.glob("step-*"))[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def read_state(folder: Path) -> dict:
+    path = folder / "state.json"
+    if not path.is_file():
+        raise CheckpointError(f"{folder} is not a training checkpoint ({path.name} missing)")
+    try:
+        state = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON: {e}") from None
+    if state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a sned training checkpoint")
+    return state
+
+
+def load_weights(folder: Path, model: torch.nn.Module, ema: bool = False) -> None:
+    """Load model (or EMA) weights of a checkpoint into ``model`` (strict, named errors)."""
+    file = folder / ("ema.safetensors" if ema else "model.safetensors")
+    state = _load(file)
+    expected = model.state_dict()
+    if ema:  # EMA holds parameters only; buffers come from the model weights
+        state = {**{k: v for k, v in _load(folder / "model.safetensors").items()
+                    if k not in state}, **state}
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        raise CheckpointError(f"{file} does not match the model: missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]}, wrong shape {wrong[:5]}")
+    model.load_state_dict(state)
+
+
+def load_training_state(folder: Path, model, optimizer, ema, lr_scheduler) -> dict:
+    """Restore everything :func:`save_checkpoint` wrote; returns the JSON state."""
+    state = read_state(folder)
+    load_weights(folder, model)
+    device = next(model.parameters()).device
+    params = dict(model.named_parameters())
+    opt = _load(folder / "optimizer.safetensors", device)
+    for key, value in opt.items():
+        kind, name = key.split("/", 1)
+        if name not in params:
+            raise CheckpointError(f"{folder / 'optimizer.safetensors'}: unknown parameter {name}")
+        p = params[name]
+        optimizer.state[p][kind] = value.cpu() if kind == "step" else value
+    if ema is not None:
+        ema_state = _load(folder / "ema.safetensors", device)
+        ema.shadow_params = [ema_state[n].clone() for n, _ in model.named_parameters()]
+        ema.optimization_step = state["ema"]["optimization_step"]
+    lr_scheduler.load_state_dict(state["lr_scheduler"])
+    set_rng_state(_load(folder / "rng.safetensors"), state["rng"])
+    return state
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint folder from a folder, a run dir (uses checkpoints/latest) or a symlink."""
+    p = Path(path)
+    if (p / "checkpoints" / "latest").exists():
+        p = p / "checkpoints" / "latest"
+    if not p.exists():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    return p.resolve()

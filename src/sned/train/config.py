@@ -1,0 +1,236 @@
+"""Run configuration for ``sned train``: model, diffusion, data and training sections.
+
+A run config is a YAML file with up to four sections::
+
+    model: tiny-base            # built-in name, YAML path, or an inline mapping
+    diffusion: {prediction_type: v_prediction, beta_schedule: cosine}
+    data: {kind: synthetic, num_videos: 512}
+    train: {steps: 1000, batch_size: 8, sampler: sandwich}
+
+or just a model config name/path (everything else at defaults). Overrides are
+``section.key=value`` (``train.lr=2e-4``, ``model.frames=4``, ``data.root=/videos``); a bare
+``key=value`` is looked up in the train section. Unknown sections or keys are errors naming them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import ConfigError, ModelConfig, apply_overrides, load_config, load_config_dict
+from ..diffusion import DiffusionConfig
+
+SECTIONS = ("model", "diffusion", "data", "train")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where training videos and captions come from.
+
+    Attributes:
+        kind: ``synthetic`` (the embedded captioned shapes set) or ``folder``.
+        root: folder of videos / frame folders (``kind=folder``).
+        captions: optional CSV/JSONL sidecar of captions (``kind=folder``).
+        num_videos: size of the synthetic set.
+        max_objects: objects per synthetic video.
+        textured_background: synthetic backgrounds with texture.
+        stride: frame stride of clips (``kind=folder``).
+        num_workers: DataLoader workers.
+        text_encoder: local Hugging Face encoder folder; None = packaged all-MiniLM-L6-v2.
+        seed: dataset seed.
+    """
+
+    kind: str = "synthetic"
+    root: str | None = None
+    captions: str | None = None
+    num_videos: int = 1024
+    max_objects: int = 1
+    textured_background: bool = False
+    stride: int = 1
+    num_workers: int = 0
+    text_encoder: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("synthetic", "folder"):
+            raise ConfigError(f"data.kind {self.kind!r} must be 'synthetic' or 'folder'")
+        if self.kind == "folder" and not self.root:
+            raise ConfigError("data.root is required when data.kind is 'folder'")
+        if self.num_videos < 1 or self.stride < 1 or self.num_workers < 0:
+            raise ConfigError("data.num_videos and data.stride must be >= 1, "
+                              "data.num_workers >= 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and supernet-sampling settings (SNED Algorithm 1).
+
+    Attributes:
+        steps: total optimizer steps (a resumed run stops at the same total).
+        batch_size: clips per optimizer step per rank (per micro-batch).
+        batch_size_per_resolution: ``{resolution: batch}`` overrides so memory stays balanced.
+        grad_accum: micro-batches per optimizer step (same arch and resolution).
+        lr / weight_decay / betas / eps: AdamW; fixed lr 1e-4 as in the paper.
+        lr_warmup_steps: linear learning-rate warm-up.
+        grad_clip: max global grad norm (0 = off).
+        exact_freeze: masked AdamW that leaves inactive weights, moments and decay untouched;
+            False = plain AdamW (ablation).
+        sampler: ``uniform`` (the paper) or ``sandwich`` (largest + smallest + k random).
+        sandwich_k: random archs per sandwich step.
+        inplace_distill: sandwich only — smaller archs regress the largest's prediction.
+        warmup_steps: sampling warm-up length (paper: 30,000); 0 = off.
+        warmup_stages: number of equal steps the floors take from 100 % to the final floors.
+        final_min_ratio / final_min_keep: floors after warm-up (paper: 40 %).
+        cfg_drop_prob: probability of dropping the caption (classifier-free guidance).
+        ema_decay: EMA decay of the supernet weights (0 = no EMA).
+        mixed_precision: ``auto`` (bf16 on CUDA, fp32 on CPU), ``bf16`` or ``no``.
+        gradient_checkpointing: recompute block activations in backward.
+        seed / deterministic: reproducibility (deterministic algorithms on CPU).
+        log_every / checkpoint_every / keep_last: logging and checkpoint cadence.
+        nan_patience: abort after this many non-finite losses in a row.
+        device: ``auto``, ``cpu`` or ``cuda``.
+    """
+
+    steps: int = 1000
+    batch_size: int = 8
+    batch_size_per_resolution: dict[int, int] = field(default_factory=dict)
+    grad_accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    lr_warmup_steps: int = 0
+    grad_clip: float = 1.0
+    exact_freeze: bool = True
+    sampler: str = "uniform"
+    sandwich_k: int = 2
+    inplace_distill: bool = True
+    warmup_steps: int = 30000
+    warmup_stages: int = 6
+    final_min_ratio: float = 0.4
+    final_min_keep: float = 0.4
+    cfg_drop_prob: float = 0.1
+    ema_decay: float = 0.9999
+    mixed_precision: str = "auto"
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    deterministic: bool = False
+    log_every: int = 10
+    checkpoint_every: int = 500
+    keep_last: int = 3
+    nan_patience: int = 5
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("steps", self.steps >= 1), ("batch_size", self.batch_size >= 1),
+            ("grad_accum", self.grad_accum >= 1), ("lr", self.lr > 0),
+            ("sampler", self.sampler in ("uniform", "sandwich")),
+            ("sandwich_k", self.sandwich_k >= 0), ("warmup_steps", self.warmup_steps >= 0),
+            ("warmup_stages", self.warmup_stages >= 1),
+            ("final_min_ratio", 0 < self.final_min_ratio <= 1),
+            ("final_min_keep", 0 <= self.final_min_keep <= 1),
+            ("cfg_drop_prob", 0 <= self.cfg_drop_prob <= 1),
+            ("ema_decay", 0 <= self.ema_decay < 1),
+            ("mixed_precision", self.mixed_precision in ("auto", "bf16", "no")),
+            ("checkpoint_every", self.checkpoint_every >= 1), ("keep_last", self.keep_last >= 1),
+            ("nan_patience", self.nan_patience >= 1), ("log_every", self.log_every >= 1),
+            ("device", self.device in ("auto", "cpu", "cuda")),
+        ]
+        for key, ok in checks:
+            if not ok:
+                raise ConfigError(f"train.{key}: invalid value {getattr(self, key)!r}")
+        for res, b in self.batch_size_per_resolution.items():
+            if b < 1:
+                raise ConfigError(f"train.batch_size_per_resolution[{res}] must be >= 1 (got {b})")
+
+    def batch_for(self, resolution: int) -> int:
+        return self.batch_size_per_resolution.get(resolution, self.batch_size)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: ModelConfig
+    diffusion: DiffusionConfig = DiffusionConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+
+    def __post_init__(self) -> None:
+        for res in self.train.batch_size_per_resolution:
+            if res not in self.model.resolutions:
+                raise ConfigError(f"train.batch_size_per_resolution: resolution {res} is not in "
+                                  f"model {self.model.name!r} resolutions "
+                                  f"{list(self.model.resolutions)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        train = dataclasses.asdict(self.train)
+        train["batch_size_per_resolution"] = {str(k): v for k, v in
+                                              self.train.batch_size_per_resolution.items()}
+        train["betas"] = list(self.train.betas)
+        return {"model": self.model.to_dict(), "diffusion": dataclasses.asdict(self.diffusion),
+                "data": dataclasses.asdict(self.data), "train": train}
+
+
+def _section(cls, raw: Any, name: str, source: str):
+    if raw is None:
+        return cls()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: section {name!r} must be a mapping")
+    valid = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - valid)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key {name}.{unknown[0]!r}; valid keys are "
+                          f"{sorted(valid)}")
+    d = dict(raw)
+    if cls is TrainConfig:
+        if "betas" in d:
+            d["betas"] = tuple(d["betas"])
+        if "batch_size_per_resolution" in d:
+            d["batch_size_per_resolution"] = {int(k): int(v) for k, v in
+                                              (d["batch_size_per_resolution"] or {}).items()}
+    try:
+        return cls(**d)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{source}: section {name!r}: {e}") from None
+
+
+def load_run_config(config: str | Path | dict, overrides: list[str] | None = None) -> RunConfig:
+    """A RunConfig from a model config name/path, a run YAML file or a dict, plus overrides."""
+    source = str(config)
+    if isinstance(config, dict):
+        raw = dict(config)
+    else:
+        p = Path(config)
+        raw_file = yaml.safe_load(p.read_text()) if p.is_file() else None
+        if isinstance(raw_file, dict) and set(raw_file) & set(SECTIONS) and \
+                set(raw_file) <= set(SECTIONS):
+            raw = raw_file
+        else:
+            raw = {"model": str(config)}
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"{source}: unknown section {unknown[0]!r}; sections are {SECTIONS}")
+    model_raw = raw.get("model")
+    if model_raw is None:
+        raise ConfigError(f"{source}: the 'model' section is required")
+    if isinstance(model_raw, str):
+        model_raw, _ = load_config_dict(model_raw)
+    sections = {"model": dict(model_raw), **{k: dict(raw.get(k) or {}) for k in SECTIONS[1:]}}
+    for item in overrides or []:
+        key = item.split("=", 1)[0]
+        section = key.split(".", 1)[0]
+        if section not in SECTIONS:
+            item = f"train.{item}"
+        sections = apply_overrides(sections, [item])
+    model = load_config(sections["model"])
+    return RunConfig(model=model,
+                     diffusion=_section(DiffusionConfig, sections["diffusion"], "diffusion",
+                                        source),
+                     data=_section(DataConfig, sections["data"], "data", source),
+                     train=_section(TrainConfig, sections["train"], "train", source))

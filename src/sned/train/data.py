@@ -1,0 +1,96 @@
+"""Training data plumbing: dataset construction, a resumable per-step batch order, resizing.
+
+The batch of step ``s`` is a pure function of ``(seed, s, rank)``: a fresh permutation per epoch
+of the global index list, sliced by step and rank. Resuming at step ``s`` therefore continues
+the exact sequence, with no sampler state to save.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..config import ModelConfig
+from .config import DataConfig
+
+
+def build_dataset(data: DataConfig, model: ModelConfig, frames: int | None = None) -> Dataset:
+    """The training set at the model's largest resolution (batches are resized per step)."""
+    frames = model.frames if frames is None else frames
+    res = max(model.resolutions)
+    if data.kind == "synthetic":
+        from ..data.synthetic import SyntheticVideoDataset
+
+        return SyntheticVideoDataset(data.num_videos, frames, res, seed=data.seed,
+                                     max_objects=data.max_objects,
+                                     textured_background=data.textured_background)
+    from ..data.folder import VideoFolderDataset
+
+    return VideoFolderDataset(data.root, frames, res, stride=data.stride,
+                              captions=data.captions, seed=data.seed)
+
+
+class StepBatchSampler(Sampler[list[int]]):
+    """Yields the index batches of steps ``start, start+1, …`` for one rank.
+
+    Args:
+        n: dataset size. batch: per-rank batch. rank / world: DDP position. seed: order seed.
+    """
+
+    def __init__(self, n: int, batch: int, seed: int, start: int = 0, rank: int = 0,
+                 world: int = 1) -> None:
+        self.n, self.batch, self.seed = n, batch, seed
+        self.start, self.rank, self.world = start, rank, world
+
+    def indices(self, step: int) -> list[int]:
+        global_batch = self.batch * self.world
+        first = step * global_batch + self.rank * self.batch
+        out = []
+        for pos in range(first, first + self.batch):
+            epoch, offset = divmod(pos, self.n)
+            perm = self._perm(epoch)
+            out.append(int(perm[offset]))
+        return out
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        cache = getattr(self, "_cache", None)
+        if cache is None or cache[0] != epoch:
+            self._cache = (epoch, np.random.default_rng([self.seed, epoch]).permutation(self.n))
+        return self._cache[1]
+
+    def __iter__(self):
+        step = self.start
+        while True:
+            yield self.indices(step)
+            step += 1
+
+    def __len__(self) -> int:  # infinite; DataLoader only needs it for len()
+        return 2 ** 62
+
+
+def collate(items: list[dict]) -> dict:
+    """Stack videos (B, C, T, H, W); keep captions as a list."""
+    return {"video": torch.stack([it["video"] for it in items]),
+            "caption": [it.get("caption", "") for it in items]}
+
+
+def make_loader(dataset: Dataset, data: DataConfig, batch: int, seed: int, start: int,
+                rank: int = 0, world: int = 1) -> DataLoader:
+    sampler = StepBatchSampler(len(dataset), batch, seed, start, rank, world)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
+                      num_workers=data.num_workers, persistent_workers=data.num_workers > 0,
+                      pin_memory=torch.cuda.is_available())
+
+
+def resize_video(video: Tensor, size: int) -> Tensor:
+    """Antialiased bilinear resize of (B, C, T, H, W) to (B, C, T, size, size)."""
+    b, c, t, h, w = video.shape
+    if (h, w) == (size, size):
+        return video
+    frames = video.transpose(1, 2).reshape(b * t, c, h, w)
+    frames = F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False,
+                           antialias=True)
+    return frames.reshape(b, t, c, size, size).transpose(1, 2)

@@ -1,0 +1,140 @@
+"""Exact freezing of the unsampled supernet (SNED Algorithm 1: "update the sampled subnet while
+freezing the rest").
+
+Plain AdamW does not freeze a weight whose gradient is zero: weight decay still shrinks it and
+stale moments keep moving it. :class:`MaskedAdamW` applies the AdamW update — parameter,
+``exp_avg``, ``exp_avg_sq`` and decay — only on the active region of each parameter, so every
+inactive element stays bitwise unchanged.
+
+The active region comes from the forward itself: :class:`ActivityTracker` hooks every module
+that owns parameters and records, per call, the active views that the elastic layers'
+``active_weights`` return (the same function forward and extraction use). Regions are prefixes;
+several archs in one step (sandwich rule) give a union of prefixes, which is split into
+disjoint boxes so no element is updated twice.
+
+Bias correction uses the parameter's step count (as ``torch.optim.SparseAdam`` does).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import torch
+from torch import Tensor, nn
+
+from ..nn.elastic import ElasticConv2d, ElasticGroupNorm, ElasticLinear
+
+_ELASTIC = (ElasticLinear, ElasticConv2d, ElasticGroupNorm)
+Box = tuple[int, ...]  # prefix extents, one per dimension
+
+
+class ActivityTracker:
+    """Records the active prefix of every parameter touched by forwards since :meth:`reset`."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.extents: dict[Tensor, set[Box]] = defaultdict(set)
+        self._handles = []
+        for module in model.modules():
+            if any(True for _ in module.parameters(recurse=False)):
+                self._handles.append(module.register_forward_pre_hook(self._hook))
+
+    def _hook(self, module: nn.Module, args: tuple) -> None:
+        if isinstance(module, _ELASTIC):
+            views = module.active_weights(*args[1:])
+            for param, view in zip((module.weight, module.bias), views):
+                if param is not None and view is not None:
+                    self.extents[param].add(tuple(view.shape))
+        else:
+            for param in module.parameters(recurse=False):
+                self.extents[param].add(tuple(param.shape))
+
+    def reset(self) -> None:
+        self.extents.clear()
+
+    def regions(self) -> dict[Tensor, list[tuple[slice, ...]]]:
+        """Per active parameter, disjoint index tuples covering the union of its prefixes."""
+        return {p: disjoint_boxes(boxes, p.shape) for p, boxes in self.extents.items()}
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+def disjoint_boxes(boxes: set[Box], shape: torch.Size) -> list[tuple[slice, ...]]:
+    """Split a union of prefix boxes into disjoint index tuples.
+
+    Prefixes may differ in at most two leading dimensions (out, in); trailing dimensions
+    (conv kernels) are always full.
+    """
+    if any(tuple(b) == tuple(shape) for b in boxes):
+        return [tuple(slice(None) for _ in shape)]
+    if len(shape) == 1 or len({b[1:] for b in boxes}) == 1:
+        rest = next(iter(boxes))[1:]
+        return [(slice(0, max(b[0] for b in boxes)),) + tuple(slice(0, r) for r in rest)]
+    if any(b[2:] != tuple(shape[2:]) for b in boxes):
+        raise ValueError(f"prefix boxes {boxes} vary beyond the first two dimensions")
+    # staircase: sort by first extent descending and keep boxes that widen the second one
+    stair: list[Box] = []
+    for b in sorted(boxes, key=lambda b: (-b[0], -b[1])):
+        if not stair or b[1] > stair[-1][1]:
+            stair.append(b)
+    out, prev = [], 0
+    for a, b in ((s[0], s[1]) for s in stair):
+        out.append((slice(0, a), slice(prev, b)) + tuple(slice(None) for _ in shape[2:]))
+        prev = b
+    return out
+
+
+class MaskedAdamW(torch.optim.Optimizer):
+    """AdamW that updates only given regions of each parameter.
+
+    Call :meth:`step` with ``regions`` (from :meth:`ActivityTracker.regions`); parameters
+    missing from it are not touched at all. Without ``regions`` every parameter with a
+    gradient is fully active (plain AdamW semantics).
+    """
+
+    def __init__(self, params, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.01) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None, regions: dict[Tensor, list[tuple[slice, ...]]] | None = None):
+        loss = None if closure is None else closure()
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            ps, gs, ms, vs, step_sizes, denoms_c = [], [], [], [], [], []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if regions is not None and p not in regions:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.zeros((), dtype=torch.float64)
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+                t = float(state["step"])
+                bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
+                full = [tuple(slice(None) for _ in p.shape)]
+                for idx in (full if regions is None else regions[p]):
+                    ps.append(p[idx])
+                    gs.append(p.grad[idx])
+                    ms.append(state["exp_avg"][idx])
+                    vs.append(state["exp_avg_sq"][idx])
+                    step_sizes.append(group["lr"] / bc1)
+                    denoms_c.append(math.sqrt(bc2))
+            if not ps:
+                continue
+            if group["weight_decay"]:
+                torch._foreach_mul_(ps, 1 - group["lr"] * group["weight_decay"])
+            torch._foreach_lerp_(ms, gs, 1 - b1)
+            torch._foreach_mul_(vs, b2)
+            torch._foreach_addcmul_(vs, gs, gs, 1 - b2)
+            denom = torch._foreach_sqrt(vs)
+            torch._foreach_div_(denom, denoms_c)
+            torch._foreach_add_(denom, group["eps"])
+            torch._foreach_mul_(denom, [1 / s for s in step_sizes])
+            torch._foreach_addcdiv_(ps, ms, denom, -1.0)
+        return loss

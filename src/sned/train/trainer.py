@@ -1,0 +1,383 @@
+"""Supernet training — SNED Algorithm 1, one readable loop.
+
+Each optimizer step: draw the step's arch(s) and resolution (same on every rank), resize the
+batch, compute the diffusion loss of the subnet, back-propagate, and update only the sampled
+subnet's weights (masked AdamW). See :func:`train_step` for the whole step top to bottom.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from ..arch import Arch
+from ..diffusion import Objective
+from ..models.unet import VideoUNet
+from ..space import SearchSpace
+from .arch_sampler import ArchSampler, Floors
+from .checkpoint import load_training_state, resolve_checkpoint, save_checkpoint
+from .config import RunConfig
+from .data import build_dataset, make_loader, resize_video
+from .masked_adamw import ActivityTracker, MaskedAdamW
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss stayed non-finite); a checkpoint was saved."""
+
+
+@dataclass
+class StepResult:
+    loss: float
+    resolution: int
+    archs: list[Arch]
+    floors: Floors
+    params: int
+    macs: int
+    grad_norm: float
+    skipped: bool = False
+    losses: list[float] = field(default_factory=list)
+
+
+class Trainer:
+    """Owns the model, optimizer, EMA, data and logging of one run.
+
+    Args:
+        run: the run config.
+        out_dir: run folder (``checkpoints/``, ``metrics.jsonl``, ``tensorboard/``).
+        resume: continue from ``out_dir/checkpoints/latest`` when it exists.
+        progress: show a tqdm progress bar (rank 0).
+    """
+
+    def __init__(self, run: RunConfig, out_dir: str | os.PathLike, resume: bool = False,
+                 progress: bool = True) -> None:
+        self.run, self.cfg = run, run.train
+        self.out = Path(out_dir)
+        self.rank, self.world = _dist_info()
+        self.device = _pick_device(self.cfg.device, self.rank)
+        self.is_main = self.rank == 0
+        if self.cfg.deterministic:
+            torch.use_deterministic_algorithms(True)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = False  # shapes change every step
+        torch.manual_seed(self.cfg.seed)
+
+        self.space = SearchSpace(run.model)
+        self.sampler = ArchSampler(self.space, self.cfg)
+        self.objective = Objective(run.diffusion)
+        self.model = VideoUNet(run.model).to(self.device)
+        self.model.gradient_checkpointing = self.cfg.gradient_checkpointing
+        self.ddp = None
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.ddp = DDP(self.model, device_ids=[self.device.index] if
+                           self.device.type == "cuda" else None, find_unused_parameters=True)
+        params = list(self.model.parameters())
+        opt_kw = dict(lr=self.cfg.lr, betas=self.cfg.betas, eps=self.cfg.eps,
+                      weight_decay=self.cfg.weight_decay)
+        self.optimizer = (MaskedAdamW(params, **opt_kw) if self.cfg.exact_freeze
+                          else torch.optim.AdamW(params, **opt_kw))
+        self.tracker = ActivityTracker(self.model) if self.cfg.exact_freeze else None
+        warm = self.cfg.lr_warmup_steps
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+        self.ema = None
+        if self.cfg.ema_decay > 0:
+            from diffusers.training_utils import EMAModel
+
+            self.ema = EMAModel(params, decay=self.cfg.ema_decay, foreach=True)
+        self.text = None
+        self.step = 0
+        self.nan_streak = 0
+        self.nan_skipped = 0
+        self.history: list[tuple[int, int, list[Arch]]] = []
+        self._stop_signal: int | None = None
+        self.progress = progress and self.is_main
+
+        ckpt_root = self.out / "checkpoints"
+        if resume and (ckpt_root / "latest").exists():
+            self._resume(resolve_checkpoint(ckpt_root / "latest"))
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "run_config.json").write_text(json.dumps(run.to_dict(), indent=1))
+            self._truncate_metrics()
+
+    # ----------------------------------------------------------------------------- the step
+    def train_step(self, batch: dict) -> StepResult:
+        """One optimizer step (Algorithm 1, lines 4-9)."""
+        archs, floors = self.sampler(self.step)
+        res = archs[0].resolution
+        n = self.cfg.batch_for(res)
+        video = resize_video(batch["video"][:n].to(self.device, non_blocking=True), res)
+        emb, mask = self._encode(batch["caption"][:n])
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.tracker is not None:
+            self.tracker.reset()
+        losses, teacher = [], None
+        for micro in range(self.cfg.grad_accum):
+            inputs, target, t = self._noised_inputs(video, emb, mask, micro)
+            for i, arch in enumerate(archs):
+                distill = self.cfg.sampler == "sandwich" and self.cfg.inplace_distill and i > 0
+                last = micro == self.cfg.grad_accum - 1 and i == len(archs) - 1
+                with self._autocast():
+                    pred = self._forward(inputs, arch, sync=last)
+                    goal = teacher if distill else target
+                    loss = self.objective.loss(pred, goal, t).mean()
+                if i == 0 and self.cfg.sampler == "sandwich":
+                    teacher = pred.detach()
+                (loss / (len(archs) * self.cfg.grad_accum)).backward()
+                losses.append(loss.item())
+        mean_loss = float(np.mean(losses))
+        finite = all(math.isfinite(x) for x in losses)
+        if self.world > 1:  # every rank must agree to skip, and log the global mean loss
+            stats = torch.tensor([mean_loss if finite else 0.0, float(finite)],
+                                 device=self.device, dtype=torch.float64)
+            dist.all_reduce(stats)
+            finite = stats[1].item() == self.world
+            mean_loss = stats[0].item() / self.world if finite else float("nan")
+        cost = self.space.cost(archs[0])
+        if not finite:
+            self.optimizer.zero_grad(set_to_none=True)
+            return StepResult(mean_loss, res, archs, floors, cost.params, cost.macs,
+                              float("nan"), skipped=True, losses=losses)
+        grad_norm = self._clip()
+        if self.tracker is not None:
+            self.optimizer.step(regions=self.tracker.regions())
+        else:
+            self.optimizer.step()
+        self.lr_scheduler.step()
+        if self.ema is not None:
+            self.ema.step(self.model.parameters())
+        return StepResult(mean_loss, res, archs, floors, cost.params, cost.macs, grad_norm,
+                          losses=losses)
+
+    def _noised_inputs(self, video: Tensor, emb: Tensor, mask: Tensor, micro: int):
+        """Noise, timesteps, caption dropout and (SSR) the augmented low-res condition."""
+        g = torch.Generator().manual_seed(_seed(self.cfg.seed, self.step, self.rank, micro))
+        b = video.shape[0]
+        t = torch.randint(0, self.run.diffusion.num_train_timesteps, (b,), generator=g)
+        noise = torch.randn(video.shape, generator=g)
+        keep_text = torch.rand(b, generator=g) >= self.cfg.cfg_drop_prob
+        t, noise = t.to(self.device), noise.to(self.device)
+        xt, target = self.objective.noisy(video, noise, t)
+        inputs = {"sample": xt, "timestep": t, "encoder_hidden_states": emb,
+                  "encoder_attention_mask": mask & keep_text.to(self.device)[:, None]}
+        if self.run.model.kind == "ssr":
+            low = resize_video(video, video.shape[-1] // 2)
+            level = torch.rand(b, generator=g)
+            low_noise = torch.randn(low.shape, generator=g).to(self.device)
+            inputs["lowres"] = self.objective.augment_lowres(low, level.to(self.device),
+                                                             low_noise)
+            inputs["noise_aug_level"] = level.to(self.device)
+        return inputs, target, t
+
+    def _forward(self, inputs: dict, arch: Arch, sync: bool) -> Tensor:
+        if self.ddp is None:
+            return self.model(**inputs, arch=arch)
+        ctx = nullcontext() if sync else self.ddp.no_sync()
+        with ctx:
+            return self.ddp(**inputs, arch=arch)
+
+    def _clip(self) -> float:
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if self.cfg.grad_clip > 0:
+            return float(torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip))
+        return float(torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(p.grad) for p in params])))
+
+    def _autocast(self):
+        mp = self.cfg.mixed_precision
+        if self.device.type == "cuda" and mp in ("auto", "bf16"):
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if mp == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def _encode(self, captions: list[str]) -> tuple[Tensor, Tensor]:
+        if self.text is None:
+            from ..text import TextEncoder
+
+            self.text = TextEncoder(self.run.data.text_encoder,
+                                    max_length=self.run.model.text_len)
+            if self.text.dim != self.run.model.text_dim:
+                raise TrainingError(f"text encoder width {self.text.dim} != model.text_dim "
+                                    f"{self.run.model.text_dim}")
+        emb, mask = self.text.encode(list(captions))
+        return emb.to(self.device), mask.to(self.device)
+
+    # ----------------------------------------------------------------------------- the loop
+    def fit(self, steps: int | None = None) -> "Trainer":
+        """Train until ``steps`` total optimizer steps (default: the config's)."""
+        total = self.cfg.steps if steps is None else steps
+        if self.step >= total:
+            return self
+        dataset = build_dataset(self.run.data, self.run.model)
+        batch = max([self.cfg.batch_size, *self.cfg.batch_size_per_resolution.values()])
+        loader = make_loader(dataset, self.run.data, batch, self.cfg.seed, self.step,
+                             self.rank, self.world)
+        writer = _tensorboard(self.out) if self.is_main else None
+        bar = _progress(self.step, total) if self.progress else None
+        old_handlers = self._install_signal_handlers()
+        t0, last_saved = time.perf_counter(), self.step
+        try:
+            for batch in loader:
+                result = self.train_step(batch)
+                self.history.append((self.step, result.resolution, result.archs))
+                self.step += 1
+                self._account_nan(result)
+                if self.is_main:
+                    self._log(result, writer, time.perf_counter() - t0)
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{result.loss:.4f}", res=result.resolution,
+                                        params=f"{result.params / 1e6:.2f}M",
+                                        floor=result.floors.min_ratio)
+                t0 = time.perf_counter()
+                done = self.step >= total
+                if done or self.step % self.cfg.checkpoint_every == 0 or self._stop_signal:
+                    self.save()
+                    last_saved = self.step
+                if done or self._stop_signal:
+                    break
+        finally:
+            if (self.world == 1 and self.step != last_saved
+                    and self.nan_streak < self.cfg.nan_patience):
+                self.save()  # an exception mid-run loses nothing that finished
+            self._restore_signal_handlers(old_handlers)
+            if bar is not None:
+                bar.close()
+            if writer is not None:
+                writer.close()
+        return self
+
+    def _account_nan(self, result: StepResult) -> None:
+        if not result.skipped:
+            self.nan_streak = 0
+            return
+        self.nan_streak += 1
+        self.nan_skipped += 1
+        if self.nan_streak >= self.cfg.nan_patience:
+            self.save()
+            raise TrainingError(
+                f"loss was non-finite for {self.nan_streak} steps in a row (last step "
+                f"{self.step}, resolution {result.resolution}); aborting. Weights were not "
+                f"updated by those steps; the last good state is in "
+                f"{self.out / 'checkpoints' / 'latest'}. Lower train.lr or check the data.")
+
+    # ----------------------------------------------------------------------------- state
+    def save(self) -> Path | None:
+        if self.world > 1:
+            dist.barrier()
+        if not self.is_main:
+            return None
+        return save_checkpoint(self.out / "checkpoints", self.step, self.model, self.optimizer,
+                               self.ema, self.lr_scheduler,
+                               {"nan_skipped": self.nan_skipped, "run": self.run.to_dict()},
+                               self.cfg.keep_last)
+
+    def _resume(self, folder: Path) -> None:
+        state = load_training_state(folder, self.model, self.optimizer, self.ema,
+                                    self.lr_scheduler)
+        self.step = int(state["step"])
+        self.nan_skipped = int(state.get("nan_skipped", 0))
+
+    def _truncate_metrics(self) -> None:
+        """Drop log rows past the resumed step so a resumed run logs each step once."""
+        path = self.out / "metrics.jsonl"
+        if not path.exists():
+            return
+        rows = [r for r in path.read_text().splitlines() if r.strip()]
+        kept = [r for r in rows if json.loads(r)["step"] <= self.step]
+        path.write_text("".join(r + "\n" for r in kept))
+
+    def _log(self, r: StepResult, writer, seconds: float) -> None:
+        row = {"step": self.step, "loss": r.loss, "resolution": r.resolution,
+               "params": r.params, "macs": r.macs, "min_ratio": r.floors.min_ratio,
+               "min_keep": r.floors.min_keep, "lr": self.lr_scheduler.get_last_lr()[0],
+               "grad_norm": r.grad_norm, "skipped": r.skipped, "seconds": round(seconds, 4)}
+        if len(r.losses) > 1:
+            row["losses"] = r.losses
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if writer is not None and (self.step % self.cfg.log_every == 0 or self.step == 1):
+            frac = r.params / self.space.cost(self.space.largest()).params
+            bucket = min(3, int((frac - 0.4) / 0.15)) if frac > 0.4 else 0
+            writer.add_scalar("loss", r.loss, self.step)
+            writer.add_scalar(f"loss_by_resolution/{r.resolution}", r.loss, self.step)
+            writer.add_scalar(f"loss_by_cost/{['40-55', '55-70', '70-85', '85-100'][bucket]}%",
+                              r.loss, self.step)
+            writer.add_scalar("lr", row["lr"], self.step)
+            writer.add_scalar("warmup/min_ratio", r.floors.min_ratio, self.step)
+            writer.add_scalar("warmup/min_keep", r.floors.min_keep, self.step)
+            writer.add_scalar("sampled_params_M", r.params / 1e6, self.step)
+
+    def _install_signal_handlers(self):
+        def handler(signum, frame):
+            if self._stop_signal is not None:  # second signal: stop now
+                raise KeyboardInterrupt
+            self._stop_signal = signum
+
+        old = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                old[sig] = signal.signal(sig, handler)
+            except ValueError:  # not the main thread
+                pass
+        return old
+
+    def _restore_signal_handlers(self, old) -> None:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+    @property
+    def interrupted(self) -> bool:
+        return self._stop_signal is not None
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.default_rng(list(parts)).integers(2 ** 62))
+
+
+def _dist_info() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _pick_device(name: str, rank: int) -> torch.device:
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise TrainingError("train.device=cuda but no CUDA device is available")
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    torch.cuda.set_device(local)
+    return torch.device("cuda", local)
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is a dependency; tolerate a broken install
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+def _progress(start: int, total: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
