@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     _add, run, _help = COMMANDS[args.command]
     try:
         return int(run(args) or 0)
-    except (ConfigError, ArchError, CheckpointError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, ArchError, CheckpointError, OSError, ValueError) as e:
         print(f"sned {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

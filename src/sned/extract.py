@@ -81,12 +81,13 @@ def extract(supernet: VideoUNet, arch: Arch | None = None) -> VideoUNet:
     return static.eval()
 
 
-def save_pretrained(model: VideoUNet, folder: str | os.PathLike, extra: dict | None = None
-                    ) -> Path:
+def save_pretrained(model: VideoUNet, folder: str | os.PathLike, extra: dict | None = None,
+                    files: dict[str, str] | None = None) -> Path:
     """Write ``folder/config.json`` and ``folder/model.safetensors`` atomically.
 
     ``model`` is an extracted model (its arch is recorded) or a supernet (saved whole).
-    ``extra`` adds JSON-serialisable fields to ``config.json`` (e.g. a model card's numbers).
+    ``extra`` adds JSON-serialisable fields to ``config.json`` (e.g. the diffusion config);
+    ``files`` adds text files (e.g. ``README.md``, ``arch.json``) to the folder.
     """
     folder = Path(folder)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION,
@@ -100,6 +101,8 @@ def save_pretrained(model: VideoUNet, folder: str | os.PathLike, extra: dict | N
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(meta, indent=1) + "\n")
+        for name, text in (files or {}).items():
+            (tmp / name).write_text(text)
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)

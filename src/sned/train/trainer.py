@@ -235,7 +235,6 @@ class Trainer:
                 result = self.train_step(batch)
                 self.history.append((self.step, result.resolution, result.archs))
                 self.step += 1
-                self._account_nan(result)
                 if self.is_main:
                     self._log(result, writer, time.perf_counter() - t0)
                     if bar is not None:
@@ -243,6 +242,7 @@ class Trainer:
                         bar.set_postfix(loss=f"{result.loss:.4f}", res=result.resolution,
                                         params=f"{result.params / 1e6:.2f}M",
                                         floor=result.floors.min_ratio)
+                self._account_nan(result)
                 t0 = time.perf_counter()
                 done = self.step >= total
                 if done or self.step % self.cfg.checkpoint_every == 0 or self._stop_signal:
