@@ -1,0 +1,93 @@
+"""Validation-loss proxy: the mean denoising loss of a subnet on a fixed held-out set.
+
+Everything random is drawn once at construction — videos, captions, timesteps (stratified over
+[0, T)), noise and, for SSR models, the low-res noise augmentation — so ``proxy(arch)`` is a
+deterministic, cheap function of the arch: the search objective (lower is better).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..arch import Arch
+from ..diffusion import DiffusionConfig, Objective
+from ..models.unet import VideoUNet
+
+
+class ValLossProxy:
+    """``proxy(arch) -> float``: mean loss of ``model`` under ``arch`` on a fixed batch.
+
+    Args:
+        model: the supernet (or an extracted model with ``arch=None`` calls).
+        diffusion: the diffusion config the model was trained with.
+        videos: (N, C, T, H, W) held-out clips in [-1, 1] at ``resolution``.
+        text: (N, L, D) embeddings and (N, L) mask of their captions.
+        seed: seed of timesteps, noise and augmentation levels.
+        batch: evaluation batch size.
+    """
+
+    def __init__(self, model: VideoUNet, diffusion: DiffusionConfig, videos: torch.Tensor,
+                 text: tuple[torch.Tensor, torch.Tensor], seed: int = 0, batch: int = 8) -> None:
+        self.model, self.batch = model, batch
+        self.objective = Objective(diffusion)
+        n = videos.shape[0]
+        device = next(model.parameters()).device
+        g = torch.Generator().manual_seed(seed)
+        steps = diffusion.num_train_timesteps
+        # stratified timesteps: one per equal slice of [0, T), shuffled
+        edges = (torch.arange(n) + torch.rand(n, generator=g)) * steps / n
+        t = edges.long().clamp(max=steps - 1)[torch.randperm(n, generator=g)]
+        noise = torch.randn(videos.shape, generator=g)
+        self.t = t.to(device)
+        x0 = videos.to(device)
+        self.xt, self.target = self.objective.noisy(x0, noise.to(device), self.t)
+        self.emb, self.mask = text[0].to(device), text[1].to(device)
+        self.lowres = self.aug = None
+        if model.config.kind == "ssr":
+            from ..train.data import resize_video
+
+            low = resize_video(x0, x0.shape[-1] // 2)
+            self.aug = torch.rand(n, generator=g).to(device)
+            low_noise = torch.randn(low.shape, generator=g).to(device)
+            self.lowres = self.objective.augment_lowres(low, self.aug, low_noise)
+        self.resolution = videos.shape[-1]
+        self.evaluations = 0
+
+    @torch.no_grad()
+    def __call__(self, arch: Arch | None) -> float:
+        self.model.eval()
+        total, count = 0.0, 0
+        for i in range(0, self.xt.shape[0], self.batch):
+            sl = slice(i, i + self.batch)
+            kw = {"sample": self.xt[sl], "timestep": self.t[sl],
+                  "encoder_hidden_states": self.emb[sl], "encoder_attention_mask": self.mask[sl]}
+            if self.lowres is not None:
+                kw.update(lowres=self.lowres[sl], noise_aug_level=self.aug[sl])
+            if arch is not None:
+                kw["arch"] = arch
+            pred = self.model(**kw)
+            loss = self.objective.loss(pred, self.target[sl], self.t[sl])
+            total += float(loss.sum())
+            count += loss.shape[0]
+        self.evaluations += 1
+        return total / count
+
+
+def synthetic_proxy(model: VideoUNet, diffusion: DiffusionConfig, resolution: int,
+                    n_videos: int = 32, frames: int | None = None, seed: int = 10_000,
+                    text_encoder=None, batch: int = 8) -> ValLossProxy:
+    """A proxy on held-out synthetic videos (a seed disjoint from the training set's)."""
+    from ..data.synthetic import SyntheticVideoDataset
+    from ..text import TextEncoder
+    from ..train.data import resize_video
+
+    cfg = model.config
+    frames = cfg.frames if frames is None else frames
+    data = SyntheticVideoDataset(n_videos, frames, resolution, seed=seed)
+    items = [data[i] for i in range(n_videos)]
+    videos = resize_video(torch.stack([it["video"] for it in items]), resolution)
+    enc = text_encoder or TextEncoder(max_length=cfg.text_len)
+    emb, mask = enc.encode([it["caption"] for it in items])
+    return ValLossProxy(model, diffusion, videos, (emb, mask), seed=int(np.int64(seed)),
+                        batch=batch)
