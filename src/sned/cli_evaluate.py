@@ -56,7 +56,8 @@ def run_search(args: argparse.Namespace) -> int:
     common = dict(budget=args.budget, resolution=args.resolution, frames=args.frames,
                   max_params=args.max_params, max_macs=args.max_macs,
                   max_latency_ms=args.max_latency_ms, latency_fn=latency_fn, seed=args.seed)
-    evo = evolutionary_search(space, proxy, population_size=args.population, **common)
+    evo = evolutionary_search(space, proxy, population_size=args.population,
+                              parents=max(1, min(5, args.population // 3)), **common)
     runs = {"evolution": evo.points}
     summary = {"config": den.config.name, "checkpoint": den.source, "resolution":
                args.resolution, "budget": args.budget, "evolution": evo.summary()}
