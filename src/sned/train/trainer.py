@@ -217,8 +217,10 @@ class Trainer:
         return emb.to(self.device), mask.to(self.device)
 
     # ----------------------------------------------------------------------------- the loop
-    def fit(self, steps: int | None = None) -> "Trainer":
-        """Train until ``steps`` total optimizer steps (default: the config's)."""
+    def fit(self, steps: int | None = None, max_seconds: float | None = None) -> "Trainer":
+        """Train until ``steps`` total optimizer steps (default: the config's), or until
+        ``max_seconds`` of wall time have passed (then save and return)."""
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
         total = self.cfg.steps if steps is None else steps
         if self.step >= total:
             return self
@@ -244,7 +246,7 @@ class Trainer:
                                         floor=result.floors.min_ratio)
                 self._account_nan(result)
                 t0 = time.perf_counter()
-                done = self.step >= total
+                done = self.step >= total or self._past(deadline)
                 if done or self.step % self.cfg.checkpoint_every == 0 or self._stop_signal:
                     self.save()
                     last_saved = self.step
@@ -260,6 +262,15 @@ class Trainer:
             if writer is not None:
                 writer.close()
         return self
+
+    def _past(self, deadline: float | None) -> bool:
+        """Whether the wall-time budget is spent (rank 0's clock decides for all ranks)."""
+        if deadline is None:
+            return False
+        flag = torch.tensor(float(time.monotonic() >= deadline), device=self.device)
+        if self.world > 1:
+            dist.broadcast(flag, 0)
+        return bool(flag.item())
 
     def _account_nan(self, result: StepResult) -> None:
         if not result.skipped:
