@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
+
+import numpy as np
 
 from .cli import command
 
@@ -85,3 +88,129 @@ def run_search(args: argparse.Namespace) -> int:
                                                            "out": str(out)}))
     return 0
 
+
+
+# --------------------------------------------------------------------------------- evaluate
+METRICS = ("fvd", "kvd", "caption", "val_loss", "latency")
+
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="base model: run dir / checkpoint or model folder")
+    p.add_argument("--ssr", help="SSR model for resolutions above the base's")
+    p.add_argument("--presets", default="S,M,L,B")
+    p.add_argument("--resolution", type=int, help="final resolution (default: the base's)")
+    p.add_argument("--metrics", default="fvd,kvd,caption,val_loss,latency")
+    p.add_argument("--n-videos", type=int, default=64, help="generated (and real) videos per run")
+    p.add_argument("--runs", type=int, default=1, help="repeat with different seeds: mean ± std")
+    p.add_argument("--frames", type=int, help="frames per video (FVD needs >= 9)")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--cfg", type=float, default=5.0)
+    p.add_argument("--batch", type=int, default=16, help="videos generated per batch")
+    p.add_argument("--i3d", help="I3D weights (i3d_pretrained_400.pt); or set SNED_I3D_WEIGHTS")
+    p.add_argument("--random-features", action="store_true",
+                   help="random I3D weights: relative comparisons only (labelled everywhere)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True)
+
+
+@command("evaluate", "paper-style table: FVD/KVD, caption accuracy, val loss, latency")(
+    _evaluate_args)
+def run_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from .cli_generate import load_stages
+    from .data.synthetic import SyntheticVideoDataset, sample_prompts
+    from .metrics.caption import caption_accuracy
+    from .metrics.fvd import compute_features, fvd_kvd, real_stats
+    from .metrics.latency import denoiser_latency
+    from .metrics.val_loss import synthetic_proxy
+    from .inputs import example_inputs
+    from .pipelines.cascade import Stage, generate
+    from .report import markdown_table, write_report
+    from .space import SearchSpace
+    from .text import TextEncoder
+    from .video_io import to_uint8
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    bad = [m for m in metrics if m not in METRICS]
+    if bad:
+        raise ValueError(f"--metrics: unknown {bad}; choose from {list(METRICS)}")
+    if args.runs < 1 or args.n_videos < 1:
+        raise ValueError("--runs and --n-videos must be >= 1")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" \
+        else args.device
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    detector = None
+    if {"fvd", "kvd"} & set(metrics):
+        from .metrics.i3d import load_i3d
+
+        detector = (load_i3d(random_init=True, device=device) if args.random_features
+                    else load_i3d(args.i3d, device=device))
+    feature_label = " (RANDOM I3D features: relative comparisons only)" \
+        if detector is not None and getattr(detector, "random_features", False) else ""
+    rows = []
+    for preset in [p.strip() for p in args.presets.split(",")]:
+        base, ssr = load_stages(args.checkpoint, args.ssr, [preset], None, args.resolution,
+                                ema=True, device=device)
+        final = ssr[-1] if ssr else base
+        frames = args.frames or base.config.frames
+        enc = TextEncoder(max_length=base.config.text_len, device=device)
+        res = args.resolution or (base.resolution or base.config.resolutions[0])
+        space = SearchSpace(final.config)
+        arch = final.arch if final.arch is not None else final.model.arch
+        cost = space.cost(arch, resolution=res, frames=frames)
+        per_run: dict[str, list[float]] = {}
+        sample_s = []
+        for run in range(args.runs):
+            prompts = sample_prompts(args.n_videos, seed=1000 + run)
+            videos = []
+            for i in range(0, args.n_videos, args.batch):
+                emb, mask = enc.encode(prompts[i:i + args.batch])
+                t0 = time.perf_counter()
+                v = generate(emb, mask, base=Stage.from_denoiser(base),
+                             ssr=[Stage.from_denoiser(s) for s in ssr] or None,
+                             final_resolution=res, steps=args.steps,
+                             guidance_scale=[args.cfg] + [1.0] * len(ssr), frames=frames,
+                             seed=run * 100_000 + i, progress=True)
+                sample_s.append((time.perf_counter() - t0) / v.shape[0])
+                videos.append(to_uint8(v))
+            fake = np.concatenate(videos)
+            if "caption" in metrics:
+                per_run.setdefault("caption", []).append(
+                    caption_accuracy(fake, prompts)["all_correct"])
+            if detector is not None:
+                real = real_stats("synthetic", res, frames, args.n_videos,
+                                  lambda: (to_uint8(SyntheticVideoDataset(
+                                      args.n_videos, frames, res, seed=50_000 + run)[j]["video"])
+                                           for j in range(args.n_videos)),
+                                  out / "cache", detector, device=device)
+                fake_stats = compute_features([fake], detector, device=device, keep_features=True)
+                scores = fvd_kvd(real, fake_stats, seed=run)
+                for k in ("fvd", "kvd"):
+                    if k in metrics and scores.get(k) is not None:
+                        per_run.setdefault(k, []).append(float(scores[k]))
+        row = {"preset": preset, "resolution": res, "params": cost.params, "macs": cost.macs,
+               "sample_s": float(np.median(sample_s))}
+        for k, vals in per_run.items():
+            row["caption_all" if k == "caption" else k] = (
+                {"mean": float(np.mean(vals)), "std": float(np.std(vals))} if len(vals) > 1
+                else vals[0])
+        if "val_loss" in metrics:
+            row["val_loss"] = synthetic_proxy(final.model, final.diffusion, res,
+                                              n_videos=min(32, args.n_videos), frames=frames
+                                              )(final.arch)
+        if "latency" in metrics:
+            kw = example_inputs(final.model, batch=1, resolution=res, frames=frames)
+            row["latency_ms"] = denoiser_latency(final.model, final.arch, kw)
+        rows.append(row)
+    note = (f"{args.n_videos} videos per run, {args.runs} run(s), {frames} frames, "
+            f"{res}x{res}; FVD/KVD against synthetic real videos{feature_label}. "
+            f"Sample s = seconds per video for the whole cascade.")
+    (out / "table.json").write_text(json.dumps({"rows": rows, "note": note,
+                                                "random_features": bool(feature_label)},
+                                               indent=1))
+    write_report(out, "sned evaluate", note, [{"title": f"{res}x{res}", "rows": rows}])
+    print(markdown_table(rows))
+    print(note)
+    return 0

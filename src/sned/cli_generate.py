@@ -72,8 +72,8 @@ def _sample_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ssr", help="SSR model (run dir / checkpoint / model folder) for the "
                                  "cascade")
     p.add_argument("--prompt", action="append", default=[], help="caption (repeat for a batch)")
-    p.add_argument("--preset", default="B",
-                   help="preset for every stage, or one per stage: S,M,B (base, SSR 1, SSR 2)")
+    p.add_argument("--preset", help="preset for every stage, or one per stage: S,M,B (base, "
+                                    "SSR 1, SSR 2); default B (supernet checkpoints only)")
     p.add_argument("--arch", help="arch file for the base supernet (instead of --preset)")
     p.add_argument("--resolution", type=int, help="final resolution (default: the largest the "
                                                   "cascade reaches)")
@@ -106,7 +106,7 @@ def run_sample(args: argparse.Namespace) -> int:
         raise ValueError(f"--formats {args.formats!r}: choose from mp4, gif, png")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" \
         else args.device
-    presets = [p.strip() for p in args.preset.split(",")]
+    presets = [p.strip() for p in args.preset.split(",")] if args.preset else [None]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     files = generate_videos(args.model, args.ssr, prompts, presets, out, arch=args.arch,
@@ -155,7 +155,7 @@ def load_stages(model: str, ssr: str | None, presets: list[str], arch: str | Non
         if step_res not in probe.config.resolutions:
             raise CascadeError(f"the SSR model {ssr} cannot produce {step_res}px; it serves "
                                f"{list(probe.config.resolutions)}")
-        stages.append(probe.with_arch(space.preset(preset, step_res), preset))
+        stages.append(probe.with_arch(space.preset(preset or "B", step_res), preset or "B"))
     return base, stages
 
 

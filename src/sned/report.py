@@ -19,14 +19,14 @@ COLUMNS = [("preset", "Model"), ("params", "#Params"), ("macs", "GMACs/forward")
 def _fmt(key: str, value: Any) -> str:
     if value is None:
         return "–"
+    if isinstance(value, dict) and "mean" in value:
+        return f"{_fmt(key, value['mean'])} ± {_fmt(key, value.get('std', 0))}"
     if key == "params":
         return f"{value / 1e6:.2f} M"
     if key == "macs":
         return f"{value / 1e9:.2f}"
     if key == "caption_all":
         return f"{value:.0%}"
-    if isinstance(value, dict) and "mean" in value:
-        return f"{value['mean']:.2f} ± {value.get('std', 0):.2f}"
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
