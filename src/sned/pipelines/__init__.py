@@ -1,0 +1,16 @@
+"""Generation pipelines: one-model sampling and the base → SSR → SSR cascade.
+
+    from sned.pipelines import sample, generate, Stage
+
+* :func:`sample` — DDIM / DPM-Solver++ / DDPM sampling of one denoiser (supernet + arch or an
+  extracted model), classifier-free guidance, dynamic thresholding, SSR conditioning.
+* :func:`generate` with :class:`Stage` — the Imagen-style cascade to a final resolution.
+"""
+
+from __future__ import annotations
+
+from .cascade import SEED_STRIDE, CascadeError, Stage, cascade_resolutions, generate
+from .sampling import SeedLike, default_resolution, generators, initial_noise, sample
+
+__all__ = ["CascadeError", "SEED_STRIDE", "SeedLike", "Stage", "cascade_resolutions",
+           "default_resolution", "generate", "generators", "initial_noise", "sample"]
