@@ -15,7 +15,8 @@ from __future__ import annotations
 from .arch import Arch, ArchError, BlockArch
 from .config import ConfigError, ModelConfig, load_config
 from .cost import Cost, model_cost
-from .extract import CheckpointError, extract, load_pretrained, save_pretrained
+from .extract import extract, load_pretrained, save_pretrained
+from .files import CheckpointError
 from .inputs import example_inputs
 from .models.unet import VideoUNet
 from .space import PRESETS, SearchSpace, search_space

@@ -13,7 +13,7 @@ from typing import Callable
 
 from .arch import Arch, ArchError
 from .config import ConfigError
-from .extract import CheckpointError
+from .files import CheckpointError
 
 COMMANDS: dict[str, tuple[Callable, Callable, str]] = {}
 

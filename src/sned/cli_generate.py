@@ -194,7 +194,7 @@ def generate_videos(model, ssr, prompts, presets, out: Path, *, arch=None, resol
 def _quickstart_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="quickstart", help="output folder (default ./quickstart)")
     p.add_argument("--minutes", type=float, default=8.0,
-                   help="wall-time budget; training takes ~60 %% of it")
+                   help="wall-time budget; training takes ~75 %% of it")
     p.add_argument("--device", default="auto", help="auto (GPU if present), cpu or cuda")
     p.add_argument("--prompts", type=int, default=4, help="prompts sampled per preset")
     p.add_argument("--sample-steps", type=int, default=20, help="DDIM steps per stage")

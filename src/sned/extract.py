@@ -10,26 +10,20 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from .arch import Arch, full_layout, resolve, unet_blocks
 from .config import ConfigError, config_from_dict
+from .files import CheckpointError, atomic_folder, check_state_dict, load_safetensors
 from .models.unet import VideoUNet
 from .nn.elastic import ElasticConv2d, ElasticGroupNorm, ElasticLinear
 
 FORMAT = "sned-model"
 FORMAT_VERSION = 1
-
-
-class CheckpointError(RuntimeError):
-    """A model folder or checkpoint is missing, corrupt or for another model."""
 
 
 def _active_weights_like(sup: nn.Module, static: nn.Module):
@@ -95,20 +89,12 @@ def save_pretrained(model: VideoUNet, folder: str | os.PathLike, extra: dict | N
             "supernet": model.is_supernet,
             "arch": None if model.arch is None else model.arch.to_dict()}
     meta.update(extra or {})
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as tmp:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(meta, indent=1) + "\n")
         for name, text in (files or {}).items():
             (tmp / name).write_text(text)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 
@@ -144,22 +130,10 @@ def load_pretrained(folder: str | os.PathLike, device: str | torch.device = "cpu
         layouts = ([full_layout(s) for s in unet_blocks(cfg)] if arch is None
                    else resolve(cfg, arch))
     weights = folder / "model.safetensors"
-    if not weights.is_file():
-        raise CheckpointError(f"{weights} is missing")
-    try:
-        state = load_file(weights, device=str(device))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{weights} is corrupt or truncated: {e}") from None
+    state = load_safetensors(weights, device)
     with torch.device("meta"):
         model = VideoUNet(cfg, layouts, arch)
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    if missing or unexpected or wrong:
-        raise CheckpointError(
-            f"{weights} does not match {folder / 'config.json'}: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}, wrong shape {wrong[:5]}")
+    check_state_dict(model.state_dict(), state, str(weights), str(folder / "config.json"))
     model.load_state_dict(state, assign=True)
     if dtype is not None:
         model = model.to(dtype)

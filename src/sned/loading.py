@@ -19,7 +19,8 @@ import torch
 from .arch import Arch, ArchError
 from .config import config_from_dict
 from .diffusion import DiffusionConfig
-from .extract import CheckpointError, load_pretrained, read_model_meta
+from .extract import load_pretrained, read_model_meta
+from .files import CheckpointError
 from .models.unet import VideoUNet
 from .space import SearchSpace
 

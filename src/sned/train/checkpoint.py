@@ -23,10 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from ..extract import CheckpointError
+from ..files import CheckpointError, atomic_folder, check_state_dict, load_safetensors
 
 FORMAT = "sned-train-checkpoint"
 
@@ -37,12 +36,7 @@ def _save(tensors: dict[str, torch.Tensor], path: Path) -> None:
 
 
 def _load(path: Path, device="cpu") -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise CheckpointError(f"{path} is missing")
-    try:
-        return load_file(path, device=str(device))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is corrupt or truncated: {e}") from None
+    return load_safetensors(path, device)
 
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
@@ -81,12 +75,8 @@ def _jsonable(x):
 def save_checkpoint(root: Path, step: int, model: torch.nn.Module, optimizer, ema,
                     lr_scheduler, extra: dict, keep_last: int) -> Path:
     """Write ``root/step-XXXXXX`` atomically, point ``root/latest`` at it, prune old ones."""
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:07d}"
-    tmp = root / f".tmp-step-{step:07d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with atomic_folder(final) as tmp:
         names = {p: n for n, p in model.named_parameters()}
         _save(model.state_dict(), tmp / "model.safetensors")
         if ema is not None:
@@ -104,12 +94,6 @@ def save_checkpoint(root: Path, step: int, model: torch.nn.Module, optimizer, em
                  "ema": None if ema is None else {"optimization_step": ema.optimization_step},
                  **extra}
         (tmp / "state.json").write_text(json.dumps(state, indent=1, default=_jsonable))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     link_tmp = root / f".latest-{os.getpid()}"
     if link_tmp.is_symlink() or link_tmp.exists():
         link_tmp.unlink()
@@ -141,12 +125,7 @@ def load_weights(folder: Path, model: torch.nn.Module, ema: bool = False) -> Non
     if ema:  # EMA holds parameters only; buffers come from the model weights
         state = {**{k: v for k, v in _load(folder / "model.safetensors").items()
                     if k not in state}, **state}
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-    if missing or unexpected or wrong:
-        raise CheckpointError(f"{file} does not match the model: missing {missing[:5]}, "
-                              f"unexpected {unexpected[:5]}, wrong shape {wrong[:5]}")
+    check_state_dict(expected, state, str(file), "the model")
     model.load_state_dict(state)
 
 
