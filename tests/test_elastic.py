@@ -82,3 +82,13 @@ def test_attention_mask_excludes_padded_tokens():
     changed[:, 2:] = 100.0
     torch.testing.assert_close(attn(x, ctx, mask), attn(x, changed, mask))
     torch.testing.assert_close(attn(x, ctx, mask), attn(x, ctx[:, :2]))
+
+
+def test_chunked_attention_equals_one_call():
+    from sned.nn.attention import _sdpa
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(7, 2, 5, 4) for _ in range(3))
+    mask = torch.rand(7, 1, 1, 5) > 0.3
+    mask[:, ..., 0] = True
+    torch.testing.assert_close(_sdpa(q, k, v, mask, max_batch=3), _sdpa(q, k, v, mask))

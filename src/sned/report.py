@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 COLUMNS = [("preset", "Model"), ("params", "#Params"), ("macs", "GMACs/forward"),
-           ("latency_ms", "Denoiser ms"), ("sample_s", "Sample s"), ("val_loss", "Val loss"),
-           ("caption_all", "Caption acc."), ("fvd", "FVD"), ("kvd", "KVD")]
+           ("latency_ms", "Denoiser ms"), ("sample_s", "Sample s"), ("val_loss_init", "Val loss at init"),
+           ("val_loss", "Val loss"),
+           ("caption_color", "Colour acc."), ("caption_all", "Caption acc."), ("fvd", "FVD"),
+           ("kvd", "KVD")]
 
 
 def _fmt(key: str, value: Any) -> str:
@@ -25,7 +27,7 @@ def _fmt(key: str, value: Any) -> str:
         return f"{value / 1e6:.2f} M"
     if key == "macs":
         return f"{value / 1e9:.2f}"
-    if key == "caption_all":
+    if key in ("caption_all", "caption_color"):
         return f"{value:.0%}"
     if isinstance(value, float):
         return f"{value:.4g}"

@@ -30,6 +30,27 @@ def rotary(x: Tensor) -> Tensor:
     return out if d == 2 * half else torch.cat([out, x[..., 2 * half:]], dim=-1)
 
 
+MAX_SDPA_BATCH = 65535
+"""cuDNN's fused attention fails beyond 65,535 sequences (e.g. temporal attention over every
+pixel of a 256×256 video); larger batches are run in chunks."""
+
+
+def _sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None,
+          max_batch: int | None = None) -> Tensor:
+    """Scaled dot-product attention on (N, heads, L, d), in chunks of ``max_batch`` sequences
+    (default: MAX_SDPA_BATCH on CUDA, unchunked elsewhere)."""
+    n = q.shape[0]
+    max_batch = max_batch or (MAX_SDPA_BATCH if q.is_cuda else n)
+    if n <= max_batch:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    outs = []
+    for i in range(0, n, max_batch):
+        sl = slice(i, i + max_batch)
+        outs.append(F.scaled_dot_product_attention(
+            q[sl], k[sl], v[sl], attn_mask=None if mask is None else mask[sl]))
+    return torch.cat(outs)
+
+
 class Attention(nn.Module):
     """Pre-norm residual attention: ``x + out(attn(norm(x), context))``.
 
@@ -69,7 +90,7 @@ class Attention(nn.Module):
         if self.use_rotary:
             q, k = rotary(q), rotary(k)
         attn_mask = None if mask is None else mask[:, None, None, :]
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        o = _sdpa(q, k, v, attn_mask)
         o = o.transpose(1, 2).flatten(2)
         return x + call(self.to_out, o, inner, None)
 
