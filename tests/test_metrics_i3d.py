@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from sned.metrics.i3d import (ENV_VAR, I3DWeightsMissing, InceptionI3d, MaxPool3dSame, Unit3D,
                               load_i3d, preprocess)
 
-LAYOUT = Path("/work/shared/testdata/i3d_state_dict_layout.json")
+# ../shared beside the checkout (CI and development machines both have it there)
+LAYOUT = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "i3d_state_dict_layout.json"
 
 
 @pytest.fixture(scope="module")
