@@ -18,7 +18,8 @@ from torch import nn
 
 from .arch import Arch, full_layout, resolve, unet_blocks
 from .config import ConfigError, config_from_dict
-from .files import CheckpointError, atomic_folder, check_state_dict, load_safetensors
+from .files import (CheckpointError, atomic_folder, check_state_dict, load_safetensors,
+                    read_format_json)
 from .models.unet import VideoUNet
 from .nn.elastic import ElasticConv2d, ElasticGroupNorm, ElasticLinear
 
@@ -100,17 +101,9 @@ def save_pretrained(model: VideoUNet, folder: str | os.PathLike, extra: dict | N
 
 def read_model_meta(folder: str | os.PathLike) -> dict:
     folder = Path(folder)
-    cfg_file = folder / "config.json"
     if not folder.is_dir():
         raise CheckpointError(f"model folder {str(folder)!r} does not exist")
-    if not cfg_file.is_file():
-        raise CheckpointError(f"{cfg_file} is missing: not a sned model folder")
-    try:
-        meta = json.loads(cfg_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{cfg_file} is not valid JSON: {e}") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{cfg_file}: not a sned model (missing \"format\": \"{FORMAT}\")")
+    meta = read_format_json(folder / "config.json", FORMAT, "sned model folder")
     return meta
 
 

@@ -3,6 +3,7 @@ reads with clear errors, and strict state-dict matching."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from contextlib import contextmanager
@@ -53,3 +54,16 @@ def check_state_dict(expected: dict, state: dict, source: str, target: str) -> N
     if missing or unexpected or wrong:
         raise CheckpointError(f"{source} does not match {target}: missing {missing[:5]}, "
                               f"unexpected {unexpected[:5]}, wrong shape {wrong[:5]}")
+
+
+def read_format_json(path: Path, fmt: str, what: str) -> dict:
+    """Read a JSON file whose ``"format"`` must be ``fmt``; errors name the file."""
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: not a {what}")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise CheckpointError(f"{path}: not a {what} (missing \"format\": \"{fmt}\")")
+    return data

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from ..files import CheckpointError, atomic_folder, check_state_dict, load_safetensors
+from ..files import (CheckpointError, atomic_folder, check_state_dict, load_safetensors,
+                     read_format_json)
 
 FORMAT = "sned-train-checkpoint"
 
@@ -74,7 +75,7 @@ def _jsonable(x):
 
 def save_checkpoint(root: Path, step: int, model: torch.nn.Module, optimizer, ema,
                     lr_scheduler, extra: dict, keep_last: int) -> Path:
-    """Write ``root/step-XXXXXX`` atomically, point ``root/latest`` at it, prune old ones."""
+    """Write ``root/step-NNNNNNN`` atomically, point ``root/latest`` at it, prune old ones."""
     final = root / f"step-{step:07d}"
     with atomic_folder(final) as tmp:
         names = {p: n for n, p in model.named_parameters()}
@@ -105,16 +106,7 @@ def save_checkpoint(root: Path, step: int, model: torch.nn.Module, optimizer, em
 
 
 def read_state(folder: Path) -> dict:
-    path = folder / "state.json"
-    if not path.is_file():
-        raise CheckpointError(f"{folder} is not a training checkpoint ({path.name} missing)")
-    try:
-        state = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is not valid JSON: {e}") from None
-    if state.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a sned training checkpoint")
-    return state
+    return read_format_json(folder / "state.json", FORMAT, "sned training checkpoint")
 
 
 def load_weights(folder: Path, model: torch.nn.Module, ema: bool = False) -> None:
