@@ -49,6 +49,11 @@ class SearchSpace:
 
     # ----------------------------------------------------------------------------- structure
     @property
+    def full_params(self) -> int:
+        """Parameters of the whole supernet."""
+        return self._full_params
+
+    @property
     def elastic_layers(self) -> list[ElasticLayer]:
         cfg = self.config
         return [ElasticLayer(s.name, slot, slot_width(cfg, s, slot, 1.0),

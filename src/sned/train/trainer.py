@@ -322,7 +322,7 @@ class Trainer:
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
         if writer is not None and (self.step % self.cfg.log_every == 0 or self.step == 1):
-            frac = r.params / self.space.cost(self.space.largest()).params
+            frac = r.params / self.space.full_params
             bucket = min(3, int((frac - 0.4) / 0.15)) if frac > 0.4 else 0
             writer.add_scalar("loss", r.loss, self.step)
             writer.add_scalar(f"loss_by_resolution/{r.resolution}", r.loss, self.step)
