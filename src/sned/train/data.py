@@ -14,6 +14,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..config import ModelConfig
+from ..data.transforms import collate
 from .config import DataConfig
 
 
@@ -69,12 +70,6 @@ class StepBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:  # infinite; DataLoader only needs it for len()
         return 2 ** 62
-
-
-def collate(items: list[dict]) -> dict:
-    """Stack videos (B, C, T, H, W); keep captions as a list."""
-    return {"video": torch.stack([it["video"] for it in items]),
-            "caption": [it.get("caption", "") for it in items]}
 
 
 def make_loader(dataset: Dataset, data: DataConfig, batch: int, seed: int, start: int,
