@@ -14,8 +14,13 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl, "
                                                 "tensorboard/)")
     p.add_argument("--steps", type=int, help="total optimizer steps (a resumed run stops here)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from OUT/checkpoints/latest if it exists")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--resume", action="store_true",
+                     help="continue the run in OUT from checkpoints/latest (or the newest "
+                          "complete checkpoint); an error if OUT holds none")
+    how.add_argument("--overwrite", action="store_true",
+                     help="replace a run already in OUT (without it, training into a folder "
+                          "that holds a run is refused)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*",
                    help="section.key=value overrides, e.g. train.lr=2e-4 data.kind=folder "
@@ -31,7 +36,8 @@ def run_train(args: argparse.Namespace) -> int:
     if args.steps is not None:
         overrides.append(f"train.steps={args.steps}")
     run = load_run_config(args.config, overrides)
-    trainer = Trainer(run, args.out, resume=args.resume, progress=not args.no_progress)
+    trainer = Trainer(run, args.out, resume=args.resume, overwrite=args.overwrite,
+                      progress=not args.no_progress)
     try:
         trainer.fit()
     except TrainingError as e:

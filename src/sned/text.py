@@ -15,7 +15,8 @@ Output convention (what :class:`sned.models.unet.VideoUNet` takes as ``encoder_h
   so every row has at least one True in its mask.
 
 Embeddings are ``last_hidden_state`` computed in fp32 under ``torch.no_grad`` with the model in
-eval mode and all parameters frozen. An LRU cache maps caption → un-padded (L_i, D) CPU tensor,
+eval mode and all parameters frozen, one caption per forward: a caption's embedding is bitwise
+the same whatever else is in the batch (needed for exact training resume). An LRU cache maps caption → un-padded (L_i, D) CPU tensor,
 so repeated captions never re-run the model.
 """
 
@@ -129,13 +130,20 @@ class TextEncoder:
 
     @torch.no_grad()
     def _run(self, captions: list[str]) -> list[Tensor]:
-        """Encode captions with the model → un-padded (L_i, D) float32 CPU tensors."""
-        tokens = self.tokenize(captions)
-        ids = tokens["input_ids"].to(self.device)
-        mask = tokens["attention_mask"].to(self.device)
-        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
-        keep = mask.bool()
-        return [hidden[i][keep[i]].cpu() for i in range(len(captions))]  # any padding side
+        """Encode captions with the model → un-padded (L_i, D) float32 CPU tensors.
+
+        Each caption runs alone (no padding), so its embedding is bitwise a function of the
+        caption only — not of which other captions share the batch or are already cached.
+        Padding changes the kernels' shapes and hence the rounding (~1e-6), which broke
+        bitwise resume of training (the cache is empty after a restart)."""
+        out = []
+        for caption in captions:
+            tokens = self.tokenize([caption])
+            ids = tokens["input_ids"].to(self.device)
+            mask = tokens["attention_mask"].to(self.device)
+            hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
+            out.append(hidden[0].cpu())
+        return out
 
     def encode(self, captions: Sequence[str] | str) -> tuple[Tensor, Tensor]:
         """Embed captions.

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -100,9 +101,39 @@ def save_checkpoint(root: Path, step: int, model: torch.nn.Module, optimizer, em
         link_tmp.unlink()
     link_tmp.symlink_to(final.name)
     os.replace(link_tmp, root / "latest")
-    for old in sorted(root.glob("step-*"))[:-keep_last]:
+    for old in list_checkpoints(root)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def step_of(folder: Path) -> int | None:
+    """The step number of a ``step-N`` folder name (any number of digits), else None."""
+    m = re.fullmatch(r"step-(\d+)", Path(folder).name)
+    return int(m.group(1)) if m else None
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """The ``step-N`` folders under ``root``, oldest first by step *number* (not by name)."""
+    found = [p for p in Path(root).glob("step-*") if p.is_dir() and step_of(p) is not None]
+    return sorted(found, key=step_of)
+
+
+def is_complete(folder: Path) -> bool:
+    """Whether ``folder`` holds every file of a checkpoint and a readable ``state.json``."""
+    if not all((folder / f).is_file() for f in ("model.safetensors", "optimizer.safetensors",
+                                                 "rng.safetensors")):
+        return False
+    try:
+        state = read_state(folder)
+    except CheckpointError:
+        return False
+    return state.get("ema") is None or (folder / "ema.safetensors").is_file()
+
+
+def newest_complete(root: Path) -> Path | None:
+    """The complete checkpoint with the highest step under ``root``, or None."""
+    done = [p for p in list_checkpoints(root) if is_complete(p)]
+    return done[-1] if done else None
 
 
 def read_state(folder: Path) -> dict:
@@ -144,10 +175,22 @@ def load_training_state(folder: Path, model, optimizer, ema, lr_scheduler) -> di
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint folder from a folder, a run dir (uses checkpoints/latest) or a symlink."""
+    """A checkpoint folder from a folder, a run dir (uses checkpoints/latest) or a symlink.
+
+    A ``latest`` link whose target is gone (pruned, or a crash between writes) is an error
+    that names the target and the newest complete checkpoint to use instead."""
     p = Path(path)
-    if (p / "checkpoints" / "latest").exists():
-        p = p / "checkpoints" / "latest"
+    latest = p / "checkpoints" / "latest"
+    if p.name == "latest" and p.is_symlink():
+        latest = p
+    if latest.is_symlink() and not latest.exists():
+        newest = newest_complete(latest.parent)
+        hint = (f"; the newest complete checkpoint is {newest}" if newest is not None
+                else "; no complete checkpoint is left")
+        raise CheckpointError(f"{latest} points to {os.readlink(latest)!r}, which does not "
+                              f"exist{hint}")
+    if latest.exists():
+        p = latest
     if not p.exists():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     return p.resolve()

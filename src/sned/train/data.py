@@ -74,10 +74,17 @@ class StepBatchSampler(Sampler[list[int]]):
 
 def make_loader(dataset: Dataset, data: DataConfig, batch: int, seed: int, start: int,
                 rank: int = 0, world: int = 1) -> DataLoader:
+    """A loader of the batches of steps ``start, start+1, …`` for one rank.
+
+    The loader gets its own generator seeded from ``(seed, start, rank)``: a DataLoader
+    iterator otherwise draws its base (worker) seed from the *global* torch RNG, so creating
+    one after a resume would shift every later global draw (e.g. dropout)."""
     sampler = StepBatchSampler(len(dataset), batch, seed, start, rank, world)
+    generator = torch.Generator().manual_seed(
+        int(np.random.default_rng([seed, start, rank, 0x10AD]).integers(2 ** 62)))
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
                       num_workers=data.num_workers, persistent_workers=data.num_workers > 0,
-                      pin_memory=torch.cuda.is_available())
+                      pin_memory=torch.cuda.is_available(), generator=generator)
 
 
 def resize_video(video: Tensor, size: int) -> Tensor:

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import signal
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -26,10 +27,12 @@ from ..diffusion import Objective
 from ..models.unet import VideoUNet
 from ..space import SearchSpace
 from .arch_sampler import ArchSampler, Floors
-from .checkpoint import load_training_state, resolve_checkpoint, save_checkpoint
+from ..config import ConfigError
+from .checkpoint import load_training_state, save_checkpoint
 from .config import RunConfig
 from .data import build_dataset, make_loader, resize_video
 from .masked_adamw import ActivityTracker, MaskedAdamW
+from .run_folder import RunFolder
 
 
 class TrainingError(RuntimeError):
@@ -55,17 +58,26 @@ class Trainer:
     Args:
         run: the run config.
         out_dir: run folder (``checkpoints/``, ``metrics.jsonl``, ``tensorboard/``).
-        resume: continue from ``out_dir/checkpoints/latest`` when it exists.
+        resume: continue the run in ``out_dir`` (its ``latest`` checkpoint, or the newest
+            complete one); an error if it holds none or was trained with another model.
+        overwrite: replace a run already in ``out_dir`` (without it, that is an error).
         progress: show a tqdm progress bar (rank 0).
+
+    The run folder rules are in :mod:`sned.train.run_folder`; nothing is written before they
+    pass.
     """
 
     def __init__(self, run: RunConfig, out_dir: str | os.PathLike, resume: bool = False,
-                 progress: bool = True) -> None:
+                 progress: bool = True, overwrite: bool = False) -> None:
+        if resume and overwrite:
+            raise ValueError("resume and overwrite exclude each other")
         self.run, self.cfg = run, run.train
         self.out = Path(out_dir)
         self.rank, self.world = _dist_info()
         self.device = _pick_device(self.cfg.device, self.rank)
         self.is_main = self.rank == 0
+        self.folder = RunFolder(self.out)
+        checkpoint = self._check_run_folder(resume, overwrite)  # before any expensive work
         if self.cfg.deterministic:
             torch.use_deterministic_algorithms(True)
         if self.device.type == "cuda":
@@ -105,17 +117,14 @@ class Trainer:
         self._stop_signal: int | None = None
         self.progress = progress and self.is_main
 
-        ckpt_root = self.out / "checkpoints"
-        if resume and (ckpt_root / "latest").exists():
-            self._resume(resolve_checkpoint(ckpt_root / "latest"))
-        if self.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "run_config.json").write_text(json.dumps(run.to_dict(), indent=1))
-            self._truncate_metrics()
+        if checkpoint is not None:
+            self._resume(checkpoint)
+        self._prepare_run_folder(overwrite)
 
     # ----------------------------------------------------------------------------- the step
     def train_step(self, batch: dict) -> StepResult:
         """One optimizer step (Algorithm 1, lines 4-9)."""
+        torch.manual_seed(_seed(self.cfg.seed, self.step, self.rank, 0xD0))  # dropout
         archs, floors = self.sampler(self.step)
         res = archs[0].resolution
         n = self.cfg.batch_for(res)
@@ -297,20 +306,43 @@ class Trainer:
                                {"nan_skipped": self.nan_skipped, "run": self.run.to_dict()},
                                self.cfg.keep_last)
 
+    def _check_run_folder(self, resume: bool, overwrite: bool) -> Path | None:
+        """Read-only checks of the run folder; the checkpoint to resume from, if any."""
+        if not resume:
+            self.folder.refuse_existing(overwrite)
+            return None
+        checkpoint = self.folder.resume_checkpoint()
+        self.folder.check_config(checkpoint, self.run)
+        return checkpoint
+
+    def _prepare_run_folder(self, overwrite: bool) -> None:
+        """Rank 0 clears (``overwrite``), cleans crash leftovers, trims the log to the
+        resumed step and records the run config; then tells the user what it did."""
+        if self.world > 1:
+            dist.barrier()  # every rank has checked the folder before rank 0 changes it
+        if not self.is_main:
+            return
+        if overwrite:
+            self.folder.clear()
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.folder.clean_temps()
+        self.folder.trim_metrics(self.step)
+        (self.out / "run_config.json").write_text(json.dumps(self.run.to_dict(), indent=1))
+        for note in self.folder.notes:
+            print(f"sned train: {note}", file=sys.stderr, flush=True)
+
     def _resume(self, folder: Path) -> None:
         state = load_training_state(folder, self.model, self.optimizer, self.ema,
                                     self.lr_scheduler)
         self.step = int(state["step"])
         self.nan_skipped = int(state.get("nan_skipped", 0))
-
-    def _truncate_metrics(self) -> None:
-        """Drop log rows past the resumed step so a resumed run logs each step once."""
-        path = self.out / "metrics.jsonl"
-        if not path.exists():
-            return
-        rows = [r for r in path.read_text().splitlines() if r.strip()]
-        kept = [r for r in rows if json.loads(r)["step"] <= self.step]
-        path.write_text("".join(r + "\n" for r in kept))
+        # the schedule continues at its step with this run's lr (a changed lr is noted);
+        # LambdaLR.load_state_dict restores neither, so set both here
+        self.lr_scheduler.base_lrs = [self.cfg.lr] * len(self.optimizer.param_groups)
+        factor = self.lr_scheduler.lr_lambdas[0](self.lr_scheduler.last_epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.cfg.lr * factor
+        self.lr_scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
 
     def _log(self, r: StepResult, writer, seconds: float) -> None:
         row = {"step": self.step, "loss": r.loss, "resolution": r.resolution,
@@ -374,7 +406,8 @@ def _pick_device(name: str, rank: int) -> torch.device:
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise TrainingError("train.device=cuda but no CUDA device is available")
+        raise ConfigError("train.device='cuda' but no CUDA device is available; use "
+                          "train.device=cpu (or auto)")
     local = int(os.environ.get("LOCAL_RANK", rank))
     torch.cuda.set_device(local)
     return torch.device("cuda", local)
