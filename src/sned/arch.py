@@ -166,7 +166,7 @@ class Arch:
             d = json.loads(p.read_text())
         except FileNotFoundError:
             raise ArchError(f"arch file {str(p)!r} does not exist") from None
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ArchError(f"arch file {str(p)!r} is not valid JSON: {e}") from None
         try:
             return cls.from_dict(d)

@@ -140,5 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # python -m sned.cli: run the importable module, where the
+    from sned.cli import main as _main  # sub-command modules register their commands
+
+    sys.exit(_main())

@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..config import ConfigError, ModelConfig, apply_overrides, load_config, load_config_dict
+from ..config import (ConfigError, ModelConfig, config_from_dict, load_config_dict,
+                      parse_override, read_yaml, set_key, typed_fields)
 from ..diffusion import DiffusionConfig
 
 SECTIONS = ("model", "diffusion", "data", "train")
@@ -186,12 +185,12 @@ def _section(cls, raw: Any, name: str, source: str):
         raise ConfigError(f"{source}: unknown key {name}.{unknown[0]!r}; valid keys are "
                           f"{sorted(valid)}")
     d = dict(raw)
-    if cls is TrainConfig:
-        if "betas" in d:
-            d["betas"] = tuple(d["betas"])
-        if "batch_size_per_resolution" in d:
-            d["batch_size_per_resolution"] = {int(k): int(v) for k, v in
-                                              (d["batch_size_per_resolution"] or {}).items()}
+    if cls is TrainConfig and d.get("batch_size_per_resolution", {}) is None:
+        d["batch_size_per_resolution"] = {}
+    try:
+        d = typed_fields(cls, d, name)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
     try:
         return cls(**d)
     except ConfigError:
@@ -207,7 +206,7 @@ def load_run_config(config: str | Path | dict, overrides: list[str] | None = Non
         raw = dict(config)
     else:
         p = Path(config)
-        raw_file = yaml.safe_load(p.read_text()) if p.is_file() else None
+        raw_file = read_yaml(p) if p.is_file() else None
         if isinstance(raw_file, dict) and set(raw_file) & set(SECTIONS) and \
                 set(raw_file) <= set(SECTIONS):
             raw = raw_file
@@ -221,14 +220,17 @@ def load_run_config(config: str | Path | dict, overrides: list[str] | None = Non
         raise ConfigError(f"{source}: the 'model' section is required")
     if isinstance(model_raw, str):
         model_raw, _ = load_config_dict(model_raw)
+    for name in SECTIONS:
+        value = model_raw if name == "model" else raw.get(name)
+        if value is not None and not isinstance(value, dict):
+            raise ConfigError(f"{source}: section {name!r} must be a mapping (got {value!r})")
     sections = {"model": dict(model_raw), **{k: dict(raw.get(k) or {}) for k in SECTIONS[1:]}}
     for item in overrides or []:
-        key = item.split("=", 1)[0]
-        section = key.split(".", 1)[0]
-        if section not in SECTIONS:
-            item = f"train.{item}"
-        sections = apply_overrides(sections, [item])
-    model = load_config(sections["model"])
+        key, value = parse_override(item)
+        if key.split(".", 1)[0] not in SECTIONS:
+            key = f"train.{key}"
+        set_key(sections, key, value, item)
+    model = config_from_dict(sections["model"], f"{source} (model section)")
     return RunConfig(model=model,
                      diffusion=_section(DiffusionConfig, sections["diffusion"], "diffusion",
                                         source),
