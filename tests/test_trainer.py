@@ -4,6 +4,8 @@ signals, DDP and bad input."""
 import json
 import os
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -42,13 +44,24 @@ def test_cli_train_writes_log_checkpoints_and_tensorboard(tmp_path):
     assert any((out / "tensorboard").iterdir())
 
 
-def _weights(folder):
-    return load_file(folder / "model.safetensors")
+def assert_same_checkpoint(a, b):
+    """Two checkpoint folders hold bitwise-equal model, EMA, optimizer and RNG state and the
+    same scalar state (step, lr schedule, EMA counter, python/numpy RNG)."""
+    for name in ("model", "ema", "optimizer", "rng"):
+        ta, tb = load_file(a / f"{name}.safetensors"), load_file(b / f"{name}.safetensors")
+        assert ta.keys() == tb.keys(), name
+        for k in ta:
+            assert torch.equal(ta[k], tb[k]), f"{name}.safetensors: {k} differs"
+    sa, sb = (json.loads((f / "state.json").read_text()) for f in (a, b))
+    assert sa == sb
 
 
-def test_resume_is_exact(tmp_path):
-    over = ["train.deterministic=true", "train.checkpoint_every=100"]
-    straight = Trainer(_run(over), tmp_path / "a", progress=False).fit(6)
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_resume_is_exact(tmp_path, dropout):
+    """Default mode (no deterministic algorithms): 3 steps + resume to 6 equals 6 straight,
+    bitwise — with dropout, captions of different lengths in a batch, and lr warm-up."""
+    over = [f"model.dropout={dropout}", "train.checkpoint_every=100", "train.lr_warmup_steps=4"]
+    Trainer(_run(over), tmp_path / "a", progress=False).fit(6)
     first = Trainer(_run(over), tmp_path / "b", progress=False).fit(3)
     assert first.step == 3
     resumed = Trainer(_run(over), tmp_path / "b", resume=True, progress=False)
@@ -58,12 +71,28 @@ def test_resume_is_exact(tmp_path):
     rows_b = [json.loads(r) for r in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows_b] == [1, 2, 3, 4, 5, 6]
     assert [r["loss"] for r in rows_a] == [r["loss"] for r in rows_b]
-    wa = _weights(tmp_path / "a" / "checkpoints" / "latest")
-    wb = _weights(tmp_path / "b" / "checkpoints" / "latest")
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    ea = load_file(tmp_path / "a" / "checkpoints" / "latest" / "ema.safetensors")
-    eb = load_file(tmp_path / "b" / "checkpoints" / "latest" / "ema.safetensors")
-    assert all(torch.equal(ea[k], eb[k]) for k in ea)
+    assert_same_checkpoint(tmp_path / "a" / "checkpoints" / "latest",
+                           tmp_path / "b" / "checkpoints" / "latest")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_cli_resume_in_fresh_processes_is_exact(tmp_path, dropout):
+    """Through the CLI in fresh processes, default mode and batch: 6 steps then --resume to
+    12 gives bitwise the model, EMA, optimizer and RNG state of 12 straight steps."""
+    common = ["tiny-base", "--no-progress", "model.frames=4", f"model.dropout={dropout}",
+              "data.num_videos=64", "train.warmup_steps=8", "train.warmup_stages=2",
+              "train.checkpoint_every=100"]
+
+    def train(out, steps, *extra):
+        subprocess.run([sys.executable, "-m", "sned.cli", "train", *common, "--out", str(out),
+                        "--steps", str(steps), *extra], check=True, capture_output=True)
+
+    train(tmp_path / "straight", 12)
+    train(tmp_path / "resumed", 6)
+    train(tmp_path / "resumed", 12, "--resume")
+    assert_same_checkpoint(tmp_path / "straight" / "checkpoints" / "latest",
+                           tmp_path / "resumed" / "checkpoints" / "latest")
 
 
 def test_nan_steps_are_skipped_then_abort(tmp_path, monkeypatch):

@@ -23,11 +23,11 @@ import torch.distributed as dist
 from torch import Tensor
 
 from ..arch import Arch
+from ..config import ConfigError
 from ..diffusion import Objective
 from ..models.unet import VideoUNet
 from ..space import SearchSpace
 from .arch_sampler import ArchSampler, Floors
-from ..config import ConfigError
 from .checkpoint import load_training_state, save_checkpoint
 from .config import RunConfig
 from .data import build_dataset, make_loader, resize_video

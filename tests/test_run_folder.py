@@ -1,0 +1,117 @@
+"""A run is never lost: --overwrite, resume fallback and config checks, crash leftovers, torn
+logs, checkpoint pruning (issue 9 items 1-3, 7, 8). The refusals themselves (exit 2, files
+untouched) are rows of tests/test_bad_inputs.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import torch
+
+from sned.cli import main
+from sned.train.checkpoint import list_checkpoints, save_checkpoint
+from sned.train.config import load_run_config
+from sned.train.trainer import Trainer
+
+FAST = ["model.frames=2", "data.num_videos=8", "train.batch_size=2", "train.warmup_steps=2",
+        "train.warmup_stages=2", "train.ema_decay=0.99", "--no-progress"]
+
+
+def _train(out, steps, *extra):
+    return main(["train", "tiny-base", "--out", str(out), "--steps", str(steps), *FAST, *extra])
+
+
+def _steps_logged(out):
+    return [json.loads(r)["step"] for r in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_overwrite_replaces_the_run_and_keeps_other_files(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(out, 4, "train.checkpoint_every=2") == 0
+    (out / "notes.txt").write_text("mine")
+    assert _train(out, 2, "--overwrite", "train.checkpoint_every=1", "train.keep_last=1") == 0
+    assert "--overwrite: removed the previous run" in capsys.readouterr().err
+    assert _steps_logged(out) == [1, 2]
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["step-0000002"]
+    assert (out / "checkpoints" / "latest").resolve().name == "step-0000002"
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_resume_falls_back_when_latest_dangles(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(out, 4, "train.checkpoint_every=2") == 0
+    shutil.rmtree(out / "checkpoints" / "step-0000004")  # latest -> step-0000004 dangles
+    trainer = Trainer(load_run_config("tiny-base", FAST[:-1]), out, resume=True, progress=False)
+    assert trainer.step == 2
+    err = capsys.readouterr().err
+    assert "points to missing 'step-0000004'" in err and "step-0000002" in err
+    assert _steps_logged(out) == [1, 2]  # rows 3, 4 belong to the lost checkpoint
+    trainer.fit(4)
+    assert _steps_logged(out) == [1, 2, 3, 4]
+    assert (out / "checkpoints" / "latest").resolve().name == "step-0000004"
+
+
+def test_resume_notes_changed_settings_and_applies_them(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(out, 2) == 0
+    capsys.readouterr()
+    run = load_run_config("tiny-base", FAST[:-1] + ["train.lr=3e-4", "train.steps=3"])
+    trainer = Trainer(run, out, resume=True, progress=False)
+    err = capsys.readouterr().err
+    assert "train.lr 0.0001 -> 0.0003" in err and "train.steps 2 -> 3" in err
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == [3e-4]
+    assert trainer.lr_scheduler.get_last_lr() == [3e-4]
+
+
+def test_resume_restores_the_warmup_lr(tmp_path):
+    """LambdaLR.load_state_dict does not set the optimizer's lr: resumed mid-warm-up, the
+    next step must use the schedule's lr, not its first value."""
+    over = FAST[:-1] + ["train.lr_warmup_steps=10"]
+    straight = Trainer(load_run_config("tiny-base", over), tmp_path / "a", progress=False).fit(3)
+    Trainer(load_run_config("tiny-base", over), tmp_path / "b", progress=False).fit(2)
+    resumed = Trainer(load_run_config("tiny-base", over), tmp_path / "b", resume=True,
+                      progress=False)
+    assert resumed.optimizer.param_groups[0]["lr"] == 3e-5  # 1e-4 * (2 + 1) / 10
+    resumed.fit(3)
+    assert resumed.optimizer.param_groups[0]["lr"] == straight.optimizer.param_groups[0]["lr"]
+
+
+def test_stale_temporary_checkpoint_folders_are_removed_on_start(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(out, 2) == 0
+    stale = out / "checkpoints" / ".tmp-step-0000003-999999"  # a kill -9 during a save
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"x" * 1000)
+    (out / "checkpoints" / ".latest-999999").symlink_to("step-0000003")
+    capsys.readouterr()
+    assert _train(out, 3, "--resume") == 0
+    assert "removed 2 temporary file(s)" in capsys.readouterr().err
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()
+                  if p.name.startswith(".")) == []
+    assert _steps_logged(out) == [1, 2, 3]
+
+
+def test_torn_last_metrics_line_is_dropped_on_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(out, 2, "train.checkpoint_every=1") == 0
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3, "loss": 0.12')  # killed during the write of step 3's row
+    capsys.readouterr()
+    assert _train(out, 3, "--resume") == 0
+    err = capsys.readouterr().err
+    assert "metrics.jsonl: dropped a torn last line (line 3" in err
+    assert _steps_logged(out) == [1, 2, 3]
+
+
+def test_pruning_sorts_by_step_number_not_name(tmp_path):
+    """step-10000000 sorts before step-9999999 by name: pruning must keep the newest."""
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    root = tmp_path / "checkpoints"
+    for step in (9_999_998, 9_999_999, 10_000_000):
+        save_checkpoint(root, step, model, opt, None, sched, {}, keep_last=2)
+    assert [p.name for p in list_checkpoints(root)] == ["step-9999999", "step-10000000"]
+    assert os.readlink(root / "latest") == "step-10000000"
