@@ -77,7 +77,7 @@ def train_supernet(name: str, config: str, overrides: list[str], out: Path, seco
                                                f"train.device={device.type}"])
     _say(f"training {name} supernet ({config}): ~{steps} steps in ≤ {seconds:.0f} s "
          f"(warm-up {steps // 3} steps)")
-    trainer = Trainer(run, out, progress=True)
+    trainer = Trainer(run, out, progress=True, overwrite=True)  # a rerun starts afresh
     trainer.fit(max_seconds=seconds)
     if trainer.interrupted:
         raise KeyboardInterrupt
