@@ -73,3 +73,31 @@ def test_ssr_condition_upsamples_then_noises():
     ac = obj.scheduler.alphas_cumprod[t].view(2, 1, 1, 1, 1)
     ref = ac.sqrt() * up + (1 - ac).sqrt() * noise
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_trainer_noises_the_upsampled_condition(tmp_path):
+    """The trainer's SSR condition is at the target resolution, and what remains after removing
+    the upsampled clean part is unit-variance white noise (noise drawn at low resolution and then
+    upsampled would be smoothed to a clearly smaller variance)."""
+    from sned.train.config import load_run_config
+    from sned.train.data import resize_video
+    from sned.train.trainer import Trainer
+
+    run = load_run_config("tiny-ssr", ["model.frames=2", "train.batch_size=4"])
+    tr = Trainer(run, tmp_path / "run", progress=False)
+    g = torch.Generator().manual_seed(0)
+    video = torch.rand(4, 3, 2, 64, 64, generator=g) * 2 - 1
+    emb, mask = torch.zeros(4, 16, 384), torch.ones(4, 16, dtype=torch.bool)
+    inputs, _, _ = tr._noised_inputs(video, emb, mask, 0)
+    cond, level = inputs["lowres"], inputs["noise_aug_level"]
+    assert cond.shape == video.shape
+    up = resize_video(resize_video(video, 32), 64)
+    t = (level * 999).round().long()
+    ac = tr.objective.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1, 1)
+    implied = (cond - ac.sqrt() * up) / (1 - ac).sqrt()
+    checked = [i for i in range(4) if level[i] > 0.1]
+    assert checked
+    for i in checked:
+        assert abs(implied[i].std().item() - 1.0) < 0.05 and abs(implied[i].mean()) < 0.05
+    out = tr.model(**inputs)  # the model consumes the condition at its own resolution
+    assert out.shape == video.shape
