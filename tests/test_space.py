@@ -207,3 +207,13 @@ def test_bad_presets_name_the_value(bad):
     space = sned.search_space("tiny-base")
     with pytest.raises(ArchError, match="preset"):
         space.preset(bad)
+
+
+def test_cost_cli_takes_a_fraction(capsys):
+    from sned.cli import main
+    assert main(["cost", "tiny-base", "--preset", "0.75"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    space = sned.search_space("tiny-base")
+    assert got["arch"] == "0.75" and got["params"] == space.cost(space.preset(0.75)).params
+    assert main(["cost", "tiny-base", "--preset", "1.5"]) == 2
+    assert "unknown preset '1.5'" in capsys.readouterr().err
