@@ -6,7 +6,10 @@
 3. (--train) one training step: supernet(arch B) + masked AdamW vs static B + plain AdamW, and
    the masked-AdamW step alone vs torch AdamW (foreach).
 
-Timings alternate between the compared models and report medians, so machine noise hits both.
+Every comparison is a pair (or group) timed side by side: all sides are warmed up, get identical
+(cloned) inputs, run alternately with the order reversed every round, and the report gives the
+median, the interquartile range and the per-round paired ratio, so machine noise and order
+effects hit both sides alike.
 
     python benchmarks/bench_supernet.py --config tiny-base --device cpu
     python benchmarks/bench_supernet.py --config pixel-base --device cuda --dtype bf16 --batch 2
@@ -42,17 +45,39 @@ def _timer(device: torch.device):
     return timed
 
 
-def side_by_side(fns: dict, device, warmup: int, repeats: int) -> dict[str, float]:
-    """Median ms per fn, alternating fns every repeat."""
+def _stats(xs: list[float]) -> dict[str, float]:
+    q = statistics.quantiles(xs, n=4) if len(xs) > 1 else [xs[0]] * 3
+    return {"median": statistics.median(xs), "p25": q[0], "p75": q[2], "min": min(xs),
+            "max": max(xs), "n": len(xs)}
+
+
+def side_by_side(fns: dict, device, warmup: int, repeats: int) -> dict[str, dict]:
+    """Time every fn ``repeats`` times, alternating: each round runs all fns, in forward order
+    on even rounds and reversed on odd ones, so drift and order effects hit every side alike.
+    Every fn is warmed up ``warmup`` times first (also alternating).
+
+    Returns {name: {median, p25, p75, min, max, n}} in ms, and for the first fn against each
+    other fn the per-round paired ratio as ``"{a}/{b}"``.
+    """
     timed = _timer(device)
-    for fn in fns.values():
-        for _ in range(warmup):
-            timed(fn)
-    times = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            times[k].append(timed(fn))
-    return {k: statistics.median(v) for k, v in times.items()}
+    names = list(fns)
+    for i in range(warmup):
+        for k in (names if i % 2 == 0 else names[::-1]):
+            timed(fns[k])
+    times: dict[str, list[float]] = {k: [] for k in names}
+    for i in range(repeats):
+        for k in (names if i % 2 == 0 else names[::-1]):
+            times[k].append(timed(fns[k]))
+    out = {k: _stats(v) for k, v in times.items()}
+    a = names[0]
+    for b in names[1:]:
+        out[f"{a}/{b}"] = _stats([x / y for x, y in zip(times[a], times[b])])
+    return out
+
+
+def _clone_inputs(kw: dict) -> dict:
+    """An identical, independent copy of the forward inputs (no shared tensors between sides)."""
+    return {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
 
 
 def main() -> None:
@@ -86,9 +111,12 @@ def main() -> None:
                      "batch": args.batch, "frames": frames, "resolution": res}
 
     def fwd_bwd(model, arch=None):
+        inputs = _clone_inputs(kw)  # same values for every side, no shared tensors
+
         def run():
+            model.zero_grad(set_to_none=True)  # every call allocates its gradients afresh
             with autocast:
-                out = model(**kw) if arch is None else model(**kw, arch=arch)
+                out = model(**inputs) if arch is None else model(**inputs, arch=arch)
             out.float().square().mean().backward()
         return run
 
@@ -98,27 +126,34 @@ def main() -> None:
     t = side_by_side({"supernet_B": fwd_bwd(supernet, archs["B"]),
                       "static_B": fwd_bwd(static["B"])}, device, args.warmup, args.repeats)
     results["fwd_bwd_ms"] = t
-    results["slicing_overhead_ratio"] = t["supernet_B"] / t["static_B"]
+    results["slicing_overhead_ratio"] = t["supernet_B/static_B"]["median"]
+    supernet.zero_grad(set_to_none=True)
+    static["B"].zero_grad(set_to_none=True)
 
     def fwd(model, arch=None):
+        inputs = _clone_inputs(kw)
+
         def run():
             with torch.no_grad(), autocast:
-                model(**kw) if arch is None else model(**kw, arch=arch)
+                model(**inputs) if arch is None else model(**inputs, arch=arch)
         return run
 
     for m in static.values():
         m.eval()
     supernet.eval()
-    fw = side_by_side({p: fwd(static[p]) for p in "SMLB"} | {"supernet_S": fwd(supernet,
-                                                                             archs["S"])},
-                      device, args.warmup, args.repeats)
+    order = "BSML"  # B first: every preset gets a paired ratio against B
+    fw = side_by_side({p: fwd(static[p]) for p in order}, device, args.warmup, args.repeats)
+    sup = side_by_side({"supernet_S": fwd(supernet, archs["S"]), "static_S": fwd(static["S"])},
+                       device, args.warmup, args.repeats)
     macs = {p: space.cost(archs[p], frames=frames).macs for p in "SMLB"}
     params = {p: space.cost(archs[p]).params for p in "SMLB"}
     results["forward_ms"] = fw
-    results["presets"] = {p: {"params": params[p], "macs_per_sample": macs[p],
-                              "forward_ms": fw[p], "speedup_vs_B": fw["B"] / fw[p],
-                              "macs_ratio_vs_B": macs["B"] / macs[p]} for p in "SMLB"}
-    results["supernet_S_vs_static_S"] = fw["supernet_S"] / fw["S"]
+    results["presets"] = {
+        p: {"params": params[p], "macs_per_sample": macs[p], "forward_ms": fw[p]["median"],
+            "speedup_vs_B": 1.0 if p == "B" else fw[f"B/{p}"]["median"],
+            "speedup_iqr": (None if p == "B" else [fw[f"B/{p}"]["p25"], fw[f"B/{p}"]["p75"]]),
+            "macs_ratio_vs_B": macs["B"] / macs[p]} for p in "SMLB"}
+    results["supernet_S_vs_static_S"] = sup["supernet_S/static_S"]
 
     if args.train:
         results["train_step_ms"] = _train_steps(supernet, static["B"], archs["B"], kw, autocast,
@@ -160,9 +195,10 @@ def _train_steps(supernet, static_b, arch_b, kw, autocast, device, args) -> dict
                         "torch_adamw_step": lambda: plain_super.step()},
                        device, args.warmup, args.repeats)
     t.update(opt)
-    t["train_step_ratio"] = t["supernet_B_masked_adamw"] / t["static_B_adamw"]
-    t["masked_optimizer_overhead_of_step"] = ((opt["masked_adamw_step"] - opt["torch_adamw_step"])
-                                              / t["supernet_B_masked_adamw"])
+    t["train_step_ratio"] = t["supernet_B_masked_adamw/static_B_adamw"]["median"]
+    t["masked_optimizer_overhead_of_step"] = (
+        (opt["masked_adamw_step"]["median"] - opt["torch_adamw_step"]["median"])
+        / t["supernet_B_masked_adamw"]["median"])
     return t
 
 
@@ -173,21 +209,34 @@ def _device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def _ms(d: dict) -> str:
+    return f"{d['median']:.2f} ms [IQR {d['p25']:.2f}-{d['p75']:.2f}]"
+
+
+def _ratio(d: dict) -> str:
+    return f"{d['median']:.3f} [IQR {d['p25']:.3f}-{d['p75']:.3f}, n={d['n']}]"
+
+
 def _print(r: dict) -> None:
     print(f"{r['config']} on {r['device']} ({r['dtype']}), batch {r['batch']}, "
           f"{r['frames']}x{r['resolution']}x{r['resolution']}")
     t = r["fwd_bwd_ms"]
-    print(f"fwd+bwd  supernet(arch B) {t['supernet_B']:.2f} ms  static B {t['static_B']:.2f} ms"
-          f"  ratio {r['slicing_overhead_ratio']:.3f}")
+    print(f"fwd+bwd  supernet(arch B) {_ms(t['supernet_B'])}  static B {_ms(t['static_B'])}"
+          f"  paired ratio {_ratio(t['supernet_B/static_B'])}")
     print(f"{'preset':<7}{'params':>14}{'GMACs/sample':>14}{'fwd ms':>10}{'speed-up':>10}"
-          f"{'MACs ratio':>12}")
+          f"{'IQR':>16}{'MACs ratio':>12}")
     for p, d in r["presets"].items():
+        iqr = "" if d["speedup_iqr"] is None else "{:.2f}-{:.2f}".format(*d["speedup_iqr"])
         print(f"{p:<7}{d['params']:>14,}{d['macs_per_sample'] / 1e9:>14.2f}{d['forward_ms']:>10.2f}"
-              f"{d['speedup_vs_B']:>10.2f}{d['macs_ratio_vs_B']:>12.2f}")
-    print(f"forward supernet(arch S) / static S: {r['supernet_S_vs_static_S']:.3f}")
+              f"{d['speedup_vs_B']:>10.2f}{iqr:>16}{d['macs_ratio_vs_B']:>12.2f}")
+    print(f"forward supernet(arch S) / static S: {_ratio(r['supernet_S_vs_static_S'])}")
     if "train_step_ms" in r:
         for k, v in r["train_step_ms"].items():
-            print(f"  {k}: {v:.3f}")
+            if not isinstance(v, dict):
+                text = f"{v:.3f}"
+            else:
+                text = _ratio(v) if "/" in k else _ms(v)
+            print(f"  {k}: {text}")
 
 
 if __name__ == "__main__":

@@ -131,3 +131,89 @@ def test_log10_size_counts_every_choice():
         expected += np.log10(total)
     assert space.log10_size() == pytest.approx(expected)
     assert set(COMPONENTS) == {"resblock", "temporal_attn", "cross_attn", "spatial_attn"}
+
+
+# ------------------------------------------------------------------ presets inside training
+BUILTIN = ("tiny-base", "tiny-ssr", "pixel-base", "pixel-ssr")
+
+
+def _inside_trained_distribution(space, arch, min_ratio=0.4, min_keep=0.4):
+    """What training samples after warm-up: ratios >= the floor, each block keeping at least
+    ceil(min_keep x n) of its n components."""
+    for spec, b in zip(space.specs, arch.blocks):
+        assert min(r for _, r in b.ratios) >= min_ratio - 1e-9, spec.name
+        assert len(b.keep) >= np.ceil(min_keep * len(spec.components) - 1e-9), (spec.name, b.keep)
+
+
+@pytest.mark.parametrize("config", BUILTIN)
+def test_presets_lie_inside_what_training_samples(config):
+    space = sned.search_space(config)
+    for name in ("S", "M", "L", "B", 0.1, "0.25", 0.5, "0.75"):
+        _inside_trained_distribution(space, space.preset(name))
+
+
+def test_widths_never_round_below_the_ratio():
+    """6 heads x 0.4 = 2.4 must keep 3 heads (2 would be 33 % < the 40 % floor); channels too."""
+    from sned.arch import slot_width
+    for config in BUILTIN:
+        space = sned.search_space(config)
+        cfg = space.config
+        for spec in space.specs:
+            for slot in spec.slots:
+                full = slot_width(cfg, spec, slot, 1.0)
+                for r in cfg.ratios:
+                    w = slot_width(cfg, spec, slot, r)
+                    assert r * full - 1e-9 <= w <= full, (config, spec.name, slot, r, w, full)
+    pixel = sned.search_space("pixel-base")
+    spec = next(s for s in pixel.specs if s.heads == 6 and s.attentions)
+    assert slot_width(pixel.config, spec, "temporal_attn", 0.4) == 3
+
+
+@pytest.mark.parametrize("config", ["tiny-base", "pixel-base"])
+def test_fraction_presets(config):
+    space = sned.search_space(config)
+    full = space.full_params
+    for name, f in (("S", 0.4), ("M", 0.6), ("L", 0.8), ("B", 1.0)):
+        assert space.preset(name) == space.preset(f) == space.preset(str(f))
+    assert space.preset("1") == space.preset("B") == space.largest()
+    tol = 0.02 if config == "pixel-base" else 0.06
+    for f in (0.5, 0.75, 0.9):
+        a = space.preset(f)
+        assert space.preset(f"{f}") == a and a.resolution == space.config.resolutions[0]
+        assert abs(space.cost(a).params / full - f) <= tol, (f, space.cost(a).params / full)
+    fracs = [space.cost(space.preset(f)).params for f in (0.45, 0.55, 0.65, 0.75, 0.85, 0.95)]
+    assert fracs == sorted(fracs)
+    assert space.preset("0.75", resolution=space.config.resolutions[-1]).resolution == \
+        space.config.resolutions[-1]
+
+
+def test_fraction_preset_is_the_closest_on_the_descent():
+    """Not just the first arch under the target: the closer of the two that bracket it."""
+    from sned.space import parse_preset
+    space = sned.search_space("tiny-base")
+    full = space.full_params
+    for f in np.linspace(0.42, 0.98, 15):
+        got = space.cost(space.preset(float(f))).params
+        path = [space.cost(a).params for a in space.descent()]
+        best = min(path, key=lambda p: abs(p - f * full))
+        assert abs(got - f * full) == abs(best - f * full)
+    assert parse_preset("S") == ("S", 0.4) and parse_preset(" 0.75") == ("0.75", 0.75)
+    assert parse_preset(0.5) == ("0.5", 0.5) and parse_preset("1.0") == ("1", 1.0)
+
+
+@pytest.mark.parametrize("bad", ["XL", "0", "1.5", "-0.2", "nan", "inf", "", 0.0, 2, True,
+                                 None])
+def test_bad_presets_name_the_value(bad):
+    space = sned.search_space("tiny-base")
+    with pytest.raises(ArchError, match="preset"):
+        space.preset(bad)
+
+
+def test_cost_cli_takes_a_fraction(capsys):
+    from sned.cli import main
+    assert main(["cost", "tiny-base", "--preset", "0.75"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    space = sned.search_space("tiny-base")
+    assert got["arch"] == "0.75" and got["params"] == space.cost(space.preset(0.75)).params
+    assert main(["cost", "tiny-base", "--preset", "1.5"]) == 2
+    assert "unknown preset '1.5'" in capsys.readouterr().err

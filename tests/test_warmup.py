@@ -1,5 +1,6 @@
 """Sampling warm-up floors and the per-step arch samplers."""
 
+import numpy as np
 import pytest
 
 import sned
@@ -47,3 +48,64 @@ def test_sandwich_draws_largest_smallest_and_k_random_at_one_resolution():
     assert len(archs) == 4 and len({a.resolution for a in archs}) == 1
     assert archs[0].blocks == space.largest().blocks
     assert archs[1] == space.smallest(archs[0].resolution, floors.min_ratio, floors.min_keep)
+
+
+# ------------------------------------------------------------------ per-resolution cost caps
+def _capped_space(caps: dict):
+    """tiny-base with ``{resolution: fraction of the full supernet's MACs}`` caps."""
+    base = sned.search_space("tiny-base")
+    spec = ", ".join(f"{r}: {{macs: {int(f * base.cost(base.largest(r)).macs)}}}"
+                     for r, f in caps.items())
+    return sned.search_space(sned.load_config("tiny-base", [f"max_cost={{{spec}}}"]))
+
+
+def test_sandwich_teacher_is_the_largest_arch_under_the_cap():
+    space = _capped_space({32: 0.7})
+    sampler = ArchSampler(space, TrainConfig(sampler="sandwich", sandwich_k=2, warmup_steps=0))
+    cap = space.config.max_cost[32]["macs"]
+    seen = set()
+    for step in range(40):
+        archs, floors = sampler(step)
+        res = archs[0].resolution
+        seen.add(res)
+        assert all(a.resolution == res and space.within_cap(a) for a in archs)
+        costs = [space.cost(a).macs for a in archs]
+        assert costs[0] > costs[1] and costs[0] >= np.median(costs), (step, costs)
+        assert archs[0] == space.largest_under_cap(res)  # the teacher
+        assert archs[1] == space.smallest(res, floors.min_ratio, floors.min_keep)
+    assert seen == {16, 32}
+    # the largest under the cap: the first arch of the deterministic descent under it
+    path = list(space.descent(32))
+    top = space.largest_under_cap(32)
+    i = path.index(top)
+    assert i > 0 and not space.within_cap(path[i - 1]) and space.within_cap(top)
+    assert 0.97 * cap <= space.cost(top).macs <= cap
+    assert space.largest_under_cap(16) == space.largest(16)  # uncapped resolution
+
+
+def test_caps_never_redraw_the_resolution():
+    """A tight cap at 32 must not push draws to 16 (SNED §3.3: resolution first)."""
+    space = _capped_space({32: 0.55})
+    rng = np.random.default_rng(0)
+    draws = [space.sample(rng) for _ in range(300)]
+    share = np.mean([a.resolution == 32 for a in draws])
+    assert 0.4 < share < 0.6, share
+    assert all(space.within_cap(a) for a in draws)
+
+
+@pytest.mark.parametrize("sampler", ["uniform", "sandwich"])
+def test_every_resolution_capped_trains_through_warmup(sampler):
+    """During warm-up the largest arch under the cap stands in for the full one: each capped
+    resolution keeps its share of the steps, and a config capped everywhere never stops."""
+    space = _capped_space({16: 0.6, 32: 0.6})
+    cfg = TrainConfig(sampler=sampler, warmup_steps=60, warmup_stages=3, seed=3)
+    s = ArchSampler(space, cfg)
+    res = []
+    for step in range(0, 90):
+        archs, floors = s(step)
+        assert all(space.within_cap(a) for a in archs)
+        assert len({a.resolution for a in archs}) == 1
+        res.append(archs[0].resolution)
+        if floors.min_ratio == 1.0:  # first stage: the stand-in for the full supernet
+            assert archs == [space.largest_under_cap(archs[0].resolution)]
+    assert 0.3 < np.mean(np.array(res) == 32) < 0.7

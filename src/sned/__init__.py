@@ -3,7 +3,7 @@
 Python entry points::
 
     sned.build_supernet(config)          # VideoUNet supernet; forward(..., arch=)
-    sned.search_space(config)            # SearchSpace: .preset("S"), .sample(rng), .cost(arch)
+    sned.search_space(config)            # SearchSpace: .preset("S" | 0.75), .sample(rng), .cost(arch)
     sned.extract(supernet, arch)         # plain model of exactly the active sizes
     sned.save_pretrained(model, folder)  # config.json + model.safetensors
     sned.load_pretrained(folder)         # rebuilds a saved model without the supernet
@@ -19,7 +19,7 @@ from .extract import extract, load_pretrained, save_pretrained
 from .files import CheckpointError
 from .inputs import example_inputs
 from .models.unet import VideoUNet
-from .space import PRESETS, SearchSpace, search_space
+from .space import PRESETS, SearchSpace, parse_preset, search_space
 
 __version__ = "0.1.0"
 
@@ -41,4 +41,4 @@ def build_supernet(config: ModelConfig | str, overrides: list[str] | None = None
 __all__ = ["Arch", "ArchError", "BlockArch", "CheckpointError", "ConfigError", "Cost",
            "ModelConfig", "PRESETS", "SearchSpace", "VideoUNet", "build_supernet",
            "example_inputs", "extract", "load_config", "load_pretrained", "model_cost",
-           "save_pretrained", "search_space"]
+           "parse_preset", "save_pretrained", "search_space"]

@@ -176,13 +176,11 @@ class Arch:
 
 # --------------------------------------------------------------------------------- widths
 def quantize(full: int, ratio: float, quantum: int) -> int:
-    """Active width for ``ratio`` of ``full``: nearest multiple of ``quantum``, in [quantum, full]."""
-    w = int(math.floor(full * ratio / quantum + 0.5)) * quantum
+    """Active width for ``ratio`` of ``full``: the smallest multiple of ``quantum`` that is at
+    least ``ratio × full`` (so the active fraction never falls below the ratio — a 40 % floor
+    keeps 3 of 6 heads, not 2), within [quantum, full]."""
+    w = math.ceil(full * ratio / quantum - 1e-9) * quantum
     return max(quantum, min(full, w))
-
-
-def active_heads(full: int, ratio: float) -> int:
-    return max(1, min(full, int(math.floor(full * ratio + 0.5))))
 
 
 @dataclass(frozen=True)
@@ -200,9 +198,11 @@ class BlockLayout:
 
 
 def slot_width(cfg: ModelConfig, spec: BlockSpec, slot: str, ratio: float) -> int:
-    """Active size of one elastic layer at ``ratio``: heads for attentions, else channels."""
+    """Active size of one elastic layer at ``ratio``: heads for attentions (quantum 1), else
+    channels (quantum: the GroupNorm group size), rounded up by :func:`quantize`. The one width
+    rule: the supernet's forward, extraction, the cost model and the search space all use it."""
     if slot in ATTENTIONS:
-        return active_heads(spec.heads, ratio)
+        return quantize(spec.heads, ratio, 1)
     full = spec.resblock_hidden if slot == "resblock" else spec.ff_hidden
     return quantize(full, ratio, cfg.norm_group_size)
 

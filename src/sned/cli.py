@@ -62,7 +62,7 @@ def run_space(args: argparse.Namespace) -> int:
 def _cost_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="built-in config name or YAML file")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--preset", help="S, M, L or B")
+    g.add_argument("--preset", help="S, M, L, B or a fraction of the supernet's params (0.75)")
     g.add_argument("--arch", help="arch JSON file")
     p.add_argument("--resolution", type=int, help="spatial size (default: the config's first)")
     p.add_argument("--frames", type=int, help="frames (default: the config's)")

@@ -57,28 +57,33 @@ def make_scheduler(cfg: DiffusionConfig, kind: str = "ddpm", dynamic_threshold: 
     """A diffusers scheduler for ``cfg``: ``ddpm`` (training / ancestral sampling), ``ddim`` or
     ``dpm`` (DPM-Solver++ multistep).
 
-    ``dynamic_threshold``: Imagen's dynamic thresholding percentile of the predicted x0 (e.g.
-    0.995), None = off.
+    Every sampler uses "trailing" timestep spacing, so sampling starts at t = T−1 (pure noise
+    under the training schedule) and steps down in equal strides, e.g. 999, 979, …, 19 for 50
+    steps.
+
+    ``dynamic_threshold``: Imagen's dynamic-thresholding percentile p of the predicted x0 (e.g.
+    0.995), None = off. Per sample, s = max(1, percentile(|x̂0|, p)) and x̂0 ← clamp(x̂0, −s, s)/s.
+    diffusers clamps s into [1, ``sample_max_value``]; with an unbounded ``sample_max_value``
+    that is exactly Imagen's rule (with 1.0 it would be plain clipping to [−1, 1]).
     """
     from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
     common = dict(num_train_timesteps=cfg.num_train_timesteps, beta_start=cfg.beta_start,
                   beta_end=cfg.beta_end, beta_schedule=BETA_SCHEDULES[cfg.beta_schedule],
-                  prediction_type=cfg.prediction_type)
+                  prediction_type=cfg.prediction_type, timestep_spacing="trailing")
     if dynamic_threshold is not None:
         if not 0.5 < dynamic_threshold <= 1.0:
             raise ValueError(f"dynamic_threshold must be a percentile in (0.5, 1] "
                              f"(got {dynamic_threshold})")
         common.update(thresholding=True, dynamic_thresholding_ratio=dynamic_threshold,
-                      sample_max_value=1.0)
+                      sample_max_value=float("inf"))
     if kind == "ddpm":
         return DDPMScheduler(**common, clip_sample=False)
     if kind == "ddim":
-        return DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=True,
-                             timestep_spacing="trailing")
+        return DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=True)
     if kind == "dpm":
         return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++",
-                                           solver_order=2, timestep_spacing="trailing")
+                                           solver_order=2)
     raise ValueError(f"unknown scheduler {kind!r}; choose from {list(SAMPLERS)}")
 
 
@@ -102,11 +107,24 @@ class Objective:
         return xt, self.scheduler.get_velocity(x0, noise, t)
 
     def augment_lowres(self, lowres: Tensor, level: Tensor, noise: Tensor) -> Tensor:
-        """Noise-augment an SSR condition (Imagen): diffuse ``lowres`` (B, C, T, h, w) to
-        timestep ``level * (T_train - 1)`` for per-sample levels (B,) in [0, 1]. Used identically
-        in training (random levels) and sampling (a fixed level, ≈0.2)."""
+        """The SSR condition (Imagen's noise-conditioning augmentation): upsample ``lowres``
+        (B, C, T, h, w) to the target resolution of ``noise`` (B, C, T, H, W) — bilinear,
+        antialiased — THEN diffuse it to timestep ``round(level * (T_train - 1))`` for per-sample
+        levels (B,) in [0, 1]. Training (random levels), the validation loss and sampling (a
+        fixed level, ≈0.2) all build the condition here; the model consumes it at (H, W).
+
+        Returns:
+            (B, C, T, H, W) float tensor like ``noise``.
+        """
+        from .train.data import resize_video
+
+        b, c, t_, h, w = noise.shape
+        if lowres.shape[:3] != (b, c, t_) or h != w:
+            raise ValueError(f"lowres {tuple(lowres.shape)} and noise {tuple(noise.shape)} must "
+                             f"share (B, C, T), and the target must be square")
+        up = resize_video(lowres.to(noise.dtype), h)
         t = (level.float().clamp(0, 1) * (self.cfg.num_train_timesteps - 1)).round().long()
-        return self.scheduler.add_noise(lowres, noise, t.to(lowres.device))
+        return self.scheduler.add_noise(up, noise, t.to(up.device))
 
     def weights(self, t: Tensor) -> Tensor:
         """Per-sample loss weights (B,) — min-SNR-γ (Hang et al. 2023) or ones."""

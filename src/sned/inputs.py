@@ -14,8 +14,8 @@ def example_inputs(model: VideoUNet, batch: int = 2, resolution: int | None = No
 
     Returns ``sample`` (B, C, T, H, W), ``timestep`` (B,), ``encoder_hidden_states``
     (B, L, text_dim), ``encoder_attention_mask`` (B, L) with some padding, and for SSR models
-    ``lowres`` (B, C, T, H/2, W/2) and ``noise_aug_level`` (B,). ``resolution`` defaults to the
-    extracted model's arch resolution, else the config's first.
+    ``lowres`` (B, C, T, H, W) (the upsampled, noised condition) and ``noise_aug_level`` (B,).
+    ``resolution`` defaults to the extracted model's arch resolution, else the config's first.
     """
     cfg = model.config
     p = next(model.parameters())
@@ -38,7 +38,6 @@ def example_inputs(model: VideoUNet, batch: int = 2, resolution: int | None = No
         "encoder_attention_mask": mask.to(p.device),
     }
     if cfg.kind == "ssr":
-        low = max(1, resolution // 2)
-        kw["lowres"] = randn(batch, cfg.in_channels, frames, low, low)
+        kw["lowres"] = randn(batch, cfg.in_channels, frames, resolution, resolution)
         kw["noise_aug_level"] = torch.rand(batch, generator=g).to(device=p.device, dtype=p.dtype)
     return kw

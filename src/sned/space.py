@@ -4,7 +4,10 @@
 * Fine-grained dynamic blocks: every diffusion block keeps any subset of its components; the
   feed-forward goes when all of the block's attentions go.
 * Super-position (§3.3): the resolution is part of the arch; ``config.max_cost`` caps the cost
-  allowed at a resolution, and sampling re-draws archs over the cap.
+  allowed at a resolution. Sampling picks the resolution first, then re-draws archs (never the
+  resolution) until one is under that resolution's cap.
+* Floors: what training samples once its warm-up is over — every ratio ≥ ``min_ratio`` and every
+  block keeping ≥ ⌈``min_keep`` × n⌉ of its n components. Presets lie inside these floors.
 """
 
 from __future__ import annotations
@@ -24,6 +27,35 @@ from .cost import (Cost, attention_cost, block_cost, ff_cost, model_cost, resblo
 PRESETS = {"S": 0.4, "M": 0.6, "L": 0.8, "B": 1.0}
 """Named presets: fraction of the supernet's parameters."""
 
+MIN_KEEP = 0.4
+"""Final kept-fraction floor of training (the paper's 40 %; ``TrainConfig.final_min_keep``)."""
+
+
+def parse_preset(value: str | float) -> tuple[str, float]:
+    """The one parser of preset names: ``"S"``/``"M"``/``"L"``/``"B"``, or a fraction F in
+    (0, 1] of the supernet's parameters given as a float or a string (``"0.75"``).
+
+    Returns:
+        ``(label, fraction)``: the name for S/M/L/B, else the fraction written shortest
+        (``"0.75"``, ``"1"``) — the label used in output names and tables.
+    Raises:
+        ArchError naming the value.
+    """
+    if isinstance(value, str) and value.strip() in PRESETS:
+        return value.strip(), PRESETS[value.strip()]
+    f = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        f = float(value)
+    elif isinstance(value, str):
+        try:
+            f = float(value.strip())
+        except ValueError:
+            f = None
+    if f is None or not (0.0 < f <= 1.0):  # also refuses nan
+        raise ArchError(f"unknown preset {value!r}; presets are {', '.join(PRESETS)} or a "
+                        f"fraction in (0, 1] of the supernet's parameters (e.g. 0.75)")
+    return f"{f:g}", f
+
 
 @dataclass(frozen=True)
 class ElasticLayer:
@@ -38,14 +70,25 @@ class SearchSpace:
 
     Args:
         config: a ModelConfig, built-in name or YAML path.
+        min_ratio / min_keep: the floors of what training samples after warm-up (default: the
+            config's ``min_ratio`` and :data:`MIN_KEEP`); sampling defaults and presets use
+            them.
     """
 
-    def __init__(self, config: ModelConfig | str) -> None:
+    def __init__(self, config: ModelConfig | str, min_ratio: float | None = None,
+                 min_keep: float = MIN_KEEP) -> None:
         self.config = load_config(config)
         self.specs: list[BlockSpec] = unet_blocks(self.config)
         self.ratios = tuple(sorted(self.config.ratios, reverse=True))
+        self.min_ratio = self.config.min_ratio if min_ratio is None else float(min_ratio)
+        self.min_keep = float(min_keep)
+        if not 0.0 <= self.min_keep <= 1.0:
+            raise ValueError(f"min_keep must be in [0, 1] (got {min_keep})")
+        if not any(r >= self.min_ratio - 1e-9 for r in self.ratios):
+            raise ValueError(f"min_ratio {min_ratio} is above every ratio choice {self.ratios}")
         self._full_params = self.cost(self.largest()).params
-        self._preset_cache: dict[str, Arch] = {}
+        self._preset_cache: dict[float, Arch] = {}
+        self._top_cache: dict[int, Arch] = {}
 
     # ----------------------------------------------------------------------------- structure
     @property
@@ -92,7 +135,7 @@ class SearchSpace:
                  min_keep: float = 0.0) -> Arch:
         """All layers at the minimum ratio, each block keeping only ``ceil(min_keep × n)``
         components (ResBlock first, then attentions in forward order)."""
-        r = self.config.min_ratio if min_ratio is None else min_ratio
+        r = self.min_ratio if min_ratio is None else min_ratio
         arch = self.uniform(r, resolution)
         blocks = []
         for s, b in zip(self.specs, arch.blocks):
@@ -107,14 +150,17 @@ class SearchSpace:
 
         Args:
             rng: numpy Generator (or seed). Same rng state → same arch (DDP ranks rely on it).
-            min_ratio: smallest channel ratio allowed (warm-up floor); default config.min_ratio.
-            min_keep: smallest kept fraction of each block's components (warm-up floor;
-                default 0.4, as at the end of the paper's warm-up).
-            resolution: fixed resolution, or None to draw one uniformly from the config's.
+            min_ratio: smallest channel ratio allowed (warm-up floor); default the space's.
+            min_keep: smallest kept fraction of each block's components (warm-up floor);
+                default the space's (0.4, as at the end of the paper's warm-up).
+            resolution: fixed resolution, or None to draw one uniformly from the config's —
+                once: archs over the cap are re-drawn at the same resolution.
+        Raises:
+            ArchError when no draw is under the cap after ``max_tries``.
         """
         rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
-        floor = self.config.min_ratio if min_ratio is None else float(min_ratio)
-        keep_floor = 0.4 if min_keep is None else float(min_keep)
+        floor = self.min_ratio if min_ratio is None else float(min_ratio)
+        keep_floor = self.min_keep if min_keep is None else float(min_keep)
         if not 0.0 <= keep_floor <= 1.0:
             raise ValueError(f"min_keep must be in [0, 1] (got {min_keep})")
         choices = [r for r in self.ratios if r >= floor - 1e-9]
@@ -123,9 +169,8 @@ class SearchSpace:
         if resolution is not None and resolution not in self.config.resolutions:
             raise ArchError(f"resolution {resolution} is not in config {self.config.name!r} "
                             f"resolutions {list(self.config.resolutions)}")
+        res = resolution if resolution is not None else int(rng.choice(self.config.resolutions))
         for _ in range(max_tries):
-            res = resolution if resolution is not None else int(
-                rng.choice(self.config.resolutions))
             blocks = []
             for s in self.specs:
                 n = len(s.components)
@@ -163,61 +208,103 @@ class SearchSpace:
         return arch
 
     # ----------------------------------------------------------------------------- presets
-    def preset(self, name: str, resolution: int | None = None) -> Arch:
-        """Named preset S/M/L/B ≈ 40/60/80/100 % of the supernet's parameters.
+    def preset(self, name: str | float, resolution: int | None = None) -> Arch:
+        """Preset ``name`` at ``resolution`` (default the config's first): S/M/L/B = 40/60/80/
+        100 % of the supernet's parameters, or a fraction F in (0, 1] (float or ``"0.75"``, see
+        :func:`parse_preset`).
 
-        Deterministic: ratios step down uniformly, one layer at a time (largest layers first),
-        until the parameter target is met; if every layer is already at the minimum ratio,
-        attention components are dropped (largest first) until it is.
+        Deterministic: the arch on :meth:`descent` whose parameter count is closest to
+        F × :attr:`full_params` (ties: the larger). It lies inside the space's floors, i.e.
+        inside what training samples. Raises ArchError when it is over ``resolution``'s cap.
         """
-        if name not in PRESETS:
-            raise ArchError(f"unknown preset {name!r}; presets are {list(PRESETS)}")
-        if name not in self._preset_cache:
-            self._preset_cache[name] = self._fit_params(PRESETS[name] * self._full_params)
-        arch = self._preset_cache[name]
+        _, frac = parse_preset(name)
+        if frac not in self._preset_cache:
+            target = frac * self._full_params
+            best, best_gap = None, math.inf
+            for arch, cost in self._walk():
+                gap = abs(cost.params - target)
+                if gap < best_gap:
+                    best, best_gap = arch, gap
+                if cost.params <= target:
+                    break
+            self._preset_cache[frac] = best
+        arch = self._preset_cache[frac]
         res = self.config.resolutions[0] if resolution is None else resolution
-        arch = Arch(res, arch.blocks, arch.config)
-        return self.validate(arch)
+        return self.validate(Arch(res, arch.blocks, arch.config))
 
-    def _fit_params(self, target: float) -> Arch:
+    def largest_under_cap(self, resolution: int | None = None) -> Arch:
+        """The largest arch training runs at ``resolution``: the full supernet when it is under
+        the resolution's cap (or there is none), else the first arch of :meth:`descent` that is
+        — the distillation teacher of the sandwich sampler and the warm-up's stand-in for the
+        full arch. Deterministic; raises ArchError when nothing inside the floors fits."""
+        res = self.config.resolutions[0] if resolution is None else resolution
+        if res not in self._top_cache:
+            if res not in self.config.resolutions:
+                raise ArchError(f"resolution {res} is not in config {self.config.name!r} "
+                                f"resolutions {list(self.config.resolutions)}")
+            cap = self.config.max_cost.get(res) or {}
+            for arch, cost in self._walk(res, self.config.frames):
+                if all(getattr(cost, k) <= v for k, v in cap.items()):
+                    self._top_cache[res] = self.validate(arch)
+                    break
+            else:
+                raise ArchError(f"no arch with ratios >= {self.min_ratio} and kept fraction >= "
+                                f"{self.min_keep} is under the cost cap {cap} at resolution "
+                                f"{res} of config {self.config.name!r}; raise the cap")
+        return self._top_cache[res]
+
+    def descent(self, resolution: int | None = None):
+        """The deterministic path presets and caps are fitted on, from the full supernet down:
+        channel ratios step down one ratio choice at a time, one layer at a time (layers with
+        the most parameters first), to the space's ``min_ratio``; then attention components
+        are dropped (largest first) while each block keeps ≥ ⌈``min_keep`` × n⌉ components.
+        Every arch on it lies inside the floors.
+
+        Yields:
+            Arch at ``resolution`` (default the config's first); params never increase.
+        """
+        for arch, _ in self._walk(resolution):
+            yield arch
+
+    def _walk(self, resolution: int | None = None, frames: int = 1):
+        """(Arch, Cost at resolution × frames) along :meth:`descent`, costed incrementally
+        (one block per step) with the one cost model's block and stem costs."""
         cfg = self.config
+        res = cfg.resolutions[0] if resolution is None else resolution
         ratios = [dict(b.ratios) for b in self.largest().blocks]
         keeps = [list(s.components) for s in self.specs]
-        params = self._params_fn()
-        if params(ratios, keeps) <= target:
-            return self._arch(ratios, keeps)
-        # Layers ordered by their full parameter count (largest first), ties by position.
-        order = sorted(((s_i, slot) for s_i, s in enumerate(self.specs) for slot in s.slots),
+
+        def block(i: int) -> Cost:
+            s = self.specs[i]
+            return block_cost(cfg, s, block_layout(s, self._block(s, ratios[i], keeps[i]), cfg),
+                              res, frames)
+
+        fixed = stem_cost(cfg, res, frames)
+        per = [block(i) for i in range(len(self.specs))]
+
+        def state():
+            arch = Arch(res, tuple(self._block(s, r, k) for s, r, k in
+                                   zip(self.specs, ratios, keeps)), cfg.name)
+            return arch, sum(per, fixed)
+
+        yield state()
+        order = sorted(((i, slot) for i, s in enumerate(self.specs) for slot in s.slots),
                        key=lambda k: (-self._slot_params(k[0], k[1], 1.0), k))
-        for r in self.ratios[1:]:
-            for s_i, slot in order:
-                ratios[s_i][slot] = r
-                if params(ratios, keeps) <= target:
-                    return self._arch(ratios, keeps)
-        drops = sorted(((s_i, a) for s_i, s in enumerate(self.specs) for a in s.attentions),
-                       key=lambda k: (-self._slot_params(k[0], k[1], cfg.min_ratio), k))
-        for s_i, a in drops:
-            keeps[s_i].remove(a)
-            if params(ratios, keeps) <= target:
-                break
-        return self._arch(ratios, keeps)
-
-    def _arch(self, ratios: list[dict[str, float]], keeps: list[list[str]]) -> Arch:
-        return Arch(self.config.resolutions[0],
-                    tuple(self._block(s, r, k) for s, r, k in zip(self.specs, ratios, keeps)),
-                    self.config.name)
-
-    def _params_fn(self):
-        cfg, res = self.config, self.config.resolutions[0]
-        fixed = stem_cost(cfg, res, 1).params
-
-        def params(ratios, keeps) -> int:
-            total = fixed
-            for s, r, k in zip(self.specs, ratios, keeps):
-                total += block_cost(cfg, s, block_layout(s, self._block(s, r, k), cfg),
-                                    res, 1).params
-            return total
-        return params
+        for r in (r for r in self.ratios[1:] if r >= self.min_ratio - 1e-9):
+            for i, slot in order:
+                ratios[i][slot] = r
+                per[i] = block(i)
+                yield state()
+        floor_ratio = min(r for r in self.ratios if r >= self.min_ratio - 1e-9)
+        drops = sorted(((i, a) for i, s in enumerate(self.specs) for a in s.attentions),
+                       key=lambda k: (-self._slot_params(k[0], k[1], floor_ratio), k))
+        for i, a in drops:
+            n = len(self.specs[i].components)
+            if len(keeps[i]) - 1 < math.ceil(self.min_keep * n - 1e-9):
+                continue
+            keeps[i].remove(a)
+            per[i] = block(i)
+            yield state()
 
     def _slot_params(self, s_i: int, slot: str, ratio: float) -> int:
         """Parameters one elastic layer holds at ``ratio``."""

@@ -49,7 +49,7 @@ class ValLossProxy:
 
             low = resize_video(x0, x0.shape[-1] // 2)
             self.aug = torch.rand(n, generator=g).to(device)
-            low_noise = torch.randn(low.shape, generator=g).to(device)
+            low_noise = torch.randn(x0.shape, generator=g).to(device)  # upsampled, then noised
             self.lowres = self.objective.augment_lowres(low, self.aug, low_noise)
         self.resolution = videos.shape[-1]
         self.evaluations = 0

@@ -87,8 +87,10 @@ class VideoUNet(nn.Module):
             timestep: (B,) or scalar diffusion timestep.
             encoder_hidden_states: (B, L, text_dim) text token embeddings.
             encoder_attention_mask: (B, L) bool/0-1, True = real token (None = all real).
-            lowres: SSR only — (B, C, T, h, w) low-resolution video; it is bilinearly resized
-                to (H, W) and concatenated on channels.
+            lowres: SSR only — (B, C, T, H, W) condition: the low-resolution video already
+                upsampled to the sample's (H, W) and noise-augmented, as built by
+                :meth:`sned.diffusion.Objective.augment_lowres` (upsample, then noise — Imagen);
+                concatenated on channels.
             noise_aug_level: SSR only — (B,) noise-augmentation level of ``lowres`` in [0, 1].
             arch: supernet only — the subnet to run (None = the full supernet).
         Returns:
@@ -99,10 +101,8 @@ class VideoUNet(nn.Module):
                                                  noise_aug_level)
         x = sample.transpose(1, 2).reshape(b * t, c, hgt, wid)
         if self.config.kind == "ssr":
-            low = lowres.transpose(1, 2).reshape(b * t, c, *lowres.shape[-2:])
-            low = F.interpolate(low.to(x.dtype), size=(hgt, wid), mode="bilinear",
-                                align_corners=False, antialias=True)
-            x = torch.cat([x, low], dim=1)
+            low = lowres.transpose(1, 2).reshape(b * t, c, hgt, wid)
+            x = torch.cat([x, low.to(x.dtype)], dim=1)
         emb = self._embed(timestep, noise_aug_level, b, sample.device)
         context, mask = self._context(encoder_hidden_states, encoder_attention_mask)
 
@@ -196,9 +196,10 @@ class VideoUNet(nn.Module):
                 raise ValueError("SSR models need `lowres` (B, C, T, h, w) and `noise_aug_level`")
             if noise_aug is None:
                 raise ValueError("SSR models need `noise_aug_level` (B,) in [0, 1]")
-            if lowres.ndim != 5 or lowres.shape[:3] != (b, c, t):
-                raise ValueError(f"lowres must be (B={b}, C={c}, T={t}, h, w); got "
-                                 f"{tuple(lowres.shape)}")
+            if lowres.ndim != 5 or lowres.shape != sample.shape:
+                raise ValueError(f"lowres must be the upsampled, noise-augmented condition "
+                                 f"(B={b}, C={c}, T={t}, H={h}, W={w}) — see "
+                                 f"Objective.augment_lowres; got {tuple(lowres.shape)}")
         elif lowres is not None:
             raise ValueError(f"`lowres` is only for SSR models; config {cfg.name!r} is a base "
                              f"model")

@@ -6,7 +6,8 @@ noise to a video. The same function serves base models (text → video) and SSR 
 
 Seeding rule (device-independent, batch-independent): sample ``i`` of a batch draws ALL of its
 randomness — the initial noise, then (SSR) the noise that augments its low-resolution
-condition, then (DDPM) each step's noise — from its own CPU ``torch.Generator`` seeded with
+condition (drawn at the output resolution: the condition is upsampled, then noised), then
+(DDPM) each step's noise — from its own CPU ``torch.Generator`` seeded with
 ``seed + i``. Tensors are drawn on the CPU and then moved, so a seed gives the same video on any
 device, and prompt ``i`` of a batch gives the same video as sampling prompt ``i`` alone with
 ``seed + i`` (up to float rounding of batched kernels).
@@ -139,8 +140,9 @@ def sample(model: VideoUNet, text_embeds: Tensor, text_mask: Tensor | None = Non
         resolution: H = W (default :func:`default_resolution`); must equal ``arch.resolution``
             when both are given.
         lowres: SSR only — (B, C, T, h, w) video in [-1, 1] to upsample.
-        aug_level: SSR only — noise-augmentation level in [0, 1] (float or (B,) tensor) applied
-            to ``lowres`` with :meth:`Objective.augment_lowres` and passed as
+        aug_level: SSR only — noise-augmentation level in [0, 1] (float or (B,) tensor):
+            ``lowres`` is upsampled to the output resolution, then noised to this level by
+            :meth:`Objective.augment_lowres` (as in training), and the level is passed as
             ``noise_aug_level`` (Imagen samples with a fixed level, ≈ 0.2).
         progress: show a tqdm bar (``desc`` labels it).
         dtype: autocast dtype for the model's forward (``"bf16"``/``torch.bfloat16`` — meant
@@ -191,7 +193,7 @@ def sample(model: VideoUNet, text_embeds: Tensor, text_mask: Tensor | None = Non
         level = (level.expand(b) if level.numel() == 1 else level).to(device)
         if level.shape != (b,) or bool(((level < 0) | (level > 1)).any()):
             raise ValueError(f"aug_level must be a float or (B={b},) tensor in [0, 1]")
-        aug_noise = initial_noise(tuple(lowres.shape), gens, device)
+        aug_noise = initial_noise((b, cfg.in_channels, frames, res, res), gens, device)
         low = Objective(diffusion).augment_lowres(lowres.to(device, torch.float32), level,
                                                   aug_noise)
         cond_kw = {"lowres": low, "noise_aug_level": level}

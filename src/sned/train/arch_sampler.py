@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..arch import Arch
+from ..arch import Arch, ArchError
 from ..space import SearchSpace
 from .config import TrainConfig
 
@@ -50,15 +50,21 @@ class WarmupSchedule:
 
 
 class ArchSampler:
-    """Draws the archs (and the resolution) of each training step.
+    """Draws the resolution and the archs of each training step.
+
+    The resolution comes first (uniformly from the config's); every arch of the step is then
+    drawn at it, under its cost cap (SNED §3.3) — an arch over the cap is re-drawn, never the
+    resolution. Under a cap, the largest arch under it (:meth:`SearchSpace.largest_under_cap`)
+    stands in for the full supernet: it is what the first warm-up stage trains, what a draw
+    falls back to when no arch within the floors is under the cap, and the sandwich teacher.
 
     ``uniform``: one arch per step, uniform within the warm-up floors (the paper).
     ``sandwich``: the largest, the smallest (at the floors) and ``sandwich_k`` random archs,
-    all at one resolution (BigNAS / AttentiveNAS).
+    all at one resolution; the largest is first (the in-place distillation teacher).
     """
 
-    def __init__(self, space: SearchSpace, cfg: TrainConfig) -> None:
-        self.space, self.cfg = space, cfg
+    def __init__(self, space: SearchSpace, cfg: TrainConfig, max_tries: int = 200) -> None:
+        self.space, self.cfg, self.max_tries = space, cfg, max_tries
         self.warmup = WarmupSchedule(cfg, space.config.ratios)
 
     def rng(self, step: int) -> np.random.Generator:
@@ -67,13 +73,23 @@ class ArchSampler:
     def __call__(self, step: int) -> tuple[list[Arch], Floors]:
         floors = self.warmup.floors(step)
         rng = self.rng(step)
-        first = self.space.sample(rng, floors.min_ratio, floors.min_keep)
+        res = int(rng.choice(self.space.config.resolutions))
+        top = self.space.largest_under_cap(res)
+        smallest = self.space.smallest(res, floors.min_ratio, floors.min_keep)
+        feasible = self.space.within_cap(smallest)  # else nothing within the floors fits
+        first = self._draw(rng, floors, res, top) if feasible else top
         if self.cfg.sampler == "uniform":
             return [first], floors
-        res = first.resolution
-        archs = [self.space.largest(res),
-                 self.space.smallest(res, floors.min_ratio, floors.min_keep), first]
-        archs += [self.space.sample(rng, floors.min_ratio, floors.min_keep, resolution=res)
-                  for _ in range(self.cfg.sandwich_k - 1)]
-        archs = [a for a in archs[:2 + self.cfg.sandwich_k] if self.space.within_cap(a)]
-        return archs or [first], floors
+        if not feasible:
+            return [top], floors
+        archs = [top, smallest, first]
+        archs += [self._draw(rng, floors, res, top) for _ in range(self.cfg.sandwich_k - 1)]
+        return archs[:2 + self.cfg.sandwich_k], floors
+
+    def _draw(self, rng: np.random.Generator, floors: Floors, res: int, top: Arch) -> Arch:
+        """A uniform arch within the floors under ``res``'s cap, else the stand-in ``top``."""
+        try:
+            return self.space.sample(rng, floors.min_ratio, floors.min_keep, resolution=res,
+                                     max_tries=self.max_tries)
+        except ArchError:
+            return top

@@ -183,9 +183,9 @@ class Trainer:
         inputs = {"sample": xt, "timestep": t, "encoder_hidden_states": emb,
                   "encoder_attention_mask": mask & keep_text.to(self.device)[:, None]}
         if self.run.model.kind == "ssr":
-            low = resize_video(video, video.shape[-1] // 2)
+            low = resize_video(video, video.shape[-1] // 2)  # upsampled, then noised
             level = torch.rand(b, generator=g)
-            low_noise = torch.randn(low.shape, generator=g).to(self.device)
+            low_noise = torch.randn(video.shape, generator=g).to(self.device)
             inputs["lowres"] = self.objective.augment_lowres(low, level.to(self.device),
                                                              low_noise)
             inputs["noise_aug_level"] = level.to(self.device)
