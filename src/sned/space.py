@@ -15,8 +15,8 @@ from itertools import combinations
 
 import numpy as np
 
-from .arch import (Arch, ArchError, BlockArch, BlockSpec, block_layout, slot_width,
-                   unet_blocks, validate)
+from .arch import (Arch, ArchError, BlockArch, BlockSpec, block_layout, check_resolution,
+                   slot_width, unet_blocks, validate)
 from .config import ATTENTIONS, ModelConfig, load_config
 from .cost import (Cost, attention_cost, block_cost, ff_cost, model_cost, resblock_cost,
                    stem_cost)
@@ -120,9 +120,8 @@ class SearchSpace:
         choices = [r for r in self.ratios if r >= floor - 1e-9]
         if not choices:
             raise ValueError(f"min_ratio {min_ratio} is above every ratio choice {self.ratios}")
-        if resolution is not None and resolution not in self.config.resolutions:
-            raise ArchError(f"resolution {resolution} is not in config {self.config.name!r} "
-                            f"resolutions {list(self.config.resolutions)}")
+        if resolution is not None:
+            check_resolution(self.config, resolution)
         for _ in range(max_tries):
             res = resolution if resolution is not None else int(
                 rng.choice(self.config.resolutions))
@@ -176,8 +175,7 @@ class SearchSpace:
             self._preset_cache[name] = self._fit_params(PRESETS[name] * self._full_params)
         arch = self._preset_cache[name]
         res = self.config.resolutions[0] if resolution is None else resolution
-        arch = Arch(res, arch.blocks, arch.config)
-        return self.validate(arch)
+        return self.validate(arch.at(res))
 
     def _fit_params(self, target: float) -> Arch:
         cfg = self.config

@@ -28,7 +28,8 @@ from ..space import SearchSpace
 from .arch_sampler import ArchSampler, Floors
 from .checkpoint import load_training_state, resolve_checkpoint, save_checkpoint
 from .config import RunConfig
-from .data import build_dataset, make_loader, resize_video
+from ..data.transforms import resize_video
+from .data import build_dataset, make_loader
 from .masked_adamw import ActivityTracker, MaskedAdamW
 
 
