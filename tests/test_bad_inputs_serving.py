@@ -54,6 +54,10 @@ ROWS = [
     (["evaluate", "{run}", "--frames", "9", "--i3d", "{tmp}/fake_script.pt", "--out", "{out}"],
      2, "fake_script.pt"),
     (EVALUATE, 2, "generates 2 frames"),
+    # sned quickstart
+    (["quickstart", "--out", "{out}", "--prompts", "99"], 2, "--prompts 99"),
+    (["quickstart", "--out", "{out}", "--minutes", "0"], 2, "--minutes 0"),
+    (["quickstart", "--out", "{out}", "--sample-steps", "0"], 2, "--sample-steps 0"),
     # sned extract
     (["extract", "{run}", "--preset", "S", "--out", "{model}"], 2, "--overwrite"),
     (["extract", "{run}", "--preset", "S", "--ema", "--raw", "--out", "{out}"], 2,
@@ -95,6 +99,18 @@ def test_bad_input_is_one_clear_line(setup, capsys, argv, code, needle):
     assert needle in err, err
     assert "Traceback" not in err
     assert _snapshot(setup) == before
+    assert not (setup / "out").exists()
+
+
+def test_module_entry_point_knows_every_command(setup):
+    """`python -m sned.cli` (what torchrun runs) dispatches the sub-commands of other modules."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "sned.cli", "sample", str(setup / "run"),
+                        "--prompt", "a", "--fps", "0", "--out", str(setup / "out")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "--fps 0" in r.stderr and "Traceback" not in r.stderr
     assert not (setup / "out").exists()
 
 

@@ -141,4 +141,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m sned.cli` (torchrun) runs this file as __main__; the sub-command modules
+    # register on the importable `sned.cli`, so dispatch through that one
+    from sned.cli import main as _main
+
+    sys.exit(_main())

@@ -15,7 +15,8 @@ def _quickstart_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (GPU if present), cpu or cuda")
     p.add_argument("--prompts", type=int, help="held-out prompts sampled per preset (default: "
                                                "all 36)")
-    p.add_argument("--sample-steps", type=int, default=20, help="DDIM steps per stage")
+    p.add_argument("--sample-steps", type=int, default=10,
+                   help="DPM-Solver++ steps of the base stage (SSR stages: 60 %% of them)")
     p.add_argument("--max-steps", type=int, help="cap training steps (for smoke tests)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the runs, models and videos of an earlier quickstart in --out")

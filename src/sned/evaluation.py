@@ -42,8 +42,9 @@ class EvalSettings:
         metrics: names from :data:`METRICS` or callables ``fn(ctx) -> dict``.
         prompts: ``prompts(n, run) -> n captions`` (default: the synthetic held-out split).
         n_videos / runs: videos per run; runs use different prompts, seeds and real sets.
-        frames / steps / guidance / batch / seed: generation (guidance is the base stage's;
-            SSR stages run without guidance).
+        frames / scheduler / steps / guidance / batch / seed: generation (``steps``: one
+            value or one per stage, base first; guidance is the base stage's, SSR stages run
+            without guidance).
         every_stage: one row per cascade stage instead of the final one only.
         detector / real_videos / cache: FVD/KVD — the feature detector, ``real_videos(res,
             frames, n, run) -> (key, iterable of uint8 (T, H, W, 3))`` and the stats cache.
@@ -56,7 +57,8 @@ class EvalSettings:
     n_videos: int = 64
     runs: int = 1
     frames: int | None = None
-    steps: int = 50
+    scheduler: str = "ddim"
+    steps: int | Sequence[int] = 50
     guidance: float = 5.0
     batch: int = 16
     seed: int = 0
@@ -67,6 +69,16 @@ class EvalSettings:
     val_videos: int = 32
     latency_repeats: int = 10
     progress: bool = True
+    _encoders: dict = field(default_factory=dict, repr=False)
+
+    def text_encoder(self, max_length: int, device: torch.device):
+        """One frozen text encoder per (length, device), shared by every preset and metric."""
+        from .text import TextEncoder
+
+        key = (max_length, str(device))
+        if key not in self._encoders:
+            self._encoders[key] = TextEncoder(max_length=max_length, device=str(device))
+        return self._encoders[key]
 
 
 @dataclass
@@ -96,6 +108,10 @@ class StageContext:
     @property
     def device(self) -> torch.device:
         return next(self.den.model.parameters()).device
+
+    def encoder(self):
+        """The shared text encoder for this stage's config."""
+        return self.settings.text_encoder(self.den.config.text_len, self.device)
 
 
 def _mean_std(values: list[float]) -> float | dict:
@@ -158,7 +174,8 @@ def val_loss_metric(ctx: StageContext) -> dict:
     from .metrics.val_loss import synthetic_proxy
 
     proxy = synthetic_proxy(ctx.den.model, ctx.den.diffusion, ctx.resolution,
-                            n_videos=ctx.settings.val_videos, frames=ctx.frames)
+                            n_videos=ctx.settings.val_videos, frames=ctx.frames,
+                            text_encoder=ctx.encoder())
     return {"val_loss": proxy(ctx.arch)}
 
 
@@ -212,11 +229,9 @@ def _generate(base: Denoiser, ssr: list[Denoiser], settings: EvalSettings, keep:
     """Prompts per run, uint8 stage outputs per run for the stages in ``keep``, seconds per
     video and the frame count."""
     from .pipelines.cascade import Stage, generate
-    from .text import TextEncoder
     from .video_io import to_uint8
 
-    device = next(base.model.parameters()).device
-    enc = TextEncoder(max_length=base.config.text_len, device=str(device))
+    enc = settings.text_encoder(base.config.text_len, next(base.model.parameters()).device)
     make_prompts = settings.prompts or held_out_captions
     frames = settings.frames or base.config.frames
     prompts, outputs, seconds = [], {j: [] for j in keep}, []
@@ -228,7 +243,7 @@ def _generate(base: Denoiser, ssr: list[Denoiser], settings: EvalSettings, keep:
             t0 = time.perf_counter()
             _, stages = generate(emb, mask, base=Stage.from_denoiser(base),
                                  ssr=[Stage.from_denoiser(s) for s in ssr] or None,
-                                 steps=settings.steps,
+                                 scheduler=settings.scheduler, steps=settings.steps,
                                  guidance_scale=[settings.guidance] + [1.0] * len(ssr),
                                  frames=frames, seed=settings.seed + run * 100_000 + i,
                                  progress=settings.progress, return_stages=True)

@@ -31,6 +31,10 @@ QUICK_SSR = _COMMON + ["train.batch_size=4", "train.batch_size_per_resolution={6
 PRESETS = ("S", "M", "L", "B")
 TRAIN_SHARE = 0.7
 """Share of the wall-time budget spent training (base 60 %, SSR 40 % of it)."""
+SAMPLE_STEPS = 10
+"""DPM-Solver++ (2M) steps of the base stage."""
+SSR_STEP_SHARE = 0.6
+"""SSR stages start from a conditioning video and take this share of the base's steps."""
 OUTPUTS = ("runs", "models", "videos")
 
 
@@ -116,6 +120,12 @@ def _initial_supernet(run_dir: Path, device: torch.device):
     return VideoUNet(run.model).to(device).eval()
 
 
+def stage_steps(base_steps: int) -> list[int]:
+    """Sampling steps of base → SSR 32 px → SSR 64 px."""
+    ssr = max(1, round(SSR_STEP_SHARE * base_steps))
+    return [base_steps, ssr, ssr]
+
+
 def check_out(out: Path, overwrite: bool) -> None:
     """Refuse (FileExistsError naming the folder) an ``out`` that holds a previous quickstart,
     unless ``overwrite``: then its ``runs/``, ``models/`` and ``videos/`` are removed."""
@@ -129,11 +139,12 @@ def check_out(out: Path, overwrite: bool) -> None:
 
 # --------------------------------------------------------------------------------- workflow
 def quickstart(out: str | Path = "quickstart", minutes: float = 8.0, device: str = "auto",
-               prompts: int | None = None, sample_steps: int = 20, max_steps: int | None = None,
-               overwrite: bool = False) -> Path:
+               prompts: int | None = None, sample_steps: int = SAMPLE_STEPS,
+               max_steps: int | None = None, overwrite: bool = False) -> Path:
     """Run the whole workflow; returns the path of ``report.html``.
 
     ``prompts``: how many of the held-out prompts to sample (default all 36).
+    ``sample_steps``: DPM-Solver++ steps of the base stage (SSR stages: :func:`stage_steps`).
     """
     from .data.synthetic import held_out_prompts
     from .device import resolve_device
@@ -184,7 +195,8 @@ def evaluate_presets(qs: Quickstart, folders: dict, device: torch.device, steps:
     def val_loss_init(ctx) -> dict:
         sup = init["base" if ctx.index == 0 else "ssr"]
         proxy = synthetic_proxy(sup, ctx.den.diffusion, ctx.resolution,
-                                n_videos=ctx.settings.val_videos, frames=ctx.frames)
+                                n_videos=ctx.settings.val_videos, frames=ctx.frames,
+                                text_encoder=ctx.encoder())
         return {"val_loss_init": proxy(ctx.den.arch_at(ctx.resolution))}
 
     def keep_videos(ctx) -> None:
@@ -201,7 +213,8 @@ def evaluate_presets(qs: Quickstart, folders: dict, device: torch.device, steps:
 
     settings = EvalSettings(
         metrics=("latency", "val_loss", val_loss_init, "caption", "consistency"),
-        prompts=lambda n, run: qs.prompts[:n], n_videos=len(qs.prompts), steps=steps,
+        prompts=lambda n, run: qs.prompts[:n], n_videos=len(qs.prompts), scheduler="dpm",
+        steps=stage_steps(steps),
         guidance=3.0, batch=len(qs.prompts), every_stage=True, val_videos=16,
         latency_repeats=5, progress=False)
     (qs.out / "videos").mkdir(exist_ok=True)
