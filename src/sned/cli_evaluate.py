@@ -63,59 +63,25 @@ def check_search_args(args: argparse.Namespace) -> list[tuple[str, int]]:
 @command("search", "evolutionary search for the best subnet under a budget")(_search_args)
 def run_search(args: argparse.Namespace) -> int:
     from .loading import load_denoiser
-    from .metrics.latency import LatencyTable, denoiser_latency
-    from .metrics.val_loss import synthetic_proxy
-    from .inputs import example_inputs
-    from .search import (evolutionary_search, hypervolume_2d, pareto_front, plot_pareto,
-                         random_search, reference_point, save_arch, save_pareto_json)
-    from .space import SearchSpace
+    from .search import save_arch
+    from .search.driver import search_denoiser
 
     save = check_search_args(args)
     den = load_denoiser(args.checkpoint, ema=args.ema, resolution=args.resolution)
-    space = SearchSpace(den.config)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    proxy = synthetic_proxy(den.model, den.diffusion, args.resolution, args.n_videos,
-                            args.frames)
-    latency_fn = None
-    if args.max_latency_ms:
-        table = LatencyTable(out / "latency_table.json")
-        inputs = example_inputs(den.model, batch=1, resolution=args.resolution,
-                                frames=args.frames)
-        latency_fn = table.latency_fn(den.config.name, args.resolution,
-                                      inputs["sample"].shape[2], 1, "fp32",
-                                      lambda a: denoiser_latency(den.model, a, inputs))
-    common = dict(budget=args.budget, resolution=args.resolution, frames=args.frames,
-                  max_params=args.max_params, max_macs=args.max_macs,
-                  max_latency_ms=args.max_latency_ms, latency_fn=latency_fn, seed=args.seed)
-    evo = evolutionary_search(space, proxy, population_size=args.population,
-                              parents=max(1, min(5, args.population // 3)), **common)
-    runs = {"evolution": evo.points}
-    summary = {"config": den.config.name, "checkpoint": den.source, "resolution":
-               args.resolution, "budget": args.budget, "evolution": evo.summary()}
-    if not args.no_random:
-        rnd = random_search(space, proxy, **common)
-        runs["random"] = rnd.points
-        ref, ideal = reference_point(evo.points, rnd.points)
-        hv = {k: hypervolume_2d(pareto_front(v), ref, ideal_point=ideal) for k, v in runs.items()}
-        summary.update(random=rnd.summary(), hypervolume=hv,
-                       best_val_loss={"evolution": evo.best.objective,
-                                      "random": rnd.best.objective})
-        save_pareto_json(out / "pareto_random.json", rnd.points)
-    front = pareto_front(evo.points)
-    save_pareto_json(out / "pareto.json", evo.points)
-    plot_pareto(out / "pareto.png", runs, title=f"{den.config.name} @ {args.resolution}px")
-    (out / "search.json").write_text(json.dumps(summary, indent=1, default=str))
+    summary, front = search_denoiser(
+        den, out, args.resolution, budget=args.budget, population=args.population,
+        n_videos=args.n_videos, frames=args.frames, max_params=args.max_params,
+        max_macs=args.max_macs, max_latency_ms=args.max_latency_ms,
+        random_baseline=not args.no_random, seed=args.seed)
     for name, idx in save:
         if idx >= len(front):
             raise ValueError(f"--save-arch {name}={idx}: the front has {len(front)} points "
                              f"(0..{len(front) - 1}); {out / 'pareto.json'} lists them")
         save_arch(front[idx], out / f"{name}.json")
-    print(json.dumps({k: summary[k] for k in summary if k in
-                      ("hypervolume", "best_val_loss")} | {"front": len(front),
-                                                           "out": str(out)}))
+    print(json.dumps({k: summary[k] for k in summary if k in ("hypervolume", "best_val_loss")}
+                     | {"front": len(front), "out": str(out)}))
     return 0
-
 
 
 # --------------------------------------------------------------------------------- evaluate
