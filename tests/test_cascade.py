@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import sned
+from sned.arch import ResolutionError
 from sned.pipelines import CascadeError, Stage, cascade_resolutions, generate, sample
 
 KW = dict(steps=2, frames=2, progress=False)
@@ -95,9 +96,9 @@ def test_resolution_errors(tiny_base, tiny_ssr, spaces):
         cascade_resolutions(base, ssr, 48)
     with pytest.raises(CascadeError, match=r"final_resolution 8"):
         cascade_resolutions(base, ssr, 8)
-    with pytest.raises(CascadeError, match=r"resolution 128 .*tiny-ssr.*\[32, 64\]"):
+    with pytest.raises(ResolutionError, match=r"resolution 128 .*tiny-ssr.*\[32, 64\]"):
         cascade_resolutions(base, ssr, 128)
-    with pytest.raises(CascadeError, match=r"resolution 128 .*\[32, 64\]"):
+    with pytest.raises(ResolutionError, match=r"resolution 128 .*\[32, 64\]"):
         cascade_resolutions(Stage(tiny_base, bspace.preset("B", 32)), ssr, 128)
     with pytest.raises(CascadeError, match="no `ssr`"):
         cascade_resolutions(base, None, 32)

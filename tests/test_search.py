@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import sned
-from sned.arch import Arch
+from sned.arch import Arch, ResolutionError
 from sned.config import ATTENTIONS
 from sned.search import (Point, SearchError, canonical, crossover, evolutionary_search,
                          hypervolume_2d, load_pareto_json, mutate, pareto_front, plot_pareto,
@@ -177,7 +177,7 @@ def test_latency_constraint_and_recording(space, objective):
 def test_impossible_constraints_raise_clearly(space, objective):
     with pytest.raises(SearchError, match=r"max_params<=1,000.*smallest arch"):
         evolutionary_search(space, objective, budget=5, max_params=1000, max_tries=20)
-    with pytest.raises(SearchError, match="resolution"):
+    with pytest.raises(ResolutionError, match="resolution 17"):
         random_search(space, objective, budget=5, resolution=17)
     with pytest.raises(SearchError, match="budget"):
         random_search(space, objective, budget=0)

@@ -70,7 +70,7 @@ def test_illegal_archs_name_the_problem(space):
         space.validate(_mutate(a, 0, keep=("spatial_attn",)))  # level 0 has no spatial attn
     with pytest.raises(ArchError, match="has 3 blocks but config 'tiny-base' has 11"):
         space.validate(Arch(a.resolution, a.blocks[:3], a.config))
-    with pytest.raises(ArchError, match="resolution 48 is not in"):
+    with pytest.raises(ArchError, match="resolution 48 is not served"):
         space.validate(Arch(48, a.blocks, a.config))
     with pytest.raises(ArchError, match="for config 'tiny-ssr'"):
         space.validate(Arch(a.resolution, a.blocks, "tiny-ssr"))

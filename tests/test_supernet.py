@@ -34,7 +34,7 @@ def test_extremes_and_presets_match_supernet(config, request):
              space.uniform(0.4)] + [space.preset(p) for p in "SMLB"]
     for res in space.config.resolutions:
         for a in archs:
-            a = sned.Arch(res, a.blocks, a.config)
+            a = a.at(res)
             _check_equivalence(model, space, a)
 
 

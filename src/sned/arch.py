@@ -27,6 +27,25 @@ class ArchError(ValueError):
     """An arch does not fit its config. The message names the field and value."""
 
 
+class ResolutionError(ArchError):
+    """A model is asked for a resolution its config does not serve."""
+
+
+def check_resolution(cfg: ModelConfig, resolution: int, source: str | None = None) -> int:
+    """The one "is this resolution served" check: return ``resolution`` when ``cfg`` serves it.
+
+    A config serves the resolutions it was trained at (``cfg.resolutions``); a subnet extracted
+    from it serves the same ones. Raises :class:`ResolutionError` naming the value, the model
+    (``source``, default the config's name) and the served resolutions.
+    """
+    if isinstance(resolution, bool) or not isinstance(resolution, int) \
+            or resolution not in cfg.resolutions:
+        who = f"{source} ({cfg.name})" if source else f"config {cfg.name!r}"
+        raise ResolutionError(f"resolution {resolution} is not served by {who}; it serves "
+                              f"{list(cfg.resolutions)}")
+    return resolution
+
+
 # --------------------------------------------------------------------------------- structure
 @dataclass(frozen=True)
 class BlockSpec:
@@ -127,6 +146,12 @@ class Arch:
 
     def to_json(self, **kw) -> str:
         return json.dumps(self.to_dict(), **kw)
+
+    def at(self, resolution: int) -> "Arch":
+        """The same subnet at another resolution (super-position: one arch, many sizes)."""
+        if resolution == self.resolution:
+            return self
+        return Arch(int(resolution), self.blocks, self.config)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_json(indent=1) + "\n")
@@ -231,16 +256,15 @@ def resolve(cfg: ModelConfig, arch: Arch, specs: list[BlockSpec] | None = None
 
 
 def validate(cfg: ModelConfig, arch: Arch, specs: list[BlockSpec] | None = None,
-             check_resolution: bool = True) -> None:
+             with_resolution: bool = True) -> None:
     """Raise :class:`ArchError` naming the first field of ``arch`` that ``cfg`` does not allow."""
     specs = specs if specs is not None else unet_blocks(cfg)
     if not isinstance(arch, Arch):
         raise ArchError(f"expected an Arch, got {type(arch).__name__}")
     if arch.config is not None and arch.config != cfg.name:
         raise ArchError(f"arch is for config {arch.config!r}, but the model is {cfg.name!r}")
-    if check_resolution and arch.resolution not in cfg.resolutions:
-        raise ArchError(f"arch resolution {arch.resolution} is not in config {cfg.name!r} "
-                        f"resolutions {list(cfg.resolutions)}")
+    if with_resolution:
+        check_resolution(cfg, arch.resolution)
     if len(arch.blocks) != len(specs):
         raise ArchError(f"arch has {len(arch.blocks)} blocks but config {cfg.name!r} has "
                         f"{len(specs)}")

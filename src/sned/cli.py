@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Callable
 
-from .arch import Arch, ArchError
+from .arch import Arch, ArchError, check_resolution
 from .config import ConfigError
 from .files import CheckpointError
 
@@ -78,15 +78,14 @@ def run_cost(args: argparse.Namespace) -> int:
     space = SearchSpace(load_config(args.config, args.overrides))
     cfg = space.config
     res = args.resolution
-    if res is not None and res not in cfg.resolutions:
-        raise ArchError(f"resolution {res} is not in config {cfg.name!r} resolutions "
-                        f"{list(cfg.resolutions)}")
+    if res is not None:
+        check_resolution(cfg, res)
     if args.frames is not None and args.frames < 1:
         raise ArchError(f"--frames must be >= 1 (got {args.frames})")
     if args.arch:
         arch = Arch.load(args.arch)
         if res is not None:
-            arch = Arch(res, arch.blocks, arch.config)
+            arch = arch.at(res)
         space.validate(arch)
         name = args.arch
     else:
@@ -111,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_all() -> None:
     """Import the modules whose sub-commands live elsewhere (kept lazy: heavy imports)."""
-    for mod in ("sned.cli_train", "sned.cli_generate", "sned.cli_evaluate"):
+    for mod in ("sned.cli_train", "sned.cli_generate", "sned.cli_evaluate",
+                "sned.cli_quickstart"):
         try:
             __import__(mod)
         except ModuleNotFoundError as e:
@@ -140,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":  # python -m sned.cli: run the importable module, where the
-    from sned.cli import main as _main  # sub-command modules register their commands
+if __name__ == "__main__":
+    # `python -m sned.cli` (torchrun) runs this file as __main__; the sub-command modules
+    # register on the importable `sned.cli`, so dispatch through that one
+    from sned.cli import main as _main
 
     sys.exit(_main())

@@ -1,15 +1,16 @@
-"""``sned search`` and ``sned evaluate``: architecture search and paper-style tables."""
+"""``sned search`` and ``sned evaluate``: parse, check, call :mod:`sned.search` and
+:mod:`sned.evaluation`."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
+import re
 from pathlib import Path
 
-import numpy as np
-
+from . import cli_args as check
 from .cli import command
+from .cli_args import add_weights_args
 
 
 # --------------------------------------------------------------------------------- search
@@ -25,191 +26,178 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-videos", type=int, default=32, help="held-out clips of the val proxy")
     p.add_argument("--frames", type=int, help="frames of the val proxy (default: config's)")
     p.add_argument("--no-random", action="store_true", help="skip the random-search baseline")
-    p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True)
+    add_weights_args(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-arch", action="append", default=[], metavar="NAME=RANK",
                    help="save the front's point RANK (0 = cheapest) as OUT/NAME.json")
     p.add_argument("--out", required=True, help="output folder (pareto.json, pareto.png)")
 
 
+def parse_save_arch(items: list[str], budget: int) -> list[tuple[str, int]]:
+    """``NAME=RANK`` pairs; RANK must be a front index the budget can reach."""
+    out = []
+    for item in items:
+        name, eq, rank = item.partition("=")
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", name) or name.startswith(".") or \
+                (eq and not re.fullmatch(r"\d+", rank)):
+            raise ValueError(f"--save-arch {item}: expected NAME=RANK (a file name and an index "
+                             f"into the front, 0 = cheapest)")
+        idx = int(rank or 0)
+        if idx >= budget:
+            raise ValueError(f"--save-arch {item}: rank {idx} is beyond any front of a "
+                             f"--budget {budget} search (at most {budget} points)")
+        out.append((name, idx))
+    return out
+
+
+def check_search_args(args: argparse.Namespace) -> list[tuple[str, int]]:
+    check.at_least("--budget", args.budget, 1)
+    check.at_least("--population", args.population, 2)
+    check.at_least("--n-videos", args.n_videos, 1)
+    check.at_least("--frames", args.frames, 1)
+    for opt in ("max_params", "max_macs", "max_latency_ms"):
+        check.above(f"--{opt.replace('_', '-')}", getattr(args, opt), 0)
+    return parse_save_arch(args.save_arch, args.budget)
+
+
 @command("search", "evolutionary search for the best subnet under a budget")(_search_args)
 def run_search(args: argparse.Namespace) -> int:
     from .loading import load_denoiser
-    from .metrics.latency import LatencyTable, denoiser_latency
-    from .metrics.val_loss import synthetic_proxy
-    from .inputs import example_inputs
-    from .search import (evolutionary_search, hypervolume_2d, pareto_front, plot_pareto,
-                         random_search, reference_point, save_arch, save_pareto_json)
-    from .space import SearchSpace
+    from .search import save_arch
+    from .search.driver import search_denoiser
 
+    save = check_search_args(args)
     den = load_denoiser(args.checkpoint, ema=args.ema, resolution=args.resolution)
-    space = SearchSpace(den.config)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    proxy = synthetic_proxy(den.model, den.diffusion, args.resolution, args.n_videos,
-                            args.frames)
-    latency_fn = None
-    if args.max_latency_ms:
-        table = LatencyTable(out / "latency_table.json")
-        inputs = example_inputs(den.model, batch=1, resolution=args.resolution,
-                                frames=args.frames)
-        latency_fn = table.latency_fn(den.config.name, args.resolution,
-                                      inputs["sample"].shape[2], 1, "fp32",
-                                      lambda a: denoiser_latency(den.model, a, inputs))
-    common = dict(budget=args.budget, resolution=args.resolution, frames=args.frames,
-                  max_params=args.max_params, max_macs=args.max_macs,
-                  max_latency_ms=args.max_latency_ms, latency_fn=latency_fn, seed=args.seed)
-    evo = evolutionary_search(space, proxy, population_size=args.population,
-                              parents=max(1, min(5, args.population // 3)), **common)
-    runs = {"evolution": evo.points}
-    summary = {"config": den.config.name, "checkpoint": den.source, "resolution":
-               args.resolution, "budget": args.budget, "evolution": evo.summary()}
-    if not args.no_random:
-        rnd = random_search(space, proxy, **common)
-        runs["random"] = rnd.points
-        ref, ideal = reference_point(evo.points, rnd.points)
-        hv = {k: hypervolume_2d(pareto_front(v), ref, ideal_point=ideal) for k, v in runs.items()}
-        summary.update(random=rnd.summary(), hypervolume=hv,
-                       best_val_loss={"evolution": evo.best.objective,
-                                      "random": rnd.best.objective})
-        save_pareto_json(out / "pareto_random.json", rnd.points)
-    front = pareto_front(evo.points)
-    save_pareto_json(out / "pareto.json", evo.points)
-    plot_pareto(out / "pareto.png", runs, title=f"{den.config.name} @ {args.resolution}px")
-    for item in args.save_arch:
-        name, _, rank = item.partition("=")
-        idx = int(rank or 0)
-        if not 0 <= idx < len(front):
-            raise ValueError(f"--save-arch {item}: the front has {len(front)} points")
+    summary, front = search_denoiser(
+        den, out, args.resolution, budget=args.budget, population=args.population,
+        n_videos=args.n_videos, frames=args.frames, max_params=args.max_params,
+        max_macs=args.max_macs, max_latency_ms=args.max_latency_ms,
+        random_baseline=not args.no_random, seed=args.seed)
+    for name, idx in save:
+        if idx >= len(front):
+            raise ValueError(f"--save-arch {name}={idx}: the front has {len(front)} points "
+                             f"(0..{len(front) - 1}); {out / 'pareto.json'} lists them")
         save_arch(front[idx], out / f"{name}.json")
-    (out / "search.json").write_text(json.dumps(summary, indent=1, default=str))
-    print(json.dumps({k: summary[k] for k in summary if k in
-                      ("hypervolume", "best_val_loss")} | {"front": len(front),
-                                                           "out": str(out)}))
+    print(json.dumps({k: summary[k] for k in summary if k in ("hypervolume", "best_val_loss")}
+                     | {"front": len(front), "out": str(out)}))
     return 0
 
 
-
 # --------------------------------------------------------------------------------- evaluate
-METRICS = ("fvd", "kvd", "caption", "val_loss", "latency")
+FVD_METRICS = {"fvd", "kvd"}
 
 
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="base model: run dir / checkpoint or model folder")
     p.add_argument("--ssr", help="SSR model for resolutions above the base's")
     p.add_argument("--presets", default="S,M,L,B")
-    p.add_argument("--resolution", type=int, help="final resolution (default: the base's)")
-    p.add_argument("--metrics", default="fvd,kvd,caption,val_loss,latency")
+    p.add_argument("--resolution", type=int, help="final resolution (default: the base's, or "
+                                                  "the largest the SSR serves)")
+    p.add_argument("--metrics", default="fvd,kvd,caption,val_loss,latency,consistency")
     p.add_argument("--n-videos", type=int, default=64, help="generated (and real) videos per run")
     p.add_argument("--runs", type=int, default=1, help="repeat with different seeds: mean ± std")
     p.add_argument("--frames", type=int, help="frames per video (FVD needs >= 9)")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--cfg", type=float, default=5.0)
     p.add_argument("--batch", type=int, default=16, help="videos generated per batch")
-    p.add_argument("--i3d", help="I3D weights (i3d_pretrained_400.pt); or set SNED_I3D_WEIGHTS")
+    add_weights_args(p)
+    p.add_argument("--i3d", help="I3D weights (i3d_pretrained_400.pt); or set SNED_I3D_WEIGHTS. "
+                                 "A TorchScript detector runs code from its file: use only "
+                                 "files you trust")
     p.add_argument("--random-features", action="store_true",
                    help="random I3D weights: relative comparisons only (labelled everywhere)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True)
 
 
+def check_evaluate_args(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """Every cheap check of ``sned evaluate``; returns (presets, metrics)."""
+    from .evaluation import check_metrics
+    from .metrics.fvd import DEFAULT_MIN_FRAMES
+
+    metrics = check.names("--metrics", args.metrics)
+    check_metrics(metrics)
+    presets = check.names("--presets", args.presets)
+    check.at_least("--runs", args.runs, 1)
+    check.at_least("--batch", args.batch, 1)
+    check.at_least("--steps", args.steps, 1)
+    check.at_least("--cfg", args.cfg, 0)
+    check.at_least("--frames", args.frames, 1)
+    check.at_least("--n-videos", args.n_videos, 1)
+    if FVD_METRICS & set(metrics):
+        if args.n_videos < 2:
+            raise ValueError(f"--n-videos {args.n_videos}: FVD/KVD need at least 2 videos")
+        if args.frames is not None and args.frames < DEFAULT_MIN_FRAMES:
+            raise ValueError(f"--frames {args.frames}: the I3D detector of FVD/KVD needs at "
+                             f"least {DEFAULT_MIN_FRAMES} frames")
+        if args.i3d and args.random_features:
+            raise ValueError("--i3d and --random-features exclude each other")
+    return presets, metrics
+
+
+def load_detector(path: str | None, random_features: bool, device):
+    """The FVD detector; a file that is not a detector is a ValueError naming it."""
+    import pickle
+    import zipfile
+
+    from .metrics.i3d import I3DWeightsMissing, load_i3d
+
+    if random_features:
+        return load_i3d(random_init=True, device=device)
+    try:
+        return load_i3d(path, device=device)
+    except I3DWeightsMissing:
+        raise
+    except (RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError,
+            zipfile.BadZipFile, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"--i3d {path}: not a usable I3D detector ({first})") from None
+
+
 @command("evaluate", "paper-style table: FVD/KVD, caption accuracy, val loss, latency")(
     _evaluate_args)
 def run_evaluate(args: argparse.Namespace) -> int:
-    import torch
-
-    from .cli_generate import load_stages
-    from .data.synthetic import SyntheticVideoDataset, sample_prompts
-    from .metrics.caption import caption_accuracy
-    from .metrics.fvd import compute_features, fvd_kvd, real_stats
-    from .metrics.latency import denoiser_latency
-    from .metrics.val_loss import synthetic_proxy
-    from .inputs import example_inputs
-    from .pipelines.cascade import Stage, generate
+    from .device import resolve_device
+    from .evaluation import EvalSettings, evaluate_preset
+    from .loading import load_cascade
+    from .metrics.fvd import DEFAULT_MIN_FRAMES
     from .report import markdown_table, write_report
-    from .space import SearchSpace
-    from .text import TextEncoder
-    from .video_io import to_uint8
 
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    bad = [m for m in metrics if m not in METRICS]
-    if bad:
-        raise ValueError(f"--metrics: unknown {bad}; choose from {list(METRICS)}")
-    if args.runs < 1 or args.n_videos < 1:
-        raise ValueError("--runs and --n-videos must be >= 1")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" \
-        else args.device
+    presets, metrics = check_evaluate_args(args)
+    device = resolve_device(args.device)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    detector = None
-    if {"fvd", "kvd"} & set(metrics):
-        from .metrics.i3d import load_i3d
+    detector = (load_detector(args.i3d, args.random_features, device)
+                if FVD_METRICS & set(metrics) else None)
+    random = bool(getattr(detector, "random_features", False))
+    settings = EvalSettings(metrics=metrics, n_videos=args.n_videos, runs=args.runs,
+                            frames=args.frames, steps=args.steps, guidance=args.cfg,
+                            batch=args.batch, detector=detector, cache=out / "cache")
 
-        detector = (load_i3d(random_init=True, device=device) if args.random_features
-                    else load_i3d(args.i3d, device=device))
-    feature_label = " (RANDOM I3D features: relative comparisons only)" \
-        if detector is not None and getattr(detector, "random_features", False) else ""
+    def cascade(preset: str):
+        return load_cascade(args.checkpoint, args.ssr, [preset], None, args.resolution,
+                            ema=args.ema, device=device)
+
+    first = cascade(presets[0])
+    frames = args.frames or first[0].config.frames
+    if detector is not None and frames < DEFAULT_MIN_FRAMES:
+        raise ValueError(f"--frames: {args.checkpoint} generates {frames} frames by default; "
+                         f"FVD/KVD need at least {DEFAULT_MIN_FRAMES} (pass --frames)")
     rows = []
-    for preset in [p.strip() for p in args.presets.split(",")]:
-        base, ssr = load_stages(args.checkpoint, args.ssr, [preset], None, args.resolution,
-                                ema=True, device=device)
-        final = ssr[-1] if ssr else base
-        frames = args.frames or base.config.frames
-        enc = TextEncoder(max_length=base.config.text_len, device=device)
-        res = args.resolution or (base.resolution or base.config.resolutions[0])
-        space = SearchSpace(final.config)
-        arch = final.arch if final.arch is not None else final.model.arch
-        cost = space.cost(arch, resolution=res, frames=frames)
-        per_run: dict[str, list[float]] = {}
-        sample_s = []
-        for run in range(args.runs):
-            prompts = sample_prompts(args.n_videos, seed=1000 + run)
-            videos = []
-            for i in range(0, args.n_videos, args.batch):
-                emb, mask = enc.encode(prompts[i:i + args.batch])
-                t0 = time.perf_counter()
-                v = generate(emb, mask, base=Stage.from_denoiser(base),
-                             ssr=[Stage.from_denoiser(s) for s in ssr] or None,
-                             final_resolution=res, steps=args.steps,
-                             guidance_scale=[args.cfg] + [1.0] * len(ssr), frames=frames,
-                             seed=run * 100_000 + i, progress=True)
-                sample_s.append((time.perf_counter() - t0) / v.shape[0])
-                videos.append(to_uint8(v))
-            fake = np.concatenate(videos)
-            if "caption" in metrics:
-                per_run.setdefault("caption", []).append(
-                    caption_accuracy(fake, prompts)["all_correct"])
-            if detector is not None:
-                real = real_stats("synthetic", res, frames, args.n_videos,
-                                  lambda: (to_uint8(SyntheticVideoDataset(
-                                      args.n_videos, frames, res, seed=50_000 + run)[j]["video"])
-                                           for j in range(args.n_videos)),
-                                  out / "cache", detector, device=device)
-                fake_stats = compute_features([fake], detector, device=device, keep_features=True)
-                scores = fvd_kvd(real, fake_stats, seed=run)
-                for k in ("fvd", "kvd"):
-                    if k in metrics and scores.get(k) is not None:
-                        per_run.setdefault(k, []).append(float(scores[k]))
-        row = {"preset": preset, "resolution": res, "params": cost.params, "macs": cost.macs,
-               "sample_s": float(np.median(sample_s))}
-        for k, vals in per_run.items():
-            row["caption_all" if k == "caption" else k] = (
-                {"mean": float(np.mean(vals)), "std": float(np.std(vals))} if len(vals) > 1
-                else vals[0])
-        if "val_loss" in metrics:
-            row["val_loss"] = synthetic_proxy(final.model, final.diffusion, res,
-                                              n_videos=min(32, args.n_videos), frames=frames
-                                              )(final.arch)
-        if "latency" in metrics:
-            kw = example_inputs(final.model, batch=1, resolution=res, frames=frames)
-            row["latency_ms"] = denoiser_latency(final.model, final.arch, kw)
-        rows.append(row)
+    for i, preset in enumerate(presets):
+        base, ssr = first if i == 0 else cascade(preset)
+        rows += evaluate_preset(preset, base, ssr, settings)
+        first = None
+    res = rows[-1]["resolution"]
     note = (f"{args.n_videos} videos per run, {args.runs} run(s), {frames} frames, "
-            f"{res}x{res}; FVD/KVD against synthetic real videos{feature_label}. "
-            f"Sample s = seconds per video for the whole cascade.")
+            f"{res}x{res}; prompts: captions of the synthetic held-out split (never in "
+            f"training); FVD/KVD against held-out synthetic videos"
+            f"{' (RANDOM I3D features: relative comparisons only)' if random else ''}. "
+            f"Sample s = seconds per video for the whole cascade; caption accuracy with its 95 % "
+            f"Wilson interval.")
+    out.mkdir(parents=True, exist_ok=True)
     (out / "table.json").write_text(json.dumps({"rows": rows, "note": note,
-                                                "random_features": bool(feature_label)},
-                                               indent=1))
+                                                "random_features": random}, indent=1))
     write_report(out, "sned evaluate", note, [{"title": f"{res}x{res}", "rows": rows}])
     print(markdown_table(rows))
     print(note)

@@ -1,22 +1,28 @@
-"""Load a denoiser for generation from either a training checkpoint or a model folder.
+"""Load denoisers for generation from a training checkpoint or a model folder.
 
-* a training run dir / checkpoint folder (``sned train`` output): the supernet, EMA weights by
-  default, plus the arch picked by ``preset`` or ``arch`` (default preset B);
-* a model folder (``sned extract`` / :func:`sned.save_pretrained` output): the standalone subnet.
+* a training run dir / checkpoint folder (``sned train`` output): the supernet plus the arch
+  picked by ``preset`` or ``arch`` (default preset B);
+* a model folder (``sned extract`` / :func:`sned.save_pretrained` output): the standalone subnet
+  (or a saved supernet), labelled with the preset name its model card records.
+
+Weights of a training checkpoint: ``ema=None`` (the default of every command) takes the EMA
+weights when the checkpoint has them and the raw ones otherwise; ``ema=True`` / ``False`` asks
+for one explicitly.
 
 Both give a :class:`Denoiser`: the model, the arch to pass (None for extracted models), and the
-diffusion config it was trained with.
+diffusion config it was trained with. :func:`load_cascade` loads the stages of a base → SSR → …
+cascade.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from .arch import Arch, ArchError
+from .arch import Arch, ArchError, check_resolution
 from .config import config_from_dict
 from .diffusion import DiffusionConfig
 from .extract import load_pretrained, read_model_meta
@@ -27,13 +33,21 @@ from .space import SearchSpace
 
 @dataclass
 class Denoiser:
-    """A model ready to sample: ``model(**inputs, arch=arch)`` (arch None for extracted)."""
+    """A model ready to sample: ``model(**inputs, arch=arch)`` (arch None for extracted).
+
+    Attributes:
+        source: the folder it was loaded from.
+        label: the preset name (``S`` …), an arch file's stem, or ``extracted@R`` for a folder
+            without a model card.
+        weights: ``"ema"`` or ``"raw"`` (None when unknown: a folder without a card).
+    """
 
     model: VideoUNet
     arch: Arch | None
     diffusion: DiffusionConfig
     source: str
     label: str
+    weights: str | None = None
 
     @property
     def config(self):
@@ -45,8 +59,15 @@ class Denoiser:
             return self.arch.resolution
         return None if self.model.arch is None else self.model.arch.resolution
 
+    def arch_at(self, resolution: int) -> Arch:
+        """The subnet this denoiser runs, at ``resolution`` (extracted: the model's own arch)."""
+        arch = self.arch if self.arch is not None else self.model.arch
+        if arch is None:
+            raise ArchError(f"{self.source} records no arch")
+        return arch.at(resolution)
+
     def with_arch(self, arch: Arch | None, label: str) -> "Denoiser":
-        return Denoiser(self.model, arch, self.diffusion, self.source, label)
+        return replace(self, arch=arch, label=label)
 
 
 def is_model_folder(path: str | os.PathLike) -> bool:
@@ -54,7 +75,7 @@ def is_model_folder(path: str | os.PathLike) -> bool:
 
 
 def load_denoiser(path: str | os.PathLike, preset: str | None = None,
-                  arch: str | os.PathLike | Arch | None = None, ema: bool = True,
+                  arch: str | os.PathLike | Arch | None = None, ema: bool | None = None,
                   resolution: int | None = None, device: str | torch.device = "cpu"
                   ) -> Denoiser:
     """Load ``path`` (training checkpoint / run dir, or model folder) for sampling.
@@ -62,21 +83,14 @@ def load_denoiser(path: str | os.PathLike, preset: str | None = None,
     Args:
         preset / arch: the subnet of a supernet checkpoint (default preset B). An arch for a
             different config raises ArchError naming both configs.
-        ema: use the EMA weights of a training checkpoint (default).
-        resolution: the resolution to run at; must be one the config serves.
+        ema: None = EMA weights when the checkpoint has them, raw otherwise; True / False
+            insists (True on a checkpoint without EMA weights raises CheckpointError).
+        resolution: the resolution to run at; must be one the config serves
+            (:func:`sned.arch.check_resolution`).
     """
     p = Path(path)
     if is_model_folder(p):
-        model = load_pretrained(p, device=device)
-        meta = read_model_meta(p)
-        diffusion = DiffusionConfig(**meta.get("diffusion", {}))
-        if model.is_supernet:
-            return _pick(model, diffusion, str(p), preset, arch, resolution)
-        if preset is not None or arch is not None:
-            raise ArchError(f"{p} is an extracted model ({_label(model)}); --preset/--arch only "
-                            f"apply to supernet checkpoints")
-        _check_resolution(model, resolution, str(p))
-        return Denoiser(model, None, diffusion, str(p), _label(model))
+        return _load_folder(p, preset, arch, ema, resolution, device)
     from .train.checkpoint import load_weights, read_state, resolve_checkpoint
 
     folder = resolve_checkpoint(p)
@@ -87,24 +101,46 @@ def load_denoiser(path: str | os.PathLike, preset: str | None = None,
         diffusion = DiffusionConfig(**run["diffusion"])
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{folder / 'state.json'}: {e}") from None
+    has_ema = (folder / "ema.safetensors").is_file()
+    if ema and not has_ema:
+        raise CheckpointError(f"{folder} has no EMA weights (ema.safetensors); leave out --ema "
+                              f"(or pass --raw)")
+    use_ema = has_ema if ema is None else ema
     with torch.device("meta"):
         model = VideoUNet(cfg)
     model = model.to_empty(device=device)
-    load_weights(folder, model, ema=ema and (folder / "ema.safetensors").is_file())
+    load_weights(folder, model, ema=use_ema)
     model.eval()
-    return _pick(model, diffusion, str(folder), preset, arch, resolution)
+    den = _pick(model, diffusion, str(folder), preset, arch, resolution)
+    return replace(den, weights="ema" if use_ema else "raw")
+
+
+def _load_folder(p: Path, preset, arch, ema, resolution, device) -> Denoiser:
+    model = load_pretrained(p, device=device)
+    meta = read_model_meta(p)
+    diffusion = DiffusionConfig(**meta.get("diffusion", {}))
+    card = meta.get("card") or {}
+    weights = card.get("weights")
+    if ema is not None and weights is not None and weights != ("ema" if ema else "raw"):
+        raise CheckpointError(f"{p} holds {weights} weights; --{'ema' if ema else 'raw'} only "
+                              f"chooses between the weights of a training checkpoint")
+    if model.is_supernet:
+        return replace(_pick(model, diffusion, str(p), preset, arch, resolution), weights=weights)
+    if preset is not None or arch is not None:
+        raise ArchError(f"{p} is an extracted model ({_label(model, card)}); --preset/--arch "
+                        f"only apply to supernet checkpoints")
+    if resolution is not None:
+        check_resolution(model.config, resolution, str(p))
+    return Denoiser(model, None, diffusion, str(p), _label(model, card), weights)
 
 
 def _pick(model: VideoUNet, diffusion: DiffusionConfig, source: str, preset, arch,
           resolution) -> Denoiser:
     space = SearchSpace(model.config)
-    res = resolution if resolution is not None else model.config.resolutions[0]
-    if res not in model.config.resolutions:
-        raise ArchError(f"resolution {res} is not one {source} ({model.config.name}) can "
-                        f"produce; it serves {list(model.config.resolutions)}")
+    res = check_resolution(model.config, resolution, source) if resolution is not None \
+        else model.config.resolutions[0]
     if arch is not None:
-        a = arch if isinstance(arch, Arch) else Arch.load(arch)
-        a = Arch(res, a.blocks, a.config)
+        a = (arch if isinstance(arch, Arch) else Arch.load(arch)).at(res)
         label = Path(str(arch)).stem if not isinstance(arch, Arch) else "arch"
     else:
         label = preset or "B"
@@ -113,12 +149,44 @@ def _pick(model: VideoUNet, diffusion: DiffusionConfig, source: str, preset, arc
     return Denoiser(model, a, diffusion, source, label)
 
 
-def _check_resolution(model: VideoUNet, resolution: int | None, source: str) -> None:
-    f = model.config.downsample_factor
-    if resolution is not None and (resolution < f or resolution % f):
-        raise ArchError(f"resolution {resolution} is not a multiple of {f}, which {source} "
-                        f"needs")
-
-
-def _label(model: VideoUNet) -> str:
+def _label(model: VideoUNet, card: dict) -> str:
+    if card.get("subnet"):
+        return str(card["subnet"])
     return "extracted" if model.arch is None else f"extracted@{model.arch.resolution}"
+
+
+def load_cascade(model: str | os.PathLike, ssr: str | os.PathLike | None = None,
+                 presets: list[str | None] | None = None, arch: str | os.PathLike | None = None,
+                 resolution: int | None = None, ema: bool | None = None,
+                 device: str | torch.device = "cpu") -> tuple[Denoiser, list[Denoiser]]:
+    """The base denoiser and one SSR denoiser per upsampling step of a cascade ending at
+    ``resolution`` (default: the base's own without ``ssr``, else the largest the SSR serves).
+
+    ``presets``: one for every stage, or base first then one per SSR step (the last repeats).
+    A supernet SSR is loaded once and reused with the preset's arch at each step's resolution;
+    an extracted SSR serves every step with its own arch. Raises
+    :class:`~sned.pipelines.cascade.CascadeError` for an unreachable resolution and
+    :class:`~sned.arch.ResolutionError` for one a stage does not serve.
+    """
+    from .pipelines.cascade import CascadeError, Stage, cascade_resolutions
+
+    presets = list(presets or [None])
+    base = load_denoiser(model, preset=None if arch else presets[0], arch=arch, ema=ema,
+                         device=device)
+    if ssr is None:
+        base_res = base.resolution or base.config.resolutions[0]
+        if resolution is not None and resolution != base_res:
+            raise CascadeError(f"{model} generates {base_res}px; resolution {resolution} needs "
+                               f"an SSR model (--ssr)")
+        return base, []
+    probe = load_denoiser(ssr, ema=ema, device=device)
+    resolutions, _ = cascade_resolutions(Stage.from_denoiser(base), Stage.from_denoiser(probe),
+                                         resolution)
+    steps = resolutions[1:]
+    per_stage = presets[1:] if len(presets) > 1 else presets
+    per_stage = (per_stage + [per_stage[-1]] * len(steps))[:len(steps)]
+    if not probe.model.is_supernet:
+        return base, [probe] * len(steps)
+    space = SearchSpace(probe.config)
+    return base, [probe.with_arch(space.preset(p or "B", r), p or "B")
+                  for r, p in zip(steps, per_stage)]

@@ -3,19 +3,22 @@
 1. train a tiny base supernet (16/32 px) and a tiny SSR supernet (32/64 px) — super-position
    training with the sampling warm-up, exact freezing and EMA — within a wall-time budget;
 2. extract the S/M/L/B subnets of both as standalone model folders;
-3. generate a few prompts through the cascade base → SSR → SSR with every preset, keeping every
-   stage's output (16, 32 and 64 px);
-4. measure params, MACs, denoiser latency, sampling time, validation loss and caption accuracy
-   per resolution and preset;
-5. write ``report.md`` / ``report.html`` with tables, plots and the videos.
+3. generate the held-out prompts (captions the training split never shows) through the cascade
+   base → SSR → SSR with every preset, keeping every stage's output (16, 32 and 64 px);
+4. measure, per resolution and preset (:func:`sned.evaluation.evaluate_preset`): params, MACs,
+   denoiser latency, sampling time, validation loss (and at initialisation), caption accuracy
+   with n and 95 % intervals, and each SSR stage's consistency with its input;
+5. write ``report.md`` / ``report.html``: one section function per part (:data:`SECTIONS`).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -26,6 +29,13 @@ _COMMON = ["model.frames=4", "data.num_videos=4096", "train.lr=1e-3", "train.lr_
 QUICK_BASE = _COMMON + ["train.batch_size=8", "train.batch_size_per_resolution={32: 2}"]
 QUICK_SSR = _COMMON + ["train.batch_size=4", "train.batch_size_per_resolution={64: 1}"]
 PRESETS = ("S", "M", "L", "B")
+TRAIN_SHARE = 0.7
+"""Share of the wall-time budget spent training (base 60 %, SSR 40 % of it)."""
+SAMPLE_STEPS = 10
+"""DPM-Solver++ (2M) steps of the base stage."""
+SSR_STEP_SHARE = 0.6
+"""SSR stages start from a conditioning video and take this share of the base's steps."""
+OUTPUTS = ("runs", "models", "videos")
 
 
 @dataclass
@@ -38,11 +48,26 @@ class Budget:
     def left(self) -> float:
         return self.total - (time.monotonic() - self.start)
 
+    def elapsed_min(self) -> float:
+        return (time.monotonic() - self.start) / 60
+
+
+@dataclass
+class Quickstart:
+    """Everything the report sections read."""
+
+    out: Path
+    budget: Budget
+    prompts: list[str]
+    rows: list[dict] = field(default_factory=list)
+    media: dict[int, list] = field(default_factory=dict)
+
 
 def _say(msg: str) -> None:
     print(f"[quickstart] {msg}", flush=True)
 
 
+# --------------------------------------------------------------------------------- training
 def _calibrate(run, device: torch.device) -> float:
     """Seconds per training step of the largest subnet (3 timed forward+backward passes)."""
     from .inputs import example_inputs
@@ -84,105 +109,6 @@ def train_supernet(name: str, config: str, overrides: list[str], out: Path, seco
     return out
 
 
-def quickstart(out: str | Path = "quickstart", minutes: float = 10.0, device: str = "auto",
-               prompts: int = 4, sample_steps: int = 20, max_steps: int | None = None) -> Path:
-    """Run the whole workflow; returns the path of ``report.html``."""
-    from .cli_generate import export_subnet
-    from .data.synthetic import sample_prompts
-    from .loading import load_denoiser
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
-    budget = Budget(minutes * 60, time.monotonic())
-    _say(f"output folder {out.resolve()}, budget {minutes:g} min, device {dev}")
-    train_share = 0.75 * budget.total
-    train_supernet("base", "tiny-base", QUICK_BASE, out / "runs" / "base", 0.6 * train_share,
-                   dev, max_steps)
-    train_supernet("ssr", "tiny-ssr", QUICK_SSR, out / "runs" / "ssr", 0.4 * train_share, dev,
-                   max_steps)
-
-    _say("extracting presets S/M/L/B of both supernets (EMA weights)")
-    folders = {}
-    for kind in ("base", "ssr"):
-        for p in PRESETS:
-            den = load_denoiser(out / "runs" / kind, preset=p, ema=True, device=dev)
-            folders[kind, p] = export_subnet(den, out / "models" / f"{kind}-{p}", ema=True)
-
-    text = sample_prompts(prompts, seed=7)
-    rows, media = evaluate_presets(out, folders, text, dev, sample_steps)
-    report = write_quickstart_report(out, rows, media, text, budget)
-    _say(f"done in {(time.monotonic() - budget.start) / 60:.1f} min: {report}")
-    return report
-
-
-def evaluate_presets(out: Path, folders: dict, prompts: list[str], device: torch.device,
-                     steps: int) -> tuple[list[dict], dict]:
-    """Cascade samples + metrics for every preset at 16 / 32 / 64 px."""
-    from .inputs import example_inputs
-    from .loading import load_denoiser
-    from .metrics.caption import caption_accuracy
-    from .metrics.latency import denoiser_latency
-    from .metrics.val_loss import synthetic_proxy
-    from .pipelines.cascade import Stage, generate
-    from .space import SearchSpace
-    from .text import TextEncoder
-    from .video_io import to_uint8, write_frame_grid, write_video
-
-    rows, media = [], {}
-    (out / "videos").mkdir(exist_ok=True)
-    enc = None
-    init = {kind: _initial_supernet(out / "runs" / kind, device) for kind in ("base", "ssr")}
-    for p in PRESETS:
-        base = load_denoiser(folders["base", p], device=device)
-        ssr = load_denoiser(folders["ssr", p], device=device)
-        if enc is None:
-            enc = TextEncoder(max_length=base.config.text_len, device=str(device))
-        emb, mask = enc.encode(prompts)
-        _say(f"sampling preset {p}: base 16px → SSR 32px → SSR 64px, {len(prompts)} prompts")
-        t0 = time.perf_counter()
-        final, stages = generate(emb, mask, base=Stage.from_denoiser(base),
-                                 ssr=Stage.from_denoiser(ssr), final_resolution=64,
-                                 steps=steps, guidance_scale=[3.0, 1.0, 1.0], seed=0,
-                                 return_stages=True)
-        wall = time.perf_counter() - t0
-        cum_params, cum_macs = 0, 0
-        for k, video in enumerate(stages):
-            den = base if k == 0 else ssr
-            res = video.shape[-1]
-            space = SearchSpace(den.config)
-            arch = den.model.arch
-            cost = space.cost(arch, resolution=res)
-            cum_params += cost.params if k < 2 else 0  # the SSR weights are shared by 2 steps
-            cum_macs += cost.macs
-            kw = example_inputs(den.model, batch=1, resolution=res, seed=k)
-            latency = denoiser_latency(den.model, None, kw, warmup=2, repeats=5)
-            proxy = synthetic_proxy(den.model, den.diffusion, res, n_videos=16)
-            init_proxy = synthetic_proxy(init["base" if k == 0 else "ssr"], den.diffusion, res,
-                                         n_videos=16)
-            frames = to_uint8(video)
-            acc = caption_accuracy(frames, prompts)
-            rows.append({"resolution": res, "preset": p, "stage": den.config.name,
-                         "params": cost.params, "macs": cost.macs, "cascade_params": cum_params,
-                         "cascade_macs": cum_macs, "latency_ms": latency,
-                         "sample_s": wall if k == len(stages) - 1 else None,
-                         "val_loss": proxy(None), "val_loss_init": init_proxy(arch),
-                         "caption_all": acc["all_correct"], "caption_color": acc["color"],
-                         "caption": {k2: acc[k2] for k2 in ("color", "shape", "direction")}})
-            vids = []
-            for i, prompt in enumerate(prompts[:3]):
-                stem = f"{res}px_{p}_{i}"
-                gif = write_video(out / "videos" / f"{stem}.gif", frames[i], fps=6)
-                mp4 = write_video(out / "videos" / f"{stem}.mp4", frames[i], fps=6)
-                vids.append((f"{p} · {prompt}", str(gif.relative_to(out)),
-                             str(mp4.relative_to(out))))
-            write_frame_grid(out / "videos" / f"grid_{res}px_{p}.png", frames)
-            media.setdefault(res, []).extend(vids)
-    (out / "results.json").write_text(json.dumps(rows, indent=1))
-    return rows, media
-
-
 def _initial_supernet(run_dir: Path, device: torch.device):
     """The supernet exactly as training initialised it (same seed), for before/after losses."""
     from .models.unet import VideoUNet
@@ -194,46 +120,202 @@ def _initial_supernet(run_dir: Path, device: torch.device):
     return VideoUNet(run.model).to(device).eval()
 
 
-def write_quickstart_report(out: Path, rows: list[dict], media: dict, prompts: list[str],
-                            budget: Budget) -> Path:
-    from .report import plot_cost_quality, plot_loss_curve, write_report
+def stage_steps(base_steps: int) -> list[int]:
+    """Sampling steps of base → SSR 32 px → SSR 64 px."""
+    ssr = max(1, round(SSR_STEP_SHARE * base_steps))
+    return [base_steps, ssr, ssr]
 
-    plot_cost_quality(out / "cost_vs_val_loss.png", rows)
-    plot_cost_quality(out / "cost_vs_caption.png", rows, "caption_all",
-                      "caption accuracy (all attributes)")
-    plot_loss_curve(out / "training_loss.png", {k: out / "runs" / k / "metrics.jsonl"
-                                                for k in ("base", "ssr")})
-    steps = {k: sum(1 for _ in open(out / "runs" / k / "metrics.jsonl")) for k in ("base", "ssr")}
-    sections = [{"title": "Training",
-                 "text": f"Two supernets trained on the synthetic captioned-shapes set with "
-                         f"super-position (base at 16 and 32 px, SSR at 32 and 64 px), "
-                         f"sampling warm-up over the first third of the steps and exact "
-                         f"freezing: base {steps['base']} steps, SSR {steps['ssr']} steps.",
-                 "images": ["training_loss.png"] if (out / "training_loss.png").exists() else []}]
-    fell = sum(r["val_loss"] < r["val_loss_init"] for r in rows)
-    sections[0]["text"] += (f" Validation loss fell from initialisation in {fell} of {len(rows)} "
-                            f"(resolution, preset) pairs.")
-    for res in sorted(media):
-        sel = [r for r in rows if r["resolution"] == res]
+
+def check_out(out: Path, overwrite: bool) -> None:
+    """Refuse (FileExistsError naming the folder) an ``out`` that holds a previous quickstart,
+    unless ``overwrite``: then its ``runs/``, ``models/`` and ``videos/`` are removed."""
+    old = [out / d for d in OUTPUTS if (out / d).exists()]
+    if old and not overwrite:
+        raise FileExistsError(f"--out {out} already holds a quickstart ({old[0].name}/); choose "
+                              f"a new --out or pass --overwrite to replace it")
+    for d in old:
+        shutil.rmtree(d)
+
+
+# --------------------------------------------------------------------------------- workflow
+def quickstart(out: str | Path = "quickstart", minutes: float = 8.0, device: str = "auto",
+               prompts: int | None = None, sample_steps: int = SAMPLE_STEPS,
+               max_steps: int | None = None, overwrite: bool = False) -> Path:
+    """Run the whole workflow; returns the path of ``report.html``.
+
+    ``prompts``: how many of the held-out prompts to sample (default all 36).
+    ``sample_steps``: DPM-Solver++ steps of the base stage (SSR stages: :func:`stage_steps`).
+    """
+    from .data.synthetic import held_out_prompts
+    from .device import resolve_device
+    from .extract import export_subnet
+    from .loading import load_denoiser
+
+    out = Path(out)
+    dev = resolve_device(device)
+    texts = held_out_prompts()
+    if prompts is not None:
+        if not 1 <= prompts <= len(texts):
+            raise ValueError(f"--prompts {prompts}: choose 1 to {len(texts)} (the held-out "
+                             f"prompts)")
+        texts = texts[:prompts]
+    check_out(out, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    qs = Quickstart(out, Budget(minutes * 60, time.monotonic()), texts)
+    _say(f"output folder {out.resolve()}, budget {minutes:g} min, device {dev}")
+    train_s = TRAIN_SHARE * qs.budget.total
+    train_supernet("base", "tiny-base", QUICK_BASE, out / "runs" / "base", 0.6 * train_s, dev,
+                   max_steps)
+    train_supernet("ssr", "tiny-ssr", QUICK_SSR, out / "runs" / "ssr", 0.4 * train_s, dev,
+                   max_steps)
+
+    _say("extracting presets S/M/L/B of both supernets (EMA weights)")
+    folders = {}
+    for kind in ("base", "ssr"):
+        for p in PRESETS:
+            den = load_denoiser(out / "runs" / kind, preset=p, device=dev)
+            folders[kind, p] = export_subnet(den, out / "models" / f"{kind}-{p}")
+
+    evaluate_presets(qs, folders, dev, sample_steps)
+    report = write_quickstart_report(qs)
+    _say(f"done in {qs.budget.elapsed_min():.1f} min: {report}")
+    return report
+
+
+def evaluate_presets(qs: Quickstart, folders: dict, device: torch.device, steps: int) -> None:
+    """Every preset through base 16 px → SSR 32 px → SSR 64 px: rows for every stage and a few
+    videos per stage (into ``qs.rows`` / ``qs.media``)."""
+    from .evaluation import EvalSettings, evaluate_preset
+    from .loading import load_denoiser
+    from .metrics.val_loss import synthetic_proxy
+    from .video_io import write_frame_grid, write_video
+
+    init = {kind: _initial_supernet(qs.out / "runs" / kind, device) for kind in ("base", "ssr")}
+
+    def val_loss_init(ctx) -> dict:
+        sup = init["base" if ctx.index == 0 else "ssr"]
+        proxy = synthetic_proxy(sup, ctx.den.diffusion, ctx.resolution,
+                                n_videos=ctx.settings.val_videos, frames=ctx.frames,
+                                text_encoder=ctx.encoder())
+        return {"val_loss_init": proxy(ctx.den.arch_at(ctx.resolution))}
+
+    def keep_videos(ctx) -> None:
+        vids, frames = [], ctx.videos[0]
+        for i, prompt in enumerate(ctx.prompts[0][:3]):
+            stem = f"{ctx.resolution}px_{ctx.preset}_{i}"
+            gif = write_video(qs.out / "videos" / f"{stem}.gif", frames[i], fps=6)
+            mp4 = write_video(qs.out / "videos" / f"{stem}.mp4", frames[i], fps=6)
+            vids.append((f"{ctx.preset} · {prompt}", str(gif.relative_to(qs.out)),
+                         str(mp4.relative_to(qs.out))))
+        write_frame_grid(qs.out / "videos" / f"grid_{ctx.resolution}px_{ctx.preset}.png",
+                         frames[:16])
+        qs.media.setdefault(ctx.resolution, []).extend(vids)
+
+    settings = EvalSettings(
+        metrics=("latency", "val_loss", val_loss_init, "caption", "consistency"),
+        prompts=lambda n, run: qs.prompts[:n], n_videos=len(qs.prompts), scheduler="dpm",
+        steps=stage_steps(steps),
+        guidance=3.0, batch=len(qs.prompts), every_stage=True, val_videos=16,
+        latency_repeats=5, progress=False)
+    (qs.out / "videos").mkdir(exist_ok=True)
+    for p in PRESETS:
+        base = load_denoiser(folders["base", p], device=device)
+        ssr = load_denoiser(folders["ssr", p], device=device)
+        _say(f"preset {p}: base 16px → SSR 32px → SSR 64px, {len(qs.prompts)} held-out "
+             f"prompts, then metrics")
+        qs.rows += evaluate_preset(p, base, [ssr, ssr], settings, on_stage=keep_videos)
+    (qs.out / "results.json").write_text(json.dumps(qs.rows, indent=1))
+
+
+# --------------------------------------------------------------------------------- report
+def section_training(qs: Quickstart) -> list[dict]:
+    from .report import plot_loss_curve
+
+    runs = qs.out / "runs"
+    plot_loss_curve(qs.out / "training_loss.png", {k: runs / k / "metrics.jsonl"
+                                                   for k in ("base", "ssr")})
+    steps = {k: sum(1 for _ in open(runs / k / "metrics.jsonl")) for k in ("base", "ssr")}
+    fell = sum(r["val_loss"] < r["val_loss_init"] for r in qs.rows)
+    return [{"title": "Training",
+             "text": f"Two supernets trained on the synthetic captioned-shapes set with "
+                     f"super-position (base at 16 and 32 px, SSR at 32 and 64 px), sampling "
+                     f"warm-up over the first third of the steps and exact freezing: base "
+                     f"{steps['base']} steps, SSR {steps['ssr']} steps. Validation loss fell "
+                     f"from initialisation in {fell} of {len(qs.rows)} (resolution, preset) "
+                     f"pairs.",
+             "images": ["training_loss.png"] if (qs.out / "training_loss.png").exists()
+             else []}]
+
+
+def section_resolutions(qs: Quickstart) -> list[dict]:
+    out = []
+    for res in sorted(qs.media):
         kind = "base model alone" if res == 16 else f"cascade up to {res}px"
-        sections.append({"title": f"{res}×{res} ({kind})",
-                         "text": "Params/GMACs: the model producing this resolution (one "
-                                 "denoiser forward, batch 1). Denoiser ms: median forward "
-                                 "latency on this machine. Sample s: the whole cascade for "
-                                 f"{len(prompts)} prompts. Caption acc.: colour, shape and "
-                                 "motion all recovered from the pixels; Colour acc.: the "
-                                 "colour alone.",
-                         "rows": sel, "videos": media[res]})
-    sections.append({"title": "Cost vs quality",
-                     "images": [p for p in ("cost_vs_val_loss.png", "cost_vs_caption.png")
-                                if (out / p).exists()]})
-    sections.append({"title": "Files",
-                     "text": "runs/base and runs/ssr: training runs (metrics.jsonl, "
-                             "checkpoints/latest, tensorboard/). models/: extracted subnets "
-                             "(load with sned.load_pretrained). results.json: every number "
-                             "above. FVD/KVD need the I3D weights: see `sned evaluate`."})
-    intro = (f"One supernet per model, served at four sizes without retraining. Prompts: "
-             f"{'; '.join(prompts)}. Generated {time.strftime('%Y-%m-%d %H:%M')}, "
-             f"{(time.monotonic() - budget.start) / 60:.1f} min.")
-    _, html_path = write_report(out, "sned quickstart", intro, sections)
+        out.append({"title": f"{res}×{res} ({kind})",
+                    "text": "Params/GMACs: the model producing this resolution (one denoiser "
+                            "forward, batch 1). Denoiser ms: median forward latency on this "
+                            "machine. Sample s: the whole cascade, seconds per video. Caption "
+                            "acc.: colour, shape and motion all recovered from the pixels, on "
+                            f"{len(qs.prompts)} held-out prompts, with its 95 % Wilson "
+                            "interval. SSR consistency: PSNR of the SSR output downsampled to "
+                            "its input resolution vs the video it was conditioned on.",
+                    "rows": [r for r in qs.rows if r["resolution"] == res],
+                    "videos": qs.media[res]})
+    return out
+
+
+def section_captions(qs: Quickstart) -> list[dict]:
+    from .report import CAPTION_COLUMNS
+
+    return [{"title": "Caption accuracy per attribute (held-out prompts)",
+             "text": f"{len(qs.prompts)} prompts whose (colour, shape, motion) combination the "
+                     f"training split never shows: {'; '.join(qs.prompts[:6])}; … Each cell: "
+                     f"accuracy [95 % Wilson interval]; n videos per cell.",
+             "rows": qs.rows, "columns": CAPTION_COLUMNS}]
+
+
+def section_consistency(qs: Quickstart) -> list[dict]:
+    rows = [r for r in qs.rows if r.get("ssr_psnr_db") is not None]
+    return [{"title": "Cascade consistency per SSR stage",
+             "text": "PSNR (dB) of each SSR stage's output, downsampled back to its input "
+                     "resolution (antialiased bilinear, as the training pairs are made), vs "
+                     "the video it was conditioned on. Higher = the stage upsampled rather "
+                     "than changed the content.",
+             "rows": rows, "columns": [("preset", "Model"),
+                                       ("resolution", "SSR output"),
+                                       ("ssr_psnr_db", "PSNR dB")]}]
+
+
+def section_cost_quality(qs: Quickstart) -> list[dict]:
+    from .report import plot_cost_quality
+
+    plot_cost_quality(qs.out / "cost_vs_val_loss.png", qs.rows)
+    plot_cost_quality(qs.out / "cost_vs_caption.png", qs.rows, "caption_all",
+                      "caption accuracy (all attributes)")
+    return [{"title": "Cost vs quality",
+             "images": [p for p in ("cost_vs_val_loss.png", "cost_vs_caption.png")
+                        if (qs.out / p).exists()]}]
+
+
+def section_files(qs: Quickstart) -> list[dict]:
+    return [{"title": "Files",
+             "text": "runs/base and runs/ssr: training runs (metrics.jsonl, checkpoints/latest, "
+                     "tensorboard/). models/: extracted subnets (load with "
+                     "sned.load_pretrained; sample with sned sample). results.json: every "
+                     "number above. FVD/KVD need an I3D detector: see `sned evaluate`."}]
+
+
+SECTIONS: list[Callable[[Quickstart], list[dict]]] = [
+    section_training, section_resolutions, section_captions, section_consistency,
+    section_cost_quality, section_files]
+"""The report, in order: each function returns its sections (see :func:`sned.report.write_report`)."""
+
+
+def write_quickstart_report(qs: Quickstart) -> Path:
+    from .report import write_report
+
+    sections = [s for fn in SECTIONS for s in fn(qs)]
+    intro = (f"One supernet per model, served at four sizes without retraining. Generated "
+             f"{time.strftime('%Y-%m-%d %H:%M')}, {qs.budget.elapsed_min():.1f} min.")
+    _, html_path = write_report(qs.out, "sned quickstart", intro, sections)
     return html_path

@@ -12,10 +12,16 @@ from pathlib import Path
 from typing import Any, Sequence
 
 COLUMNS = [("preset", "Model"), ("params", "#Params"), ("macs", "GMACs/forward"),
-           ("latency_ms", "Denoiser ms"), ("sample_s", "Sample s"), ("val_loss_init", "Val loss at init"),
-           ("val_loss", "Val loss"),
-           ("caption_color", "Colour acc."), ("caption_all", "Caption acc."), ("fvd", "FVD"),
+           ("latency_ms", "Denoiser ms"), ("sample_s", "Sample s"),
+           ("val_loss_init", "Val loss at init"), ("val_loss", "Val loss"),
+           ("caption_color", "Colour acc."), ("caption_all", "Caption acc."),
+           ("caption_n", "n"), ("ssr_psnr_db", "SSR consistency dB"), ("fvd", "FVD"),
            ("kvd", "KVD")]
+CAPTION_COLUMNS = [("preset", "Model"), ("resolution", "Resolution"),
+                   ("caption_color", "Colour"), ("caption_shape", "Shape"),
+                   ("caption_direction", "Motion"), ("caption_all", "All three"),
+                   ("caption_n", "n")]
+"""Per-attribute caption accuracy; each cell shows its 95 % Wilson interval."""
 
 
 def _fmt(key: str, value: Any) -> str:
@@ -27,11 +33,22 @@ def _fmt(key: str, value: Any) -> str:
         return f"{value / 1e6:.2f} M"
     if key == "macs":
         return f"{value / 1e9:.2f}"
-    if key in ("caption_all", "caption_color"):
+    if key.startswith("caption_") and key != "caption_n":
         return f"{value:.0%}"
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def _cell(key: str, row: dict) -> str:
+    """A row's value formatted, with its confidence interval when the row records one
+    (``caption_ci[attr]`` for ``caption_<attr>``)."""
+    text = _fmt(key, row.get(key))
+    ci = (row.get("caption_ci") or {}).get(key[len("caption_"):]) \
+        if key.startswith("caption_") else None
+    if ci is not None and row.get(key) is not None:
+        text += f" [{ci[0]:.0%}–{ci[1]:.0%}]"
+    return text
 
 
 def markdown_table(rows: Sequence[dict], columns=COLUMNS) -> str:
@@ -39,14 +56,14 @@ def markdown_table(rows: Sequence[dict], columns=COLUMNS) -> str:
     lines = ["| " + " | ".join(t for _, t in cols) + " |",
              "|" + "---|" * len(cols)]
     for r in rows:
-        lines.append("| " + " | ".join(_fmt(k, r.get(k)) for k, _ in cols) + " |")
+        lines.append("| " + " | ".join(_cell(k, r) for k, _ in cols) + " |")
     return "\n".join(lines)
 
 
 def html_table(rows: Sequence[dict], columns=COLUMNS) -> str:
     cols = [(k, t) for k, t in columns if any(r.get(k) is not None for r in rows)]
     head = "".join(f"<th>{html.escape(t)}</th>" for _, t in cols)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(k, r.get(k)))}</td>"
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(k, r))}</td>"
                                     for k, _ in cols) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -116,7 +133,8 @@ def write_report(out: Path, title: str, intro: str, sections: list[dict]) -> tup
     """Write ``out/report.md`` and ``out/report.html``.
 
     Each section: ``{"title": str, "text": str (optional), "rows": [...] (optional),
-    "images": [relative paths] (optional), "videos": [(caption, gif, mp4 or None)]}``.
+    "columns": [(key, heading)] (optional, default :data:`COLUMNS`), "images": [relative
+    paths] (optional), "videos": [(caption, gif, mp4 or None)]}``.
     """
     md = [f"# {title}", "", intro, ""]
     body = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>"]
@@ -127,8 +145,9 @@ def write_report(out: Path, title: str, intro: str, sections: list[dict]) -> tup
             md += [s["text"], ""]
             body.append(f"<p>{html.escape(s['text'])}</p>")
         if s.get("rows"):
-            md += [markdown_table(s["rows"]), ""]
-            body.append(html_table(s["rows"]))
+            cols = s.get("columns", COLUMNS)
+            md += [markdown_table(s["rows"], cols), ""]
+            body.append(html_table(s["rows"], cols))
         for img in s.get("images", []):
             md += [f"![{img}]({img})", ""]
             body.append(f'<p><img src="{html.escape(img)}" alt="{html.escape(img)}"></p>')

@@ -18,8 +18,8 @@ from itertools import combinations
 
 import numpy as np
 
-from .arch import (Arch, ArchError, BlockArch, BlockSpec, block_layout, slot_width,
-                   unet_blocks, validate)
+from .arch import (Arch, ArchError, BlockArch, BlockSpec, block_layout, check_resolution,
+                   slot_width, unet_blocks, validate)
 from .config import ATTENTIONS, ModelConfig, load_config
 from .cost import (Cost, attention_cost, block_cost, ff_cost, model_cost, resblock_cost,
                    stem_cost)
@@ -166,9 +166,8 @@ class SearchSpace:
         choices = [r for r in self.ratios if r >= floor - 1e-9]
         if not choices:
             raise ValueError(f"min_ratio {min_ratio} is above every ratio choice {self.ratios}")
-        if resolution is not None and resolution not in self.config.resolutions:
-            raise ArchError(f"resolution {resolution} is not in config {self.config.name!r} "
-                            f"resolutions {list(self.config.resolutions)}")
+        if resolution is not None:
+            check_resolution(self.config, resolution)
         res = resolution if resolution is not None else int(rng.choice(self.config.resolutions))
         for _ in range(max_tries):
             blocks = []
@@ -230,7 +229,7 @@ class SearchSpace:
             self._preset_cache[frac] = best
         arch = self._preset_cache[frac]
         res = self.config.resolutions[0] if resolution is None else resolution
-        return self.validate(Arch(res, arch.blocks, arch.config))
+        return self.validate(arch.at(res))
 
     def largest_under_cap(self, resolution: int | None = None) -> Arch:
         """The largest arch training runs at ``resolution``: the full supernet when it is under
@@ -239,9 +238,7 @@ class SearchSpace:
         full arch. Deterministic; raises ArchError when nothing inside the floors fits."""
         res = self.config.resolutions[0] if resolution is None else resolution
         if res not in self._top_cache:
-            if res not in self.config.resolutions:
-                raise ArchError(f"resolution {res} is not in config {self.config.name!r} "
-                                f"resolutions {list(self.config.resolutions)}")
+            check_resolution(self.config, res)
             cap = self.config.max_cost.get(res) or {}
             for arch, cost in self._walk(res, self.config.frames):
                 if all(getattr(cost, k) <= v for k, v in cap.items()):

@@ -6,12 +6,13 @@ them with :func:`collate` (``video`` → (B, 3, T, H, W), other keys → lists).
 
 from .folder import CaptionFileError, NoVideosError, SkippedVideoWarning, VideoFolderDataset
 from .synthetic import (COLORS, DIRECTIONS, SHAPES, SPEEDS, SyntheticVideoDataset, caption_for,
-                        render, sample_attributes, sample_prompts)
-from .transforms import collate, frames_to_video, resize_center_crop
+                        held_out_prompts, render, sample_attributes, sample_prompts)
+from .transforms import collate, frames_to_video, resize_center_crop, resize_video
 
 __all__ = [
     "COLORS", "DIRECTIONS", "SHAPES", "SPEEDS", "CaptionFileError", "NoVideosError",
     "SkippedVideoWarning", "SyntheticVideoDataset", "VideoFolderDataset", "caption_for",
-    "collate", "frames_to_video", "render", "resize_center_crop", "sample_attributes",
+    "collate", "frames_to_video", "held_out_prompts", "render", "resize_center_crop",
+    "resize_video", "sample_attributes",
     "sample_prompts",
 ]

@@ -43,6 +43,15 @@ SPEED_VALUES: dict[str, float] = {"slow": 0.025, "fast": 0.05}
 #: Caption word for each speed.
 SPEED_WORDS: dict[str, str] = {"slow": "slowly", "fast": "quickly"}
 
+#: (colour, shape, direction) combinations the training split never shows, for caption accuracy
+#: on unseen prompts: for colour ``c`` and shape ``s`` (indices), direction ``(c + s) mod 4``.
+#: 18 of the 72 combinations; every colour, shape, direction, (colour, shape), (colour,
+#: direction) and (shape, direction) pair still occurs in training.
+HELD_OUT: frozenset[tuple[str, str, str]] = frozenset(
+    (COLORS[c], SHAPES[s], DIRECTIONS[(c + s) % len(DIRECTIONS)])
+    for c in range(len(COLORS)) for s in range(len(SHAPES)))
+SPLITS = ("train", "held_out")
+
 #: Half-side of a square relative to the object's ``size`` (its bounding half-extent is ``size``
 #: for circles and triangles).
 SQUARE_HALF = 0.9
@@ -184,13 +193,23 @@ def _start_coordinate(rng: np.random.Generator, size: float, travel: float) -> f
     return float(rng.uniform(0.0, 1.0))
 
 
+def _directions(color: str, shape: str, split: str) -> list[str]:
+    """Directions an object of ``color`` and ``shape`` may move in, in ``split``."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS} (got {split!r})")
+    held = split == "held_out"
+    return [d for d in DIRECTIONS if ((color, shape, d) in HELD_OUT) == held]
+
+
 def sample_attributes(rng: np.random.Generator, frames: int, max_objects: int = 1,
-                      textured_background: bool = False) -> dict[str, Any]:
+                      textured_background: bool = False, split: str = "train") -> dict[str, Any]:
     """Draw a scene's attributes.
 
     Objects get distinct colours and are sorted by area, largest first (the first object is
     drawn on top, so it is also the largest visible object). ``start`` is chosen
-    for a clip of ``frames`` frames (the motion stays in frame when it fits).
+    for a clip of ``frames`` frames (the motion stays in frame when it fits). ``split``
+    "train" never draws a (colour, shape, direction) combination of :data:`HELD_OUT`;
+    "held_out" draws only those.
 
     Returns:
         dict with ``objects`` (list of dicts with color, shape, direction, speed, size,
@@ -205,7 +224,8 @@ def sample_attributes(rng: np.random.Generator, frames: int, max_objects: int = 
     bodies.sort(key=lambda sb: SHAPE_AREA[sb[0]] * sb[1] ** 2, reverse=True)  # largest first
     objects = []
     for k, (shape, size) in enumerate(bodies):
-        direction = DIRECTIONS[int(rng.integers(len(DIRECTIONS)))]
+        allowed = _directions(COLORS[int(colors[k])], shape, split)
+        direction = allowed[int(rng.integers(len(allowed)))]
         speed = SPEEDS[int(rng.integers(len(SPEEDS)))]
         vx, vy = DIRECTION_VECTORS[direction]
         travel = SPEED_VALUES[speed] * (frames - 1)
@@ -231,17 +251,29 @@ def caption_for(attributes: dict[str, Any]) -> str:
     return " and ".join(parts)
 
 
-def sample_prompts(n: int, seed: int = 0) -> list[str]:
-    """``n`` single-object captions drawn uniformly from the vocabulary (deterministic)."""
+def sample_prompts(n: int, seed: int = 0, split: str = "train") -> list[str]:
+    """``n`` single-object captions drawn uniformly from ``split``'s combinations
+    (deterministic)."""
     rng = np.random.default_rng([seed, 1234])
     out = []
     for _ in range(n):
-        obj = {"color": COLORS[int(rng.integers(len(COLORS)))],
-               "shape": SHAPES[int(rng.integers(len(SHAPES)))],
-               "direction": DIRECTIONS[int(rng.integers(len(DIRECTIONS)))],
+        color = COLORS[int(rng.integers(len(COLORS)))]
+        shape = SHAPES[int(rng.integers(len(SHAPES)))]
+        allowed = _directions(color, shape, split)
+        obj = {"color": color, "shape": shape,
+               "direction": allowed[int(rng.integers(len(allowed)))],
                "speed": SPEEDS[int(rng.integers(len(SPEEDS)))]}
         out.append(caption_for({"objects": [obj]}))
     return out
+
+
+def held_out_prompts() -> list[str]:
+    """Every caption of the held-out split: the 18 :data:`HELD_OUT` combinations at both speeds
+    (36 prompts, in a fixed order), none of which the training split ever produces."""
+    return [caption_for({"objects": [{"color": c, "shape": s, "direction": d, "speed": v}]})
+            for c, s, d in sorted(HELD_OUT, key=lambda t: (COLORS.index(t[0]),
+                                                           SHAPES.index(t[1])))
+            for v in SPEEDS]
 
 
 class SyntheticVideoDataset(Dataset):
@@ -256,6 +288,7 @@ class SyntheticVideoDataset(Dataset):
         max_objects: each item has between 1 and ``max_objects`` objects.
         textured_background: smooth grey texture instead of a plain dark grey background.
         supersample: antialiasing samples per pixel along each axis.
+        split: "train" (never a :data:`HELD_OUT` combination) or "held_out" (only those).
 
     Items are dicts: ``video`` (3, T, H, W) float32 in [-1, 1], ``caption`` str, ``attributes``
     dict (see :func:`sample_attributes`). Use :func:`sned.data.collate` to batch them.
@@ -263,7 +296,9 @@ class SyntheticVideoDataset(Dataset):
 
     def __init__(self, num_videos: int, frames: int, resolution: int, seed: int = 0,
                  max_objects: int = 1, textured_background: bool = False,
-                 supersample: int = 4) -> None:
+                 supersample: int = 4, split: str = "train") -> None:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS} (got {split!r})")
         if num_videos < 0:
             raise ValueError(f"num_videos must be >= 0, got {num_videos}")
         if frames < 1:
@@ -275,6 +310,7 @@ class SyntheticVideoDataset(Dataset):
         self.num_videos, self.frames, self.resolution = num_videos, frames, resolution
         self.seed, self.max_objects = seed, max_objects
         self.textured_background, self.supersample = textured_background, supersample
+        self.split = split
 
     def __len__(self) -> int:
         return self.num_videos
@@ -285,7 +321,8 @@ class SyntheticVideoDataset(Dataset):
             raise IndexError(f"index {index} out of range for {self.num_videos} videos")
         index %= self.num_videos
         rng = np.random.default_rng([self.seed, index])
-        return sample_attributes(rng, self.frames, self.max_objects, self.textured_background)
+        return sample_attributes(rng, self.frames, self.max_objects, self.textured_background,
+                                 self.split)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         attrs = self.attributes(index)

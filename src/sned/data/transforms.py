@@ -29,6 +29,17 @@ def resize_center_crop(frames: Tensor, resolution: int) -> Tensor:
     return frames[:, :, top:top + resolution, left:left + resolution]
 
 
+def resize_video(video: Tensor, size: int) -> Tensor:
+    """Antialiased bilinear resize of (B, C, T, H, W) to (B, C, T, size, size)."""
+    b, c, t, h, w = video.shape
+    if (h, w) == (size, size):
+        return video
+    frames = video.transpose(1, 2).reshape(b * t, c, h, w)
+    frames = F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False,
+                           antialias=True)
+    return frames.reshape(b, t, c, size, size).transpose(1, 2)
+
+
 def frames_to_video(frames: np.ndarray | Tensor, resolution: int) -> Tensor:
     """uint8 RGB frames → model input video.
 

@@ -249,3 +249,22 @@ def caption_accuracy(videos: Any, captions: Sequence[str]) -> dict[str, float | 
     out: dict[str, float | int] = {k: (v / n if n else 0.0) for k, v in hits.items()}
     out["n"] = n
     return out
+
+
+def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion ``k / n`` (default 95 %).
+
+    The two roots p of ``(k/n − p)² = z² p (1 − p) / n``; it stays inside [0, 1] and is
+    sensible at k = 0 or k = n, unlike the normal approximation. ``n = 0`` gives (0, 1).
+    """
+    if not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n (got k={k}, n={n})")
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1.0 - p) / n + z * z / (4 * n * n)) / denom
+    lo = 0.0 if k == 0 else max(0.0, centre - half)   # exact bounds (no rounding) at the ends
+    hi = 1.0 if k == n else min(1.0, centre + half)
+    return lo, hi

@@ -45,7 +45,7 @@ class ValLossProxy:
         self.emb, self.mask = text[0].to(device), text[1].to(device)
         self.lowres = self.aug = None
         if model.config.kind == "ssr":
-            from ..train.data import resize_video
+            from ..data.transforms import resize_video
 
             low = resize_video(x0, x0.shape[-1] // 2)
             self.aug = torch.rand(n, generator=g).to(device)
@@ -80,7 +80,7 @@ def synthetic_proxy(model: VideoUNet, diffusion: DiffusionConfig, resolution: in
     """A proxy on held-out synthetic videos (a seed disjoint from the training set's)."""
     from ..data.synthetic import SyntheticVideoDataset
     from ..text import TextEncoder
-    from ..train.data import resize_video
+    from ..data.transforms import resize_video
 
     cfg = model.config
     frames = cfg.frames if frames is None else frames

@@ -22,7 +22,7 @@ from numbers import Integral
 import torch
 from torch import Tensor
 
-from ..arch import Arch
+from ..arch import Arch, check_resolution
 from ..diffusion import DiffusionConfig
 from ..models.unet import VideoUNet
 from .sampling import SeedLike, default_resolution, sample
@@ -75,8 +75,7 @@ class Stage:
         """This stage with its arch moved to ``resolution``."""
         if self.arch is None or self.arch.resolution == resolution:
             return self
-        return dataclasses.replace(self, arch=dataclasses.replace(self.arch,
-                                                                  resolution=resolution))
+        return dataclasses.replace(self, arch=self.arch.at(resolution))
 
 
 def _stages(ssr: Stage | Sequence[Stage] | None, k: int) -> list[Stage]:
@@ -127,10 +126,7 @@ def cascade_resolutions(base: Stage, ssr: Stage | Sequence[Stage] | None = None,
         if st.config.kind != "ssr":
             raise CascadeError(f"SSR stage {j} must be an SSR model; config "
                                f"{st.config.name!r} is {st.config.kind!r}")
-        if res not in st.config.resolutions:
-            raise CascadeError(f"SSR stage {j} ({resolutions[j - 1]} → {res}): resolution {res} "
-                               f"is not supported by SSR config {st.config.name!r}; supported "
-                               f"resolutions are {list(st.config.resolutions)}")
+        check_resolution(st.config, res, f"SSR stage {j} ({resolutions[j - 1]} → {res})")
     return resolutions, stages
 
 

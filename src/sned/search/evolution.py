@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..arch import Arch, ArchError, BlockArch
+from ..arch import Arch, ArchError, BlockArch, check_resolution
 from ..config import ATTENTIONS
 from ..space import SearchSpace
 from .pareto import pareto_front
@@ -296,9 +296,7 @@ def _setup(space: SearchSpace, resolution: int | None, frames: int | None, budge
     if budget < 1:
         raise SearchError(f"budget must be >= 1 (got {budget})")
     res = space.config.resolutions[0] if resolution is None else int(resolution)
-    if res not in space.config.resolutions:
-        raise SearchError(f"resolution {res} is not in config {space.config.name!r} "
-                          f"resolutions {list(space.config.resolutions)}")
+    check_resolution(space.config, res)
     return res, space.config.frames if frames is None else int(frames)
 
 
@@ -394,8 +392,8 @@ def evolutionary_search(space: SearchSpace, evaluate: Objective, *, budget: int 
     for arch in initial or []:
         if len(population) >= min(population_size, budget):
             break
-        space.validate(Arch(res, arch.blocks, arch.config), check_cap=False)
-        p = ev.offer(Arch(res, arch.blocks, arch.config))
+        space.validate(arch.at(res), check_cap=False)
+        p = ev.offer(arch.at(res))
         if p is not None:
             population.append(p)
     while len(population) < min(population_size, budget):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -86,13 +85,3 @@ def make_loader(dataset: Dataset, data: DataConfig, batch: int, seed: int, start
                       num_workers=data.num_workers, persistent_workers=data.num_workers > 0,
                       pin_memory=torch.cuda.is_available(), generator=generator)
 
-
-def resize_video(video: Tensor, size: int) -> Tensor:
-    """Antialiased bilinear resize of (B, C, T, H, W) to (B, C, T, size, size)."""
-    b, c, t, h, w = video.shape
-    if (h, w) == (size, size):
-        return video
-    frames = video.transpose(1, 2).reshape(b * t, c, h, w)
-    frames = F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False,
-                           antialias=True)
-    return frames.reshape(b, t, c, size, size).transpose(1, 2)

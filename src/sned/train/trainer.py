@@ -30,7 +30,8 @@ from ..space import SearchSpace
 from .arch_sampler import ArchSampler, Floors
 from .checkpoint import load_training_state, save_checkpoint
 from .config import RunConfig
-from .data import build_dataset, make_loader, resize_video
+from ..data.transforms import resize_video
+from .data import build_dataset, make_loader
 from .masked_adamw import ActivityTracker, MaskedAdamW
 from .run_folder import RunFolder
 

@@ -1,0 +1,36 @@
+"""``sned quickstart``: parse and call :func:`sned.quickstart.quickstart`."""
+
+from __future__ import annotations
+
+import argparse
+
+from . import cli_args as check
+from .cli import command
+
+
+def _quickstart_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="quickstart", help="output folder (default ./quickstart)")
+    p.add_argument("--minutes", type=float, default=8.0,
+                   help="wall-time budget; training takes ~70 %% of it")
+    p.add_argument("--device", default="auto", help="auto (GPU if present), cpu or cuda")
+    p.add_argument("--prompts", type=int, help="held-out prompts sampled per preset (default: "
+                                               "all 36)")
+    p.add_argument("--sample-steps", type=int, default=10,
+                   help="DPM-Solver++ steps of the base stage (SSR stages: 60 %% of them)")
+    p.add_argument("--max-steps", type=int, help="cap training steps (for smoke tests)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the runs, models and videos of an earlier quickstart in --out")
+
+
+@command("quickstart", "train, extract, sample and report on the embedded synthetic data")(
+    _quickstart_args)
+def run_quickstart(args: argparse.Namespace) -> int:
+    from .quickstart import quickstart
+
+    check.above("--minutes", args.minutes, 0)
+    check.at_least("--sample-steps", args.sample_steps, 1)
+    check.at_least("--max-steps", args.max_steps, 1)
+    report = quickstart(args.out, args.minutes, args.device, args.prompts, args.sample_steps,
+                        args.max_steps, overwrite=args.overwrite)
+    print(f"report: {report}")
+    return 0

@@ -1,0 +1,304 @@
+"""Evaluate one preset of a cascade: generate, then measure — shared by ``sned evaluate`` and
+``sned quickstart``.
+
+:func:`evaluate_preset` samples ``settings.runs`` × ``settings.n_videos`` prompts through a
+loaded cascade (base → SSR → …) and returns one row per reported stage (the final one, or every
+stage with ``every_stage``): cost (params, MACs at the stage's resolution; cumulative over the
+cascade), seconds per video, then one group of columns per metric.
+
+A metric is a function ``fn(ctx: StageContext) -> dict`` of columns, looked up by name in
+:data:`METRICS` (or passed as a callable); adding one is adding a function:
+
+* ``caption``     — caption accuracy on held-out prompts, per attribute, with n and the 95 %
+  Wilson interval (pooled over runs);
+* ``fvd`` / ``kvd`` — against ``settings.real_videos`` (default: the synthetic held-out split),
+  mean ± std over runs;
+* ``consistency`` — SSR stages: PSNR of the output downsampled to its input vs that input;
+* ``val_loss`` / ``latency`` — of the stage's denoiser at its resolution.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .loading import Denoiser
+
+METRIC_NAMES = ("fvd", "kvd", "caption", "val_loss", "latency", "consistency")
+CAPTION_KEYS = ("color", "shape", "direction", "all_correct")
+
+
+@dataclass
+class EvalSettings:
+    """What :func:`evaluate_preset` generates and measures.
+
+    Attributes:
+        metrics: names from :data:`METRICS` or callables ``fn(ctx) -> dict``.
+        prompts: ``prompts(n, run) -> n captions`` (default: the synthetic held-out split).
+        n_videos / runs: videos per run; runs use different prompts, seeds and real sets.
+        frames / scheduler / steps / guidance / batch / seed: generation (``steps``: one
+            value or one per stage, base first; guidance is the base stage's, SSR stages run
+            without guidance).
+        every_stage: one row per cascade stage instead of the final one only.
+        detector / real_videos / cache: FVD/KVD — the feature detector, ``real_videos(res,
+            frames, n, run) -> (key, iterable of uint8 (T, H, W, 3))`` and the stats cache.
+        val_videos: held-out clips of the validation-loss proxy.
+        latency_repeats: timed forwards per latency measurement.
+    """
+
+    metrics: Sequence[str | Callable] = ("caption", "val_loss", "latency")
+    prompts: Callable[[int, int], list[str]] | None = None
+    n_videos: int = 64
+    runs: int = 1
+    frames: int | None = None
+    scheduler: str = "ddim"
+    steps: int | Sequence[int] = 50
+    guidance: float = 5.0
+    batch: int = 16
+    seed: int = 0
+    every_stage: bool = False
+    detector: Any = None
+    real_videos: Callable[[int, int, int, int], tuple[str, Iterable]] | None = None
+    cache: Path | None = None
+    val_videos: int = 32
+    latency_repeats: int = 10
+    progress: bool = True
+    _encoders: dict = field(default_factory=dict, repr=False)
+
+    def text_encoder(self, max_length: int, device: torch.device):
+        """One frozen text encoder per (length, device), shared by every preset and metric."""
+        from .text import TextEncoder
+
+        key = (max_length, str(device))
+        if key not in self._encoders:
+            self._encoders[key] = TextEncoder(max_length=max_length, device=str(device))
+        return self._encoders[key]
+
+
+@dataclass
+class StageContext:
+    """What a metric sees: one cascade stage of one preset, all runs.
+
+    ``videos[r]`` / ``inputs[r]``: uint8 (N, T, R, R, 3) output of this stage in run ``r`` and
+    the video it was conditioned on (None for the base stage); ``prompts[r]``: its captions.
+    """
+
+    preset: str
+    index: int
+    den: Denoiser
+    resolution: int
+    frames: int
+    prompts: list[list[str]]
+    videos: list[np.ndarray]
+    inputs: list[np.ndarray] | None
+    settings: EvalSettings
+    cache: dict = field(default_factory=dict)
+
+    @property
+    def arch(self):
+        """The arch to pass the denoiser (None for extracted models)."""
+        return None if self.den.arch is None else self.den.arch.at(self.resolution)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.den.model.parameters()).device
+
+    def encoder(self):
+        """The shared text encoder for this stage's config."""
+        return self.settings.text_encoder(self.den.config.text_len, self.device)
+
+
+def _mean_std(values: list[float]) -> float | dict:
+    if len(values) == 1:
+        return float(values[0])
+    return {"mean": float(np.mean(values)), "std": float(np.std(values))}
+
+
+# --------------------------------------------------------------------------------- metrics
+def caption_metric(ctx: StageContext) -> dict:
+    """Caption accuracy over all runs' videos: ``caption_<attr>`` (fraction), ``caption_n`` and
+    ``caption_ci`` ({attr: [lo, hi]}, 95 % Wilson). ``caption_all`` = every attribute right."""
+    from .metrics.caption import caption_accuracy, wilson_interval
+
+    videos = np.concatenate(ctx.videos)
+    prompts = [p for run in ctx.prompts for p in run]
+    acc = caption_accuracy(videos, prompts)
+    n = int(acc["n"])
+    row: dict[str, Any] = {"caption_n": n, "caption_ci": {}}
+    for key in CAPTION_KEYS:
+        name = "all" if key == "all_correct" else key
+        row[f"caption_{name}"] = float(acc[key])
+        row["caption_ci"][name] = list(wilson_interval(round(acc[key] * n), n))
+    return row
+
+
+def fvd_metric(ctx: StageContext) -> dict:
+    """FVD and KVD per run against ``settings.real_videos`` (mean ± std over runs)."""
+    from .metrics.fvd import compute_features, fvd_kvd, real_stats
+
+    s = ctx.settings
+    if s.detector is None:
+        raise ValueError("FVD/KVD need a detector (EvalSettings.detector)")
+    real_source = s.real_videos or synthetic_held_out_videos
+    fvd, kvd = [], []
+    for run, fake in enumerate(ctx.videos):
+        key, videos = real_source(ctx.resolution, ctx.frames, len(fake), run)
+        real = real_stats(key, ctx.resolution, ctx.frames, len(fake), lambda: videos,
+                          s.cache or Path(".sned-cache"), s.detector, device=ctx.device)
+        fake_stats = compute_features([fake], s.detector, device=ctx.device, keep_features=True)
+        scores = fvd_kvd(real, fake_stats, seed=run)
+        fvd.append(float(scores["fvd"]))
+        if scores.get("kvd") is not None:
+            kvd.append(float(scores["kvd"]))
+    return {"fvd": _mean_std(fvd), "kvd": _mean_std(kvd) if kvd else None}
+
+
+def consistency_metric(ctx: StageContext) -> dict:
+    """SSR stages: mean PSNR (dB) of the output downsampled to its input vs that input."""
+    from .metrics.consistency import ssr_consistency
+
+    if ctx.inputs is None:
+        return {"ssr_psnr_db": None}
+    db = np.concatenate([ssr_consistency(o, i) for o, i in zip(ctx.videos, ctx.inputs)])
+    return {"ssr_psnr_db": float(db.mean())}
+
+
+def val_loss_metric(ctx: StageContext) -> dict:
+    """Validation-loss proxy of the stage's denoiser on held-out synthetic clips."""
+    from .metrics.val_loss import synthetic_proxy
+
+    proxy = synthetic_proxy(ctx.den.model, ctx.den.diffusion, ctx.resolution,
+                            n_videos=ctx.settings.val_videos, frames=ctx.frames,
+                            text_encoder=ctx.encoder())
+    return {"val_loss": proxy(ctx.arch)}
+
+
+def latency_metric(ctx: StageContext) -> dict:
+    """Median ms of one denoiser forward (batch 1) at the stage's resolution."""
+    from .inputs import example_inputs
+    from .metrics.latency import denoiser_latency
+
+    kw = example_inputs(ctx.den.model, batch=1, resolution=ctx.resolution, frames=ctx.frames,
+                        seed=ctx.index)
+    return {"latency_ms": denoiser_latency(ctx.den.model, ctx.arch, kw,
+                                           warmup=min(3, ctx.settings.latency_repeats),
+                                           repeats=ctx.settings.latency_repeats)}
+
+
+METRICS: dict[str, Callable[[StageContext], dict]] = {
+    "caption": caption_metric, "fvd": fvd_metric, "kvd": fvd_metric,
+    "consistency": consistency_metric, "val_loss": val_loss_metric, "latency": latency_metric}
+
+
+def synthetic_held_out_videos(resolution: int, frames: int, n: int, run: int
+                              ) -> tuple[str, Iterable]:
+    """Real set of run ``run``: ``n`` clips of the synthetic held-out split (seed 50 000 + run)."""
+    from .data.synthetic import SyntheticVideoDataset
+    from .video_io import to_uint8
+
+    data = SyntheticVideoDataset(n, frames, resolution, seed=50_000 + run, split="held_out")
+    return f"synthetic-held-out-seed{50_000 + run}", (to_uint8(data[j]["video"])
+                                                     for j in range(n))
+
+
+def held_out_captions(n: int, run: int) -> list[str]:
+    """``n`` prompts of run ``run``: the captions of the synthetic held-out split's clips (the
+    same clips :func:`synthetic_held_out_videos` renders), never seen in training."""
+    from .data.synthetic import SyntheticVideoDataset, caption_for
+
+    data = SyntheticVideoDataset(n, 1, 16, seed=50_000 + run, split="held_out")
+    return [caption_for(data.attributes(j)) for j in range(n)]
+
+
+# --------------------------------------------------------------------------------- the routine
+def check_metrics(metrics: Sequence[str | Callable]) -> None:
+    """ValueError naming the first unknown metric name."""
+    bad = [m for m in metrics if not callable(m) and m not in METRICS]
+    if bad:
+        raise ValueError(f"--metrics: unknown {bad[0]!r}; choose from {list(METRICS)}")
+
+
+def _generate(base: Denoiser, ssr: list[Denoiser], settings: EvalSettings, keep: set[int]
+              ) -> tuple[list[list[str]], dict[int, list[np.ndarray]], list[float], int]:
+    """Prompts per run, uint8 stage outputs per run for the stages in ``keep``, seconds per
+    video and the frame count."""
+    from .pipelines.cascade import Stage, generate
+    from .video_io import to_uint8
+
+    enc = settings.text_encoder(base.config.text_len, next(base.model.parameters()).device)
+    make_prompts = settings.prompts or held_out_captions
+    frames = settings.frames or base.config.frames
+    prompts, outputs, seconds = [], {j: [] for j in keep}, []
+    for run in range(settings.runs):
+        texts = make_prompts(settings.n_videos, run)
+        per_stage: dict[int, list[np.ndarray]] = {j: [] for j in keep}
+        for i in range(0, len(texts), settings.batch):
+            emb, mask = enc.encode(texts[i:i + settings.batch])
+            t0 = time.perf_counter()
+            _, stages = generate(emb, mask, base=Stage.from_denoiser(base),
+                                 ssr=[Stage.from_denoiser(s) for s in ssr] or None,
+                                 scheduler=settings.scheduler, steps=settings.steps,
+                                 guidance_scale=[settings.guidance] + [1.0] * len(ssr),
+                                 frames=frames, seed=settings.seed + run * 100_000 + i,
+                                 progress=settings.progress, return_stages=True)
+            seconds.append((time.perf_counter() - t0) / emb.shape[0])
+            for j in keep:
+                per_stage[j].append(to_uint8(stages[j]))
+        prompts.append(texts)
+        for j in keep:
+            outputs[j].append(np.concatenate(per_stage[j]))
+    return prompts, outputs, seconds, frames
+
+
+def evaluate_preset(label: str, base: Denoiser, ssr: list[Denoiser], settings: EvalSettings,
+                    on_stage: Callable[[StageContext], None] | None = None) -> list[dict]:
+    """Rows of one preset: the final stage, or every stage (base first) with ``every_stage``.
+
+    Every row has ``preset``, ``resolution``, ``stage`` (config name), ``params`` / ``macs`` of
+    the stage's denoiser (one forward, batch 1, at its resolution and frames),
+    ``cascade_params`` / ``cascade_macs`` (distinct weights counted once), ``sample_s``
+    (seconds per video for the whole cascade, on the final row) and the metrics' columns.
+    ``on_stage(ctx)`` is called for every reported stage (e.g. to write its videos).
+    """
+    from .space import SearchSpace
+
+    check_metrics(settings.metrics)
+    dens = [base] + list(ssr)
+    last = len(dens) - 1
+    report = list(range(len(dens))) if settings.every_stage else [last]
+    keep = set(report) | {j - 1 for j in report if j > 0}
+    prompts, outputs, seconds, frames = _generate(base, ssr, settings, keep)
+    base_res = base.resolution or base.config.resolutions[0]
+    rows, counted, cum_params, cum_macs = [], set(), 0, 0
+    for j, den in enumerate(dens):
+        res = base_res * 2 ** j
+        cost = SearchSpace(den.config).cost(den.arch_at(res), frames=frames)
+        weights = (id(den.model), None if den.arch is None else den.arch.blocks)
+        if weights not in counted:
+            counted.add(weights)
+            cum_params += cost.params
+        cum_macs += cost.macs
+        if j not in report:
+            continue
+        ctx = StageContext(label, j, den, res, frames, prompts, outputs[j],
+                           outputs[j - 1] if j else None, settings)
+        row: dict[str, Any] = {"preset": label, "resolution": res, "stage": den.config.name,
+                               "params": cost.params, "macs": cost.macs,
+                               "cascade_params": cum_params, "cascade_macs": cum_macs,
+                               "sample_s": float(np.median(seconds)) if j == last else None}
+        done: set[Callable] = set()
+        for m in settings.metrics:
+            fn = m if callable(m) else METRICS[m]
+            if fn not in done:
+                done.add(fn)
+                row.update(fn(ctx))
+        if on_stage is not None:
+            on_stage(ctx)
+        rows.append(row)
+    return rows
