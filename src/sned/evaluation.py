@@ -11,10 +11,15 @@ A metric is a function ``fn(ctx: StageContext) -> dict`` of columns, looked up b
 
 * ``caption``     — caption accuracy on held-out prompts, per attribute, with n and the 95 %
   Wilson interval (pooled over runs);
-* ``fvd`` / ``kvd`` — against ``settings.real_videos`` (default: the synthetic held-out split),
-  mean ± std over runs;
+* ``fvd`` / ``kvd`` — against the run's held-out real set (:func:`sned.heldout.held_out_set`
+  of ``settings.data``: a folder's val split, or the synthetic held-out split; run ``r`` draws
+  its own), mean ± std over runs;
 * ``consistency`` — SSR stages: PSNR of the output downsampled to its input vs that input;
-* ``val_loss`` / ``latency`` — of the stage's denoiser at its resolution.
+* ``val_loss`` / ``latency`` — of the stage's denoiser at its resolution (val loss on the same
+  held-out data).
+
+Generation prompts default to the captions of the held-out real clips, so FVD compares like with
+like. ``settings.real_data`` collects the source record of every real set used.
 """
 
 from __future__ import annotations
@@ -40,15 +45,20 @@ class EvalSettings:
 
     Attributes:
         metrics: names from :data:`METRICS` or callables ``fn(ctx) -> dict``.
-        prompts: ``prompts(n, run) -> n captions`` (default: the synthetic held-out split).
+        prompts: ``prompts(n, run) -> n captions`` (default: the held-out real clips' captions).
         n_videos / runs: videos per run; runs use different prompts, seeds and real sets.
         frames / scheduler / steps / guidance / batch / seed: generation (``steps``: one
             value or one per stage, base first; guidance is the base stage's, SSR stages run
             without guidance).
         every_stage: one row per cascade stage instead of the final one only.
-        detector / real_videos / cache: FVD/KVD — the feature detector, ``real_videos(res,
-            frames, n, run) -> (key, iterable of uint8 (T, H, W, 3))`` and the stats cache.
+        data: the run's data config (:class:`sned.train.config.DataConfig`; None = the
+            synthetic defaults): where the held-out real set, the prompts and the val-loss clips
+            come from (:mod:`sned.heldout`).
+        detector / real_videos / cache: FVD/KVD — the feature detector, optionally a custom
+            ``real_videos(res, frames, n, run) -> (key, iterable of uint8 (T, H, W, 3))``
+            instead of the held-out set, and the stats cache.
         val_videos: held-out clips of the validation-loss proxy.
+        real_data: filled in: ``{"fvd": [source records], "val_loss": [...]}``.
         latency_repeats: timed forwards per latency measurement.
     """
 
@@ -70,6 +80,21 @@ class EvalSettings:
     latency_repeats: int = 10
     progress: bool = True
     _encoders: dict = field(default_factory=dict, repr=False)
+    data: Any = None
+    real_data: dict = field(default_factory=dict)
+
+    def held_out(self, n: int, frames: int, resolution: int, run: int = 0):
+        """The held-out real set of draw ``run`` (see :func:`sned.heldout.held_out_set`)."""
+        from .heldout import held_out_set
+        from .train.config import DataConfig
+
+        return held_out_set(self.data or DataConfig(), n, frames, resolution, seed=run)
+
+    def record(self, metric: str, source: dict) -> None:
+        """Remember the source record of a real set ``metric`` used (once each)."""
+        seen = self.real_data.setdefault(metric, [])
+        if source not in seen:
+            seen.append(source)
 
     def text_encoder(self, max_length: int, device: torch.device):
         """One frozen text encoder per (length, device), shared by every preset and metric."""
@@ -126,6 +151,8 @@ def caption_metric(ctx: StageContext) -> dict:
     ``caption_ci`` ({attr: [lo, hi]}, 95 % Wilson). ``caption_all`` = every attribute right."""
     from .metrics.caption import caption_accuracy, wilson_interval
 
+    if ctx.settings.data is not None and ctx.settings.data.kind != "synthetic":
+        return {"caption_all": None}  # the analytic detector reads the synthetic captions only
     videos = np.concatenate(ctx.videos)
     prompts = [p for run in ctx.prompts for p in run]
     acc = caption_accuracy(videos, prompts)
@@ -139,18 +166,23 @@ def caption_metric(ctx: StageContext) -> dict:
 
 
 def fvd_metric(ctx: StageContext) -> dict:
-    """FVD and KVD per run against ``settings.real_videos`` (mean ± std over runs)."""
-    from .metrics.fvd import compute_features, fvd_kvd, real_stats
+    """FVD and KVD per run against the run's held-out real set (mean ± std over runs)."""
+    from .metrics.fvd import compute_features, fvd_kvd, real_set_stats, real_stats
 
     s = ctx.settings
     if s.detector is None:
         raise ValueError("FVD/KVD need a detector (EvalSettings.detector)")
-    real_source = s.real_videos or synthetic_held_out_videos
+    cache = s.cache or Path(".sned-cache")
     fvd, kvd = [], []
     for run, fake in enumerate(ctx.videos):
-        key, videos = real_source(ctx.resolution, ctx.frames, len(fake), run)
-        real = real_stats(key, ctx.resolution, ctx.frames, len(fake), lambda: videos,
-                          s.cache or Path(".sned-cache"), s.detector, device=ctx.device)
+        if s.real_videos is not None:
+            key, videos = s.real_videos(ctx.resolution, ctx.frames, len(fake), run)
+            real = real_stats(key, ctx.resolution, ctx.frames, len(fake), lambda: videos,
+                              cache, s.detector, device=ctx.device)
+        else:
+            held = s.held_out(len(fake), ctx.frames, ctx.resolution, run)
+            s.record("fvd", held.source)
+            real = real_set_stats(held, cache, s.detector, device=ctx.device)
         fake_stats = compute_features([fake], s.detector, device=ctx.device, keep_features=True)
         scores = fvd_kvd(real, fake_stats, seed=run)
         fvd.append(float(scores["fvd"]))
@@ -170,12 +202,13 @@ def consistency_metric(ctx: StageContext) -> dict:
 
 
 def val_loss_metric(ctx: StageContext) -> dict:
-    """Validation-loss proxy of the stage's denoiser on held-out synthetic clips."""
-    from .metrics.val_loss import synthetic_proxy
+    """Validation-loss proxy of the stage's denoiser on the held-out real clips."""
+    from .metrics.val_loss import heldout_proxy
 
-    proxy = synthetic_proxy(ctx.den.model, ctx.den.diffusion, ctx.resolution,
-                            n_videos=ctx.settings.val_videos, frames=ctx.frames,
-                            text_encoder=ctx.encoder())
+    proxy = heldout_proxy(ctx.den.model, ctx.den.diffusion, ctx.resolution,
+                          n_videos=ctx.settings.val_videos, frames=ctx.frames,
+                          data=ctx.settings.data, text_encoder=ctx.encoder())
+    ctx.settings.record("val_loss", proxy.source)
     return {"val_loss": proxy(ctx.arch)}
 
 
@@ -196,26 +229,6 @@ METRICS: dict[str, Callable[[StageContext], dict]] = {
     "consistency": consistency_metric, "val_loss": val_loss_metric, "latency": latency_metric}
 
 
-def synthetic_held_out_videos(resolution: int, frames: int, n: int, run: int
-                              ) -> tuple[str, Iterable]:
-    """Real set of run ``run``: ``n`` clips of the synthetic held-out split (seed 50 000 + run)."""
-    from .data.synthetic import SyntheticVideoDataset
-    from .video_io import to_uint8
-
-    data = SyntheticVideoDataset(n, frames, resolution, seed=50_000 + run, split="held_out")
-    return f"synthetic-held-out-seed{50_000 + run}", (to_uint8(data[j]["video"])
-                                                     for j in range(n))
-
-
-def held_out_captions(n: int, run: int) -> list[str]:
-    """``n`` prompts of run ``run``: the captions of the synthetic held-out split's clips (the
-    same clips :func:`synthetic_held_out_videos` renders), never seen in training."""
-    from .data.synthetic import SyntheticVideoDataset, caption_for
-
-    data = SyntheticVideoDataset(n, 1, 16, seed=50_000 + run, split="held_out")
-    return [caption_for(data.attributes(j)) for j in range(n)]
-
-
 # --------------------------------------------------------------------------------- the routine
 def check_metrics(metrics: Sequence[str | Callable]) -> None:
     """ValueError naming the first unknown metric name."""
@@ -232,8 +245,10 @@ def _generate(base: Denoiser, ssr: list[Denoiser], settings: EvalSettings, keep:
     from .video_io import to_uint8
 
     enc = settings.text_encoder(base.config.text_len, next(base.model.parameters()).device)
-    make_prompts = settings.prompts or held_out_captions
     frames = settings.frames or base.config.frames
+    res = base.resolution or base.config.resolutions[0]
+    make_prompts = settings.prompts or (  # the captions of the held-out real clips
+        lambda n, run: settings.held_out(n, frames, res, run).captions())
     prompts, outputs, seconds = [], {j: [] for j in keep}, []
     for run in range(settings.runs):
         texts = make_prompts(settings.n_videos, run)

@@ -11,8 +11,13 @@ average rate when the container stores no count, e.g. WebM/MKV). Unreadable file
 with fewer than ``(frames - 1) * stride + 1`` frames are skipped there with one
 :class:`SkippedVideoWarning` each and recorded in :attr:`VideoFolderDataset.skipped`. Damage that
 only shows when decoding (e.g. a truncated file whose header survived) is found lazily: the item
-is skipped the same way (warning + ``skipped``; with DataLoader workers that record lives in the
-worker's copy) and the next usable video is returned instead.
+is skipped the same way (warning + ``skipped``) and the next usable video is returned instead;
+the item then carries those files in its ``skipped`` entry, so a process that only sees batches
+(DataLoader workers keep their own copy of the dataset) can count them: :class:`SkipTally`.
+
+Held-out split: with ``val_fraction`` > 0 every video belongs to ``"val"`` or ``"train"`` by a
+hash of its path relative to the root (:func:`split_of`) — deterministic, and adding files never
+moves the existing ones between splits. ``split="all"`` (default) keeps every video.
 
 The object holds only strings and integers (no open files), so it pickles and works with
 DataLoader workers. Clip starts are drawn from ``numpy.random.default_rng([seed, epoch, index])``;
@@ -22,6 +27,7 @@ call :meth:`VideoFolderDataset.set_epoch` each epoch for fresh clips.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import re
@@ -40,6 +46,16 @@ from .transforms import frames_to_video
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mov", ".mkv")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 SEEK_THRESHOLD = 48  # clips starting at or after this frame index seek instead of decoding
+
+
+SPLITS = ("all", "train", "val")
+
+
+def split_of(rel: str, val_fraction: float) -> str:
+    """``"val"`` or ``"train"`` for the video at posix path ``rel`` (relative to the root):
+    val iff the first 8 bytes of SHA-256(rel), as a fraction of 2^64, are < ``val_fraction``."""
+    u = int.from_bytes(hashlib.sha256(rel.encode("utf-8")).digest()[:8], "big") / 2.0 ** 64
+    return "val" if u < val_fraction else "train"
 
 
 class SkippedVideoWarning(UserWarning):
@@ -207,11 +223,14 @@ class VideoFolderDataset(Dataset):
             without extension), file name or stem. Several rows for one video give it several
             captions (one is drawn per sample); videos without a row get "".
         seed: sampling seed.
+        split: ``"all"``, or the ``"train"`` / ``"val"`` part of the hash split (:func:`split_of`).
+        val_fraction: fraction of videos (by path hash) in the ``"val"`` split.
         extensions: video file extensions to accept.
         image_extensions: frame image extensions to accept.
 
     Items: ``video`` (3, T, resolution, resolution) float32 in [-1, 1], ``caption`` str,
-    ``path`` (absolute path of the file or frame folder).
+    ``path`` (absolute path of the file or frame folder), ``skipped`` (tuple of ``(path,
+    reason)`` of videos found undecodable while producing this item; usually empty).
 
     Raises:
         FileNotFoundError: ``root`` (or the caption file) does not exist.
@@ -221,6 +240,7 @@ class VideoFolderDataset(Dataset):
 
     def __init__(self, root: str | os.PathLike, frames: int, resolution: int, stride: int = 1,
                  captions: str | os.PathLike | Mapping[str, str] | None = None, seed: int = 0,
+                 split: str = "all", val_fraction: float = 0.0,
                  extensions: Sequence[str] = VIDEO_EXTENSIONS,
                  image_extensions: Sequence[str] = IMAGE_EXTENSIONS) -> None:
         if frames < 1 or stride < 1 or resolution < 1:
@@ -231,7 +251,14 @@ class VideoFolderDataset(Dataset):
             raise FileNotFoundError(f"video root not found: {self.root}")
         if not self.root.is_dir():
             raise NotADirectoryError(f"video root is not a directory: {self.root}")
+        if split not in SPLITS or not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"split must be one of {SPLITS} and 0 <= val_fraction < 1, got "
+                             f"split={split!r}, val_fraction={val_fraction}")
+        if split == "val" and val_fraction == 0.0:
+            raise ValueError(f"split='val' of {self.root} needs val_fraction > 0 "
+                             "(data.val_fraction)")
         self.frames, self.resolution, self.stride, self.seed = frames, resolution, stride, seed
+        self.split, self.val_fraction = split, float(val_fraction)
         self.epoch = 0
         self.span = (frames - 1) * stride + 1
         self.skipped: list[tuple[str, str]] = []
@@ -244,8 +271,14 @@ class VideoFolderDataset(Dataset):
         if not found:
             raise NoVideosError(f"no videos ({', '.join(exts)}) or frame folders "
                                 f"({', '.join(img_exts)}) found under {self.root}")
+        mine = found if split == "all" else [f for f in found
+                                             if split_of(f[0], self.val_fraction) == split]
+        if not mine:
+            raise NoVideosError(f"the {split!r} split (val_fraction={val_fraction}) of the "
+                                f"{len(found)} videos under {self.root} is empty; change "
+                                "data.val_fraction")
         self.videos: list[_Video] = []
-        for rel, names in found:
+        for rel, names in mine:
             try:
                 n = len(names) if names else _probe_frame_count(str(self.root / rel))
             except Exception as err:  # noqa: BLE001 - any unreadable file is skipped
@@ -257,7 +290,7 @@ class VideoFolderDataset(Dataset):
                 continue
             self.videos.append(_Video(rel, n, tuple(names)))
         if not self.videos:
-            raise NoVideosError(f"no usable videos under {self.root}: all {len(found)} "
+            raise NoVideosError(f"no usable videos under {self.root}: all {len(mine)} "
                                 f"candidates were skipped ({self.skipped[0][1]}, ...)")
         self.captions: list[tuple[str, ...]] = [()] * len(self.videos)
         if captions is not None:
@@ -335,13 +368,18 @@ class VideoFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.videos)
 
-    def _load(self, index: int) -> dict[str, Any]:
-        video = self.videos[index]
+    def draw(self, index: int) -> tuple[int, str]:
+        """(clip start, caption) of item ``index`` in the current epoch — no decoding."""
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        start = int(rng.integers(0, video.num_frames - self.span + 1))
+        start = int(rng.integers(0, self.videos[index].num_frames - self.span + 1))
         caps = self.captions[index]
         caption = caps[int(rng.integers(len(caps)))] if len(caps) > 1 else (caps[0] if caps
                                                                              else "")
+        return start, caption
+
+    def _load(self, index: int) -> dict[str, Any]:
+        video = self.videos[index]
+        start, caption = self.draw(index)
         path = str(self.root / video.rel)
         indices = list(range(start, start + self.span, self.stride))
         if video.is_folder:
@@ -370,15 +408,19 @@ class VideoFolderDataset(Dataset):
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} videos")
         index %= len(self)
+        first_skip = len(self.skipped)
         for attempt in range(len(self)):
             i = (index + attempt) % len(self)
             if i in self._bad:
                 continue
             try:
-                return self._load(i)
+                item = self._load(i)
             except Exception as err:  # noqa: BLE001 - damaged files must not crash training
                 self._bad.add(i)
                 self._skip(self.videos[i].rel, f"failed to decode ({type(err).__name__}: {err})")
+                continue
+            item["skipped"] = tuple(self.skipped[first_skip:])
+            return item
         raise NoVideosError(f"no video under {self.root} could be decoded")
 
 
@@ -388,3 +430,29 @@ def _count_decodable(path: str) -> int:
 
     with av.open(path) as container:
         return sum(1 for _ in container.decode(container.streams.video[0]))
+
+
+class SkipTally:
+    """Every file a dataset skipped, including those found inside DataLoader workers.
+
+    Starts from ``dataset.skipped`` (probe-time skips, found in this process) and adds the
+    ``skipped`` entries of the batches it is shown (:meth:`add`); a path counts once however
+    many workers found it. ``paths``: path → reason.
+    """
+
+    def __init__(self, dataset: Any) -> None:
+        self.paths: dict[str, str] = dict(getattr(dataset, "skipped", ()))
+
+    def add(self, batch: Mapping[str, Any]) -> None:
+        """Record the ``skipped`` entries of a collated batch (a list of per-item tuples)."""
+        for per_item in batch.get("skipped", ()):
+            for path, reason in per_item:
+                self.paths.setdefault(path, reason)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def record(self, limit: int = 50) -> dict[str, Any]:
+        """JSON-able ``{"count", "files": [[path, reason], …] (first ``limit``)}``."""
+        return {"count": len(self.paths), "files": [list(kv) for kv in
+                                                    list(self.paths.items())[:limit]]}

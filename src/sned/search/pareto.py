@@ -123,9 +123,12 @@ def _point_dict(p: Any) -> dict[str, Any]:
 
 
 def save_pareto_json(path: str | Path, points: Iterable[Any], cost_key: str = "params",
-                     objective_key: str = "val_loss", front_only: bool = True) -> Path:
+                     objective_key: str = "val_loss", front_only: bool = True,
+                     val_data: Mapping[str, Any] | None = None) -> Path:
     """Write ``pareto.json``: a list of points ``{"arch": <Arch dict>, "params", "macs",
-    "val_loss"[, "latency_ms"]}`` sorted by cost.
+    "val_loss"[, "latency_ms"][, "val_data"]}`` sorted by cost. ``val_data``: the record of the
+    held-out data the objective was measured on (:attr:`sned.heldout.HeldOutSet.source`),
+    written into every point.
 
     ``front_only`` (default) keeps the Pareto front over (``cost_key``, ``objective_key``) of
     ``points``; otherwise every point is written. A directory ``path`` gets ``pareto.json``.
@@ -139,7 +142,8 @@ def save_pareto_json(path: str | Path, points: Iterable[Any], cost_key: str = "p
     else:
         pts = sorted(pts, key=lambda q: _xy(q, cost_key, objective_key))
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps([_point_dict(q) for q in pts], indent=1) + "\n")
+    extra = {} if val_data is None else {"val_data": dict(val_data)}
+    p.write_text(json.dumps([_point_dict(q) | extra for q in pts], indent=1) + "\n")
     return p
 
 

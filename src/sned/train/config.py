@@ -41,6 +41,9 @@ class DataConfig:
         num_workers: DataLoader workers.
         text_encoder: local Hugging Face encoder folder; None = packaged all-MiniLM-L6-v2.
         seed: dataset seed.
+        val_fraction: ``kind=folder``: share of the videos (chosen by a hash of their relative
+            path, stable when files are added) held out from training for evaluation, search
+            and FVD's real set.
     """
 
     kind: str = "synthetic"
@@ -53,8 +56,11 @@ class DataConfig:
     num_workers: int = 0
     text_encoder: str | None = None
     seed: int = 0
+    val_fraction: float = 0.1
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction!r}")
         if self.kind not in ("synthetic", "folder"):
             raise ConfigError(f"data.kind {self.kind!r} must be 'synthetic' or 'folder'")
         if self.kind == "folder" and not self.root:

@@ -18,7 +18,8 @@ from .config import DataConfig
 
 
 def build_dataset(data: DataConfig, model: ModelConfig, frames: int | None = None) -> Dataset:
-    """The training set at the model's largest resolution (batches are resized per step)."""
+    """The training set at the model's largest resolution (batches are resized per step);
+    for a folder, its ``train`` split (``data.val_fraction`` is held out)."""
     frames = model.frames if frames is None else frames
     res = max(model.resolutions)
     if data.kind == "synthetic":
@@ -30,7 +31,9 @@ def build_dataset(data: DataConfig, model: ModelConfig, frames: int | None = Non
     from ..data.folder import VideoFolderDataset
 
     return VideoFolderDataset(data.root, frames, res, stride=data.stride,
-                              captions=data.captions, seed=data.seed)
+                              captions=data.captions, seed=data.seed,
+                              split="train" if data.val_fraction > 0 else "all",
+                              val_fraction=data.val_fraction)
 
 
 class StepBatchSampler(Sampler[list[int]]):

@@ -16,6 +16,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from ..arch import Arch
+from ..data.folder import SkipTally
 from ..config import ConfigError
 from ..diffusion import Objective
 from ..models.unet import VideoUNet
@@ -114,6 +116,7 @@ class Trainer:
         self.step = 0
         self.nan_streak = 0
         self.nan_skipped = 0
+        self.data_skipped: dict[str, Any] = {"count": 0, "files": []}  # unreadable/short videos
         self.history: list[tuple[int, int, list[Arch]]] = []
         self._stop_signal: int | None = None
         self.progress = progress and self.is_main
@@ -235,6 +238,7 @@ class Trainer:
         if self.step >= total:
             return self
         dataset = build_dataset(self.run.data, self.run.model)
+        skips = SkipTally(dataset)  # counts files skipped inside DataLoader workers too
         batch = max([self.cfg.batch_size, *self.cfg.batch_size_per_resolution.values()])
         loader = make_loader(dataset, self.run.data, batch, self.cfg.seed, self.step,
                              self.rank, self.world)
@@ -244,6 +248,8 @@ class Trainer:
         t0, last_saved = time.perf_counter(), self.step
         try:
             for batch in loader:
+                skips.add(batch)
+                self.data_skipped = skips.record()
                 result = self.train_step(batch)
                 self.history.append((self.step, result.resolution, result.archs))
                 self.step += 1
@@ -271,6 +277,10 @@ class Trainer:
                 bar.close()
             if writer is not None:
                 writer.close()
+            if self.is_main and len(skips):
+                print(f"[sned train] skipped {len(skips)} unreadable or too-short video files "
+                      f"(listed under data_skipped in {self.out / 'checkpoints'}/*/state.json)",
+                      file=sys.stderr)
         return self
 
     def _past(self, deadline: float | None) -> bool:
@@ -304,7 +314,8 @@ class Trainer:
             return None
         return save_checkpoint(self.out / "checkpoints", self.step, self.model, self.optimizer,
                                self.ema, self.lr_scheduler,
-                               {"nan_skipped": self.nan_skipped, "run": self.run.to_dict()},
+                               {"nan_skipped": self.nan_skipped, "run": self.run.to_dict(),
+                                "data_skipped": self.data_skipped},
                                self.cfg.keep_last)
 
     def _check_run_folder(self, resume: bool, overwrite: bool) -> Path | None:
