@@ -19,7 +19,7 @@ from .cli_args import add_weights_args
 def _extract_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="training run dir or checkpoint folder")
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--preset", help="S, M, L or B")
+    g.add_argument("--preset", help="S, M, L, B or a fraction of the supernet's params (0.75)")
     g.add_argument("--arch", help="arch JSON file (e.g. from sned search)")
     add_weights_args(p)
     p.add_argument("--resolution", type=int, help="resolution the subnet is for (default: the "

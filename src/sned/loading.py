@@ -28,7 +28,7 @@ from .diffusion import DiffusionConfig
 from .extract import load_pretrained, read_model_meta
 from .files import CheckpointError
 from .models.unet import VideoUNet
-from .space import SearchSpace
+from .space import SearchSpace, parse_preset
 
 
 @dataclass
@@ -143,7 +143,7 @@ def _pick(model: VideoUNet, diffusion: DiffusionConfig, source: str, preset, arc
         a = (arch if isinstance(arch, Arch) else Arch.load(arch)).at(res)
         label = Path(str(arch)).stem if not isinstance(arch, Arch) else "arch"
     else:
-        label = preset or "B"
+        label = parse_preset(preset or "B")[0]  # canonical: "0.750" -> "0.75"
         a = space.preset(label, res)
     space.validate(a)
     return Denoiser(model, a, diffusion, source, label)
