@@ -32,7 +32,8 @@ def _active_weights_like(sup: nn.Module, static: nn.Module):
     if isinstance(sup, ElasticLinear):
         return sup.active_weights(static.in_features, static.out_features)
     if isinstance(sup, ElasticConv2d):
-        return sup.active_weights(static.in_channels, static.out_channels)
+        return sup.active_weights(static.in_channels, static.out_channels,
+                                  static.kernel_size[0])
     if isinstance(sup, ElasticGroupNorm):
         return sup.active_weights(static.num_channels)
     return None

@@ -64,14 +64,16 @@ class ActivityTracker:
 def disjoint_boxes(boxes: set[Box], shape: torch.Size) -> list[tuple[slice, ...]]:
     """Split a union of prefix boxes into disjoint index tuples.
 
-    Prefixes may differ in at most two leading dimensions (out, in); trailing dimensions
-    (conv kernels) are always full.
+    Prefixes may differ in at most two leading dimensions (out, in). Trailing dimensions (conv
+    kernels) are CENTRED extents: an elastic kernel is the centre slice of the full one.
     """
     if any(tuple(b) == tuple(shape) for b in boxes):
         return [tuple(slice(None) for _ in shape)]
     if len(shape) == 1 or len({b[1:] for b in boxes}) == 1:
         rest = next(iter(boxes))[1:]
-        return [(slice(0, max(b[0] for b in boxes)),) + tuple(slice(0, r) for r in rest)]
+        trailing = tuple(_centred(r, n) for r, n in zip(rest[1:], shape[2:]))
+        return [(slice(0, max(b[0] for b in boxes)),) + tuple(slice(0, r) for r in rest[:1])
+                + trailing]
     if any(b[2:] != tuple(shape[2:]) for b in boxes):
         raise ValueError(f"prefix boxes {boxes} vary beyond the first two dimensions")
     # staircase: sort by first extent descending and keep boxes that widen the second one
@@ -84,6 +86,11 @@ def disjoint_boxes(boxes: set[Box], shape: torch.Size) -> list[tuple[slice, ...]
         out.append((slice(0, a), slice(prev, b)) + tuple(slice(None) for _ in shape[2:]))
         prev = b
     return out
+
+
+def _centred(extent: int, full: int) -> slice:
+    lo = (full - extent) // 2
+    return slice(lo, lo + extent)
 
 
 class MaskedAdamW(torch.optim.Optimizer):
