@@ -32,8 +32,10 @@ def train_supernet(student: VideoUNet, teacher: VideoUNet, spaces: list[StageSpa
     """Train every stage of ``student`` to imitate ``teacher`` for ``steps`` steps.
 
     ``batches`` yields forward kwargs of noised training inputs (see ``data.noised_batches``).
-    Every step the teacher-shaped candidate is drawn with probability 1/4 (it is the search's
-    reference), otherwise a uniform draw from the stage's space.
+    Each stage draws its candidate uniformly from its space, the teacher-shaped one included
+    with no privilege: the shared weights start as the teacher's, and every candidate — the
+    teacher-shaped one too — is then trained the same way, so their held-out losses compare
+    fairly in the local search.
     """
     rng = np.random.default_rng(seed)
     params = [p for p in student.parameters()]
@@ -47,7 +49,7 @@ def train_supernet(student: VideoUNet, teacher: VideoUNet, spaces: list[StageSpa
             tracker.reset()
             losses = []
             for space, io in zip(spaces, trace.stages):
-                cand = space.teacher if rng.random() < 0.25 else space.sample(rng)
+                cand = space.sample(rng)
                 layouts = resolve(student.config, with_stage(teacher_arch, space.stage, cand),
                                   student.specs)
                 out = run_stage(student, space.stage, io, trace, layouts)
