@@ -36,7 +36,7 @@ def main() -> None:
     t0 = time.monotonic()
     run_dir = out / "teacher-run"
     if not (run_dir / "checkpoints" / "latest").exists():
-        train_supernet("base", "tiny-base", QUICK_BASE + ["model.resolutions=[16]"], run_dir,
+        train_supernet("base", "tiny-base", QUICK_BASE, run_dir,
                        args.train_seconds, dev)
     teacher = out / "teacher"
     if not teacher.exists():
