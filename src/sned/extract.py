@@ -58,6 +58,18 @@ def extract(supernet: VideoUNet, arch: Arch | None = None) -> VideoUNet:
     with torch.device("meta"):
         static = VideoUNet(cfg, layouts, arch)
     static = static.to_empty(device=p.device).to(p.dtype)
+    for view, dst in weight_pairs(supernet, static):
+        dst.copy_(view)
+    return static.eval()
+
+
+def weight_pairs(supernet: VideoUNet, static: VideoUNet):
+    """Yield ``(supernet view, static tensor)`` for every parameter and buffer of ``static``:
+    the elastic layers' active views at the static layer's sizes, whole tensors otherwise.
+
+    Copying right to left is extraction; left to right writes a static model back into the
+    supernet views it occupies (DiffNAS's student initialisation).
+    """
     sup_modules = dict(supernet.named_modules())
     for name, module in static.named_modules():
         own = dict(module.named_parameters(recurse=False))
@@ -66,15 +78,14 @@ def extract(supernet: VideoUNet, arch: Arch | None = None) -> VideoUNet:
         src = sup_modules[name]
         views = _active_weights_like(src, module)
         if views is not None:
-            module.weight.copy_(views[0])
+            yield views[0], module.weight
             if views[1] is not None:
-                module.bias.copy_(views[1])
+                yield views[1], module.bias
         else:
             for pname, param in own.items():
-                param.copy_(getattr(src, pname))
+                yield getattr(src, pname), param
     for name, buf in static.named_buffers():
-        buf.copy_(supernet.get_buffer(name))
-    return static.eval()
+        yield supernet.get_buffer(name), buf
 
 
 def save_pretrained(model: VideoUNet, folder: str | os.PathLike, extra: dict | None = None,

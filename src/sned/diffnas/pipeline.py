@@ -21,7 +21,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -32,6 +31,7 @@ from ..extract import extract, load_pretrained, read_model_meta, save_pretrained
 from ..files import CheckpointError
 from ..models.unet import VideoUNet
 from ..train.config import DataConfig
+from .blocks import teacher_trace
 from .data import heldout_proxy, noised_batches, proxy_batches
 from .retrain import SCHEDULES, retrain
 from .search import StageResult, fit_max_macs, local_search, train_supernet
@@ -77,7 +77,10 @@ class Options:
         if unknown:
             raise ValueError(f"diffnas: unknown --data key {unknown[0]!r}; valid keys are "
                              f"{sorted(f.name for f in dataclasses.fields(DataConfig))}")
-        return DataConfig(**self.data)
+        try:
+            return DataConfig(**self.data)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"diffnas: --data {self.data}: {e}") from None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -211,8 +214,6 @@ class Run:
         student = self._student()
         self.log(f"diffnas: local search, budget {self.opts.budget} per block")
         traces = []
-        from .blocks import teacher_trace
-
         for inputs in proxy_batches(self._proxy(self.teacher)):
             traces.append(teacher_trace(self.teacher, inputs)[1])
         results = local_search(student, self.spaces, self.arch, traces, self.opts.budget,

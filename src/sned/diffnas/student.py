@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..arch import Arch
-from ..extract import _active_weights_like
+from ..extract import weight_pairs
 from ..models.unet import VideoUNet
 from ..space import SearchSpace
 
@@ -36,20 +36,6 @@ def init_student(teacher: VideoUNet) -> VideoUNet:
     """
     p = next(teacher.parameters())
     student = VideoUNet(teacher.config).to(device=p.device, dtype=p.dtype)
-    sup_modules = dict(student.named_modules())
-    for name, module in teacher.named_modules():
-        own = dict(module.named_parameters(recurse=False))
-        if not own:
-            continue
-        src = sup_modules[name]
-        views = _active_weights_like(src, module)
-        if views is None:
-            for pname, param in own.items():
-                getattr(src, pname).copy_(param)
-            continue
-        views[0].copy_(module.weight)
-        if views[1] is not None:
-            views[1].copy_(module.bias)
-    for name, buf in teacher.named_buffers():
-        student.get_buffer(name).copy_(buf)
+    for view, weight in weight_pairs(student, teacher):
+        view.copy_(weight)
     return student
