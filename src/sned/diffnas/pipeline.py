@@ -181,10 +181,19 @@ class Run:
         if not self.done("supernet"):
             self.log(f"diffnas: block-wise supernet training, {self.opts.supernet_steps} steps")
             student = init_student(self.teacher)
-            train_supernet(student, self.teacher, self.spaces, self.arch,
-                           (b["inputs"] for b in self._batches(0)), self.opts.supernet_steps,
-                           lr=self.opts.lr, seed=self.opts.seed)
             (self.out / "work").mkdir(parents=True, exist_ok=True)
+            every = max(1, self.opts.supernet_steps // 10)
+            with open(self.out / "work" / "supernet.jsonl", "w") as f:
+                def log_step(row: dict) -> None:
+                    f.write(json.dumps(row) + "\n")
+                    if row["step"] % every == 0:
+                        self.log(f"diffnas: supernet step {row['step']}: distill loss "
+                                 f"{row['loss']:.5f}")
+
+                train_supernet(student, self.teacher, self.spaces, self.arch,
+                               (b["inputs"] for b in self._batches(0)),
+                               self.opts.supernet_steps, lr=self.opts.lr, seed=self.opts.seed,
+                               log=log_step)
             tmp = self.out / "work" / ".student.tmp"
             save_file({k: v.contiguous().cpu() for k, v in student.state_dict().items()}, tmp)
             os.replace(tmp, self.out / "work" / "student.safetensors")
