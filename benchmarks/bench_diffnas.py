@@ -24,6 +24,7 @@ def main() -> None:
     p.add_argument("--budget", type=int, default=16)
     p.add_argument("--heldout", type=int, default=16)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--no-sandwich", action="store_true", help="uniform candidate draws only")
     args = p.parse_args()
 
     from sned.cli_generate import export_subnet
@@ -43,11 +44,13 @@ def main() -> None:
         export_subnet(load_denoiser(run_dir, preset="B", ema=False, device=dev), teacher,
                       ema=False)
     t1 = time.monotonic()
-    run_diffnas(teacher, out / "diffnas",
+    dn = out / ("diffnas-uniform-draws" if args.no_sandwich else "diffnas")
+    run_diffnas(teacher, dn,
                 Options(supernet_steps=args.supernet_steps, retrain_steps=args.retrain_steps,
-                        budget=args.budget, heldout=args.heldout, device=args.device))
+                        budget=args.budget, heldout=args.heldout, device=args.device,
+                        sandwich=not args.no_sandwich))
     t2 = time.monotonic()
-    print((out / "diffnas" / "report.md").read_text())
+    print((dn / "report.md").read_text())
     print(f"teacher training {t1 - t0:.0f} s, diffnas {t2 - t1:.0f} s on {dev} "
           f"({torch.get_num_threads()} threads)")
 

@@ -90,3 +90,18 @@ def test_masked_adamw_updates_only_the_kernel_centre():
     assert changed[:2, :, 1, 1].all()
     changed[:2, :, 1, 1] = False
     assert not changed.any()  # the ring of the 3×3 kernel and channels 2: untouched
+
+
+def test_masked_adamw_union_of_kernels_updates_exactly_the_touched_weights():
+    torch.manual_seed(0)
+    conv = ElasticConv2d(4, 6, 3, padding=1)
+    before = conv.weight.detach().clone()
+    tracker = ActivityTracker(conv)
+    opt = MaskedAdamW(conv.parameters(), lr=0.1, weight_decay=0.1)
+    x = torch.randn(2, 4, 5, 5)
+    (conv(x, None, 5, 3).square().sum() + conv(x[:, :2], 2, None, 1).square().sum()).backward()
+    opt.step(regions=tracker.regions())
+    expected = torch.zeros_like(before, dtype=torch.bool)
+    expected[:5] = True            # 3×3 kernel, 5 outputs, all inputs
+    expected[:, :2, 1, 1] = True   # 1×1 centre, all outputs, 2 inputs
+    assert torch.equal(conv.weight.detach() != before, expected)

@@ -57,6 +57,7 @@ class Options:
     seed: int = 0
     device: str = "cpu"
     data: dict = field(default_factory=dict)
+    sandwich: bool = True
 
     def __post_init__(self) -> None:
         for k in ("supernet_steps", "retrain_steps", "budget", "batch_size", "heldout"):
@@ -193,7 +194,7 @@ class Run:
                 train_supernet(student, self.teacher, self.spaces, self.arch,
                                (b["inputs"] for b in self._batches(0)),
                                self.opts.supernet_steps, lr=self.opts.lr, seed=self.opts.seed,
-                               log=log_step)
+                               sandwich=self.opts.sandwich, log=log_step)
             tmp = self.out / "work" / ".student.tmp"
             save_file({k: v.contiguous().cpu() for k, v in student.state_dict().items()}, tmp)
             os.replace(tmp, self.out / "work" / "student.safetensors")
