@@ -54,7 +54,9 @@ def write_report(run, search: dict) -> Path:
              f"{run.opts.budget} per block"
              + (f", MACs cap {run.opts.max_macs:,}" if run.opts.max_macs else "") + ".", "",
              f"Val loss: mean diffusion loss on {run.opts.heldout} held-out clips at fixed "
-             f"timesteps and noise (lower is better).", "",
+             f"timesteps and noise (lower is better). The teacher is scored as given, not "
+             f"retrained: when it was trained briefly, the subnets' extra steps alone can put "
+             f"them below it, so compare the two subnets with each other.", "",
              "| model | folder | params | MACs / forward | params vs teacher | MACs vs teacher "
              "| val loss |", "|---|---|---|---|---|---|---|"]
     for name, folder, p, m, loss in rows:
