@@ -137,15 +137,15 @@ def test_one_resolution_check_with_one_error_type(tiny_base, tmp_path):
     assert issubclass(ResolutionError, ArchError)
 
 
-def test_extraction_goes_through_to_static(tiny_base, monkeypatch):
+def test_extraction_goes_through_active_weights(tiny_base, monkeypatch):
     calls = []
     for cls in (ElasticConv2d, ElasticLinear, ElasticGroupNorm):
-        orig = cls.to_static
+        orig = cls.active_weights
 
         def spy(self, *a, _orig=orig, **k):
             calls.append(type(self).__name__)
             return _orig(self, *a, **k)
-        monkeypatch.setattr(cls, "to_static", spy)
+        monkeypatch.setattr(cls, "active_weights", spy)
     space = sned.search_space("tiny-base")
     small = sned.extract(tiny_base, space.preset("S"))
     sup = dict(tiny_base.named_modules())

@@ -23,6 +23,12 @@ from typing import Any, Iterable, Mapping
 from .config import ATTENTIONS, COMPONENTS, ModelConfig
 
 
+FULL_KERNEL = 3
+"""Kernel size of the ResBlock convs at full size; smaller odd kernels are centre slices."""
+KERNELS = (3, 1)
+"""Legal ResBlock kernel sizes of a block (3×3 and its 1×1 centre)."""
+
+
 class ArchError(ValueError):
     """An arch does not fit its config. The message names the field and value."""
 
@@ -116,16 +122,22 @@ def unet_blocks(cfg: ModelConfig) -> list[BlockSpec]:
 # --------------------------------------------------------------------------------- the value
 @dataclass(frozen=True)
 class BlockArch:
-    """Choices for one diffusion block: kept components and a ratio per elastic layer."""
+    """Choices for one diffusion block: kept components, a ratio per elastic layer and the
+    ResBlock conv kernel size (3 = full; 1 = its centre, DiffNAS). JSON omits the default 3, so
+    archs without kernel choices read and write exactly as before."""
 
     keep: tuple[str, ...]
     ratios: tuple[tuple[str, float], ...]
+    kernel: int = 3
 
     def ratio(self, slot: str) -> float:
         return dict(self.ratios)[slot]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"keep": list(self.keep), "ratios": dict(self.ratios)}
+        d = {"keep": list(self.keep), "ratios": dict(self.ratios)}
+        if self.kernel != FULL_KERNEL:
+            d["kernel"] = self.kernel
+        return d
 
 
 @dataclass(frozen=True)
@@ -171,9 +183,13 @@ class Arch:
             raise ArchError(f"arch field 'blocks' must be a list (got {type(raw_blocks).__name__})")
         blocks = []
         for i, b in enumerate(raw_blocks):
-            if not isinstance(b, Mapping) or set(b) != {"keep", "ratios"}:
+            if (not isinstance(b, Mapping) or not {"keep", "ratios"} <= set(b)
+                    or set(b) - {"keep", "ratios", "kernel"}):
                 raise ArchError(f"arch blocks[{i}] must be an object with 'keep' and 'ratios' "
-                                f"(got {b!r})")
+                                f"(and optionally 'kernel') (got {b!r})")
+            kernel = b.get("kernel", FULL_KERNEL)
+            if isinstance(kernel, bool) or not isinstance(kernel, int):
+                raise ArchError(f"arch blocks[{i}].kernel must be an integer (got {kernel!r})")
             if not isinstance(b["ratios"], Mapping):
                 raise ArchError(f"arch blocks[{i}].ratios must be an object (got {b['ratios']!r})")
             ratios = []
@@ -181,7 +197,7 @@ class Arch:
                 if isinstance(v, bool) or not isinstance(v, (int, float)):
                     raise ArchError(f"arch blocks[{i}].ratios.{k} must be a number (got {v!r})")
                 ratios.append((str(k), float(v)))
-            blocks.append(BlockArch(tuple(b["keep"]), tuple(ratios)))
+            blocks.append(BlockArch(tuple(b["keep"]), tuple(ratios), kernel))
         return cls(res, tuple(blocks), d.get("config"))
 
     @classmethod
@@ -211,12 +227,14 @@ def quantize(full: int, ratio: float, quantum: int) -> int:
 @dataclass(frozen=True)
 class BlockLayout:
     """Active sizes of one block: kept components, ResBlock hidden, heads per attention, FF
-    hidden (0 = dropped). This is what both the supernet's forward and extraction consume."""
+    hidden (0 = dropped), ResBlock conv kernel. What both the supernet's forward and extraction
+    consume."""
 
     keep: frozenset[str]
     resblock_hidden: int
     heads: tuple[tuple[str, int], ...]
     ff_hidden: int
+    kernel: int = FULL_KERNEL
 
     def heads_of(self, attn: str) -> int:
         return dict(self.heads)[attn]
@@ -239,7 +257,7 @@ def block_layout(spec: BlockSpec, choice: BlockArch, cfg: ModelConfig) -> BlockL
     rb = slot_width(cfg, spec, "resblock", ratios["resblock"]) if "resblock" in keep else 0
     heads = tuple((a, slot_width(cfg, spec, a, ratios[a])) for a in spec.attentions if a in keep)
     ff = slot_width(cfg, spec, "ff", ratios["ff"]) if heads else 0
-    return BlockLayout(keep, rb, heads, ff)
+    return BlockLayout(keep, rb, heads, ff, choice.kernel)
 
 
 def full_layout(spec: BlockSpec) -> BlockLayout:
@@ -279,6 +297,9 @@ def validate(cfg: ModelConfig, arch: Arch, specs: list[BlockSpec] | None = None,
                                 f"block (it has {list(spec.components)})")
         if len(set(b.keep)) != len(b.keep):
             raise ArchError(f"block {spec.name}: duplicate component in keep {list(b.keep)}")
+        if b.kernel not in KERNELS:
+            raise ArchError(f"block {spec.name}: kernel {b.kernel!r} is not one of "
+                            f"{list(KERNELS)}")
         names = [k for k, _ in b.ratios]
         if set(names) != set(spec.slots) or len(names) != len(spec.slots):
             raise ArchError(f"block {spec.name}: ratios must name exactly {list(spec.slots)} "

@@ -36,16 +36,20 @@ def _linear(n_in: int, n_out: int, tokens: int, bias: bool = True) -> Cost:
     return Cost(n_in * n_out + (n_out if bias else 0), tokens * n_in * n_out)
 
 
-def _conv3x3(n_in: int, n_out: int, positions: int) -> Cost:
-    return Cost(9 * n_in * n_out + n_out, positions * 9 * n_in * n_out)
+def _conv3x3(n_in: int, n_out: int, positions: int, kernel: int = 3) -> Cost:
+    """A same-padded ``kernel``×``kernel`` conv (3×3 by default) with bias."""
+    k2 = kernel * kernel
+    return Cost(k2 * n_in * n_out + n_out, positions * k2 * n_in * n_out)
 
 
-def resblock_cost(cfg: ModelConfig, spec: BlockSpec, hidden: int, positions: int) -> Cost:
-    """ResBlock residual branch at ``hidden`` width (the skip path is costed separately)."""
+def resblock_cost(cfg: ModelConfig, spec: BlockSpec, hidden: int, positions: int,
+                  kernel: int = 3) -> Cost:
+    """ResBlock residual branch at ``hidden`` width and conv ``kernel`` (the skip path is
+    costed separately)."""
     norms = Cost(2 * spec.in_ch + 2 * hidden, 0)
     emb = _linear(cfg.time_embed_dim, hidden, 1) + _linear(cfg.time_embed_dim, hidden, 1)
-    return (norms + _conv3x3(spec.in_ch, hidden, positions) + emb
-            + _conv3x3(hidden, spec.out_ch, positions))
+    return (norms + _conv3x3(spec.in_ch, hidden, positions, kernel) + emb
+            + _conv3x3(hidden, spec.out_ch, positions, kernel))
 
 
 def attention_cost(cfg: ModelConfig, spec: BlockSpec, attn: str, heads: int, frames: int,
@@ -75,7 +79,7 @@ def block_cost(cfg: ModelConfig, spec: BlockSpec, layout: BlockLayout, resolutio
     n = frames * hw
     cost = _linear(spec.in_ch, spec.out_ch, n) if spec.in_ch != spec.out_ch else ZERO
     if "resblock" in layout.keep:
-        cost += resblock_cost(cfg, spec, layout.resblock_hidden, n)
+        cost += resblock_cost(cfg, spec, layout.resblock_hidden, n, layout.kernel)
     for attn, heads in layout.heads:
         cost += attention_cost(cfg, spec, attn, heads, frames, hw)
     if layout.ff_hidden:

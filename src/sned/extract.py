@@ -1,11 +1,9 @@
 """Subnet extraction and the standalone model folder (``config.json`` + ``model.safetensors``).
 
 :func:`extract` builds a plain :class:`~sned.models.unet.VideoUNet` at exactly the arch's active
-sizes; every elastic layer is cut by its own ``to_static`` (which slices through
-``active_weights`` — the very views the supernet's forward uses). :func:`save_pretrained` /
-:func:`load_pretrained` write and read the folder without any search-space machinery; writes are
-atomic (temp folder + rename). :func:`export_subnet` is what ``sned extract`` writes: the folder
-plus ``arch.json`` and a ``README.md`` model card.
+sizes and fills it through the elastic layers' ``active_weights`` — the very views the
+supernet's forward uses. :func:`save_pretrained` / :func:`load_pretrained` write and read the
+folder without any search-space machinery; writes are atomic (temp folder + rename).
 """
 
 from __future__ import annotations
@@ -29,21 +27,16 @@ FORMAT = "sned-model"
 FORMAT_VERSION = 1
 
 
-def _cut(sup: nn.Module, static: nn.Module) -> nn.Module | None:
-    """The supernet layer cut to the static layer's sizes by its ``to_static`` (None when the
-    layer is not elastic)."""
+def _active_weights_like(sup: nn.Module, static: nn.Module):
+    """The supernet layer's active views at the static layer's sizes."""
     if isinstance(sup, ElasticLinear):
-        new = sup.to_static(static.in_features, static.out_features)
-    elif isinstance(sup, ElasticConv2d):
-        new = sup.to_static(static.in_channels, static.out_channels)
-    elif isinstance(sup, ElasticGroupNorm):
-        new = sup.to_static(static.num_channels)
-    else:
-        return None
-    if type(new) is not type(static) or new.weight.shape != static.weight.shape:
-        raise RuntimeError(f"to_static of {type(sup).__name__} gave {type(new).__name__} "
-                           f"{tuple(new.weight.shape)}, expected {tuple(static.weight.shape)}")
-    return new
+        return sup.active_weights(static.in_features, static.out_features)
+    if isinstance(sup, ElasticConv2d):
+        return sup.active_weights(static.in_channels, static.out_channels,
+                                  static.kernel_size[0])
+    if isinstance(sup, ElasticGroupNorm):
+        return sup.active_weights(static.num_channels)
+    return None
 
 
 @torch.no_grad()
@@ -65,21 +58,34 @@ def extract(supernet: VideoUNet, arch: Arch | None = None) -> VideoUNet:
     with torch.device("meta"):
         static = VideoUNet(cfg, layouts, arch)
     static = static.to_empty(device=p.device).to(p.dtype)
+    for view, dst in weight_pairs(supernet, static):
+        dst.copy_(view)
+    return static.eval()
+
+
+def weight_pairs(supernet: VideoUNet, static: VideoUNet):
+    """Yield ``(supernet view, static tensor)`` for every parameter and buffer of ``static``:
+    the elastic layers' active views at the static layer's sizes, whole tensors otherwise.
+
+    Copying right to left is extraction; left to right writes a static model back into the
+    supernet views it occupies (DiffNAS's student initialisation).
+    """
     sup_modules = dict(supernet.named_modules())
-    for name, module in list(static.named_modules()):
+    for name, module in static.named_modules():
         own = dict(module.named_parameters(recurse=False))
         if not own:
             continue
         src = sup_modules[name]
-        cut = _cut(src, module)
-        if cut is not None:
-            static.set_submodule(name, cut)
+        views = _active_weights_like(src, module)
+        if views is not None:
+            yield views[0], module.weight
+            if views[1] is not None:
+                yield views[1], module.bias
         else:
             for pname, param in own.items():
-                param.copy_(getattr(src, pname))
+                yield getattr(src, pname), param
     for name, buf in static.named_buffers():
-        buf.copy_(supernet.get_buffer(name))
-    return static.eval()
+        yield supernet.get_buffer(name), buf
 
 
 def save_pretrained(model: VideoUNet, folder: str | os.PathLike, extra: dict | None = None,
@@ -137,51 +143,3 @@ def load_pretrained(folder: str | os.PathLike, device: str | torch.device = "cpu
     if dtype is not None:
         model = model.to(dtype)
     return model.eval()
-
-
-def refuse_existing(folder: str | os.PathLike, overwrite: bool = False) -> Path:
-    """``folder`` as a Path; raises FileExistsError (naming it) when it already holds anything
-    and ``overwrite`` is False — nothing is touched."""
-    folder = Path(folder)
-    if overwrite or not (folder.exists() or folder.is_symlink()):
-        return folder
-    if folder.is_dir() and not any(folder.iterdir()):
-        return folder
-    what = "a model folder" if (folder / "config.json").is_file() else "existing files"
-    raise FileExistsError(f"--out {folder} already holds {what}; choose a new --out or pass "
-                          f"--overwrite to replace it")
-
-
-def model_card(den, cost, supernet_params: int) -> tuple[dict, str]:
-    """The card of an exported subnet: a JSON dict (kept in ``config.json``) and README text.
-
-    ``den`` is a :class:`sned.loading.Denoiser`; ``cost`` its :class:`~sned.cost.Cost`.
-    ``card["subnet"]`` is the preset label (``S`` …) that ``sned sample`` puts in file names.
-    """
-    card = {"config": den.config.name, "kind": den.config.kind, "subnet": den.label,
-            "resolution": den.arch.resolution, "frames": den.config.frames,
-            "params": cost.params, "macs": cost.macs, "supernet_params": supernet_params,
-            "weights": den.weights, "source": den.source}
-    text = (f"# sned subnet: {den.config.name} / {den.label}\n\n"
-            f"Extracted from `{den.source}` ({den.weights} weights).\n\n"
-            f"| kind | resolution | frames | params | MACs / forward (batch 1) | of supernet |\n"
-            f"|---|---|---|---|---|---|\n"
-            f"| {den.config.kind} | {card['resolution']} | {card['frames']} | "
-            f"{cost.params:,} | {cost.macs:,} | {cost.params / supernet_params:.1%} |\n\n"
-            f"Load with `sned.load_pretrained(folder)`; sample with `sned sample folder "
-            f"--prompt ...`.\n")
-    return card, text
-
-
-def export_subnet(den, out: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Extract ``den``'s subnet (a :class:`sned.loading.Denoiser` of a supernet) and save it with
-    ``arch.json`` and a ``README.md`` model card. Refuses an ``out`` that already holds files
-    unless ``overwrite`` (see :func:`refuse_existing`)."""
-    from .space import SearchSpace
-
-    out = refuse_existing(out, overwrite)
-    space = SearchSpace(den.config)
-    card, text = model_card(den, space.cost(den.arch), space.full_params)
-    static = extract(den.model, den.arch)
-    return save_pretrained(static, out, extra={"diffusion": den.diffusion.to_dict(), "card": card},
-                           files={"README.md": text, "arch.json": den.arch.to_json(indent=1)})

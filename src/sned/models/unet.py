@@ -13,6 +13,7 @@ extracted model (``layouts=[...]``: plain layers of exactly the active sizes, no
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,74 @@ from torch.utils.checkpoint import checkpoint
 from ..arch import Arch, BlockLayout, resolve, unet_blocks
 from ..config import ModelConfig
 from ..nn.blocks import DiffusionBlock
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One resolution level of the UNet as a unit (DiffNAS's "block").
+
+    Attributes:
+        name: ``down.{level}``, ``mid`` or ``up.{level}``.
+        kind: ``down`` | ``mid`` | ``up``.
+        level: UNet level.
+        blocks: indices of its diffusion blocks (into :func:`sned.arch.unet_blocks`).
+        resample: whether it ends with the level's downsampler (down) / upsampler (up).
+    """
+
+    name: str
+    kind: str
+    level: int
+    blocks: tuple[int, ...]
+    resample: bool
+
+
+def unet_stages(cfg: ModelConfig) -> list[Stage]:
+    """The stages of ``cfg``'s UNet in forward order: each encoder level, the middle, each
+    decoder level. Together they hold every diffusion block exactly once, in order."""
+    n = len(cfg.levels)
+    stages, i = [], 0
+    for lvl, lv in enumerate(cfg.levels):
+        stages.append(Stage(f"down.{lvl}", "down", lvl, tuple(range(i, i + lv.blocks)),
+                            lvl < n - 1))
+        i += lv.blocks
+    stages.append(Stage("mid", "mid", n - 1, (i, i + 1), False))
+    i += 2
+    for lvl in reversed(range(n)):
+        k = cfg.levels[lvl].blocks + 1
+        stages.append(Stage(f"up.{lvl}", "up", lvl, tuple(range(i, i + k)), lvl > 0))
+        i += k
+    return stages
+
+
+@dataclass
+class StageIO:
+    """What one stage received and produced in a forward (hidden states are (B*T, C, H, W)).
+
+    ``skips_in``: skips an up stage consumed (in push order); ``skips_out``: skips a down stage
+    produced (its last entry is ``h_out``)."""
+
+    h_in: Tensor
+    skips_in: list[Tensor]
+    h_out: Tensor
+    skips_out: list[Tensor]
+
+    @property
+    def outputs(self) -> list[Tensor]:
+        """The stage's interface outputs: the skips it produced, else its hidden output."""
+        return self.skips_out or [self.h_out]
+
+
+@dataclass
+class Trace:
+    """Filled by ``VideoUNet.forward(..., trace=Trace())``: the conditioning every block sees —
+    ``emb`` (B, E), ``context`` (B, 1+L, D), ``mask`` (B, 1+L), ``frames`` — and one
+    :class:`StageIO` per stage."""
+
+    emb: Tensor | None = None
+    context: Tensor | None = None
+    mask: Tensor | None = None
+    frames: int = 0
+    stages: list[StageIO] = field(default_factory=list)
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -49,6 +118,7 @@ class VideoUNet(nn.Module):
         super().__init__()
         self.config = config
         self.specs = unet_blocks(config)
+        self.stages = unet_stages(config)
         self.is_supernet = layouts is None
         self.arch = arch
         self.gradient_checkpointing = False
@@ -79,7 +149,8 @@ class VideoUNet(nn.Module):
     # ----------------------------------------------------------------------------- forward
     def forward(self, sample: Tensor, timestep: Tensor, encoder_hidden_states: Tensor,
                 encoder_attention_mask: Tensor | None = None, lowres: Tensor | None = None,
-                noise_aug_level: Tensor | None = None, arch: Arch | None = None) -> Tensor:
+                noise_aug_level: Tensor | None = None, arch: Arch | None = None,
+                trace: "Trace | None" = None) -> Tensor:
         """Predict the diffusion target (eps or v) of a noisy video.
 
         Args:
@@ -93,6 +164,8 @@ class VideoUNet(nn.Module):
                 concatenated on channels.
             noise_aug_level: SSR only — (B,) noise-augmentation level of ``lowres`` in [0, 1].
             arch: supernet only — the subnet to run (None = the full supernet).
+            trace: an empty :class:`Trace` to fill with every stage's inputs and outputs (and
+                the embeddings the blocks receive); used by DiffNAS distillation.
         Returns:
             (B, out_channels, T, H, W).
         """
@@ -108,30 +181,40 @@ class VideoUNet(nn.Module):
 
         h = self.conv_in(x)
         skips = [h]
-        specs, blocks = self.specs, self.blocks
-        i, n_levels = 0, len(self.config.levels)
-        for lvl in range(n_levels):
-            for _ in range(self.config.levels[lvl].blocks):
-                h = self._run_block(i, h, emb, context, mask, t, layouts)
-                skips.append(h)
-                i += 1
-            if lvl < n_levels - 1:
-                h = self.downsamplers[lvl](h)
-                skips.append(h)
-        for _ in range(2):
-            h = self._run_block(i, h, emb, context, mask, t, layouts)
-            i += 1
-        for lvl in reversed(range(n_levels)):
-            for _ in range(self.config.levels[lvl].blocks + 1):
-                h = self._run_block(i, torch.cat([h, skips.pop()], dim=1), emb, context, mask,
-                                    t, layouts)
-                i += 1
-            if lvl > 0:
-                h = F.interpolate(h, scale_factor=2.0, mode="nearest")
-                h = self.upsamplers[lvl - 1](h)
-        assert i == len(blocks) == len(specs) and not skips
+        if trace is not None:
+            trace.emb, trace.context, trace.mask, trace.frames = emb, context, mask, t
+        for stage in self.stages:
+            h_in, n_in = h, len(skips)
+            consumed = skips[n_in - len(stage.blocks):] if stage.kind == "up" else []
+            h = self.run_stage(stage, h, skips, emb, context, mask, t, layouts)
+            if trace is not None:
+                produced = skips[n_in:] if stage.kind == "down" else []
+                trace.stages.append(StageIO(h_in, consumed, h, produced))
+        assert not skips
         out = self.conv_out(F.silu(self.norm_out(h)))
         return out.reshape(b, t, -1, hgt, wid).transpose(1, 2)
+
+    def run_stage(self, stage: Stage, h: Tensor, skips: list[Tensor], emb: Tensor,
+                  context: Tensor, mask: Tensor | None, frames: int,
+                  layouts: list[BlockLayout] | None = None) -> Tensor:
+        """Run one resolution-level stage on hidden states ``h`` (B*T, C, H, W).
+
+        A ``down`` stage appends each block output and its downsampled output to ``skips``; an
+        ``up`` stage pops one skip per block (ADM-style concatenation) and ends with its
+        upsampler. Returns the stage's output hidden states.
+        """
+        for i in stage.blocks:
+            x = torch.cat([h, skips.pop()], dim=1) if stage.kind == "up" else h
+            h = self._run_block(i, x, emb, context, mask, frames, layouts)
+            if stage.kind == "down":
+                skips.append(h)
+        if stage.resample and stage.kind == "down":
+            h = self.downsamplers[stage.level](h)
+            skips.append(h)
+        elif stage.resample:
+            h = F.interpolate(h, scale_factor=2.0, mode="nearest")
+            h = self.upsamplers[stage.level - 1](h)
+        return h
 
     def _run_block(self, i: int, h: Tensor, emb: Tensor, context: Tensor, mask: Tensor | None,
                    frames: int, layouts: list[BlockLayout] | None) -> Tensor:

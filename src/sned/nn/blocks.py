@@ -23,33 +23,37 @@ class ResBlock(nn.Module):
 
     The hidden width (conv1 out, norm2, the time-embedding scale/shift, conv2 in) is elastic; the
     in/out widths are fixed. Scale and shift are separate projections so that their prefixes
-    stay aligned with the hidden channels.
+    stay aligned with the hidden channels. The conv kernel size is elastic too (3×3 or its
+    1×1 centre, DiffNAS); ``kernel`` is the size a plain (extracted) ResBlock is built at.
     """
 
     def __init__(self, in_ch: int, out_ch: int, hidden: int, emb_dim: int, group_size: int,
-                 dropout: float = 0.0, elastic: bool = True) -> None:
+                 dropout: float = 0.0, elastic: bool = True, kernel: int = 3) -> None:
         super().__init__()
         conv = ElasticConv2d if elastic else nn.Conv2d
         lin = ElasticLinear if elastic else nn.Linear
         self.norm1 = nn.GroupNorm(in_ch // group_size, in_ch)
-        self.conv1 = conv(in_ch, hidden, 3, padding=1)
+        self.conv1 = conv(in_ch, hidden, kernel, padding=kernel // 2)
         self.norm2 = (ElasticGroupNorm(hidden, group_size) if elastic
                       else nn.GroupNorm(hidden // group_size, hidden))
         self.emb_scale = lin(emb_dim, hidden)
         self.emb_shift = lin(emb_dim, hidden)
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = conv(hidden, out_ch, 3, padding=1)
+        self.conv2 = conv(hidden, out_ch, kernel, padding=kernel // 2)
 
-    def forward(self, x: Tensor, emb: Tensor, frames: int, hidden: int | None = None) -> Tensor:
-        """x: (B*T, in, H, W); emb: (B, emb_dim) → residual branch (B*T, out, H, W)."""
-        h = call(self.conv1, F.silu(self.norm1(x)), None, hidden)
+    def forward(self, x: Tensor, emb: Tensor, frames: int, hidden: int | None = None,
+                kernel: int | None = None) -> Tensor:
+        """x: (B*T, in, H, W); emb: (B, emb_dim) → residual branch (B*T, out, H, W).
+
+        ``hidden`` / ``kernel``: active hidden width and conv kernel (supernet only)."""
+        h = call(self.conv1, F.silu(self.norm1(x)), None, hidden, kernel)
         h = call(self.norm2, h, hidden)
         e = F.silu(emb)
         scale = call(self.emb_scale, e, None, hidden).repeat_interleave(frames, 0)
         shift = call(self.emb_shift, e, None, hidden).repeat_interleave(frames, 0)
         h = h * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
         h = self.dropout(F.silu(h))
-        return call(self.conv2, h, hidden, None)
+        return call(self.conv2, h, hidden, None, kernel)
 
 
 class DiffusionBlock(nn.Module):
@@ -74,7 +78,7 @@ class DiffusionBlock(nn.Module):
         if "resblock" in keep:
             hidden = spec.resblock_hidden if elastic else layout.resblock_hidden
             self.resblock = ResBlock(spec.in_ch, spec.out_ch, hidden, emb_dim, group_size,
-                                     dropout, elastic)
+                                     dropout, elastic, 3 if elastic else layout.kernel)
         dim = spec.out_ch
         for attn in spec.attentions:
             if attn in keep:
@@ -95,7 +99,9 @@ class DiffusionBlock(nn.Module):
         keep = self._kept(layout)
         h = self.skip(x)
         if "resblock" in keep:
-            h = h + self.resblock(x, emb, frames, None if layout is None else layout.resblock_hidden)
+            h = h + self.resblock(x, emb, frames,
+                                  *(() if layout is None else (layout.resblock_hidden,
+                                                               layout.kernel)))
         attns = [a for a in self.spec.attentions if a in keep]
         if not attns:
             return h

@@ -1,9 +1,9 @@
 """Elastic layers: each owns the FULL weight and runs on a view of its active part.
 
 Every elastic layer has one ``active_weights(...)`` method that returns the sliced parameter
-views. ``forward`` uses it, and so does :meth:`to_static`, which builds the plain
-``nn.Conv2d`` / ``nn.Linear`` / ``nn.GroupNorm`` used by extracted models — export can never drift
-from training. Slices are prefixes (``weight[:out, :in]``), so the active part of a narrow subnet
+views. ``forward`` uses it, and so does extraction (:func:`sned.extract.weight_pairs` copies
+those views into the plain ``nn.Conv2d`` / ``nn.Linear`` / ``nn.GroupNorm`` of an extracted
+model) — export can never drift from training. Slices are prefixes (``weight[:out, :in]``), so the active part of a narrow subnet
 is exactly the first channels of the wide one.
 
 Called without widths, an elastic layer behaves exactly like its static counterpart.
@@ -35,43 +35,50 @@ class ElasticLinear(nn.Linear):
         w, b = self.active_weights(in_features, out_features)
         return F.linear(x, w, b)
 
-    def to_static(self, in_features: int | None = None, out_features: int | None = None
-                  ) -> nn.Linear:
-        w, b = self.active_weights(in_features, out_features)
-        m = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, device=w.device, dtype=w.dtype)
-        _copy(m, w, b)
-        return m
 
 
 class ElasticConv2d(nn.Conv2d):
-    """``nn.Conv2d`` (used per frame: a 1×3×3 video conv) with elastic in/out channels.
+    """``nn.Conv2d`` (used per frame: a 1×3×3 video conv) with elastic in/out channels and an
+    elastic (odd, square) kernel size.
 
-    Groups must be 1; padding, stride and dilation are those of the full layer.
+    A smaller kernel is the CENTRE slice of the full kernel (once-for-all), run with its padding
+    reduced by the same amount, so a "same" conv stays "same". Groups must be 1; stride and
+    dilation are those of the full layer.
     """
 
-    def active_weights(self, in_channels: int | None = None, out_channels: int | None = None
-                       ) -> tuple[Tensor, Tensor | None]:
-        """Views ``weight[:out, :in]`` (out, in, kh, kw) and ``bias[:out]``."""
+    def active_weights(self, in_channels: int | None = None, out_channels: int | None = None,
+                       kernel: int | None = None) -> tuple[Tensor, Tensor | None]:
+        """Views ``weight[:out, :in, c-k//2:c+k//2+1, c-k//2:c+k//2+1]`` (out, in, k, k) and
+        ``bias[:out]``."""
         o = self.out_channels if out_channels is None else out_channels
         i = self.in_channels if in_channels is None else in_channels
         _check_width(self, "out_channels", o, self.out_channels)
         _check_width(self, "in_channels", i, self.in_channels)
         bias = None if self.bias is None else self.bias[:o]
-        return self.weight[:o, :i], bias
+        w = self.weight[:o, :i]
+        if kernel is not None and kernel != self.kernel_size[0]:
+            lo = self._kernel_offset(kernel)
+            w = w[:, :, lo:lo + kernel, lo:lo + kernel]
+        return w, bias
+
+    def _kernel_offset(self, kernel: int) -> int:
+        full = self.kernel_size[0]
+        if self.kernel_size[0] != self.kernel_size[1] or kernel % 2 == 0 or not 1 <= kernel <= full:
+            raise ValueError(f"{type(self).__name__}: active kernel {kernel} must be odd and in "
+                             f"[1, {full}] for a square {full}x{full} layer")
+        return (full - kernel) // 2
+
+    def _padding(self, kernel: int) -> tuple[int, int]:
+        """Padding of the active kernel: the full padding less the trimmed border."""
+        lo = self._kernel_offset(kernel)
+        return (self.padding[0] - lo, self.padding[1] - lo)
 
     def forward(self, x: Tensor, in_channels: int | None = None,
-                out_channels: int | None = None) -> Tensor:
+                out_channels: int | None = None, kernel: int | None = None) -> Tensor:
         """x: (N, in, H, W) → (N, out, H', W')."""
-        w, b = self.active_weights(in_channels, out_channels)
-        return F.conv2d(x, w, b, self.stride, self.padding, self.dilation)
+        w, b = self.active_weights(in_channels, out_channels, kernel)
+        return F.conv2d(x, w, b, self.stride, self._padding(w.shape[-1]), self.dilation)
 
-    def to_static(self, in_channels: int | None = None, out_channels: int | None = None
-                  ) -> nn.Conv2d:
-        w, b = self.active_weights(in_channels, out_channels)
-        m = nn.Conv2d(w.shape[1], w.shape[0], self.kernel_size, self.stride, self.padding,
-                      self.dilation, bias=b is not None, device=w.device, dtype=w.dtype)
-        _copy(m, w, b)
-        return m
 
 
 class ElasticGroupNorm(nn.GroupNorm):
@@ -102,24 +109,11 @@ class ElasticGroupNorm(nn.GroupNorm):
         w, b = self.active_weights(num_channels)
         return F.group_norm(x, w.shape[0] // self.group_size, w, b, self.eps)
 
-    def to_static(self, num_channels: int | None = None) -> nn.GroupNorm:
-        w, b = self.active_weights(num_channels)
-        m = nn.GroupNorm(w.shape[0] // self.group_size, w.shape[0], eps=self.eps,
-                         device=w.device, dtype=w.dtype)
-        _copy(m, w, b)
-        return m
 
 
 def _check_width(layer: nn.Module, name: str, active: int, full: int) -> None:
     if not (1 <= active <= full):
         raise ValueError(f"{type(layer).__name__}: active {name}={active} outside [1, {full}]")
-
-
-@torch.no_grad()
-def _copy(m: nn.Module, w: Tensor, b: Tensor | None) -> None:
-    m.weight.copy_(w)
-    if b is not None:
-        m.bias.copy_(b)
 
 
 def call(layer: nn.Module, x: Tensor, *widths: int | None) -> Tensor:

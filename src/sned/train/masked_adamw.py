@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from itertools import product
 
 import torch
 from torch import Tensor, nn
@@ -61,29 +62,50 @@ class ActivityTracker:
             h.remove()
 
 
-def disjoint_boxes(boxes: set[Box], shape: torch.Size) -> list[tuple[slice, ...]]:
-    """Split a union of prefix boxes into disjoint index tuples.
+def disjoint_boxes(boxes: set[Box], shape: torch.Size) -> list[tuple]:
+    """Split a union of prefix boxes into disjoint index tuples (each indexes a view).
 
-    Prefixes may differ in at most two leading dimensions (out, in); trailing dimensions
-    (conv kernels) are always full.
+    Prefixes may differ in the two leading dimensions (out, in). Trailing dimensions (conv
+    kernels) are CENTRED extents: an elastic kernel is the centre slice of the full one. When
+    boxes differ in their kernels, the union is split per kernel position.
     """
     if any(tuple(b) == tuple(shape) for b in boxes):
         return [tuple(slice(None) for _ in shape)]
     if len(shape) == 1 or len({b[1:] for b in boxes}) == 1:
         rest = next(iter(boxes))[1:]
-        return [(slice(0, max(b[0] for b in boxes)),) + tuple(slice(0, r) for r in rest)]
-    if any(b[2:] != tuple(shape[2:]) for b in boxes):
-        raise ValueError(f"prefix boxes {boxes} vary beyond the first two dimensions")
-    # staircase: sort by first extent descending and keep boxes that widen the second one
-    stair: list[Box] = []
+        trailing = tuple(_centred(r, n) for r, n in zip(rest[1:], shape[2:]))
+        return [(slice(0, max(b[0] for b in boxes)),) + tuple(slice(0, r) for r in rest[:1])
+                + trailing]
+    kernels = {b[2:] for b in boxes}
+    if len(kernels) == 1:
+        trailing = tuple(_centred(r, n) for r, n in zip(next(iter(kernels)), shape[2:]))
+        return [oi + trailing for oi in _staircase({b[:2] for b in boxes})]
+    out = []
+    for pos in product(*(range(n) for n in shape[2:])):
+        covering = {b[:2] for b in boxes
+                    if all(_centred(e, n).start <= q < _centred(e, n).stop
+                           for e, n, q in zip(b[2:], shape[2:], pos))}
+        out += [oi + pos for oi in _staircase(covering)] if covering else []
+    return out
+
+
+def _staircase(boxes: set[tuple[int, int]]) -> list[tuple[slice, slice]]:
+    """Disjoint (out, in) slices covering a union of 2-D prefix boxes."""
+    # sort by first extent descending and keep boxes that widen the second one
+    stair: list[tuple[int, int]] = []
     for b in sorted(boxes, key=lambda b: (-b[0], -b[1])):
         if not stair or b[1] > stair[-1][1]:
             stair.append(b)
     out, prev = [], 0
-    for a, b in ((s[0], s[1]) for s in stair):
-        out.append((slice(0, a), slice(prev, b)) + tuple(slice(None) for _ in shape[2:]))
+    for a, b in stair:
+        out.append((slice(0, a), slice(prev, b)))
         prev = b
     return out
+
+
+def _centred(extent: int, full: int) -> slice:
+    lo = (full - extent) // 2
+    return slice(lo, lo + extent)
 
 
 class MaskedAdamW(torch.optim.Optimizer):

@@ -1,0 +1,54 @@
+"""``sned diffnas``: shrink a trained model folder with DiffNAS (block-wise distillation NAS)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .cli import command
+
+
+def _diffnas_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("teacher", help="trained static model folder (sned extract output)")
+    p.add_argument("--out", required=True, help="output folder (search.json, model/, "
+                                                "retrain/metrics.jsonl, report.md)")
+    p.add_argument("--supernet-steps", type=int, default=200,
+                   help="block-wise distillation steps (default 200)")
+    p.add_argument("--retrain-steps", type=int, default=200,
+                   help="retraining steps of the subnet and of the uniform baseline")
+    p.add_argument("--budget", type=int, default=64, help="candidates evaluated per block")
+    p.add_argument("--max-macs", type=float, help="MACs cap of the subnet (e.g. 2.5e9)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--heldout", type=int, default=16, help="held-out clips for search/report")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--beta-schedule", default="linear", help="linear or cosine")
+    p.add_argument("--sandwich", action=argparse.BooleanOptionalAction, default=True,
+                   help="also train the teacher-shaped candidate every supernet step")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--data", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="data settings, e.g. kind=folder root=/videos (default synthetic)")
+
+
+@command("diffnas", "DiffNAS: search and retrain a smaller model from a trained teacher")(
+    _diffnas_args)
+def run_diffnas_cmd(args: argparse.Namespace) -> int:
+    import torch
+
+    from .config import parse_override
+    from .diffnas.pipeline import Options, run_diffnas
+
+    device = (("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto"
+              else args.device)
+    data = dict(parse_override(item) for item in args.data)
+    max_macs = None if args.max_macs is None else int(args.max_macs)
+    opts = Options(args.supernet_steps, args.retrain_steps, args.budget, max_macs,
+                   args.batch_size, args.heldout, args.lr, args.beta_schedule, args.seed,
+                   device, data, args.sandwich)
+    out = run_diffnas(args.teacher, args.out, opts,
+                      log=lambda m: print(m, file=__import__("sys").stderr))
+    search = json.loads((out / "search.json").read_text())
+    print(json.dumps({"out": str(out), "teacher": {k: search["teacher"][k] for k in
+                                                   ("params", "macs")},
+                      "subnet": {k: search["subnet"][k] for k in ("params", "macs")}}))
+    return 0

@@ -1,0 +1,293 @@
+"""``sned diffnas``: the whole DiffNAS run, stage by stage, resumable.
+
+Stages (each ends by recording itself in ``OUT/state.json``, written atomically; a killed run
+continues from the last finished stage):
+
+1. ``supernet`` — block-wise distillation training of the elastic student
+   (``OUT/work/student.safetensors``).
+2. ``search``   — block-wise local search (``OUT/search.json``).
+3. ``retrain``  — the chosen subnet, extracted and retrained with the dynamic joint loss
+   (``OUT/model/``, ``OUT/retrain/metrics.jsonl``).
+4. ``baseline`` — the teacher shrunk uniformly in width to the closest MACs, retrained the same
+   way for the same steps (``OUT/uniform/``, ``OUT/uniform-retrain/metrics.jsonl``).
+5. ``report``   — ``OUT/report.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..arch import Arch, BlockArch
+from ..cost import model_cost
+from ..diffusion import DiffusionConfig
+from ..extract import extract, load_pretrained, read_model_meta, save_pretrained
+from ..files import CheckpointError
+from ..models.unet import VideoUNet
+from ..train.config import DataConfig
+from .blocks import teacher_trace
+from .data import heldout_proxy, noised_batches, proxy_batches
+from .retrain import SCHEDULES, retrain
+from .search import StageResult, fit_max_macs, local_search, train_supernet
+from .space import StageSpace, with_stage
+from .student import init_student, teacher_arch
+
+FORMAT = "sned-diffnas"
+STAGES = ("supernet", "search", "retrain", "baseline", "report")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Settings of one run (recorded in ``state.json``; a resumed run must match them)."""
+
+    supernet_steps: int = 200
+    retrain_steps: int = 200
+    budget: int = 64
+    max_macs: int | None = None
+    batch_size: int = 4
+    heldout: int = 16
+    lr: float = 1e-4
+    beta_schedule: str = "linear"
+    seed: int = 0
+    device: str = "cpu"
+    data: dict = field(default_factory=dict)
+    sandwich: bool = True
+
+    def __post_init__(self) -> None:
+        for k in ("supernet_steps", "retrain_steps", "budget", "batch_size", "heldout"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"diffnas: --{k.replace('_', '-')} must be >= 1 "
+                                 f"(got {getattr(self, k)})")
+        if self.max_macs is not None and self.max_macs < 1:
+            raise ValueError(f"diffnas: --max-macs must be >= 1 (got {self.max_macs})")
+        if self.beta_schedule not in SCHEDULES:
+            raise ValueError(f"diffnas: --beta-schedule {self.beta_schedule!r} is not one of "
+                             f"{list(SCHEDULES)}")
+        if not self.lr > 0:
+            raise ValueError(f"diffnas: --lr must be > 0 (got {self.lr})")
+        self.data_config()  # validates the data section
+
+    def data_config(self) -> DataConfig:
+        unknown = sorted(set(self.data) - {f.name for f in dataclasses.fields(DataConfig)})
+        if unknown:
+            raise ValueError(f"diffnas: unknown --data key {unknown[0]!r}; valid keys are "
+                             f"{sorted(f.name for f in dataclasses.fields(DataConfig))}")
+        try:
+            return DataConfig(**self.data)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"diffnas: --data {self.data}: {e}") from None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class Run:
+    """One DiffNAS run from ``teacher`` (a model folder) into ``out``."""
+
+    def __init__(self, teacher: str | os.PathLike, out: str | os.PathLike, options: Options,
+                 log=print) -> None:
+        self.teacher_dir, self.out, self.opts, self.log = Path(teacher), Path(out), options, log
+        meta = read_model_meta(self.teacher_dir)
+        self.teacher = load_pretrained(self.teacher_dir, device=options.device)
+        if self.teacher.is_supernet:
+            raise CheckpointError(f"{self.teacher_dir} holds a supernet; DiffNAS needs a "
+                                  f"static model folder (sned extract)")
+        if self.teacher.config.kind != "base":
+            raise CheckpointError(f"{self.teacher_dir}: DiffNAS supports base (text → video / "
+                                  f"image) models; this is a {self.teacher.config.kind!r} model")
+        self.teacher.requires_grad_(False)
+        self.diffusion = DiffusionConfig(**meta.get("diffusion", {}))
+        self.cfg = self.teacher.config
+        self.arch = teacher_arch(self.teacher)
+        self.data = options.data_config()
+        self.spaces = [StageSpace(self.cfg, self.teacher.specs, self.arch, st, self.cfg.frames)
+                       for st in self.teacher.stages]
+        self.teacher_cost = model_cost(self.cfg, self.arch)
+        self._text = None
+        if options.max_macs is not None:  # validate before any training
+            floor = self._fixed_macs() + sum(
+                sp.cost(tuple(c.make((), {}, c.teacher.kernel) for c in sp.choices)).macs
+                for sp in self.spaces)
+            if options.max_macs < floor:
+                raise ValueError(f"diffnas: --max-macs {options.max_macs:,} is below the "
+                                 f"smallest possible subnet ({floor:,} MACs)")
+        self.state = self._load_state()
+
+    # ----------------------------------------------------------------------------- state
+    def _load_state(self) -> dict:
+        path = self.out / "state.json"
+        fresh = {"format": FORMAT, "teacher": str(self.teacher_dir.resolve()),
+                 "options": self.opts.to_dict(), "done": []}
+        if not path.exists():
+            return fresh
+        try:
+            state = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{path} is not valid JSON: {e}") from None
+        if state.get("format") != FORMAT:
+            raise CheckpointError(f"{path}: not a DiffNAS run state")
+        for key in ("teacher", "options"):
+            if state.get(key) != fresh[key]:
+                diff = ([k for k in fresh["options"] if state.get("options", {}).get(k)
+                         != fresh["options"][k]] if key == "options" else ["teacher"])
+                raise ValueError(f"diffnas: {self.out} holds a run with different settings "
+                                 f"({', '.join(diff)}); use another --out")
+        return state
+
+    def _mark(self, stage: str) -> None:
+        self.state["done"].append(stage)
+        self.out.mkdir(parents=True, exist_ok=True)
+        _write_atomic(self.out / "state.json", json.dumps(self.state, indent=1) + "\n")
+        self.log(f"diffnas: stage {stage} done")
+
+    def done(self, stage: str) -> bool:
+        return stage in self.state["done"]
+
+    # ----------------------------------------------------------------------------- helpers
+    @property
+    def text(self):
+        if self._text is None:
+            from ..text import TextEncoder
+
+            self._text = TextEncoder(self.data.text_encoder, max_length=self.cfg.text_len,
+                                     device=self.opts.device)
+        return self._text
+
+    def _fixed_macs(self) -> int:
+        return self.teacher_cost.macs - sum(sp.cost(sp.teacher).macs for sp in self.spaces)
+
+    def _batches(self, seed_offset: int):
+        return noised_batches(self.teacher, self.data, self.diffusion, self.arch.resolution,
+                              self.opts.batch_size, self.opts.seed + seed_offset, self.text)
+
+    def _proxy(self, model: VideoUNet):
+        return heldout_proxy(model, self.data, self.diffusion, self.arch.resolution,
+                             self.opts.heldout, self.text, batch=self.opts.batch_size)
+
+    def _student(self) -> VideoUNet:
+        student = init_student(self.teacher)
+        state = load_file(self.out / "work" / "student.safetensors", device=self.opts.device)
+        student.load_state_dict(state)
+        return student
+
+    # ----------------------------------------------------------------------------- stages
+    def run(self) -> Path:
+        torch.manual_seed(self.opts.seed)
+        if not self.done("supernet"):
+            self.log(f"diffnas: block-wise supernet training, {self.opts.supernet_steps} steps")
+            student = init_student(self.teacher)
+            (self.out / "work").mkdir(parents=True, exist_ok=True)
+            every = max(1, self.opts.supernet_steps // 10)
+            with open(self.out / "work" / "supernet.jsonl", "w") as f:
+                def log_step(row: dict) -> None:
+                    f.write(json.dumps(row) + "\n")
+                    if row["step"] % every == 0:
+                        self.log(f"diffnas: supernet step {row['step']}: distill loss "
+                                 f"{row['loss']:.5f}")
+
+                train_supernet(student, self.teacher, self.spaces, self.arch,
+                               (b["inputs"] for b in self._batches(0)),
+                               self.opts.supernet_steps, lr=self.opts.lr, seed=self.opts.seed,
+                               sandwich=self.opts.sandwich, log=log_step)
+            tmp = self.out / "work" / ".student.tmp"
+            save_file({k: v.contiguous().cpu() for k, v in student.state_dict().items()}, tmp)
+            os.replace(tmp, self.out / "work" / "student.safetensors")
+            self._mark("supernet")
+        if not self.done("search"):
+            self._search()
+            self._mark("search")
+        search = json.loads((self.out / "search.json").read_text())
+        if not self.done("retrain"):
+            arch = Arch.from_dict(search["subnet"]["arch"])
+            self._retrain(arch, self.out / "model", self.out / "retrain" / "metrics.jsonl",
+                          "diffnas")
+            self._mark("retrain")
+        if not self.done("baseline"):
+            arch = self.uniform_shrink(search["subnet"]["macs"])
+            self._retrain(arch, self.out / "uniform", self.out / "uniform-retrain" /
+                          "metrics.jsonl", "uniform")
+            self._mark("baseline")
+        if not self.done("report"):
+            from .report import write_report
+
+            write_report(self, search)
+            self._mark("report")
+        return self.out
+
+    def _search(self) -> None:
+        student = self._student()
+        self.log(f"diffnas: local search, budget {self.opts.budget} per block")
+        traces = []
+        for inputs in proxy_batches(self._proxy(self.teacher)):
+            traces.append(teacher_trace(self.teacher, inputs)[1])
+        results = local_search(student, self.spaces, self.arch, traces, self.opts.budget,
+                               self.opts.seed)
+        if self.opts.max_macs is not None:
+            fit_max_macs(results, self._fixed_macs(), self.opts.max_macs)
+        arch = self.assemble(results)
+        cost = model_cost(self.cfg, arch)
+        doc = {"teacher": {"params": self.teacher_cost.params, "macs": self.teacher_cost.macs,
+                           "arch": self.arch.to_dict(), "folder": str(self.teacher_dir)},
+               "blocks": [r.to_dict() for r in results],
+               "subnet": {"params": cost.params, "macs": cost.macs, "arch": arch.to_dict()},
+               "max_macs": self.opts.max_macs}
+        _write_atomic(self.out / "search.json", json.dumps(doc, indent=1) + "\n")
+
+    def assemble(self, results: list[StageResult]) -> Arch:
+        """The teacher's arch with every stage's chosen candidate."""
+        arch = self.arch
+        for space, r in zip(self.spaces, results):
+            arch = with_stage(arch, space.stage, r.choices[r.chosen])
+        return arch
+
+    def uniform_shrink(self, macs: int) -> Arch:
+        """The teacher with every layer's ratio capped at one ratio r (components and kernels
+        unchanged): the r whose MACs are closest to ``macs``."""
+        best = None
+        for r in self.cfg.ratios:
+            blocks = tuple(BlockArch(b.keep, tuple((s, min(v, r)) for s, v in b.ratios),
+                                     b.kernel) for b in self.arch.blocks)
+            arch = Arch(self.arch.resolution, blocks, self.arch.config)
+            gap = abs(model_cost(self.cfg, arch).macs - macs)
+            if best is None or gap < best[0]:
+                best = (gap, arch)
+        return best[1]
+
+    def _retrain(self, arch: Arch, folder: Path, metrics: Path, label: str) -> None:
+        self.log(f"diffnas: retraining the {label} subnet, {self.opts.retrain_steps} steps")
+        student = self._student() if label == "diffnas" else init_student(self.teacher)
+        model = extract(student, arch).train()
+        model.requires_grad_(True)
+        retrain(model, self.teacher, self.diffusion, self._batches(1), self.opts.retrain_steps,
+                metrics, self.opts.beta_schedule, self.opts.lr)
+        cost = model_cost(self.cfg, arch)
+        card = {"config": self.cfg.name, "kind": self.cfg.kind, "subnet": label,
+                "resolution": arch.resolution, "frames": self.cfg.frames,
+                "params": cost.params, "macs": cost.macs,
+                "teacher": str(self.teacher_dir), "teacher_params": self.teacher_cost.params,
+                "teacher_macs": self.teacher_cost.macs, "weights": "retrained"}
+        text = (f"# sned DiffNAS subnet ({label})\n\nFrom teacher `{self.teacher_dir}`: "
+                f"{cost.params:,} params ({cost.params / self.teacher_cost.params:.1%}), "
+                f"{cost.macs:,} MACs ({cost.macs / self.teacher_cost.macs:.1%}).\n")
+        save_pretrained(model, folder, extra={"diffusion": self.diffusion.to_dict(),
+                                              "card": card},
+                        files={"README.md": text, "arch.json": arch.to_json(indent=1)})
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def run_diffnas(teacher: str | os.PathLike, out: str | os.PathLike, options: Options | None =
+                None, log=print) -> Path:
+    """Run (or continue) DiffNAS; returns ``out``."""
+    return Run(teacher, out, options or Options(), log).run()

@@ -1,0 +1,165 @@
+"""Per-stage DiffNAS search spaces around a teacher.
+
+A teacher is an extracted model of some supernet config at some :class:`~sned.arch.Arch`. Each
+stage (resolution level, :func:`sned.models.unet.unet_stages`) gets its own space: per diffusion
+block, any subset of the teacher's kept components, per elastic layer any ratio of the config
+whose width is at most the teacher's, and a ResBlock kernel of 3×3 or its 1×1 centre (at most
+the teacher's). The teacher's own choices are one point of every stage's space.
+
+Choices that do not change the network (the ratio of a dropped layer, the kernel of a dropped
+ResBlock) are canonicalised to the teacher's, so every candidate is a distinct network.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from itertools import combinations, product
+
+import numpy as np
+
+from ..arch import KERNELS, Arch, BlockArch, BlockSpec, block_layout, slot_width
+from ..config import ATTENTIONS, ModelConfig
+from ..cost import Cost, ZERO, block_cost
+from ..models.unet import Stage
+
+
+@dataclass(frozen=True)
+class BlockChoices:
+    """Legal choices of one diffusion block around the teacher's ``teacher`` choice."""
+
+    spec: BlockSpec
+    teacher: BlockArch
+    ratios: dict[str, tuple[float, ...]]  # per slot, widths <= the teacher's (largest first)
+    kernels: tuple[int, ...]
+
+    def keeps(self) -> list[tuple[str, ...]]:
+        comps = self.teacher.keep
+        return [k for n in range(len(comps), -1, -1) for k in combinations(comps, n)]
+
+    def make(self, keep: tuple[str, ...], ratios: dict[str, float], kernel: int) -> BlockArch:
+        """A canonical BlockArch: irrelevant choices take the teacher's values."""
+        t = dict(self.teacher.ratios)
+        active = set(keep) | ({"ff"} if any(a in keep for a in ATTENTIONS) else set())
+        r = tuple((s, float(ratios[s]) if s in active else t[s]) for s in self.spec.slots)
+        keep = tuple(c for c in self.spec.components if c in keep)
+        return BlockArch(keep, r, kernel if "resblock" in keep else self.teacher.kernel)
+
+    def size(self) -> int:
+        total = 0
+        for keep in self.keeps():
+            n = math.prod(len(self.ratios[s]) for s in _active_slots(keep))
+            total += n * (len(self.kernels) if "resblock" in keep else 1)
+        return total
+
+    def all(self) -> list[BlockArch]:
+        out = []
+        for keep in self.keeps():
+            slots = _active_slots(keep)
+            kernels = self.kernels if "resblock" in keep else (self.teacher.kernel,)
+            for rs in product(*(self.ratios[s] for s in slots)):
+                for k in kernels:
+                    out.append(self.make(keep, dict(zip(slots, rs)), k))
+        return out
+
+    def sample(self, rng: np.random.Generator) -> BlockArch:
+        keeps = self.keeps()
+        keep = keeps[int(rng.integers(len(keeps)))]
+        ratios = {s: self.ratios[s][int(rng.integers(len(self.ratios[s])))]
+                  for s in _active_slots(keep)}
+        return self.make(keep, ratios, int(self.kernels[int(rng.integers(len(self.kernels)))]))
+
+    def uniform(self, ratio_index: int, kernel: int) -> BlockArch:
+        """Every teacher component kept, every layer at its ``ratio_index``-th choice."""
+        keep = self.teacher.keep
+        ratios = {s: self.ratios[s][min(ratio_index, len(self.ratios[s]) - 1)]
+                  for s in _active_slots(keep)}
+        return self.make(keep, ratios, kernel)
+
+
+def _active_slots(keep: tuple[str, ...]) -> list[str]:
+    return list(keep) + (["ff"] if any(a in keep for a in ATTENTIONS) else [])
+
+
+class StageSpace:
+    """Candidates of one stage: a tuple of BlockArchs, one per diffusion block of the stage.
+
+    Args:
+        cfg: the teacher's supernet config. specs: its blocks. teacher: the teacher's Arch.
+        stage: the stage. frames: clip length the cost model counts.
+    """
+
+    def __init__(self, cfg: ModelConfig, specs: list[BlockSpec], teacher: Arch, stage: Stage,
+                 frames: int) -> None:
+        self.cfg, self.stage, self.frames = cfg, stage, frames
+        self.resolution = teacher.resolution
+        self.specs = [specs[i] for i in stage.blocks]
+        self.choices = [_block_choices(cfg, s, teacher.blocks[i])
+                        for s, i in zip(self.specs, stage.blocks)]
+        self.teacher = tuple(c.make(c.teacher.keep, dict(c.teacher.ratios), c.teacher.kernel)
+                             for c in self.choices)
+
+    def size(self) -> int:
+        return math.prod(c.size() for c in self.choices)
+
+    def sample(self, rng: np.random.Generator) -> tuple[BlockArch, ...]:
+        return tuple(c.sample(rng) for c in self.choices)
+
+    def candidates(self, budget: int, rng: np.random.Generator) -> list[tuple[BlockArch, ...]]:
+        """All candidates when the space holds at most ``budget``; else ``budget`` distinct
+        ones: the teacher-shaped one, the uniform ratios × kernels ladder, then random draws.
+        The teacher-shaped candidate is always first."""
+        if self.size() <= budget:
+            every = [tuple(c) for c in product(*(c.all() for c in self.choices))]
+            return [self.teacher] + [c for c in every if c != self.teacher]
+        out = {self.teacher: None}
+        n_ratios = max(len(r) for c in self.choices for r in c.ratios.values())
+        for k in KERNELS:
+            for i in range(n_ratios):
+                out.setdefault(tuple(c.uniform(i, k) for c in self.choices), None)
+        ladder = list(out)[:budget]
+        out = dict.fromkeys(ladder)
+        for _ in range(50 * budget):
+            if len(out) >= budget:
+                break
+            out.setdefault(self.sample(rng), None)
+        return list(out)
+
+    def cost(self, cand: tuple[BlockArch, ...]) -> Cost:
+        total = ZERO
+        for spec, b in zip(self.specs, cand):
+            total += block_cost(self.cfg, spec, block_layout(spec, b, self.cfg),
+                                self.resolution, self.frames)
+        return total
+
+    def describe(self, cand: tuple[BlockArch, ...]) -> list[dict]:
+        return [{"name": s.name, **b.to_dict()} for s, b in zip(self.specs, cand)]
+
+
+def _block_choices(cfg: ModelConfig, spec: BlockSpec, teacher: BlockArch) -> BlockChoices:
+    ratios = {}
+    for slot in spec.slots:
+        limit = slot_width(cfg, spec, slot, teacher.ratio(slot))
+        rs = sorted({r for r in cfg.ratios if slot_width(cfg, spec, slot, r) <= limit}
+                    | {teacher.ratio(slot)}, reverse=True)
+        # one ratio per distinct width (the largest ratio giving it)
+        seen, uniq = set(), []
+        for r in rs:
+            w = slot_width(cfg, spec, slot, r)
+            if w not in seen:
+                seen.add(w)
+                uniq.append(r)
+        if teacher.ratio(slot) not in uniq:  # the teacher's own ratio names its width
+            uniq = [teacher.ratio(slot) if slot_width(cfg, spec, slot, r) == limit else r
+                    for r in uniq]
+        ratios[slot] = tuple(uniq)
+    kernels = tuple(k for k in KERNELS if k <= teacher.kernel)
+    return BlockChoices(spec, teacher, ratios, kernels)
+
+
+def with_stage(arch: Arch, stage: Stage, cand: tuple[BlockArch, ...]) -> Arch:
+    """``arch`` with the blocks of ``stage`` replaced by ``cand``."""
+    blocks = list(arch.blocks)
+    for i, b in zip(stage.blocks, cand):
+        blocks[i] = b
+    return Arch(arch.resolution, tuple(blocks), arch.config)

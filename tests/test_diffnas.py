@@ -1,0 +1,171 @@
+"""DiffNAS end to end on a tiny random teacher: split, search invariants, retrain, resume."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import sned
+from sned.arch import resolve
+from sned.cli import main
+from sned.diffnas import Options, run_diffnas
+from sned.diffnas.blocks import run_stage, teacher_trace
+from sned.diffnas.search import choose, fit_max_macs, StageResult
+from sned.diffnas.space import StageSpace
+from sned.diffnas.student import init_student, teacher_arch
+from sned.diffusion import DiffusionConfig
+
+SMALL = ["frames=2", "resolutions=[16]", "model_channels=16", "heads=[1,2,2]",
+         "time_embed_dim=32"]
+OPTS = dict(supernet_steps=3, retrain_steps=4, budget=5, batch_size=2, heldout=2,
+            device="cpu", data={"num_videos": 8})
+
+
+class Killed(Exception):
+    pass
+
+
+def _teacher(folder, config="tiny-base", overrides=SMALL, preset="M"):
+    torch.manual_seed(0)
+    sup = sned.build_supernet(config, overrides)
+    arch = sned.search_space(sup.config).preset(preset)
+    sned.save_pretrained(sned.extract(sup, arch), folder,
+                         extra={"diffusion": DiffusionConfig().to_dict()})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One pipeline run, killed after the search stage and continued."""
+    root = tmp_path_factory.mktemp("diffnas")
+    teacher = _teacher(root / "teacher")
+    out = root / "out"
+
+    def kill_after_search(msg):
+        if msg == "diffnas: stage search done":
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_diffnas(teacher, out, Options(**OPTS), log=kill_after_search)
+    first = {"search": (out / "search.json").read_bytes(),
+             "student_mtime": (out / "work" / "student.safetensors").stat().st_mtime_ns}
+    logs = []
+    run_diffnas(teacher, out, Options(**OPTS), log=logs.append)
+    return teacher, out, first, logs
+
+
+def test_teacher_shaped_stages_reproduce_the_teacher_exactly(tmp_path):
+    teacher = sned.load_pretrained(_teacher(tmp_path / "t"))
+    student = init_student(teacher)
+    arch = teacher_arch(teacher)
+    layouts = resolve(student.config, arch, student.specs)
+    kw = sned.example_inputs(teacher, batch=2)
+    with torch.no_grad():
+        pred, trace = teacher_trace(teacher, kw)
+        assert len(trace.stages) == 7  # 3 encoder levels, the middle, 3 decoder levels
+        for stage, io in zip(student.stages, trace.stages):
+            for out, ref in zip(run_stage(student, stage, io, trace, layouts), io.outputs):
+                torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)  # float rounding only
+        # chaining the student's own stage outputs gives the teacher's prediction
+        torch.testing.assert_close(student(**kw, arch=arch), pred, rtol=1e-5, atol=1e-6)
+
+
+def test_stage_space_holds_the_teacher_and_nothing_larger(tmp_path):
+    teacher = sned.load_pretrained(_teacher(tmp_path / "t"))
+    arch = teacher_arch(teacher)
+    rng = np.random.default_rng(0)
+    for stage in teacher.stages:
+        space = StageSpace(teacher.config, teacher.specs, arch, stage, teacher.config.frames)
+        cands = space.candidates(6, rng)
+        assert cands[0] == tuple(arch.blocks[i] for i in stage.blocks)
+        assert len(set(cands)) == len(cands) == min(6, space.size())
+        t_cost = space.cost(space.teacher)
+        for c in cands:
+            assert space.cost(c).params <= t_cost.params
+
+
+def test_choose_is_cheapest_candidate_not_worse_than_teacher():
+    rows = [{"macs": 10, "params": 5, "eval_loss": 0.5}, {"macs": 4, "params": 2, "eval_loss": 0.6},
+            {"macs": 6, "params": 3, "eval_loss": 0.5}, {"macs": 8, "params": 4, "eval_loss": 0.1}]
+    assert choose(rows, 0) == 2
+    rows[2]["eval_loss"] = 0.51
+    assert choose(rows, 0) == 3
+
+
+def test_max_macs_cuts_where_the_slack_is():
+    a = StageResult("a", [{"macs": 10, "eval_loss": 1.0}, {"macs": 5, "eval_loss": 1.01}], 0, 0)
+    b = StageResult("b", [{"macs": 10, "eval_loss": 0.01}, {"macs": 5, "eval_loss": 0.02}], 0, 0)
+    fit_max_macs([a, b], 2, 17)  # one cut of 5 is needed: b doubles its loss, a rises 1 %
+    assert (a.chosen, b.chosen) == (1, 0)
+    with pytest.raises(ValueError, match="below the cheapest"):
+        fit_max_macs([a, b], 2, 11)
+
+
+def test_search_json_invariants(run):
+    _, out, _, _ = run
+    doc = json.loads((out / "search.json").read_text())
+    assert len(doc["blocks"]) == 7
+    for block in doc["blocks"]:
+        cands, t, c = block["candidates"], block["teacher"], block["chosen"]
+        bar = cands[t]["eval_loss"]
+        assert cands[c]["eval_loss"] <= bar
+        assert not any(x["macs"] < cands[c]["macs"] and x["eval_loss"] <= bar for x in cands)
+    assert doc["subnet"]["macs"] <= doc["teacher"]["macs"]
+    assert sum(b["candidates"][b["chosen"]]["macs"] for b in doc["blocks"]) <= \
+        sum(b["candidates"][b["teacher"]]["macs"] for b in doc["blocks"])
+
+
+def test_model_folder_loads_has_stated_params_and_samples(run):
+    _, out, _, _ = run
+    doc = json.loads((out / "search.json").read_text())
+    model = sned.load_pretrained(out / "model")
+    assert not model.is_supernet
+    assert sum(p.numel() for p in model.parameters()) == doc["subnet"]["params"]
+    assert model.arch.to_dict()["blocks"] == doc["subnet"]["arch"]["blocks"]
+    from sned.pipelines.sampling import sample
+
+    emb = torch.randn(1, 3, model.config.text_dim)
+    video = sample(model, emb, steps=2, progress=False)
+    assert video.shape == (1, 3, 2, 16, 16) and torch.isfinite(video).all()
+
+
+def test_beta_falls_from_one_to_zero_and_report_compares(run):
+    _, out, _, _ = run
+    rows = [json.loads(x) for x in (out / "retrain" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    betas = [r["beta"] for r in rows]
+    assert betas[0] == pytest.approx(1.0) and betas[-1] == pytest.approx(0.0)
+    assert all(a > b for a, b in zip(betas, betas[1:]))
+    for r in rows:
+        assert r["loss"] == pytest.approx(r["beta"] * r["distill_loss"]
+                                          + (1 - r["beta"]) * r["diffusion_loss"], rel=1e-5)
+    report = (out / "report.md").read_text()
+    for name in ("teacher", "DiffNAS subnet", "uniform width shrink", "val loss", "FVD"):
+        assert name in report
+    assert sned.load_pretrained(out / "uniform").arch is not None
+
+
+def test_killed_run_continues_from_the_last_finished_stage(run):
+    _, out, first, logs = run
+    assert not any("supernet training" in m or "local search" in m for m in logs)
+    assert logs[0].startswith("diffnas: retraining")
+    assert (out / "search.json").read_bytes() == first["search"]
+    assert (out / "work" / "student.safetensors").stat().st_mtime_ns == first["student_mtime"]
+    state = json.loads((out / "state.json").read_text())
+    assert state["done"] == ["supernet", "search", "retrain", "baseline", "report"]
+
+
+def test_cli_bad_inputs_exit_2_before_training(run, tmp_path, capsys):
+    teacher, out, _, _ = run
+    args = ["diffnas", str(teacher), "--out", str(tmp_path / "o"), "--device", "cpu"]
+    assert main(args + ["--max-macs", "10"]) == 2
+    assert "--max-macs" in capsys.readouterr().err
+    assert main(args + ["--budget", "0"]) == 2
+    assert main(args + ["--data", "nope=1"]) == 2
+    assert "'nope'" in capsys.readouterr().err
+    assert main(["diffnas", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    assert main(["diffnas", str(teacher), "--out", str(out), "--device", "cpu",
+                 "--budget", "7"]) == 2  # a different run lives there
+    assert "budget" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
