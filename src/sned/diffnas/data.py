@@ -3,7 +3,7 @@
 Training batches come from the Trainer's dataset and step-indexed loader (so the order is a pure
 function of the seed), are resized to the teacher's resolution and noised by the shared
 :class:`~sned.diffusion.Objective` at random timesteps. Held-out batches are the validation-loss
-proxy's fixed clips, timesteps and noise (:mod:`sned.metrics.val_loss`).
+proxy's fixed held-out clips, timesteps and noise (:mod:`sned.metrics.val_loss`).
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ from typing import Iterator
 import torch
 
 from ..diffusion import DiffusionConfig, Objective
-from ..metrics.val_loss import ValLossProxy, synthetic_proxy
+from ..metrics import val_loss
+from ..metrics.val_loss import ValLossProxy
 from ..models.unet import VideoUNet
 from ..train.config import DataConfig
-from ..train.data import build_dataset, make_loader, resize_video
+from ..data.transforms import resize_video
+from ..train.data import build_dataset, make_loader
 
 
 def noised_batches(model: VideoUNet, data: DataConfig, diffusion: DiffusionConfig,
@@ -44,18 +46,11 @@ def noised_batches(model: VideoUNet, data: DataConfig, diffusion: DiffusionConfi
 
 def heldout_proxy(model: VideoUNet, data: DataConfig, diffusion: DiffusionConfig,
                   resolution: int, n: int, text, batch: int = 8) -> ValLossProxy:
-    """The fixed held-out set (clips, t, noise) as a validation-loss proxy of ``model``.
-
-    Synthetic data: clips of a seed disjoint from training's; folder data: the last ``n``
-    clips of the folder (the training loader draws from all of them — say so in reports)."""
-    if data.kind == "synthetic":
-        return synthetic_proxy(model, diffusion, resolution, n_videos=n,
-                               seed=10_000 + data.seed, text_encoder=text, batch=batch)
-    ds = build_dataset(data, model.config)
-    items = [ds[i] for i in range(max(0, len(ds) - n), len(ds))]
-    videos = resize_video(torch.stack([it["video"] for it in items]), resolution)
-    return ValLossProxy(model, diffusion, videos, text.encode([it["caption"] for it in items]),
-                        batch=batch)
+    """The fixed held-out set (clips, t, noise) of the teacher's data as a validation-loss proxy
+    of ``model``: a folder's ``val`` split or held-out synthetic seeds
+    (:func:`sned.metrics.val_loss.heldout_proxy`, as ``sned evaluate`` and ``sned search``)."""
+    return val_loss.heldout_proxy(model, diffusion, resolution, n_videos=n, data=data,
+                                  text_encoder=text, batch=batch)
 
 
 def proxy_batches(proxy: ValLossProxy) -> list[dict]:
