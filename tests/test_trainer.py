@@ -85,8 +85,10 @@ def test_cli_resume_in_fresh_processes_is_exact(tmp_path, dropout):
               "train.checkpoint_every=100"]
 
     def train(out, steps, *extra):
-        subprocess.run([sys.executable, "-m", "sned.cli", "train", *common, "--out", str(out),
-                        "--steps", str(steps), *extra], check=True, capture_output=True)
+        proc = subprocess.run([sys.executable, "-m", "sned.cli", "train", *common, "--out",
+                               str(out), "--steps", str(steps), *extra], capture_output=True,
+                              text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
 
     train(tmp_path / "straight", 12)
     train(tmp_path / "resumed", 6)

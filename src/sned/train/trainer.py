@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import signal
 import sys
 import time
@@ -85,7 +86,7 @@ class Trainer:
             torch.use_deterministic_algorithms(True)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = False  # shapes change every step
-        torch.manual_seed(self.cfg.seed)
+        _seed_global_rngs(self.cfg.seed)  # restored on resume; python/numpy are saved too
 
         self.space = SearchSpace(run.model)
         self.sampler = ArchSampler(self.space, self.cfg)
@@ -398,6 +399,14 @@ class Trainer:
     @property
     def interrupted(self) -> bool:
         return self._stop_signal is not None
+
+
+def _seed_global_rngs(seed: int) -> None:
+    """Seed torch, numpy and python's global RNGs, so the RNG state a checkpoint saves is a
+    function of the seed and the steps taken — equal in a fresh process (bitwise resume)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    random.seed(seed)
 
 
 def _seed(*parts: int) -> int:
