@@ -80,7 +80,7 @@ def test_trainer_noises_the_upsampled_condition(tmp_path):
     the upsampled clean part is unit-variance white noise (noise drawn at low resolution and then
     upsampled would be smoothed to a clearly smaller variance)."""
     from sned.train.config import load_run_config
-    from sned.train.data import resize_video
+    from sned.data.transforms import resize_video
     from sned.train.trainer import Trainer
 
     run = load_run_config("tiny-ssr", ["model.frames=2", "train.batch_size=4"])

@@ -116,7 +116,7 @@ class Objective:
         Returns:
             (B, C, T, H, W) float tensor like ``noise``.
         """
-        from .train.data import resize_video
+        from .data.transforms import resize_video
 
         b, c, t_, h, w = noise.shape
         if lowres.shape[:3] != (b, c, t_) or h != w:
