@@ -215,6 +215,10 @@ def _check_components(key: str, comps: tuple[str, ...]) -> None:
 
 
 # --------------------------------------------------------------------------------- loading
+RUN_DEFAULTS_KEY = "diffusion"
+"""A model YAML may carry ``diffusion:`` defaults for ``sned train`` runs (LVDM's schedule for
+the latent configs); the run's own diffusion section overrides them."""
+
 _FIELDS = {f.name for f in dataclasses.fields(ModelConfig)}
 _OPTIONAL_DEFAULTS = {"attention_order": ATTENTIONS, "conditional": True, "autoencoder": None}
 """Fields added after the first release: left out of ``to_dict`` at their defaults."""
@@ -235,6 +239,7 @@ def config_from_dict(raw: dict[str, Any], source: str | None = None) -> ModelCon
         from .models.autoencoder import autoencoder_config_from_dict
 
         return autoencoder_config_from_dict(raw, source)
+    raw = {k: v for k, v in raw.items() if k != RUN_DEFAULTS_KEY}
     unknown = sorted(set(raw) - _FIELDS)
     if unknown:
         _fail(unknown[0], raw[unknown[0]], f"unknown key; valid keys are {sorted(_FIELDS)}", source)

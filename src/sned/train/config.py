@@ -92,6 +92,8 @@ class TrainConfig:
         log_every / checkpoint_every / keep_last: logging and checkpoint cadence.
         nan_patience: abort after this many non-finite losses in a row.
         device: ``auto``, ``cpu`` or ``cuda``.
+        autoencoder: latent models only — the trained autoencoder (run folder, checkpoint or
+            autoencoder folder) whose latents the supernet learns to denoise.
     """
 
     steps: int = 1000
@@ -123,6 +125,7 @@ class TrainConfig:
     keep_last: int = 3
     nan_patience: int = 5
     device: str = "auto"
+    autoencoder: str | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -225,6 +228,8 @@ def load_run_config(config: str | Path | dict, overrides: list[str] | None = Non
         if value is not None and not isinstance(value, dict):
             raise ConfigError(f"{source}: section {name!r} must be a mapping (got {value!r})")
     sections = {"model": dict(model_raw), **{k: dict(raw.get(k) or {}) for k in SECTIONS[1:]}}
+    if isinstance(sections["model"].get("diffusion"), dict):  # the model's run defaults
+        sections["diffusion"] = {**sections["model"].pop("diffusion"), **sections["diffusion"]}
     for item in overrides or []:
         key, value = parse_override(item)
         if key.split(".", 1)[0] not in SECTIONS:

@@ -17,10 +17,12 @@ from ..data.transforms import collate
 from .config import DataConfig
 
 
-def build_dataset(data: DataConfig, model: ModelConfig, frames: int | None = None) -> Dataset:
-    """The training set at the model's largest resolution (batches are resized per step)."""
+def build_dataset(data: DataConfig, model: ModelConfig, frames: int | None = None,
+                  resolution: int | None = None) -> Dataset:
+    """The training set at the model's largest resolution (batches are resized per step);
+    ``frames`` / ``resolution`` override the model's (latent models train on pixel clips)."""
     frames = model.frames if frames is None else frames
-    res = max(model.resolutions)
+    res = max(model.resolutions) if resolution is None else resolution
     if data.kind == "synthetic":
         from ..data.synthetic import SyntheticVideoDataset
 
