@@ -182,3 +182,19 @@ def autoencoder_cost(cfg, part: str, frames: int, resolution: int) -> Cost:
         cost += _conv3d(ch, out, 4, padded) + res_block(out, pos(level)) * 2
         ch = out
     return cost + _conv3d(ch, g, 3, pos(0))
+
+
+def decoder_cost(cfg: ModelConfig, resolution: int | None = None, frames: int | None = None
+                 ) -> tuple[Cost, int, int]:
+    """For a latent config: the cost of decoding one sample of ``frames`` × ``resolution``²
+    latents (defaults: the config's) with the autoencoder the config names, and the pixel
+    (frames, resolution) it produces."""
+    from .config import load_config
+
+    if cfg.autoencoder is None:
+        raise ValueError(f"config {cfg.name!r} is a pixel model; it has no decoder")
+    ae = load_config(cfg.autoencoder)
+    res = cfg.resolutions[0] if resolution is None else resolution
+    t = cfg.frames if frames is None else frames
+    pix_t, pix_r = t * ae.temporal_factor, res * ae.spatial_factor
+    return autoencoder_cost(ae, "decoder", pix_t, pix_r), pix_t, pix_r

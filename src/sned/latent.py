@@ -205,3 +205,28 @@ def load_codec(folder: str | os.PathLike, device: str | torch.device = "cpu") ->
         raise CheckpointError(f"{folder}: the autoencoder folder has no latent stats (scale/"
                               f"shift); it is not a latent model's codec")
     return LatentCodec(ae, stats)
+
+
+def codec_for(path: str | os.PathLike, device: str | torch.device = "cpu"
+              ) -> LatentCodec | None:
+    """The codec of a latent model: ``path/autoencoder`` of a model folder, or the run's
+    ``autoencoder/`` for a latent training run / checkpoint; None for pixel models.
+
+    A latent model without its codec raises CheckpointError naming the missing folder.
+    """
+    p = Path(path)
+    if (p / "config.json").is_file() and not (p / "state.json").is_file():
+        meta = json.loads((p / "config.json").read_text())
+        latent, root = meta.get("latent"), p
+    else:
+        from .train.checkpoint import read_state, resolve_checkpoint
+
+        folder = resolve_checkpoint(p)
+        latent, root = read_state(folder).get("latent"), folder.parent.parent
+    if not latent:
+        return None
+    sub = root / latent.get("autoencoder", FOLDER)
+    if not sub.is_dir():
+        raise CheckpointError(f"{p} is a latent model but its autoencoder folder {sub} is "
+                              f"missing")
+    return load_codec(sub, device)
