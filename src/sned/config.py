@@ -89,7 +89,7 @@ class ModelConfig:
     out_channels: int = 3
     model_channels: int = 64
     levels: tuple[LevelConfig, ...] = (LevelConfig(1, 1), LevelConfig(2, 1))
-    mid_components: tuple[str, ...] = COMPONENTS
+    mid_components: tuple[str, ...] | tuple[tuple[str, ...], ...] = COMPONENTS
     head_dim: int = 32
     heads: tuple[int, ...] = (2, 4)
     ff_mult: int = 4

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ConfigError
+from ..config import ConfigError, typed_fields
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,7 @@ def autoencoder_config_from_dict(raw: dict[str, Any], source: str | None = None
         if key in d:
             d[key] = tuple(d[key]) if isinstance(d[key], (list, tuple)) else (d[key],)
     try:
-        return AutoencoderConfig(**d)
+        return AutoencoderConfig(**typed_fields(AutoencoderConfig, d))
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}" if source else str(e)) from None
     except (TypeError, ValueError) as e:
