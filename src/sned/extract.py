@@ -183,5 +183,18 @@ def export_subnet(den, out: str | os.PathLike, overwrite: bool = False) -> Path:
     space = SearchSpace(den.config)
     card, text = model_card(den, space.cost(den.arch), space.full_params)
     static = extract(den.model, den.arch)
-    return save_pretrained(static, out, extra={"diffusion": den.diffusion.to_dict(), "card": card},
-                           files={"README.md": text, "arch.json": den.arch.to_json(indent=1)})
+    extra = {"diffusion": den.diffusion.to_dict(), "card": card}
+    if den.codec is not None:  # a latent model carries its decoder and latent stats
+        from .cost import decoder_cost
+        from .latent import FOLDER
+
+        dec, frames, res = decoder_cost(den.config, den.arch.resolution)
+        card.update(pixel_resolution=res, pixel_frames=frames, decoder_macs=dec.macs)
+        extra["latent"] = {"autoencoder": FOLDER, **den.codec.stats.to_dict()}
+    folder = save_pretrained(static, out, extra=extra,
+                             files={"README.md": text, "arch.json": den.arch.to_json(indent=1)})
+    if den.codec is not None:
+        from .latent import FOLDER, save_autoencoder
+
+        save_autoencoder(den.codec.ae, folder / FOLDER, den.codec.stats, parts=("decoder",))
+    return folder

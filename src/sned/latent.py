@@ -230,3 +230,33 @@ def codec_for(path: str | os.PathLike, device: str | torch.device = "cpu"
         raise CheckpointError(f"{p} is a latent model but its autoencoder folder {sub} is "
                               f"missing")
     return load_codec(sub, device)
+
+
+# --------------------------------------------------------------------------------- units
+def pixel_factors(cfg) -> tuple[int, int] | None:
+    """(temporal, spatial) factors of the autoencoder a latent UNet config names; None for a
+    pixel config."""
+    if getattr(cfg, "autoencoder", None) is None:
+        return None
+    from .config import load_config
+
+    ae = load_config(cfg.autoencoder)
+    return ae.temporal_factor, ae.spatial_factor
+
+
+def to_latent(cfg, resolution: int | None = None, frames: int | None = None
+              ) -> tuple[int | None, int | None]:
+    """Video ``resolution`` / ``frames`` → the latent UNet's units (None stays None).
+
+    ValueError naming the value when it is not a multiple of the autoencoder's factor.
+    """
+    ft, fs = pixel_factors(cfg)
+    if resolution is not None and (resolution < fs or resolution % fs):
+        raise ValueError(f"resolution {resolution} is not a multiple of the autoencoder's "
+                         f"spatial factor {fs} (config {cfg.name!r} serves "
+                         f"{[r * fs for r in cfg.resolutions]} px)")
+    if frames is not None and (frames < ft or frames % ft):
+        raise ValueError(f"frames={frames} is not a multiple of the autoencoder's temporal "
+                         f"factor {ft} (try {max(ft, frames // ft * ft)})")
+    return (None if resolution is None else resolution // fs,
+            None if frames is None else frames // ft)
