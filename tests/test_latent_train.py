@@ -82,3 +82,59 @@ def test_latent_run_needs_an_autoencoder(tmp_path):
     with pytest.raises(Exception, match="missing"):
         Trainer(run, tmp_path / "y", progress=False)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+# --------------------------------------------------------------------------------- CLI
+@pytest.fixture(scope="module")
+def latent_run(ae_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("latent") / "L"
+    run = load_run_config("tiny-latent", ["train.batch_size=2", "train.ema_decay=0",
+                                          "data.num_videos=8", "train.steps=2",
+                                          f"autoencoder={ae_run[0]}"])
+    Trainer(run, out, progress=False).fit()
+    return out
+
+
+def _cli(*argv):
+    from sned.cli import main
+
+    return main([str(a) for a in argv])
+
+
+def test_sample_extract_and_cost_cli(latent_run, tmp_path, capsys):
+    from sned.video_io import read_video
+
+    assert _cli("sample", latent_run, "--frames", 6, "--resolution", 32, "--steps", 2,
+                "--num", 2, "--formats", "mp4", "--out", tmp_path / "s") == 0
+    files = sorted((tmp_path / "s").glob("*.mp4"))
+    assert len(files) == 2
+    assert read_video(files[0]).shape == (6, 32, 32, 3)  # requested frames, pixel resolution
+    capsys.readouterr()
+    assert _cli("extract", latent_run, "--preset", "0.5", "--out", tmp_path / "m") == 0
+    card = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert card["pixel_resolution"] == 16 and card["decoder_macs"] > 0
+    # the folder is standalone: move it away from the run and sample from it alone
+    (tmp_path / "m").rename(tmp_path / "alone")
+    assert _cli("sample", tmp_path / "alone", "--steps", 2, "--formats", "gif",
+                "--out", tmp_path / "s2") == 0
+    video = read_video(next((tmp_path / "s2").glob("*.gif")))
+    assert video.shape == (8, 16, 16, 3)  # the config's frames and resolution, in pixels
+    assert _cli("cost", "tiny-latent", "--preset", "0.5", "--resolution", 32) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (row["resolution"], row["latent_resolution"], row["frames"]) == (32, 8, 8)
+    assert row["decoder_macs"] > row["macs"]
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["sample", "{L}", "--frames", "7", "--out", "{tmp}/x"], "frames=7"),
+    (["sample", "{L}", "--resolution", "24", "--out", "{tmp}/x"], "resolution 24"),
+    (["cost", "tiny-latent", "--frames", "5"], "frames=5"),
+    (["train", "tiny-latent", "--out", "{tmp}/y"], "autoencoder=PATH"),
+    (["train", "tiny-latent", "--out", "{tmp}/y", "autoencoder={tmp}/nope"], "nope"),
+])
+def test_latent_bad_inputs_exit_2(latent_run, tmp_path, capsys, argv, named):
+    argv = [a.format(L=latent_run, tmp=tmp_path) for a in argv]
+    assert _cli(*argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and named in err[0] and "Traceback" not in err[0]
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
