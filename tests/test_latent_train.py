@@ -138,3 +138,20 @@ def test_latent_bad_inputs_exit_2(latent_run, tmp_path, capsys, argv, named):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and named in err[0] and "Traceback" not in err[0]
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_evaluate_autoencoder_and_latent_model_and_search(ae_run, latent_run, tmp_path, capsys):
+    assert _cli("evaluate", ae_run[0], "--n-videos", 2, "--out", tmp_path / "ea") == 0
+    rows = json.loads((tmp_path / "ea" / "table.json").read_text())["rows"]
+    assert [r["resolution"] for r in rows] == [8, 16]
+    assert all(0 < r["psnr"] < 60 and -1 <= r["ssim"] <= 1 for r in rows)
+    assert _cli("evaluate", latent_run, "--presets", "0.5", "--metrics", "val_loss,latency",
+                "--n-videos", 2, "--steps", 2, "--batch", 2, "--out", tmp_path / "el") == 0
+    row = json.loads((tmp_path / "el" / "table.json").read_text())["rows"][0]
+    assert (row["resolution"], row["latent_resolution"]) == (16, 4) and row["decoder_macs"] > 0
+    assert row["latency_total_ms"] == pytest.approx(2 * row["latency_ms"] + row["decode_ms"])
+    assert np.isfinite(row["val_loss"])
+    assert _cli("search", latent_run, "--resolution", 32, "--budget", 4, "--population", 2,
+                "--n-videos", 2, "--no-random", "--out", tmp_path / "sr") == 0
+    points = json.loads((tmp_path / "sr" / "pareto.json").read_text())
+    assert points and all(p["arch"]["resolution"] == 8 for p in points)  # latent side of 32 px

@@ -76,18 +76,29 @@ class ValLossProxy:
 
 def synthetic_proxy(model: VideoUNet, diffusion: DiffusionConfig, resolution: int,
                     n_videos: int = 32, frames: int | None = None, seed: int = 10_000,
-                    text_encoder=None, batch: int = 8) -> ValLossProxy:
-    """A proxy on held-out synthetic videos (a seed disjoint from the training set's)."""
+                    text_encoder=None, batch: int = 8, codec=None) -> ValLossProxy:
+    """A proxy on held-out synthetic videos (a seed disjoint from the training set's).
+
+    Latent models pass their ``codec``: the clips are rendered at the video size (``frames`` /
+    ``resolution`` × the autoencoder's factors) and encoded; the proxy runs on the latents."""
     from ..data.synthetic import SyntheticVideoDataset
     from ..text import TextEncoder
     from ..data.transforms import resize_video
 
     cfg = model.config
     frames = cfg.frames if frames is None else frames
-    data = SyntheticVideoDataset(n_videos, frames, resolution, seed=seed)
+    ft, fs = (1, 1) if codec is None else (codec.config.temporal_factor,
+                                           codec.config.spatial_factor)
+    data = SyntheticVideoDataset(n_videos, frames * ft, resolution * fs, seed=seed)
     items = [data[i] for i in range(n_videos)]
-    videos = resize_video(torch.stack([it["video"] for it in items]), resolution)
-    enc = text_encoder or TextEncoder(max_length=cfg.text_len)
-    emb, mask = enc.encode([it["caption"] for it in items])
+    videos = resize_video(torch.stack([it["video"] for it in items]), resolution * fs)
+    if codec is not None:
+        videos = torch.cat([codec.encode(videos[i:i + batch]).cpu()
+                            for i in range(0, n_videos, batch)])
+    if cfg.conditional:
+        enc = text_encoder or TextEncoder(max_length=cfg.text_len)
+        emb, mask = enc.encode([it["caption"] for it in items])
+    else:  # the model ignores text
+        emb, mask = torch.zeros(n_videos, 1, cfg.text_dim), torch.ones(n_videos, 1, dtype=bool)
     return ValLossProxy(model, diffusion, videos, (emb, mask), seed=int(np.int64(seed)),
                         batch=batch)

@@ -37,7 +37,8 @@ def search_denoiser(den, out: Path, resolution: int, *, budget: int = 100,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if objective is None:
-        objective = synthetic_proxy(den.model, den.diffusion, resolution, n_videos, frames)
+        objective = synthetic_proxy(den.model, den.diffusion, resolution, n_videos, frames,
+                                    codec=den.codec)
     latency_fn = None
     if max_latency_ms:
         table = LatencyTable(out / "latency_table.json")

@@ -337,17 +337,16 @@ class AutoencoderTask:
         return StepOutcome(losses, res, [None], self.floors, cost, extras)
 
     def held_out(self, clips: int = 4) -> dict[int, Tensor]:
-        """Held-out clips per resolution: a synthetic set with another seed, or the last
-        ``clips`` videos of a folder dataset."""
+        """Held-out clips per resolution: the synthetic held-out split (as ``sned evaluate``),
+        or the last ``clips`` videos of a folder dataset."""
         if self._held_out is None:
-            import dataclasses
-
+            from ..data.synthetic import SyntheticVideoDataset
             from ..data.transforms import collate
 
             data = self.run.data
             if data.kind == "synthetic":
-                ds = build_dataset(dataclasses.replace(data, seed=data.seed + 7919,
-                                                       num_videos=clips), self.cfg)
+                ds = SyntheticVideoDataset(clips, self.cfg.frames, max(self.cfg.resolutions),
+                                           seed=50_000, split="held_out")
                 idx = range(len(ds))
             else:
                 ds = self.dataset()
