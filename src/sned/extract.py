@@ -196,5 +196,6 @@ def export_subnet(den, out: str | os.PathLike, overwrite: bool = False) -> Path:
     if den.codec is not None:
         from .latent import FOLDER, save_autoencoder
 
-        save_autoencoder(den.codec.ae, folder / FOLDER, den.codec.stats, parts=("decoder",))
+        # the whole AE: sampling needs the decoder, the validation loss also the encoder
+        save_autoencoder(den.codec.ae, folder / FOLDER, den.codec.stats)
     return folder
