@@ -226,3 +226,33 @@ def test_psnr_and_ssim_against_reference():
     assert psnr(noisy, ref) == pytest.approx(10 * np.log10(1 / mse), rel=1e-9)
     assert ssim(noisy, ref) == pytest.approx(_ssim_reference(a, b), rel=1e-9)
     assert ssim(ref, ref) == pytest.approx(1.0)
+
+
+def test_ae_losses_adversarial_and_perceptual(tmp_path):
+    """Before ``disc_start`` no adversarial terms; after it the discriminator's gradient is that
+    of its hinge loss alone (the generator term trains only the AE); a local TorchScript
+    perceptual network adds its term."""
+    from sned.train.tasks import AutoencoderTrainee
+
+    class L1Net(torch.nn.Module):
+        def forward(self, x, y):
+            return (x - y).abs().flatten(1).mean(1)
+
+    torch.jit.script(L1Net()).save(str(tmp_path / "lpips.pt"))
+    cfg = load_config("tiny-ae", ["disc_start=2", "disc_layers=2", "disc_channels=8"])
+    torch.manual_seed(0)
+    net = AutoencoderTrainee(cfg)
+    x = torch.rand(1, 3, 4, 16, 16) * 2 - 1
+    before = net(x, step=1)
+    assert "d" not in before and before["loss"].item() == pytest.approx(before["ae_loss"].item())
+    out = net(x, step=2, generator=torch.Generator().manual_seed(0),
+              perceptual=torch.jit.load(str(tmp_path / "lpips.pt")))
+    assert {"g", "d", "perceptual"} <= set(out) and out["perceptual"] > 0
+    out["loss"].backward()
+    total = [p.grad.clone() for p in net.disc.parameters()]
+    net.zero_grad()
+    recon, _ = net.ae(x, generator=torch.Generator().manual_seed(0))
+    d = 0.5 * (torch.relu(1 - net.disc(x)).mean() + torch.relu(1 + net.disc(recon.detach())).mean())
+    d.backward()
+    for a, b in zip(total, (p.grad for p in net.disc.parameters())):
+        torch.testing.assert_close(a, b)

@@ -190,18 +190,22 @@ def _validate(cfg: ModelConfig) -> None:
         _fail("ratios", cfg.ratios, "must be values in (0, 1] and include 1.0")
     if cfg.min_ratio not in cfg.ratios:
         _fail("min_ratio", cfg.min_ratio, f"must be one of ratios {cfg.ratios}")
-    if not cfg.resolutions:
-        _fail("resolutions", cfg.resolutions, "needs at least one resolution")
-    for r in cfg.resolutions:
-        if not isinstance(r, int) or r < 1 or r % cfg.downsample_factor:
-            _fail("resolutions", r, f"must be a positive multiple of the downsampling factor "
-                                    f"{cfg.downsample_factor}")
+    check_resolutions(cfg.resolutions, cfg.downsample_factor, "the downsampling factor")
     for r, cap in cfg.max_cost.items():
         if r not in cfg.resolutions:
             _fail("max_cost", r, f"resolution not in resolutions {cfg.resolutions}")
         for k, v in cap.items():
             if k not in ("params", "macs") or not (v > 0):
                 _fail(f"max_cost.{r}", cap, "caps are {'params': N} and/or {'macs': N}, N > 0")
+
+
+def check_resolutions(resolutions: tuple[int, ...], factor: int, what: str) -> None:
+    """At least one resolution, each a positive multiple of ``factor`` (``what`` names it)."""
+    if not resolutions:
+        _fail("resolutions", resolutions, "needs at least one resolution")
+    for r in resolutions:
+        if not isinstance(r, int) or isinstance(r, bool) or r < 1 or r % factor:
+            _fail("resolutions", r, f"must be a positive multiple of {what} {factor}")
 
 
 def _check_components(key: str, comps: tuple[str, ...]) -> None:

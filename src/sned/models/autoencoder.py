@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ConfigError, typed_fields
+from ..config import ConfigError, check_resolutions, typed_fields
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,9 @@ class AutoencoderConfig:
         frames / resolutions: clip length and spatial sizes (pixels) the AE is trained at; a
             resolution is drawn per step (super-position only, no dynamic cost).
         kl_weight: weight of the KL term relative to the L1 reconstruction (LVDM ~1e-6).
-        perceptual_weights: optional local TorchScript file of an LPIPS-style network
-            ``net(x, y) -> (N, ...)`` on (N, 3, H, W) frames in [-1, 1]; never downloaded.
+        perceptual_weights: optional local file of an LPIPS-style network ``net(x, y) ->
+            (N, ...)`` on (N, 3, H, W) frames in [-1, 1] — a ``torch.export`` program (``.pt2``)
+            or a TorchScript module; never downloaded.
         perceptual_weight: weight of the perceptual term (when weights are given).
         disc_start: step from which a 3-D patch discriminator adds a hinge adversarial loss
             (None = no discriminator; LVDM starts at 50,001).
@@ -136,12 +137,7 @@ def _validate(cfg: AutoencoderConfig) -> None:
     if cfg.frames % cfg.temporal_factor:
         _fail("frames", cfg.frames, f"must be a multiple of the temporal factor "
                                     f"{cfg.temporal_factor}")
-    if not cfg.resolutions:
-        _fail("resolutions", cfg.resolutions, "needs at least one resolution")
-    for r in cfg.resolutions:
-        if not isinstance(r, int) or r < 1 or r % cfg.spatial_factor:
-            _fail("resolutions", r, f"must be a positive multiple of the spatial factor "
-                                    f"{cfg.spatial_factor}")
+    check_resolutions(cfg.resolutions, cfg.spatial_factor, "the spatial factor")
     if not cfg.kl_weight >= 0 or not cfg.perceptual_weight >= 0 or not cfg.disc_weight >= 0:
         _fail("kl_weight", (cfg.kl_weight, cfg.perceptual_weight, cfg.disc_weight),
               "loss weights must be >= 0")

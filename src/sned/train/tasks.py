@@ -282,11 +282,12 @@ class AutoencoderTask:
             if not path.is_file():
                 raise ConfigError(f"perceptual_weights {str(path)!r} does not exist (a local "
                                   f"TorchScript LPIPS-style network; nothing is downloaded)")
-            try:
-                self.perceptual = torch.jit.load(str(path), map_location="cpu").eval()
+            try:  # an exported program (.pt2) or a TorchScript module
+                self.perceptual = (torch.export.load(str(path)).module() if path.suffix == ".pt2"
+                                   else torch.jit.load(str(path), map_location="cpu").eval())
             except (RuntimeError, ValueError) as e:
-                raise ConfigError(f"perceptual_weights {str(path)!r} is not a TorchScript "
-                                  f"module: {e}") from None
+                raise ConfigError(f"perceptual_weights {str(path)!r} is not a TorchScript module "
+                                  f"or torch.export program: {e}") from None
             self.perceptual.requires_grad_(False)
         self._held_out: dict[int, Tensor] | None = None
 
