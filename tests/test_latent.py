@@ -9,6 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import sned
 from sned.config import ConfigError, load_config
+from sned.models.autoencoder import load_autoencoder_config
 from sned.cost import autoencoder_cost, decoder_cost
 from sned.extract import extract
 from sned.latent import LatentCodec, LatentStats, estimate_stats, load_codec, save_autoencoder
@@ -23,7 +24,7 @@ torch.set_num_threads(1)
 
 def _ae(name="tiny-ae", seed=0, **over) -> VideoAutoencoder:
     torch.manual_seed(seed)
-    cfg = load_config(name, [f"{k}={v}" for k, v in over.items()])
+    cfg = load_autoencoder_config(name, [f"{k}={v}" for k, v in over.items()])
     return VideoAutoencoder(cfg).eval()
 
 
@@ -44,7 +45,7 @@ def test_latent_base_matches_lvdm_sky_unet():
 
 
 def test_video_ae_shape_and_size():
-    cfg = load_config("video-ae")
+    cfg = load_autoencoder_config("video-ae")
     assert isinstance(cfg, AutoencoderConfig)
     assert cfg.latent_shape(16, 256) == (4, 4, 32, 32)
     with torch.device("meta"):
@@ -72,7 +73,7 @@ def test_decoder_cost_of_a_latent_config():
     cfg = load_config("latent-base")
     c, frames, res = decoder_cost(cfg)
     assert (frames, res) == (16, 256)
-    assert c == autoencoder_cost(load_config("video-ae"), "decoder", 16, 256)
+    assert c == autoencoder_cost(load_autoencoder_config("video-ae"), "decoder", 16, 256)
     with pytest.raises(ValueError, match="pixel model"):
         decoder_cost(load_config("tiny-base"))
 
@@ -118,9 +119,9 @@ def test_autoencoder_rejects_bad_frames_and_configs():
     with pytest.raises(ValueError, match="frames 7 is not a multiple"):
         ae.encode(torch.zeros(1, 3, 7, 16, 16))
     with pytest.raises(ConfigError, match="temporal factor"):
-        load_config("tiny-ae", ["downsample=[1, 4, 4]"])
+        load_autoencoder_config("tiny-ae", ["downsample=[1, 4, 4]"])
     with pytest.raises(ConfigError, match="'bogus'"):
-        load_config("tiny-ae", ["bogus=1"])
+        load_autoencoder_config("tiny-ae", ["bogus=1"])
 
 
 def test_codec_roundtrip_and_folder(tmp_path):
@@ -239,7 +240,7 @@ def test_ae_losses_adversarial_and_perceptual(tmp_path):
             return (x - y).abs().flatten(1).mean(1)
 
     torch.jit.script(L1Net()).save(str(tmp_path / "lpips.pt"))
-    cfg = load_config("tiny-ae", ["disc_start=2", "disc_layers=2", "disc_channels=8"])
+    cfg = load_autoencoder_config("tiny-ae", ["disc_start=2", "disc_layers=2", "disc_channels=8"])
     torch.manual_seed(0)
     net = AutoencoderTrainee(cfg)
     x = torch.rand(1, 3, 4, 16, 16) * 2 - 1

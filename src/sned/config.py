@@ -147,7 +147,7 @@ def _fail(key: str, value: Any, why: str, source: str | None = None) -> None:
 
 def _validate(cfg: ModelConfig) -> None:
     if cfg.kind not in ("base", "ssr"):
-        _fail("kind", cfg.kind, "must be 'base', 'ssr' or 'autoencoder'")
+        _fail("kind", cfg.kind, "must be 'base' or 'ssr' (or 'autoencoder' for an AE config)")
     for key in ("in_channels", "out_channels", "model_channels", "head_dim", "ff_mult",
                 "resblock_mult", "norm_group_size", "text_dim", "text_len", "time_embed_dim",
                 "frames"):
@@ -240,9 +240,9 @@ def config_from_dict(raw: dict[str, Any], source: str | None = None) -> ModelCon
         raise ConfigError(f"config{f' in {source}' if source else ''} must be a mapping, "
                           f"got {type(raw).__name__}")
     if raw.get("kind") == "autoencoder":
-        from .models.autoencoder import autoencoder_config_from_dict
-
-        return autoencoder_config_from_dict(raw, source)
+        raise ConfigError(f"{source or 'config'} is an autoencoder config (kind: autoencoder): "
+                          f"train it with `sned train`, load it with "
+                          f"sned.models.autoencoder.load_autoencoder_config")
     raw = {k: v for k, v in raw.items() if k != RUN_DEFAULTS_KEY}
     unknown = sorted(set(raw) - _FIELDS)
     if unknown:
@@ -425,7 +425,7 @@ def load_config_dict(name_or_path: str | Path) -> tuple[dict[str, Any], str]:
 def load_config(config: str | Path | ModelConfig | dict, overrides: list[str] | None = None
                 ) -> ModelConfig:
     """Resolve a config given as a built-in name, a YAML path, a dict or a ModelConfig."""
-    if isinstance(config, ModelConfig) or getattr(config, "kind", None) == "autoencoder":
+    if isinstance(config, ModelConfig):
         if not overrides:
             return config
         raw, source = config.to_dict(), f"config {config.name!r}"

@@ -189,11 +189,11 @@ def decoder_cost(cfg: ModelConfig, resolution: int | None = None, frames: int | 
     """For a latent config: the cost of decoding one sample of ``frames`` × ``resolution``²
     latents (defaults: the config's) with the autoencoder the config names, and the pixel
     (frames, resolution) it produces."""
-    from .config import load_config
+    from .models.autoencoder import load_autoencoder_config
 
     if cfg.autoencoder is None:
         raise ValueError(f"config {cfg.name!r} is a pixel model; it has no decoder")
-    ae = load_config(cfg.autoencoder)
+    ae = load_autoencoder_config(cfg.autoencoder)
     res = cfg.resolutions[0] if resolution is None else resolution
     t = cfg.frames if frames is None else frames
     pix_t, pix_r = t * ae.temporal_factor, res * ae.spatial_factor

@@ -238,9 +238,9 @@ def pixel_factors(cfg) -> tuple[int, int] | None:
     pixel config."""
     if getattr(cfg, "autoencoder", None) is None:
         return None
-    from .config import load_config
+    from .models.autoencoder import load_autoencoder_config
 
-    ae = load_config(cfg.autoencoder)
+    ae = load_autoencoder_config(cfg.autoencoder)
     return ae.temporal_factor, ae.spatial_factor
 
 

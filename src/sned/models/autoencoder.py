@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..config import ConfigError, check_resolutions, typed_fields
+from ..config import (ConfigError, ModelConfig, apply_overrides, check_resolutions,
+                      config_from_dict, load_config_dict, typed_fields)
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,33 @@ def autoencoder_config_from_dict(raw: dict[str, Any], source: str | None = None
         raise ConfigError(f"{source}: {e}" if source else str(e)) from None
     except (TypeError, ValueError) as e:
         raise ConfigError(f"invalid autoencoder config{where}: {e}") from None
+
+
+def load_autoencoder_config(config, overrides: list[str] | None = None) -> AutoencoderConfig:
+    """An :class:`AutoencoderConfig` from a built-in name, YAML path, dict or config, plus
+    ``key=value`` overrides; ConfigError naming the source when it is not one."""
+    cfg = load_model_config(config, overrides)
+    if not isinstance(cfg, AutoencoderConfig):
+        raise ConfigError(f"config {cfg.name!r} is a {cfg.kind!r} UNet config, not an "
+                          f"autoencoder config (kind: autoencoder)")
+    return cfg
+
+
+def load_model_config(config, overrides: list[str] | None = None, source: str | None = None
+                      ) -> ModelConfig | AutoencoderConfig:
+    """Any trainable config: a UNet :class:`~sned.config.ModelConfig` or, for ``kind:
+    autoencoder``, an :class:`AutoencoderConfig` (what ``sned train`` accepts)."""
+    if isinstance(config, (ModelConfig, AutoencoderConfig)):
+        raw, source = config.to_dict(), f"config {config.name!r}"
+    elif isinstance(config, dict):
+        raw, source = config, source or "config dict"
+    else:
+        raw, source = load_config_dict(config)
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+    if isinstance(raw, dict) and raw.get("kind") == "autoencoder":
+        return autoencoder_config_from_dict(raw, source)
+    return config_from_dict(raw, source)
 
 
 # --------------------------------------------------------------------------------- layers

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import (ConfigError, ModelConfig, config_from_dict, load_config_dict,
+from ..config import (ConfigError, ModelConfig, load_config_dict,
                       parse_override, read_yaml, set_key, typed_fields)
 from ..diffusion import DiffusionConfig
+from ..models.autoencoder import load_model_config
 
 SECTIONS = ("model", "diffusion", "data", "train")
 
@@ -235,7 +236,7 @@ def load_run_config(config: str | Path | dict, overrides: list[str] | None = Non
         if key.split(".", 1)[0] not in SECTIONS:
             key = f"train.{key}"
         set_key(sections, key, value, item)
-    model = config_from_dict(sections["model"], f"{source} (model section)")
+    model = load_model_config(sections["model"], source=f"{source} (model section)")
     return RunConfig(model=model,
                      diffusion=_section(DiffusionConfig, sections["diffusion"], "diffusion",
                                         source),

@@ -28,9 +28,10 @@ import torch
 from torch import Tensor, nn
 
 from ..arch import Arch
-from ..config import ConfigError, load_config
+from ..config import ConfigError
 from ..cost import Cost, autoencoder_cost
-from ..models.autoencoder import AutoencoderConfig, PatchDiscriminator3d, VideoAutoencoder
+from ..models.autoencoder import (AutoencoderConfig, PatchDiscriminator3d, VideoAutoencoder,
+                                  load_autoencoder_config)
 from ..models.unet import VideoUNet
 from ..space import SearchSpace
 from .arch_sampler import ArchSampler, Floors
@@ -203,12 +204,9 @@ def check_latent_pair(model_cfg, ae_cfg: AutoencoderConfig | None, source: str |
     """The AE config a latent UNet config names; with ``ae_cfg`` (a trained AE's), check that
     it has the same latent channels and factors. ConfigError names the mismatch."""
     try:
-        named = load_config(model_cfg.autoencoder)
+        named = load_autoencoder_config(model_cfg.autoencoder)
     except ConfigError as e:
         raise ConfigError(f"model {model_cfg.name!r}: autoencoder: {e}") from None
-    if not isinstance(named, AutoencoderConfig):
-        raise ConfigError(f"model {model_cfg.name!r}: autoencoder {model_cfg.autoencoder!r} is "
-                          f"not an autoencoder config")
     if named.latent_channels != model_cfg.in_channels:
         raise ConfigError(f"model {model_cfg.name!r}: in_channels {model_cfg.in_channels} != "
                           f"autoencoder {named.name!r} latent_channels {named.latent_channels}")
@@ -320,10 +318,9 @@ class AutoencoderTask:
         n = cfg.batch_for(res)
         video = resize_video(batch["video"][:n].to(trainer.device, non_blocking=True), res)
         losses, extras = [], {}
-        for micro in range(cfg.grad_accum):
-            from .trainer import _seed
-
-            g = torch.Generator().manual_seed(_seed(cfg.seed, trainer.step, trainer.rank, micro))
+        for micro in range(cfg.grad_accum):  # posterior noise: a pure function of the step
+            seed = np.random.default_rng([cfg.seed, trainer.step, trainer.rank, micro, 0xAE])
+            g = torch.Generator().manual_seed(int(seed.integers(2 ** 62)))
             with trainer._autocast():
                 out = trainer._forward({"video": video, "step": trainer.step, "generator": g,
                                         "perceptual": self.perceptual}, None,
