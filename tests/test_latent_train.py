@@ -15,7 +15,7 @@ from sned.train.trainer import Trainer
 
 torch.set_num_threads(1)
 
-AE_RUN = ["train.batch_size=2", "train.ema_decay=0", "train.lr=2e-3", "train.lr_warmup_steps=0",
+AE_RUN = ["train.batch_size=2", "train.ema_decay=0", "train.lr=1e-3", "train.lr_warmup_steps=0",
           "data.num_videos=8", "model.resolutions=[8, 16]", "model.frames=4",
           "train.checkpoint_every=6"]
 
