@@ -61,10 +61,12 @@ class BlockSpec:
         name: ``down.{level}.{i}``, ``mid.{i}`` or ``up.{level}.{i}``.
         level: UNet level (spatial downsampling ``2**level``).
         in_ch / out_ch: residual widths entering / leaving (fixed: not elastic).
-        components: components this block has (subset of COMPONENTS, in order).
+        components: components this block has (subset of COMPONENTS, in forward order: the
+            ResBlock, then the attentions in ``config.attention_order``).
         heads: attention heads at full width.
         resblock_hidden: full ResBlock hidden width.
-        ff_hidden: full feed-forward hidden width (0 when the block has no attention).
+        ff_hidden: full feed-forward hidden width (0 when the block has no attention or the
+            config has ``ff_mult: 0``).
     """
 
     name: str
@@ -91,7 +93,8 @@ def unet_blocks(cfg: ModelConfig) -> list[BlockSpec]:
     blocks: list[BlockSpec] = []
 
     def add(name: str, level: int, cin: int, cout: int, comps: Iterable[str]) -> None:
-        comps = tuple(c for c in COMPONENTS if c in tuple(comps))
+        order = ("resblock", *cfg.attention_order)
+        comps = tuple(c for c in order if c in tuple(comps))
         has_attn = any(c in ATTENTIONS for c in comps)
         blocks.append(BlockSpec(name, level, cin, cout, comps, cfg.heads[level],
                                 cfg.resblock_mult * cout, cfg.ff_mult * cout if has_attn else 0))
@@ -108,7 +111,7 @@ def unet_blocks(cfg: ModelConfig) -> list[BlockSpec]:
         if lvl < n_levels - 1:
             skips.append(ch)  # downsample output
     for i in range(2):
-        add(f"mid.{i}", n_levels - 1, ch, ch, cfg.mid_components)
+        add(f"mid.{i}", n_levels - 1, ch, ch, cfg.mid_block_components(i))
     for lvl in reversed(range(n_levels)):
         lv = cfg.levels[lvl]
         w = cfg.level_width(lvl)
@@ -256,7 +259,7 @@ def block_layout(spec: BlockSpec, choice: BlockArch, cfg: ModelConfig) -> BlockL
     ratios = dict(choice.ratios)
     rb = slot_width(cfg, spec, "resblock", ratios["resblock"]) if "resblock" in keep else 0
     heads = tuple((a, slot_width(cfg, spec, a, ratios[a])) for a in spec.attentions if a in keep)
-    ff = slot_width(cfg, spec, "ff", ratios["ff"]) if heads else 0
+    ff = slot_width(cfg, spec, "ff", ratios["ff"]) if heads and spec.ff_hidden else 0
     return BlockLayout(keep, rb, heads, ff, choice.kernel)
 
 

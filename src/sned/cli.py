@@ -77,11 +77,15 @@ def run_cost(args: argparse.Namespace) -> int:
 
     space = SearchSpace(load_config(args.config, args.overrides))
     cfg = space.config
-    res = args.resolution
+    res, frames = args.resolution, args.frames
+    if cfg.autoencoder is not None:  # latent model: --resolution / --frames are video units
+        from .latent import to_latent
+
+        res, frames = to_latent(cfg, res, frames)
     if res is not None:
         check_resolution(cfg, res)
-    if args.frames is not None and args.frames < 1:
-        raise ArchError(f"--frames must be >= 1 (got {args.frames})")
+    if frames is not None and frames < 1:
+        raise ArchError(f"--frames must be >= 1 (got {frames})")
     if args.arch:
         arch = Arch.load(args.arch)
         if res is not None:
@@ -91,10 +95,17 @@ def run_cost(args: argparse.Namespace) -> int:
     else:
         name = args.preset or "B"
         arch = space.preset(name, res)
-    c = space.cost(arch, frames=args.frames)
-    print(json.dumps({"config": cfg.name, "arch": name, "params": c.params, "macs": c.macs,
-                      "resolution": arch.resolution,
-                      "frames": cfg.frames if args.frames is None else args.frames}))
+    c = space.cost(arch, frames=frames)
+    row = {"config": cfg.name, "arch": name, "params": c.params, "macs": c.macs,
+           "resolution": arch.resolution, "frames": cfg.frames if frames is None else frames}
+    if cfg.autoencoder is not None:  # UNet on latents + the decoder, at the video's size
+        from .cost import decoder_cost
+
+        dec, pix_frames, pix_res = decoder_cost(cfg, arch.resolution, row["frames"])
+        row.update(latent_resolution=row["resolution"], latent_frames=row["frames"],
+                   resolution=pix_res, frames=pix_frames, decoder_params=dec.params,
+                   decoder_macs=dec.macs)
+    print(json.dumps(row))
     return 0
 
 

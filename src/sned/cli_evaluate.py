@@ -72,11 +72,17 @@ def run_search(args: argparse.Namespace) -> int:
 
     save = check_search_args(args)
     data = resolve_data(args.checkpoint, args.data)
-    den = load_denoiser(args.checkpoint, ema=args.ema, resolution=args.resolution)
+    den = load_denoiser(args.checkpoint, ema=args.ema)
+    res, frames = args.resolution, args.frames
+    if den.codec is not None:  # latent supernet: --resolution / --frames are video units
+        from .latent import to_latent
+
+        res, frames = to_latent(den.config, res, frames)
+    den = load_denoiser(args.checkpoint, ema=args.ema, resolution=res)
     out = Path(args.out)
     summary, front = search_denoiser(
-        den, out, args.resolution, budget=args.budget, population=args.population,
-        n_videos=args.n_videos, frames=args.frames, max_params=args.max_params,
+        den, out, res, budget=args.budget, population=args.population,
+        n_videos=args.n_videos, frames=frames, max_params=args.max_params,
         max_macs=args.max_macs, max_latency_ms=args.max_latency_ms,
         random_baseline=not args.no_random, seed=args.seed, data=data)
     for name, idx in save:
@@ -179,6 +185,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     data = resolve_data(args.checkpoint, args.data)
     device = resolve_device(args.device)
     out = Path(args.out)
+    if _is_autoencoder(args.checkpoint):
+        return _evaluate_autoencoder(args, device, out)
     detector = (load_detector(args.i3d, args.random_features, device)
                 if FVD_METRICS & set(metrics) else None)
     random = bool(getattr(detector, "random_features", False))
@@ -192,7 +200,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
                             ema=args.ema, device=device)
 
     first = cascade(presets[0])
-    frames = args.frames or first[0].config.frames
+    codec = first[0].codec
+    frames = args.frames or (first[0].config.frames if codec is None
+                             else codec.pixel_frames(first[0].config.frames))
     if detector is not None and frames < DEFAULT_MIN_FRAMES:
         raise ValueError(f"--frames: {args.checkpoint} generates {frames} frames by default; "
                          f"FVD/KVD need at least {DEFAULT_MIN_FRAMES} (pass --frames)")
@@ -216,6 +226,41 @@ def run_evaluate(args: argparse.Namespace) -> int:
         "detector": None if detector is None else detector.record(),
         "real_data": settings.real_data}, indent=1))
     write_report(out, "sned evaluate", note, [{"title": f"{res}x{res}", "rows": rows}])
-    print(markdown_table(rows))
+    for row in rows:
+        print(json.dumps(row))
+    print(note)
+    return 0
+
+
+def _is_autoencoder(path: str) -> bool:
+    """Whether ``path`` is an autoencoder run, checkpoint or folder (not a denoiser)."""
+    from .latent import is_autoencoder_folder
+    from .train.checkpoint import read_state, resolve_checkpoint
+
+    if is_autoencoder_folder(path):
+        return True
+    try:
+        state = read_state(resolve_checkpoint(path))
+    except Exception:  # not a checkpoint: the denoiser loaders name the problem
+        return False
+    return ((state.get("run") or {}).get("model") or {}).get("kind") == "autoencoder"
+
+
+def _evaluate_autoencoder(args, device, out: Path) -> int:
+    """``sned evaluate A``: reconstruction PSNR / SSIM per resolution on held-out clips."""
+    from .evaluation import evaluate_autoencoder
+    from .latent import load_autoencoder
+    from .report import write_report
+
+    ae, _ = load_autoencoder(args.checkpoint, device, ema=args.ema is not False)
+    rows = evaluate_autoencoder(ae, args.frames, args.n_videos)
+    note = (f"{args.checkpoint}: reconstruction (posterior mean) of {args.n_videos} clips of the "
+            f"synthetic held-out split per resolution; PSNR in dB and SSIM on [0, 1] frames.")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.json").write_text(json.dumps({"rows": rows, "note": note}, indent=1))
+    write_report(out, "sned evaluate (autoencoder)", note, [{"title": "reconstruction",
+                                                             "rows": rows}])
+    for row in rows:
+        print(json.dumps(row))
     print(note)
     return 0

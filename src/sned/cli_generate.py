@@ -49,12 +49,14 @@ def _sample_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ssr", help="SSR model (run dir / checkpoint / model folder) for the "
                                  "cascade")
     p.add_argument("--prompt", action="append", default=[], help="caption (repeat for a batch)")
+    p.add_argument("--num", type=int, help="videos of an unconditional model (default 1)")
     p.add_argument("--preset", help="preset for every stage, or one per stage: S,M,B (base, "
                                     "SSR 1, SSR 2); default B (supernet checkpoints only)")
     p.add_argument("--arch", help="arch file for the base supernet (instead of --preset)")
     p.add_argument("--resolution", type=int, help="final resolution (default: the largest the "
                                                   "cascade reaches)")
-    p.add_argument("--frames", type=int)
+    p.add_argument("--frames", type=int, help="video frames (latent models: a multiple of the "
+                                              "autoencoder's temporal factor)")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--scheduler", default="ddim", choices=["ddim", "dpm", "ddpm"])
     p.add_argument("--cfg", type=float, default=5.0, help="classifier-free guidance scale")
@@ -74,8 +76,6 @@ def check_sample_args(args: argparse.Namespace) -> list[str]:
     """Every cheap check of ``sned sample``'s values; returns the formats."""
     from .generation import FORMATS
 
-    if not args.prompt:
-        raise ValueError("no prompts: pass --prompt TEXT (repeat for several)")
     for text in args.prompt:
         if not text.strip():
             raise ValueError(f"--prompt {text!r}: empty caption")
@@ -84,6 +84,7 @@ def check_sample_args(args: argparse.Namespace) -> list[str]:
     if bad:
         raise ValueError(f"--formats {args.formats!r}: choose from {', '.join(FORMATS)}")
     check.at_least("--frames", args.frames, 1)
+    check.at_least("--num", args.num, 1)
     check.at_least("--steps", args.steps, 1)
     check.at_least("--cfg", args.cfg, 0)
     check.within("--aug-level", args.aug_level, 0, 1)
@@ -111,6 +112,7 @@ def run_sample(args: argparse.Namespace) -> int:
                             frames=args.frames, steps=args.steps, scheduler=args.scheduler,
                             cfg=args.cfg, dynamic_threshold=args.dynamic_threshold,
                             aug_level=args.aug_level, seed=args.seed,
-                            dtype="bf16" if args.bf16 else None, formats=formats, fps=args.fps)
+                            dtype="bf16" if args.bf16 else None, formats=formats, fps=args.fps,
+                            num=args.num)
     print(json.dumps({"files": [str(f) for f in files]}, indent=1))
     return 0

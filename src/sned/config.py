@@ -56,10 +56,14 @@ class ModelConfig:
         in_channels / out_channels: video channels (3 for RGB pixel space).
         model_channels: residual width of the first level.
         levels: the UNet levels, highest resolution first.
-        mid_components: components of the two middle blocks.
+        mid_components: components of the two middle blocks: one list for both, or a list of
+            two lists (LVDM's middle is ResBlock → attention → ResBlock: ``[[resblock,
+            spatial_attn, temporal_attn], [resblock]]``).
+        attention_order: the order in which a block runs its attentions after the ResBlock
+            (a permutation of the attentions; LVDM runs spatial, then temporal).
         head_dim: attention head dimension (fixed; heads are the elastic unit).
         heads: attention heads at full width, per level (same length as ``levels``) or one int.
-        ff_mult: feed-forward hidden = ``ff_mult * width``.
+        ff_mult: feed-forward hidden = ``ff_mult * width``; 0 = blocks have no feed-forward.
         resblock_mult: ResBlock hidden = ``resblock_mult * width``.
         norm_group_size: channels per GroupNorm group (fixed; groups are the elastic unit).
         text_dim: width of the text encoder's token embeddings.
@@ -71,6 +75,12 @@ class ModelConfig:
         ratios: channel-ratio choices of every elastic layer.
         min_ratio: default floor for :meth:`SearchSpace.sample`.
         dropout: dropout in ResBlocks.
+        conditional: text-conditioned (True) or unconditional (no text input, no null token,
+            no cross-attention).
+        autoencoder: latent models only — the autoencoder config (built-in name or YAML) whose
+            latents this UNet denoises; ``in_channels`` must be its latent channels, and
+            ``frames`` / ``resolutions`` are then in latent units (pixel = latent × the
+            autoencoder's factors).
     """
 
     name: str = "custom"
@@ -79,7 +89,7 @@ class ModelConfig:
     out_channels: int = 3
     model_channels: int = 64
     levels: tuple[LevelConfig, ...] = (LevelConfig(1, 1), LevelConfig(2, 1))
-    mid_components: tuple[str, ...] = COMPONENTS
+    mid_components: tuple[str, ...] | tuple[tuple[str, ...], ...] = COMPONENTS
     head_dim: int = 32
     heads: tuple[int, ...] = (2, 4)
     ff_mult: int = 4
@@ -94,6 +104,9 @@ class ModelConfig:
     ratios: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4)
     min_ratio: float = 0.4
     dropout: float = 0.0
+    attention_order: tuple[str, ...] = ATTENTIONS
+    conditional: bool = True
+    autoencoder: str | None = None
 
     # ----------------------------------------------------------------------------- derived
     @property
@@ -108,10 +121,18 @@ class ModelConfig:
     def level_width(self, level: int) -> int:
         return self.model_channels * self.levels[level].mult
 
+    def mid_block_components(self, i: int) -> tuple[str, ...]:
+        """Components of middle block ``i`` (0 or 1)."""
+        mid = self.mid_components
+        return mid[i] if mid and isinstance(mid[0], tuple) else mid
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["levels"] = [dataclasses.asdict(lv) for lv in self.levels]
         d["max_cost"] = {str(k): dict(v) for k, v in self.max_cost.items()}
+        for key, default in _OPTIONAL_DEFAULTS.items():  # older configs stay byte-identical
+            if getattr(self, key) == default:
+                del d[key]
         return json.loads(json.dumps(d))
 
     def __post_init__(self) -> None:
@@ -126,13 +147,20 @@ def _fail(key: str, value: Any, why: str, source: str | None = None) -> None:
 
 def _validate(cfg: ModelConfig) -> None:
     if cfg.kind not in ("base", "ssr"):
-        _fail("kind", cfg.kind, "must be 'base' or 'ssr'")
+        _fail("kind", cfg.kind, "must be 'base' or 'ssr' (or 'autoencoder' for an AE config)")
     for key in ("in_channels", "out_channels", "model_channels", "head_dim", "ff_mult",
                 "resblock_mult", "norm_group_size", "text_dim", "text_len", "time_embed_dim",
                 "frames"):
         v = getattr(cfg, key)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            _fail(key, v, "must be a positive integer")
+        low = 0 if key == "ff_mult" else 1
+        if not isinstance(v, int) or isinstance(v, bool) or v < low:
+            _fail(key, v, f"must be an integer >= {low}")
+    if sorted(cfg.attention_order) != sorted(ATTENTIONS):
+        _fail("attention_order", cfg.attention_order, f"must be a permutation of {ATTENTIONS}")
+    if not isinstance(cfg.conditional, bool):
+        _fail("conditional", cfg.conditional, "must be true or false")
+    if cfg.autoencoder is not None and not isinstance(cfg.autoencoder, str):
+        _fail("autoencoder", cfg.autoencoder, "must be an autoencoder config name or path")
     if not cfg.levels:
         _fail("levels", cfg.levels, "needs at least one level")
     if len(cfg.heads) != len(cfg.levels):
@@ -145,19 +173,24 @@ def _validate(cfg: ModelConfig) -> None:
         if w % cfg.norm_group_size:
             _fail(f"levels[{i}].mult", lv.mult,
                   f"width {w} is not a multiple of norm_group_size {cfg.norm_group_size}")
-    _check_components("mid_components", cfg.mid_components)
+    mid = cfg.mid_components
+    if mid and isinstance(mid[0], tuple) and len(mid) != 2:
+        _fail("mid_components", mid, "needs one list for both middle blocks or exactly two lists")
+    for i in range(2):
+        _check_components("mid_components", cfg.mid_block_components(i))
+    if not cfg.conditional:
+        comps = [c for lv in cfg.levels for c in lv.components] + [
+            c for i in range(2) for c in cfg.mid_block_components(i)]
+        if "cross_attn" in comps:
+            _fail("conditional", cfg.conditional, "an unconditional model cannot have "
+                                                  "'cross_attn' components")
     if any(h < 1 for h in cfg.heads):
         _fail("heads", cfg.heads, "every level needs >= 1 head")
     if not cfg.ratios or any(not (0.0 < r <= 1.0) for r in cfg.ratios) or 1.0 not in cfg.ratios:
         _fail("ratios", cfg.ratios, "must be values in (0, 1] and include 1.0")
     if cfg.min_ratio not in cfg.ratios:
         _fail("min_ratio", cfg.min_ratio, f"must be one of ratios {cfg.ratios}")
-    if not cfg.resolutions:
-        _fail("resolutions", cfg.resolutions, "needs at least one resolution")
-    for r in cfg.resolutions:
-        if not isinstance(r, int) or r < 1 or r % cfg.downsample_factor:
-            _fail("resolutions", r, f"must be a positive multiple of the downsampling factor "
-                                    f"{cfg.downsample_factor}")
+    check_resolutions(cfg.resolutions, cfg.downsample_factor, "the downsampling factor")
     for r, cap in cfg.max_cost.items():
         if r not in cfg.resolutions:
             _fail("max_cost", r, f"resolution not in resolutions {cfg.resolutions}")
@@ -166,7 +199,18 @@ def _validate(cfg: ModelConfig) -> None:
                 _fail(f"max_cost.{r}", cap, "caps are {'params': N} and/or {'macs': N}, N > 0")
 
 
+def check_resolutions(resolutions: tuple[int, ...], factor: int, what: str) -> None:
+    """At least one resolution, each a positive multiple of ``factor`` (``what`` names it)."""
+    if not resolutions:
+        _fail("resolutions", resolutions, "needs at least one resolution")
+    for r in resolutions:
+        if not isinstance(r, int) or isinstance(r, bool) or r < 1 or r % factor:
+            _fail("resolutions", r, f"must be a positive multiple of {what} {factor}")
+
+
 def _check_components(key: str, comps: tuple[str, ...]) -> None:
+    if isinstance(comps, str) or not all(isinstance(c, str) for c in comps):
+        _fail(key, comps, "must be a list of component names")
     bad = [c for c in comps if c not in COMPONENTS]
     if bad:
         _fail(key, bad[0], f"unknown component; choose from {COMPONENTS}")
@@ -175,7 +219,13 @@ def _check_components(key: str, comps: tuple[str, ...]) -> None:
 
 
 # --------------------------------------------------------------------------------- loading
+RUN_DEFAULTS_KEY = "diffusion"
+"""A model YAML may carry ``diffusion:`` defaults for ``sned train`` runs (LVDM's schedule for
+the latent configs); the run's own diffusion section overrides them."""
+
 _FIELDS = {f.name for f in dataclasses.fields(ModelConfig)}
+_OPTIONAL_DEFAULTS = {"attention_order": ATTENTIONS, "conditional": True, "autoencoder": None}
+"""Fields added after the first release: left out of ``to_dict`` at their defaults."""
 _LEVEL_FIELDS = {f.name for f in dataclasses.fields(LevelConfig)}
 
 
@@ -189,6 +239,11 @@ def config_from_dict(raw: dict[str, Any], source: str | None = None) -> ModelCon
     if not isinstance(raw, dict):
         raise ConfigError(f"config{f' in {source}' if source else ''} must be a mapping, "
                           f"got {type(raw).__name__}")
+    if raw.get("kind") == "autoencoder":
+        raise ConfigError(f"{source or 'config'} is an autoencoder config (kind: autoencoder): "
+                          f"train it with `sned train`, load it with "
+                          f"sned.models.autoencoder.load_autoencoder_config")
+    raw = {k: v for k, v in raw.items() if k != RUN_DEFAULTS_KEY}
     unknown = sorted(set(raw) - _FIELDS)
     if unknown:
         _fail(unknown[0], raw[unknown[0]], f"unknown key; valid keys are {sorted(_FIELDS)}", source)
@@ -208,9 +263,12 @@ def config_from_dict(raw: dict[str, Any], source: str | None = None) -> ModelCon
                     lv["components"] = tuple(lv["components"])
                 levels.append(LevelConfig(**typed_fields(LevelConfig, lv, f"levels[{i}]")))
             d["levels"] = tuple(levels)
-        for key in ("mid_components", "ratios", "resolutions"):
+        for key in ("mid_components", "ratios", "resolutions", "attention_order"):
             if key in d:
                 d[key] = tuple(d[key]) if isinstance(d[key], (list, tuple)) else (d[key],)
+        mid = d.get("mid_components")
+        if mid and all(isinstance(m, (list, tuple)) for m in mid):
+            d["mid_components"] = tuple(tuple(m) for m in mid)
         if "heads" in d:
             h = d["heads"]
             n = len(d.get("levels", ModelConfig.levels))

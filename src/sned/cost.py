@@ -91,7 +91,8 @@ def stem_cost(cfg: ModelConfig, resolution: int, frames: int) -> Cost:
     """Everything outside the diffusion blocks: embeddings, conv in/out, down/upsamplers."""
     c0, e = cfg.model_channels, cfg.time_embed_dim
     embed = _linear(c0, e, 1) + _linear(e, e, 1)
-    cost = embed + (embed if cfg.kind == "ssr" else ZERO) + Cost(cfg.text_dim, 0)
+    null_token = Cost(cfg.text_dim, 0) if cfg.conditional else ZERO
+    cost = embed + (embed if cfg.kind == "ssr" else ZERO) + null_token
     n0 = frames * resolution * resolution
     cost += _conv3x3(cfg.in_channels + cfg.conditioning_channels, c0, n0)
     cost += Cost(2 * c0, 0) + _conv3x3(c0, cfg.out_channels, n0)
@@ -132,3 +133,72 @@ def model_cost(cfg: ModelConfig, arch: Arch | list[BlockLayout] | None = None,
         cost += block_cost(cfg, spec, layout, resolution, frames)
     return cost
 
+
+
+# --------------------------------------------------------------------------------- autoencoder
+def _conv3d(n_in: int, n_out: int, k: int, positions: int) -> Cost:
+    return Cost(k ** 3 * n_in * n_out + n_out, positions * k ** 3 * n_in * n_out)
+
+
+def autoencoder_cost(cfg, part: str, frames: int, resolution: int) -> Cost:
+    """Params and MACs (batch 1) of an :class:`~sned.models.autoencoder.AutoencoderConfig`'s
+    ``"encoder"`` (on a ``frames`` × ``resolution``² clip) or ``"decoder"`` (producing one).
+
+    A transposed conv is counted on its (replicate-padded) input positions, as
+    ``FlopCounterMode`` does.
+    """
+    if part not in ("encoder", "decoder"):
+        raise ValueError(f"part must be 'encoder' or 'decoder' (got {part!r})")
+    ft, fs = cfg.temporal_factor, cfg.spatial_factor
+    if frames < 1 or frames % ft or resolution < 1 or resolution % fs:
+        raise ValueError(f"a {frames} x {resolution}px clip does not fit autoencoder "
+                         f"{cfg.name!r} (frames a multiple of {ft}, resolution of {fs})")
+    z, g = cfg.latent_channels, cfg.in_channels
+    sizes = [(frames, resolution)]  # (T, side) entering each stage, then the latent's
+    for st, ss, _ in cfg.stage_strides():
+        t, r = sizes[-1]
+        sizes.append((t // st, r // ss))
+
+    def pos(i: int) -> int:
+        t, r = sizes[i]
+        return t * r * r
+
+    def res_block(ch: int, positions: int) -> Cost:
+        return Cost(4 * ch, 0) + _conv3d(ch, ch, 3, positions) * 2
+
+    n = cfg.stages
+    if part == "encoder":
+        cost = _conv3d(g, cfg.hidden, 3, pos(0))
+        ch = cfg.hidden
+        for i in range(n):
+            cost += _conv3d(ch, cfg.width(i), 4, pos(i + 1)) + res_block(cfg.width(i), pos(i + 1))
+            ch = cfg.width(i)
+        cost += Cost(2 * ch, 0) + _conv3d(ch, 2 * z, 3, pos(n)) + _conv3d(2 * z, 2 * z, 1, pos(n))
+        return cost
+    cost = _conv3d(z, z, 1, pos(n))
+    ch = z
+    strides = cfg.stage_strides()
+    for i in range(n):
+        level = n - 1 - i  # producing sizes[level] from sizes[level + 1]
+        out = cfg.width(level)
+        (t, r), (st, ss, _) = sizes[level + 1], strides[level]
+        padded = (t + 4 - st) * (r + 4 - ss) ** 2
+        cost += _conv3d(ch, out, 4, padded) + res_block(out, pos(level)) * 2
+        ch = out
+    return cost + _conv3d(ch, g, 3, pos(0))
+
+
+def decoder_cost(cfg: ModelConfig, resolution: int | None = None, frames: int | None = None
+                 ) -> tuple[Cost, int, int]:
+    """For a latent config: the cost of decoding one sample of ``frames`` × ``resolution``²
+    latents (defaults: the config's) with the autoencoder the config names, and the pixel
+    (frames, resolution) it produces."""
+    from .models.autoencoder import load_autoencoder_config
+
+    if cfg.autoencoder is None:
+        raise ValueError(f"config {cfg.name!r} is a pixel model; it has no decoder")
+    ae = load_autoencoder_config(cfg.autoencoder)
+    res = cfg.resolutions[0] if resolution is None else resolution
+    t = cfg.frames if frames is None else frames
+    pix_t, pix_r = t * ae.temporal_factor, res * ae.spatial_factor
+    return autoencoder_cost(ae, "decoder", pix_t, pix_r), pix_t, pix_r

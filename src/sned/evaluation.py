@@ -112,6 +112,8 @@ class StageContext:
 
     ``videos[r]`` / ``inputs[r]``: uint8 (N, T, R, R, 3) output of this stage in run ``r`` and
     the video it was conditioned on (None for the base stage); ``prompts[r]``: its captions.
+    ``resolution`` / ``frames`` are the videos'; a latent denoiser runs at
+    :attr:`unet_resolution` / :attr:`unet_frames` (the autoencoder's factors smaller).
     """
 
     preset: str
@@ -126,9 +128,23 @@ class StageContext:
     cache: dict = field(default_factory=dict)
 
     @property
+    def unet_resolution(self) -> int:
+        if self.den.codec is None:
+            return self.resolution
+        from .latent import to_latent
+
+        return to_latent(self.den.config, self.resolution)[0]
+
+    @property
+    def unet_frames(self) -> int:
+        if self.den.codec is None:
+            return self.frames
+        return self.den.codec.latent_frames(self.frames)
+
+    @property
     def arch(self):
         """The arch to pass the denoiser (None for extracted models)."""
-        return None if self.den.arch is None else self.den.arch.at(self.resolution)
+        return None if self.den.arch is None else self.den.arch.at(self.unet_resolution)
 
     @property
     def device(self) -> torch.device:
@@ -151,6 +167,8 @@ def caption_metric(ctx: StageContext) -> dict:
     ``caption_ci`` ({attr: [lo, hi]}, 95 % Wilson). ``caption_all`` = every attribute right."""
     from .metrics.caption import caption_accuracy, wilson_interval
 
+    if not ctx.den.config.conditional:
+        return {"caption_all": None}  # unconditional: nothing to follow
     if ctx.settings.data is not None and ctx.settings.data.kind != "synthetic":
         return {"caption_all": None}  # the analytic detector reads the synthetic captions only
     videos = np.concatenate(ctx.videos)
@@ -205,23 +223,33 @@ def val_loss_metric(ctx: StageContext) -> dict:
     """Validation-loss proxy of the stage's denoiser on the held-out real clips."""
     from .metrics.val_loss import heldout_proxy
 
-    proxy = heldout_proxy(ctx.den.model, ctx.den.diffusion, ctx.resolution,
-                          n_videos=ctx.settings.val_videos, frames=ctx.frames,
-                          data=ctx.settings.data, text_encoder=ctx.encoder())
+    proxy = heldout_proxy(ctx.den.model, ctx.den.diffusion, ctx.unet_resolution,
+                          n_videos=ctx.settings.val_videos, frames=ctx.unet_frames,
+                          data=ctx.settings.data,
+                          text_encoder=ctx.encoder() if ctx.den.config.conditional else None,
+                          codec=ctx.den.codec)
     ctx.settings.record("val_loss", proxy.source)
     return {"val_loss": proxy(ctx.arch)}
 
 
 def latency_metric(ctx: StageContext) -> dict:
-    """Median ms of one denoiser forward (batch 1) at the stage's resolution."""
+    """Median ms of one denoiser forward (batch 1) at the stage's resolution; latent models
+    add ``decode_ms`` (one decoder forward) and ``latency_total_ms`` = steps × forward + decode
+    (what sampling one video costs)."""
     from .inputs import example_inputs
-    from .metrics.latency import denoiser_latency
+    from .metrics.latency import denoiser_latency, measure_latency
 
-    kw = example_inputs(ctx.den.model, batch=1, resolution=ctx.resolution, frames=ctx.frames,
-                        seed=ctx.index)
-    return {"latency_ms": denoiser_latency(ctx.den.model, ctx.arch, kw,
-                                           warmup=min(3, ctx.settings.latency_repeats),
-                                           repeats=ctx.settings.latency_repeats)}
+    kw = example_inputs(ctx.den.model, batch=1, resolution=ctx.unet_resolution,
+                        frames=ctx.unet_frames, seed=ctx.index)
+    warm, reps = min(3, ctx.settings.latency_repeats), ctx.settings.latency_repeats
+    row = {"latency_ms": denoiser_latency(ctx.den.model, ctx.arch, kw, warmup=warm,
+                                          repeats=reps)}
+    if ctx.den.codec is not None:
+        z = torch.randn(1, ctx.den.config.in_channels, ctx.unet_frames, ctx.unet_resolution,
+                        ctx.unet_resolution, device=ctx.device)
+        row["decode_ms"] = measure_latency(lambda: ctx.den.codec.decode(z), warm, reps)
+        row["latency_total_ms"] = ctx.settings.steps * row["latency_ms"] + row["decode_ms"]
+    return row
 
 
 METRICS: dict[str, Callable[[StageContext], dict]] = {
@@ -244,9 +272,13 @@ def _generate(base: Denoiser, ssr: list[Denoiser], settings: EvalSettings, keep:
     from .pipelines.cascade import Stage, generate
     from .video_io import to_uint8
 
-    enc = settings.text_encoder(base.config.text_len, next(base.model.parameters()).device)
-    frames = settings.frames or base.config.frames
+    enc = (settings.text_encoder(base.config.text_len, next(base.model.parameters()).device)
+           if base.config.conditional else None)
+    frames = settings.frames or (base.config.frames if base.codec is None
+                                 else base.codec.pixel_frames(base.config.frames))
     res = base.resolution or base.config.resolutions[0]
+    if base.codec is not None:  # the held-out clips are videos: pixel units
+        res *= base.codec.config.spatial_factor
     make_prompts = settings.prompts or (  # the captions of the held-out real clips
         lambda n, run: settings.held_out(n, frames, res, run).captions())
     prompts, outputs, seconds = [], {j: [] for j in keep}, []
@@ -254,6 +286,14 @@ def _generate(base: Denoiser, ssr: list[Denoiser], settings: EvalSettings, keep:
         texts = make_prompts(settings.n_videos, run)
         per_stage: dict[int, list[np.ndarray]] = {j: [] for j in keep}
         for i in range(0, len(texts), settings.batch):
+            t0 = time.perf_counter()
+            if base.codec is not None:  # latent: denoise + decode (no SSR after it)
+                stages = [_latent_videos(base, enc, texts[i:i + settings.batch], settings,
+                                         frames, settings.seed + run * 100_000 + i)]
+                seconds.append((time.perf_counter() - t0) / stages[0].shape[0])
+                for j in keep:
+                    per_stage[j].append(to_uint8(stages[j]))
+                continue
             emb, mask = enc.encode(texts[i:i + settings.batch])
             t0 = time.perf_counter()
             _, stages = generate(emb, mask, base=Stage.from_denoiser(base),
@@ -269,6 +309,17 @@ def _generate(base: Denoiser, ssr: list[Denoiser], settings: EvalSettings, keep:
         for j in keep:
             outputs[j].append(np.concatenate(per_stage[j]))
     return prompts, outputs, seconds, frames
+
+
+def _latent_videos(base: Denoiser, enc, texts: list[str], settings: EvalSettings, frames: int,
+                   seed: int):
+    from .pipelines import sample_latent
+
+    emb, mask = enc.encode(texts) if enc is not None else (None, None)
+    return sample_latent(base.model, base.codec, emb, mask, batch=len(texts), arch=base.arch,
+                         diffusion=base.diffusion, frames=frames, steps=settings.steps,
+                         guidance_scale=settings.guidance, seed=seed,
+                         progress=settings.progress)
 
 
 def evaluate_preset(label: str, base: Denoiser, ssr: list[Denoiser], settings: EvalSettings,
@@ -293,7 +344,14 @@ def evaluate_preset(label: str, base: Denoiser, ssr: list[Denoiser], settings: E
     rows, counted, cum_params, cum_macs = [], set(), 0, 0
     for j, den in enumerate(dens):
         res = base_res * 2 ** j
-        cost = SearchSpace(den.config).cost(den.arch_at(res), frames=frames)
+        unet_frames = frames if den.codec is None else den.codec.latent_frames(frames)
+        cost = SearchSpace(den.config).cost(den.arch_at(res), frames=unet_frames)
+        latent = {}
+        if den.codec is not None:  # cost at the latent size; the row speaks video units
+            from .cost import decoder_cost
+
+            dec, _, res = decoder_cost(den.config, res, unet_frames)
+            latent = {"latent_resolution": base_res, "decoder_macs": dec.macs}
         weights = (id(den.model), None if den.arch is None else den.arch.blocks)
         if weights not in counted:
             counted.add(weights)
@@ -306,7 +364,8 @@ def evaluate_preset(label: str, base: Denoiser, ssr: list[Denoiser], settings: E
         row: dict[str, Any] = {"preset": label, "resolution": res, "stage": den.config.name,
                                "params": cost.params, "macs": cost.macs,
                                "cascade_params": cum_params, "cascade_macs": cum_macs,
-                               "sample_s": float(np.median(seconds)) if j == last else None}
+                               "sample_s": float(np.median(seconds)) if j == last else None,
+                               **latent}
         done: set[Callable] = set()
         for m in settings.metrics:
             fn = m if callable(m) else METRICS[m]
@@ -316,4 +375,25 @@ def evaluate_preset(label: str, base: Denoiser, ssr: list[Denoiser], settings: E
         if on_stage is not None:
             on_stage(ctx)
         rows.append(row)
+    return rows
+
+
+def evaluate_autoencoder(ae, frames: int | None = None, n_videos: int = 16,
+                         resolutions: Sequence[int] | None = None) -> list[dict]:
+    """Reconstruction PSNR / SSIM of an autoencoder on the synthetic held-out split, one row
+    per resolution (default: the ones it was trained at), with its encoder / decoder MACs."""
+    from .cost import autoencoder_cost
+    from .data.synthetic import SyntheticVideoDataset
+    from .metrics.reconstruction import reconstruction_quality
+
+    cfg = ae.config
+    frames = frames or cfg.frames
+    rows = []
+    for res in resolutions or cfg.resolutions:
+        data = SyntheticVideoDataset(n_videos, frames, res, seed=50_000, split="held_out")
+        videos = torch.stack([data[i]["video"] for i in range(n_videos)])
+        rows.append({"resolution": res, "frames": frames, "n": n_videos,
+                     **reconstruction_quality(ae, videos),
+                     "encoder_macs": autoencoder_cost(cfg, "encoder", frames, res).macs,
+                     "decoder_macs": autoencoder_cost(cfg, "decoder", frames, res).macs})
     return rows

@@ -4,6 +4,8 @@
 sizes and fills it through the elastic layers' ``active_weights`` — the very views the
 supernet's forward uses. :func:`save_pretrained` / :func:`load_pretrained` write and read the
 folder without any search-space machinery; writes are atomic (temp folder + rename).
+:func:`export_subnet` is what ``sned extract`` writes: the folder plus ``arch.json`` and a
+``README.md`` model card (and, for latent models, the autoencoder and latent statistics).
 """
 
 from __future__ import annotations
@@ -143,3 +145,65 @@ def load_pretrained(folder: str | os.PathLike, device: str | torch.device = "cpu
     if dtype is not None:
         model = model.to(dtype)
     return model.eval()
+
+
+def refuse_existing(folder: str | os.PathLike, overwrite: bool = False) -> Path:
+    """``folder`` as a Path; raises FileExistsError (naming it) when it already holds anything
+    and ``overwrite`` is False — nothing is touched."""
+    folder = Path(folder)
+    if overwrite or not (folder.exists() or folder.is_symlink()):
+        return folder
+    if folder.is_dir() and not any(folder.iterdir()):
+        return folder
+    what = "a model folder" if (folder / "config.json").is_file() else "existing files"
+    raise FileExistsError(f"--out {folder} already holds {what}; choose a new --out or pass "
+                          f"--overwrite to replace it")
+
+
+def model_card(den, cost, supernet_params: int) -> tuple[dict, str]:
+    """The card of an exported subnet: a JSON dict (kept in ``config.json``) and README text.
+
+    ``den`` is a :class:`sned.loading.Denoiser`; ``cost`` its :class:`~sned.cost.Cost`.
+    ``card["subnet"]`` is the preset label (``S`` …) that ``sned sample`` puts in file names.
+    """
+    card = {"config": den.config.name, "kind": den.config.kind, "subnet": den.label,
+            "resolution": den.arch.resolution, "frames": den.config.frames,
+            "params": cost.params, "macs": cost.macs, "supernet_params": supernet_params,
+            "weights": den.weights, "source": den.source}
+    text = (f"# sned subnet: {den.config.name} / {den.label}\n\n"
+            f"Extracted from `{den.source}` ({den.weights} weights).\n\n"
+            f"| kind | resolution | frames | params | MACs / forward (batch 1) | of supernet |\n"
+            f"|---|---|---|---|---|---|\n"
+            f"| {den.config.kind} | {card['resolution']} | {card['frames']} | "
+            f"{cost.params:,} | {cost.macs:,} | {cost.params / supernet_params:.1%} |\n\n"
+            f"Load with `sned.load_pretrained(folder)`; sample with `sned sample folder "
+            f"--prompt ...`.\n")
+    return card, text
+
+
+def export_subnet(den, out: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Extract ``den``'s subnet (a :class:`sned.loading.Denoiser` of a supernet) and save it with
+    ``arch.json`` and a ``README.md`` model card. Refuses an ``out`` that already holds files
+    unless ``overwrite`` (see :func:`refuse_existing`)."""
+    from .space import SearchSpace
+
+    out = refuse_existing(out, overwrite)
+    space = SearchSpace(den.config)
+    card, text = model_card(den, space.cost(den.arch), space.full_params)
+    static = extract(den.model, den.arch)
+    extra = {"diffusion": den.diffusion.to_dict(), "card": card}
+    if den.codec is not None:  # a latent model carries its decoder and latent stats
+        from .cost import decoder_cost
+        from .latent import FOLDER
+
+        dec, frames, res = decoder_cost(den.config, den.arch.resolution)
+        card.update(pixel_resolution=res, pixel_frames=frames, decoder_macs=dec.macs)
+        extra["latent"] = {"autoencoder": FOLDER, **den.codec.stats.to_dict()}
+    folder = save_pretrained(static, out, extra=extra,
+                             files={"README.md": text, "arch.json": den.arch.to_json(indent=1)})
+    if den.codec is not None:
+        from .latent import FOLDER, save_autoencoder
+
+        # the whole AE: sampling needs the decoder, the validation loss also the encoder
+        save_autoencoder(den.codec.ae, folder / FOLDER, den.codec.stats)
+    return folder

@@ -2,7 +2,9 @@
 
 File names: ``<prompt-slug>_<labels>_<R>px_seed<N>.<fmt>`` where ``<labels>`` joins the stages'
 labels (preset names, also for extracted model folders) with ``-``; plus one PNG grid per call.
-Prompt ``i`` is seeded with ``seed + i``.
+Prompt ``i`` is seeded with ``seed + i``. Latent models (a base with a codec) denoise latents and
+decode them through their autoencoder; unconditional ones take no prompts (``uncond`` in file
+names, ``num`` videos).
 """
 
 from __future__ import annotations
@@ -28,22 +30,35 @@ def generate_videos(base: Denoiser, ssr: list[Denoiser], prompts: list[str], out
                     scheduler: str = "ddim", cfg: float = 5.0,
                     dynamic_threshold: float | None = None, aug_level: float = 0.2,
                     seed: int = 0, dtype: torch.dtype | str | None = None,
-                    formats=FORMATS, fps: float = 8, progress: bool = True) -> list[Path]:
+                    formats=FORMATS, fps: float = 8, progress: bool = True,
+                    num: int | None = None) -> list[Path]:
     """Sample ``prompts`` through ``base`` → ``ssr`` (from :func:`sned.loading.load_cascade`)
-    and write one file per prompt and video format, plus a PNG grid of all prompts."""
+    and write one file per prompt and video format, plus a PNG grid of all prompts.
+
+    ``num``: videos of an unconditional latent model (default: one per prompt, else 1)."""
     from .pipelines.cascade import Stage, generate
     from .text import TextEncoder
     from .video_io import to_uint8, write_frame_grid, write_video
 
     device = next(base.model.parameters()).device
-    text = TextEncoder(max_length=base.config.text_len, device=str(device))
-    emb, mask = text.encode(prompts)
-    video = generate(emb, mask, base=Stage.from_denoiser(base),
-                     ssr=[Stage.from_denoiser(s) for s in ssr] or None,
-                     final_resolution=resolution, steps=steps, scheduler=scheduler,
-                     guidance_scale=cfg, dynamic_threshold=dynamic_threshold,
-                     aug_level=aug_level, seed=seed, frames=frames, progress=progress,
-                     dtype=dtype)
+    if not base.config.conditional:
+        prompts = ["uncond"] * (num or len(prompts) or 1)
+        emb, mask = None, None
+    elif not prompts:
+        raise ValueError(f"no prompts: {base.source} is text-conditional; pass --prompt TEXT")
+    else:
+        text = TextEncoder(max_length=base.config.text_len, device=str(device))
+        emb, mask = text.encode(prompts)
+    if base.codec is not None:
+        video = _sample_latent(base, emb, mask, len(prompts), resolution, frames, steps,
+                               scheduler, cfg, dynamic_threshold, seed, progress, dtype)
+    else:
+        video = generate(emb, mask, base=Stage.from_denoiser(base),
+                         ssr=[Stage.from_denoiser(s) for s in ssr] or None,
+                         final_resolution=resolution, steps=steps, scheduler=scheduler,
+                         guidance_scale=cfg, dynamic_threshold=dynamic_threshold,
+                         aug_level=aug_level, seed=seed, frames=frames, progress=progress,
+                         dtype=dtype)
     frames_u8 = to_uint8(video)
     res = video.shape[-1]
     tag = "-".join([base.label] + [s.label for s in ssr])
@@ -58,3 +73,20 @@ def generate_videos(base: Denoiser, ssr: list[Denoiser], prompts: list[str], out
     if "png" in formats:
         files.append(write_frame_grid(out / f"grid_{tag}_{res}px_seed{seed}.png", frames_u8))
     return [Path(f) for f in files]
+
+
+def _sample_latent(base: Denoiser, emb, mask, n: int, resolution, frames, steps, scheduler,
+                   cfg, dynamic_threshold, seed, progress, dtype):
+    """A latent base: denoise latents at the arch's (or, extracted, the asked) resolution and
+    decode them (:func:`sned.pipelines.sample_latent`)."""
+    from .latent import to_latent
+    from .pipelines import sample_latent
+
+    latent_res = None
+    if base.arch is None and resolution is not None:
+        latent_res, _ = to_latent(base.config, resolution)
+    return sample_latent(base.model, base.codec, emb, mask, batch=n, arch=base.arch,
+                         resolution=latent_res, diffusion=base.diffusion, frames=frames,
+                         steps=steps, scheduler=scheduler, guidance_scale=cfg,
+                         dynamic_threshold=dynamic_threshold, seed=seed, progress=progress,
+                         dtype=dtype)

@@ -19,16 +19,20 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from .arch import Arch, ArchError, check_resolution
+from .arch import Arch, ArchError, ResolutionError, check_resolution
 from .config import config_from_dict
 from .diffusion import DiffusionConfig
 from .extract import load_pretrained, read_model_meta
 from .files import CheckpointError
 from .models.unet import VideoUNet
 from .space import SearchSpace, parse_preset
+
+if TYPE_CHECKING:
+    from .latent import LatentCodec
 
 
 @dataclass
@@ -40,6 +44,8 @@ class Denoiser:
         label: the preset name (``S`` …), an arch file's stem, or ``extracted@R`` for a folder
             without a model card.
         weights: ``"ema"`` or ``"raw"`` (None when unknown: a folder without a card).
+        codec: latent models — the autoencoder (decoder) and latent normalisation that turn
+            the denoiser's latents into video; None for pixel models.
     """
 
     model: VideoUNet
@@ -48,6 +54,7 @@ class Denoiser:
     source: str
     label: str
     weights: str | None = None
+    codec: "LatentCodec | None" = None
 
     @property
     def config(self):
@@ -88,9 +95,12 @@ def load_denoiser(path: str | os.PathLike, preset: str | None = None,
         resolution: the resolution to run at; must be one the config serves
             (:func:`sned.arch.check_resolution`).
     """
+    from .latent import codec_for
+
     p = Path(path)
     if is_model_folder(p):
-        return _load_folder(p, preset, arch, ema, resolution, device)
+        den = _load_folder(p, preset, arch, ema, resolution, device)
+        return replace(den, codec=codec_for(p, device))
     from .train.checkpoint import load_weights, read_state, resolve_checkpoint
 
     folder = resolve_checkpoint(p)
@@ -112,7 +122,7 @@ def load_denoiser(path: str | os.PathLike, preset: str | None = None,
     load_weights(folder, model, ema=use_ema)
     model.eval()
     den = _pick(model, diffusion, str(folder), preset, arch, resolution)
-    return replace(den, weights="ema" if use_ema else "raw")
+    return replace(den, weights="ema" if use_ema else "raw", codec=codec_for(folder, device))
 
 
 def _load_folder(p: Path, preset, arch, ema, resolution, device) -> Denoiser:
@@ -173,6 +183,8 @@ def load_cascade(model: str | os.PathLike, ssr: str | os.PathLike | None = None,
     presets = list(presets or [None])
     base = load_denoiser(model, preset=None if arch else presets[0], arch=arch, ema=ema,
                          device=device)
+    if base.codec is not None:
+        return _latent_base(base, model, ssr, presets[0], arch, resolution), []
     if ssr is None:
         base_res = base.resolution or base.config.resolutions[0]
         if resolution is not None and resolution != base_res:
@@ -190,3 +202,27 @@ def load_cascade(model: str | os.PathLike, ssr: str | os.PathLike | None = None,
     space = SearchSpace(probe.config)
     return base, [probe.with_arch(space.preset(p or "B", r), p or "B")
                   for r, p in zip(steps, per_stage)]
+
+
+def _latent_base(base: Denoiser, model, ssr, preset, arch, resolution: int | None) -> Denoiser:
+    """A latent base at the video ``resolution`` asked for (its latent side × the AE's factor);
+    latent models decode to video themselves and take no SSR cascade."""
+    from .latent import to_latent
+    from .pipelines.cascade import CascadeError
+
+    if ssr is not None:
+        raise CascadeError(f"{model} is a latent model (it decodes to video through its "
+                           f"autoencoder); --ssr cascades are for pixel base models")
+    if resolution is None:
+        return base
+    latent, _ = to_latent(base.config, resolution)
+    if latent not in base.config.resolutions:
+        fs = resolution // latent
+        raise ResolutionError(f"resolution {resolution} is not served by {base.source} "
+                              f"({base.config.name}); it serves "
+                              f"{[r * fs for r in base.config.resolutions]} px")
+    if base.arch is None:  # extracted: its own arch
+        return base
+    if arch is not None:
+        return base.with_arch(base.arch.at(latent), base.label)
+    return base.with_arch(SearchSpace(base.config).preset(preset or "B", latent), base.label)

@@ -8,7 +8,9 @@
 4. measure, per resolution and preset (:func:`sned.evaluation.evaluate_preset`): params, MACs,
    denoiser latency, sampling time, validation loss (and at initialisation), caption accuracy
    with n and 95 % intervals, and each SSR stage's consistency with its input;
-5. write ``report.md`` / ``report.html``: one section function per part (:data:`SECTIONS`).
+5. the latent section (:mod:`sned.quickstart_latent`): a tiny video autoencoder and a tiny
+   latent supernet on its latents, presets B / 0.75 / 0.5 with decoder cost and AE PSNR;
+6. write ``report.md`` / ``report.html``: one section function per part (:data:`SECTIONS`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ SAMPLE_STEPS = 10
 """DPM-Solver++ (2M) steps of the base stage."""
 SSR_STEP_SHARE = 0.6
 """SSR stages start from a conditioning video and take this share of the base's steps."""
+LATENT_SHARE = 0.1
+"""Share of the wall-time budget of the latent section (:mod:`sned.quickstart_latent`), taken
+from the pixel supernets' training time."""
 OUTPUTS = ("runs", "models", "videos")
 
 
@@ -62,6 +67,7 @@ class Quickstart:
     rows: list[dict] = field(default_factory=list)
     media: dict[int, list] = field(default_factory=dict)
     fvd: dict = field(default_factory=dict)  # detector, real data, n, frames (or why skipped)
+    latent: dict | None = None
 
 
 def _say(msg: str) -> None:
@@ -164,7 +170,7 @@ def quickstart(out: str | Path = "quickstart", minutes: float = 8.0, device: str
     out.mkdir(parents=True, exist_ok=True)
     qs = Quickstart(out, Budget(minutes * 60, time.monotonic()), texts)
     _say(f"output folder {out.resolve()}, budget {minutes:g} min, device {dev}")
-    train_s = TRAIN_SHARE * qs.budget.total
+    train_s = (TRAIN_SHARE - LATENT_SHARE) * qs.budget.total
     train_supernet("base", "tiny-base", QUICK_BASE, out / "runs" / "base", 0.6 * train_s, dev,
                    max_steps)
     train_supernet("ssr", "tiny-ssr", QUICK_SSR, out / "runs" / "ssr", 0.4 * train_s, dev,
@@ -179,6 +185,9 @@ def quickstart(out: str | Path = "quickstart", minutes: float = 8.0, device: str
 
     evaluate_presets(qs, folders, dev, sample_steps)
     fvd_presets(qs, folders, dev, sample_steps)
+    from .quickstart_latent import run_latent
+
+    qs.latent = run_latent(out, LATENT_SHARE * qs.budget.total, dev, sample_steps, max_steps)
     report = write_quickstart_report(qs)
     _say(f"done in {qs.budget.elapsed_min():.1f} min: {report}")
     return report
@@ -359,17 +368,24 @@ def section_cost_quality(qs: Quickstart) -> list[dict]:
                         if (qs.out / p).exists()]}]
 
 
+def section_latent(qs: Quickstart) -> list[dict]:
+    from .quickstart_latent import section_latent as latent
+
+    return latent(qs.out, qs.latent)
+
+
 def section_files(qs: Quickstart) -> list[dict]:
     return [{"title": "Files",
              "text": "runs/base and runs/ssr: training runs (metrics.jsonl, checkpoints/latest, "
-                     "tensorboard/). models/: extracted subnets (load with "
+                     "tensorboard/); runs/ae and runs/latent: the latent section's autoencoder and latent "
+                     "supernet (latent_results.json). models/: extracted subnets (load with "
                      "sned.load_pretrained; sample with sned sample). results.json: every "
                      "number above; cache/: the real set's I3D statistics."}]
 
 
 SECTIONS: list[Callable[[Quickstart], list[dict]]] = [
     section_training, section_resolutions, section_captions, section_fvd, section_consistency,
-    section_cost_quality, section_files]
+    section_cost_quality, section_latent, section_files]
 """The report, in order: each function returns its sections (see :func:`sned.report.write_report`)."""
 
 

@@ -112,7 +112,7 @@ class SearchSpace:
             comps = s.components
             for k in range(len(comps) + 1):
                 for kept in combinations(comps, k):
-                    has_attn = any(c in ATTENTIONS for c in kept)
+                    has_attn = bool(s.ff_hidden) and any(c in ATTENTIONS for c in kept)
                     count += n_ratio ** (len(kept) + has_attn)
             total += math.log10(count)
         return total

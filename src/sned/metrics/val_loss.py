@@ -79,12 +79,14 @@ class ValLossProxy:
 
 def heldout_proxy(model: VideoUNet, diffusion: DiffusionConfig, resolution: int,
                   n_videos: int = 32, frames: int | None = None, data=None, seed: int = 0,
-                  text_encoder=None, batch: int = 8, overrides=()) -> ValLossProxy:
+                  text_encoder=None, batch: int = 8, overrides=(), codec=None) -> ValLossProxy:
     """The search / evaluation proxy on the run's held-out real data.
 
     ``data``: the run's :class:`~sned.train.config.DataConfig` (None: the synthetic defaults),
     with ``overrides`` (``key=value``); the clips come from :func:`sned.heldout.held_out_set`
     (a folder's ``val`` split, or held-out synthetic seeds). ``seed`` draws timesteps and noise.
+    Latent models pass their ``codec``: the clips are taken at the video size (``frames`` /
+    ``resolution`` × the autoencoder's factors) and encoded; the proxy runs on the latents.
     The proxy's ``source`` attribute is the held-out set's JSON-able record.
     """
     from ..heldout import held_out_set
@@ -93,11 +95,19 @@ def heldout_proxy(model: VideoUNet, diffusion: DiffusionConfig, resolution: int,
 
     cfg = model.config
     data = DataConfig() if data is None else data
-    held = held_out_set(data, n_videos, cfg.frames if frames is None else frames, resolution,
-                        overrides=overrides)
+    frames = cfg.frames if frames is None else frames
+    ft, fs = (1, 1) if codec is None else (codec.config.temporal_factor,
+                                           codec.config.spatial_factor)
+    held = held_out_set(data, n_videos, frames * ft, resolution * fs, overrides=overrides)
     videos, captions = held.tensor()
-    enc = text_encoder or TextEncoder(data.text_encoder, max_length=cfg.text_len)
-    emb, mask = enc.encode(list(captions))
+    if codec is not None:
+        videos = torch.cat([codec.encode(videos[i:i + batch]).cpu()
+                            for i in range(0, n_videos, batch)])
+    if cfg.conditional:
+        enc = text_encoder or TextEncoder(data.text_encoder, max_length=cfg.text_len)
+        emb, mask = enc.encode(list(captions))
+    else:  # the model ignores text
+        emb, mask = torch.zeros(n_videos, 1, cfg.text_dim), torch.ones(n_videos, 1, dtype=bool)
     proxy = ValLossProxy(model, diffusion, videos, (emb, mask), seed=seed, batch=batch)
     proxy.source = held.source
     return proxy

@@ -128,7 +128,9 @@ class VideoUNet(nn.Module):
             self.aug_embed = nn.Sequential(nn.Linear(c0, e), nn.SiLU(), nn.Linear(e, e))
         # a learned "null" text token is always attendable: classifier-free guidance drops the
         # caption by masking every real token, and no attention row is ever fully masked.
-        self.null_text = nn.Parameter(torch.zeros(1, 1, config.text_dim))
+        # (unconditional configs have no text input and no null token).
+        if config.conditional:
+            self.null_text = nn.Parameter(torch.zeros(1, 1, config.text_dim))
         self.conv_in = nn.Conv2d(config.in_channels + config.conditioning_channels, c0, 3,
                                  padding=1)
         blocks = [DiffusionBlock(s, e, config.text_dim, config.head_dim, config.norm_group_size,
@@ -147,7 +149,7 @@ class VideoUNet(nn.Module):
         self._layouts = layouts
 
     # ----------------------------------------------------------------------------- forward
-    def forward(self, sample: Tensor, timestep: Tensor, encoder_hidden_states: Tensor,
+    def forward(self, sample: Tensor, timestep: Tensor, encoder_hidden_states: Tensor | None,
                 encoder_attention_mask: Tensor | None = None, lowres: Tensor | None = None,
                 noise_aug_level: Tensor | None = None, arch: Arch | None = None,
                 trace: "Trace | None" = None) -> Tensor:
@@ -156,7 +158,8 @@ class VideoUNet(nn.Module):
         Args:
             sample: (B, C, T, H, W) noisy video; H, W divisible by ``downsample_factor``.
             timestep: (B,) or scalar diffusion timestep.
-            encoder_hidden_states: (B, L, text_dim) text token embeddings.
+            encoder_hidden_states: (B, L, text_dim) text token embeddings; unconditional
+                models ignore it (None is fine).
             encoder_attention_mask: (B, L) bool/0-1, True = real token (None = all real).
             lowres: SSR only — (B, C, T, H, W) condition: the low-resolution video already
                 upsampled to the sample's (H, W) and noise-augmented, as built by
@@ -177,7 +180,8 @@ class VideoUNet(nn.Module):
             low = lowres.transpose(1, 2).reshape(b * t, c, hgt, wid)
             x = torch.cat([x, low.to(x.dtype)], dim=1)
         emb = self._embed(timestep, noise_aug_level, b, sample.device)
-        context, mask = self._context(encoder_hidden_states, encoder_attention_mask)
+        context, mask = (self._context(encoder_hidden_states, encoder_attention_mask)
+                         if self.config.conditional else (None, None))
 
         h = self.conv_in(x)
         skips = [h]
@@ -271,9 +275,10 @@ class VideoUNet(nn.Module):
         if h % f or w % f or h < f or w < f:
             raise ValueError(f"resolution {h}x{w} is not divisible by the UNet's downsampling "
                              f"factor {f} (config {cfg.name!r})")
-        if text.ndim != 3 or text.shape[0] != b or text.shape[2] != cfg.text_dim:
+        if cfg.conditional and (text is None or text.ndim != 3 or text.shape[0] != b
+                                or text.shape[2] != cfg.text_dim):
             raise ValueError(f"encoder_hidden_states must be (B={b}, L, {cfg.text_dim}); got "
-                             f"{tuple(text.shape)}")
+                             f"{None if text is None else tuple(text.shape)}")
         if cfg.kind == "ssr":
             if lowres is None:
                 raise ValueError("SSR models need `lowres` (B, C, T, h, w) and `noise_aug_level`")

@@ -120,7 +120,8 @@ class DiffusionBlock(nn.Module):
             else:  # cross-attention: all frames of a sample attend to the same text tokens
                 flat = tokens.reshape(b, frames * hh * ww, c)
                 tokens = module(flat, context, context_mask, heads=heads).reshape(bt, hh * ww, c)
-        tokens = self.ff(tokens, None if layout is None else layout.ff_hidden)
+        if hasattr(self, "ff"):
+            tokens = self.ff(tokens, None if layout is None else layout.ff_hidden)
         return tokens.transpose(1, 2).reshape(bt, c, hh, ww)
 
     def _kept(self, layout: BlockLayout | None) -> frozenset[str] | set[str]:

@@ -198,7 +198,7 @@ def sample(model: VideoUNet, text_embeds: Tensor, text_mask: Tensor | None = Non
                                                   aug_noise)
         cond_kw = {"lowres": low, "noise_aug_level": level}
 
-    cfg_on = guidance_scale != 1.0
+    cfg_on = guidance_scale != 1.0 and cfg.conditional  # unconditional: nothing to guide
     text = text_embeds.to(device, pdtype)
     mask = (torch.ones(b, length, dtype=torch.bool, device=device) if text_mask is None
             else text_mask.to(device).bool())

@@ -40,7 +40,7 @@ def search_denoiser(den, out: Path, resolution: int, *, budget: int = 100,
     out.mkdir(parents=True, exist_ok=True)
     if objective is None:
         objective = heldout_proxy(den.model, den.diffusion, resolution, n_videos, frames,
-                                  data=data)
+                                  data=data, codec=den.codec)
     val_data = getattr(objective, "source", None)
     latency_fn = None
     if max_latency_ms:

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import (ConfigError, ModelConfig, config_from_dict, load_config_dict,
+from ..config import (ConfigError, ModelConfig, load_config_dict,
                       parse_override, read_yaml, set_key, typed_fields)
 from ..diffusion import DiffusionConfig
+from ..models.autoencoder import load_model_config
 
 SECTIONS = ("model", "diffusion", "data", "train")
 
@@ -98,6 +99,8 @@ class TrainConfig:
         log_every / checkpoint_every / keep_last: logging and checkpoint cadence.
         nan_patience: abort after this many non-finite losses in a row.
         device: ``auto``, ``cpu`` or ``cuda``.
+        autoencoder: latent models only — the trained autoencoder (run folder, checkpoint or
+            autoencoder folder) whose latents the supernet learns to denoise.
     """
 
     steps: int = 1000
@@ -129,6 +132,7 @@ class TrainConfig:
     keep_last: int = 3
     nan_patience: int = 5
     device: str = "auto"
+    autoencoder: str | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -231,12 +235,14 @@ def load_run_config(config: str | Path | dict, overrides: list[str] | None = Non
         if value is not None and not isinstance(value, dict):
             raise ConfigError(f"{source}: section {name!r} must be a mapping (got {value!r})")
     sections = {"model": dict(model_raw), **{k: dict(raw.get(k) or {}) for k in SECTIONS[1:]}}
+    if isinstance(sections["model"].get("diffusion"), dict):  # the model's run defaults
+        sections["diffusion"] = {**sections["model"].pop("diffusion"), **sections["diffusion"]}
     for item in overrides or []:
         key, value = parse_override(item)
         if key.split(".", 1)[0] not in SECTIONS:
             key = f"train.{key}"
         set_key(sections, key, value, item)
-    model = config_from_dict(sections["model"], f"{source} (model section)")
+    model = load_model_config(sections["model"], source=f"{source} (model section)")
     return RunConfig(model=model,
                      diffusion=_section(DiffusionConfig, sections["diffusion"], "diffusion",
                                         source),

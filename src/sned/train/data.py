@@ -17,11 +17,13 @@ from ..data.transforms import collate
 from .config import DataConfig
 
 
-def build_dataset(data: DataConfig, model: ModelConfig, frames: int | None = None) -> Dataset:
+def build_dataset(data: DataConfig, model: ModelConfig, frames: int | None = None,
+                  resolution: int | None = None) -> Dataset:
     """The training set at the model's largest resolution (batches are resized per step);
-    for a folder, its ``train`` split (``data.val_fraction`` is held out)."""
+    ``frames`` / ``resolution`` override the model's (latent models train on pixel clips).
+    For a folder, its ``train`` split (``data.val_fraction`` is held out)."""
     frames = model.frames if frames is None else frames
-    res = max(model.resolutions)
+    res = max(model.resolutions) if resolution is None else resolution
     if data.kind == "synthetic":
         from ..data.synthetic import SyntheticVideoDataset
 

@@ -28,15 +28,14 @@ from ..arch import Arch
 from ..data.folder import SkipTally
 from ..config import ConfigError
 from ..diffusion import Objective
-from ..models.unet import VideoUNet
-from ..space import SearchSpace
-from .arch_sampler import ArchSampler, Floors
+from ..data.transforms import resize_video
+from .arch_sampler import Floors
 from .checkpoint import load_training_state, save_checkpoint
 from .config import RunConfig
-from ..data.transforms import resize_video
-from .data import build_dataset, make_loader
+from .data import make_loader
 from .masked_adamw import ActivityTracker, MaskedAdamW
 from .run_folder import RunFolder
+from .tasks import make_task, write_eval
 
 
 class TrainingError(RuntimeError):
@@ -54,6 +53,7 @@ class StepResult:
     grad_norm: float
     skipped: bool = False
     losses: list[float] = field(default_factory=list)
+    extras: dict[str, float] = field(default_factory=dict)
 
 
 class Trainer:
@@ -88,10 +88,11 @@ class Trainer:
             torch.backends.cudnn.benchmark = False  # shapes change every step
         _seed_global_rngs(self.cfg.seed)  # restored on resume; python/numpy are saved too
 
-        self.space = SearchSpace(run.model)
-        self.sampler = ArchSampler(self.space, self.cfg)
+        self.task = make_task(run)  # what is trained: pixel / latent supernet, or autoencoder
+        self.space = getattr(self.task, "space", None)
+        self.sampler = getattr(self.task, "sampler", None)
         self.objective = Objective(run.diffusion)
-        self.model = VideoUNet(run.model).to(self.device)
+        self.model = self.task.build_model().to(self.device)
         self.model.gradient_checkpointing = self.cfg.gradient_checkpointing
         self.ddp = None
         if self.world > 1:
@@ -125,33 +126,18 @@ class Trainer:
         if checkpoint is not None:
             self._resume(checkpoint)
         self._prepare_run_folder(overwrite)
+        self.task.start(self)
 
     # ----------------------------------------------------------------------------- the step
     def train_step(self, batch: dict) -> StepResult:
-        """One optimizer step (Algorithm 1, lines 4-9)."""
+        """One optimizer step (Algorithm 1, lines 4-9); the task does forward + backward."""
         torch.manual_seed(_seed(self.cfg.seed, self.step, self.rank, 0xD0))  # dropout
-        archs, floors = self.sampler(self.step)
-        res = archs[0].resolution
-        n = self.cfg.batch_for(res)
-        video = resize_video(batch["video"][:n].to(self.device, non_blocking=True), res)
-        emb, mask = self._encode(batch["caption"][:n])
         self.optimizer.zero_grad(set_to_none=True)
         if self.tracker is not None:
             self.tracker.reset()
-        losses, teacher = [], None
-        for micro in range(self.cfg.grad_accum):
-            inputs, target, t = self._noised_inputs(video, emb, mask, micro)
-            for i, arch in enumerate(archs):
-                distill = self.cfg.sampler == "sandwich" and self.cfg.inplace_distill and i > 0
-                last = micro == self.cfg.grad_accum - 1 and i == len(archs) - 1
-                with self._autocast():
-                    pred = self._forward(inputs, arch, sync=last)
-                    goal = teacher if distill else target
-                    loss = self.objective.loss(pred, goal, t).mean()
-                if i == 0 and self.cfg.sampler == "sandwich":
-                    teacher = pred.detach()
-                (loss / (len(archs) * self.cfg.grad_accum)).backward()
-                losses.append(loss.item())
+        outcome = self.task.backward(self, batch)
+        losses, res, archs, floors = (outcome.losses, outcome.resolution, outcome.archs,
+                                      outcome.floors)
         mean_loss = float(np.mean(losses))
         finite = all(math.isfinite(x) for x in losses)
         if self.world > 1:  # every rank must agree to skip, and log the global mean loss
@@ -160,7 +146,7 @@ class Trainer:
             dist.all_reduce(stats)
             finite = stats[1].item() == self.world
             mean_loss = stats[0].item() / self.world if finite else float("nan")
-        cost = self.space.cost(archs[0])
+        cost = outcome.cost
         if not finite:
             self.optimizer.zero_grad(set_to_none=True)
             return StepResult(mean_loss, res, archs, floors, cost.params, cost.macs,
@@ -174,7 +160,7 @@ class Trainer:
         if self.ema is not None:
             self.ema.step(self.model.parameters())
         return StepResult(mean_loss, res, archs, floors, cost.params, cost.macs, grad_norm,
-                          losses=losses)
+                          losses=losses, extras=outcome.extras)
 
     def _noised_inputs(self, video: Tensor, emb: Tensor, mask: Tensor, micro: int):
         """Noise, timesteps, caption dropout and (SSR) the augmented low-res condition."""
@@ -196,12 +182,13 @@ class Trainer:
             inputs["noise_aug_level"] = level.to(self.device)
         return inputs, target, t
 
-    def _forward(self, inputs: dict, arch: Arch, sync: bool) -> Tensor:
+    def _forward(self, inputs: dict, arch: Arch | None, sync: bool):
+        kw = inputs if arch is None else {**inputs, "arch": arch}
         if self.ddp is None:
-            return self.model(**inputs, arch=arch)
+            return self.model(**kw)
         ctx = nullcontext() if sync else self.ddp.no_sync()
         with ctx:
-            return self.ddp(**inputs, arch=arch)
+            return self.ddp(**kw)
 
     def _clip(self) -> float:
         params = [p for p in self.model.parameters() if p.grad is not None]
@@ -238,7 +225,7 @@ class Trainer:
         total = self.cfg.steps if steps is None else steps
         if self.step >= total:
             return self
-        dataset = build_dataset(self.run.data, self.run.model)
+        dataset = self.task.dataset()
         skips = SkipTally(dataset)  # counts files skipped inside DataLoader workers too
         batch = max([self.cfg.batch_size, *self.cfg.batch_size_per_resolution.values()])
         loader = make_loader(dataset, self.run.data, batch, self.cfg.seed, self.step,
@@ -313,11 +300,15 @@ class Trainer:
             dist.barrier()
         if not self.is_main:
             return None
-        return save_checkpoint(self.out / "checkpoints", self.step, self.model, self.optimizer,
-                               self.ema, self.lr_scheduler,
-                               {"nan_skipped": self.nan_skipped, "run": self.run.to_dict(),
-                                "data_skipped": self.data_skipped},
-                               self.cfg.keep_last)
+        folder = save_checkpoint(self.out / "checkpoints", self.step, self.model, self.optimizer,
+                                 self.ema, self.lr_scheduler,
+                                 {"nan_skipped": self.nan_skipped, "run": self.run.to_dict(),
+                                  "data_skipped": self.data_skipped, **self.task.state()},
+                                 self.cfg.keep_last)
+        metrics = self.task.evaluate(self)
+        if metrics:
+            write_eval(self.out, self.step, metrics)
+        return folder
 
     def _check_run_folder(self, resume: bool, overwrite: bool) -> Path | None:
         """Read-only checks of the run folder; the checkpoint to resume from, if any."""
@@ -364,10 +355,11 @@ class Trainer:
                "grad_norm": r.grad_norm, "skipped": r.skipped, "seconds": round(seconds, 4)}
         if len(r.losses) > 1:
             row["losses"] = r.losses
+        row.update(r.extras)
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
         if writer is not None and (self.step % self.cfg.log_every == 0 or self.step == 1):
-            frac = r.params / self.space.full_params
+            frac = r.params / self.task.full_params
             bucket = min(3, int((frac - 0.4) / 0.15)) if frac > 0.4 else 0
             writer.add_scalar("loss", r.loss, self.step)
             writer.add_scalar(f"loss_by_resolution/{r.resolution}", r.loss, self.step)

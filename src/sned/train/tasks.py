@@ -1,0 +1,378 @@
+"""What the :class:`~sned.train.trainer.Trainer` trains: one small "task" per kind of run.
+
+The Trainer owns the loop, the optimizer (masked AdamW), EMA, checkpoints and logging; a task
+owns what differs between runs — the model, the data, and the forward/backward of one step:
+
+* :class:`DiffusionTask` — the pixel supernet (SNED Algorithm 1: archs + resolution per step,
+  dynamic cost). Today's behaviour.
+* :class:`LatentDiffusionTask` — the same supernet step on the latents of a frozen autoencoder:
+  clips are resized to the step's *pixel* resolution, encoded and normalised (scale/shift
+  estimated when latent training starts), then noised as usual.
+* :class:`AutoencoderTask` — the video autoencoder with super-position only (one resolution per
+  step, no arch): L1 + KL (+ optional perceptual, + optional adversarial after ``disc_start``).
+  Reconstruction PSNR / SSIM on held-out clips are logged to ``eval.jsonl`` at checkpoints.
+
+Every task has ``build_model()``, ``dataset()``, ``backward(trainer, batch) -> StepOutcome``,
+``full_params``, ``start(trainer)`` (once, after resume) and ``state()`` (JSON saved in each
+checkpoint's ``state.json``), and ``evaluate(trainer)`` (dict of metrics, or {}).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..arch import Arch
+from ..config import ConfigError
+from ..cost import Cost, autoencoder_cost
+from ..models.autoencoder import (AutoencoderConfig, PatchDiscriminator3d, VideoAutoencoder,
+                                  load_autoencoder_config)
+from ..models.unet import VideoUNet
+from ..space import SearchSpace
+from .arch_sampler import ArchSampler, Floors
+from ..data.transforms import resize_video
+from .data import build_dataset
+
+
+@dataclass
+class StepOutcome:
+    """What one step's forward/backward produced (gradients are in the model)."""
+
+    losses: list[float]
+    resolution: int
+    archs: list[Arch | None]
+    floors: Floors
+    cost: Cost
+    extras: dict[str, float] = field(default_factory=dict)
+
+
+def make_task(run):
+    """The task of a :class:`~sned.train.config.RunConfig`."""
+    if isinstance(run.model, AutoencoderConfig):
+        if run.train.autoencoder is not None:
+            raise ConfigError("train.autoencoder is for latent models; this run trains the "
+                              f"autoencoder {run.model.name!r} itself")
+        return AutoencoderTask(run)
+    if run.model.autoencoder is not None:
+        return LatentDiffusionTask(run)
+    if run.train.autoencoder is not None:
+        raise ConfigError(f"autoencoder={run.train.autoencoder}: model {run.model.name!r} is a "
+                          f"pixel model (its config names no `autoencoder`)")
+    return DiffusionTask(run)
+
+
+# --------------------------------------------------------------------------------- diffusion
+class DiffusionTask:
+    """The pixel-space supernet (SNED Algorithm 1)."""
+
+    kind = "diffusion"
+
+    def __init__(self, run) -> None:
+        self.run = run
+        self.space = SearchSpace(run.model)
+        self.sampler = ArchSampler(self.space, run.train)
+
+    @property
+    def full_params(self) -> int:
+        return self.space.full_params
+
+    def build_model(self) -> nn.Module:
+        return VideoUNet(self.run.model)
+
+    def dataset(self):
+        return build_dataset(self.run.data, self.run.model)
+
+    def to_model_space(self, video: Tensor, resolution: int) -> Tensor:
+        """(B, 3, T, H, W) clips → the denoiser's input space at ``resolution``."""
+        return resize_video(video, resolution)
+
+    def start(self, trainer) -> None:
+        pass
+
+    def state(self) -> dict:
+        return {}
+
+    def evaluate(self, trainer) -> dict:
+        return {}
+
+    def backward(self, trainer, batch: dict) -> StepOutcome:
+        """Draw the step's archs, then forward + backward every (micro-batch, arch)."""
+        cfg = trainer.cfg
+        archs, floors = self.sampler(trainer.step)
+        res = archs[0].resolution
+        n = cfg.batch_for(res)
+        video = self.to_model_space(batch["video"][:n].to(trainer.device, non_blocking=True),
+                                    res)
+        emb, mask = self._encode_text(trainer, batch["caption"][:n], video.shape[0])
+        losses, teacher = [], None
+        for micro in range(cfg.grad_accum):
+            inputs, target, t = trainer._noised_inputs(video, emb, mask, micro)
+            for i, arch in enumerate(archs):
+                distill = cfg.sampler == "sandwich" and cfg.inplace_distill and i > 0
+                last = micro == cfg.grad_accum - 1 and i == len(archs) - 1
+                with trainer._autocast():
+                    pred = trainer._forward(inputs, arch, sync=last)
+                    goal = teacher if distill else target
+                    loss = trainer.objective.loss(pred, goal, t).mean()
+                if i == 0 and cfg.sampler == "sandwich":
+                    teacher = pred.detach()
+                (loss / (len(archs) * cfg.grad_accum)).backward()
+                losses.append(loss.item())
+        return StepOutcome(losses, res, archs, floors, self.space.cost(archs[0]))
+
+    def _encode_text(self, trainer, captions, b: int) -> tuple[Tensor, Tensor]:
+        if not self.run.model.conditional:  # the model ignores text: no encoder needed
+            d = trainer.device
+            return (torch.zeros(b, 1, self.run.model.text_dim, device=d),
+                    torch.ones(b, 1, dtype=torch.bool, device=d))
+        return trainer._encode(captions)
+
+
+# --------------------------------------------------------------------------------- latent
+class LatentDiffusionTask(DiffusionTask):
+    """The supernet on normalised latents of a frozen autoencoder (``train.autoencoder``)."""
+
+    kind = "latent"
+
+    def __init__(self, run) -> None:
+        super().__init__(run)
+        from ..latent import load_autoencoder
+
+        if run.train.autoencoder is None:
+            raise ConfigError(f"model {run.model.name!r} is a latent model: pass "
+                              f"autoencoder=PATH (a trained autoencoder run folder, checkpoint "
+                              f"or autoencoder folder)")
+        self.ae_config = check_latent_pair(run.model, None)
+        ae, _ = load_autoencoder(run.train.autoencoder)
+        check_latent_pair(run.model, ae.config, run.train.autoencoder)
+        self.ae = ae
+        self.codec = None
+
+    @property
+    def factors(self) -> tuple[int, int]:
+        return self.ae.config.temporal_factor, self.ae.config.spatial_factor
+
+    def dataset(self):
+        ft, fs = self.factors
+        return build_dataset(self.run.data, self.run.model, frames=self.run.model.frames * ft,
+                             resolution=max(self.run.model.resolutions) * fs)
+
+    def to_model_space(self, video: Tensor, resolution: int) -> Tensor:
+        return self.codec.encode(resize_video(video, resolution * self.factors[1]))
+
+    def start(self, trainer) -> None:
+        """Load the run's codec (resumed) or estimate the latent stats and store the AE in
+        ``OUT/autoencoder/`` (first start)."""
+        from ..latent import FOLDER, LatentCodec, estimate_stats, load_codec, save_autoencoder
+
+        folder = trainer.out / FOLDER
+        self.ae = self.ae.to(trainer.device)
+        if trainer.step > 0 and folder.is_dir():
+            self.codec = load_codec(folder, trainer.device)
+            return
+        stats = estimate_stats(self.ae, self._stat_batches())
+        self.codec = LatentCodec(self.ae, stats)
+        if trainer.is_main:
+            save_autoencoder(self.ae, folder, stats,
+                             extra={"source": str(self.run.train.autoencoder)})
+
+    def _stat_batches(self, clips: int = 32, batch: int = 4):
+        """Training clips at the largest pixel resolution (deterministic: the first ``clips``)."""
+        from ..data.transforms import collate
+
+        ds = self.dataset()
+        idx = list(range(min(clips, len(ds))))
+        for i in range(0, len(idx), batch):
+            yield collate([ds[j] for j in idx[i:i + batch]])["video"]
+
+    def state(self) -> dict:
+        from ..latent import FOLDER
+
+        if self.codec is None:
+            return {}
+        return {"latent": {"autoencoder": FOLDER, **self.codec.stats.to_dict(),
+                           "autoencoder_config": self.ae.config.to_dict()}}
+
+
+def check_latent_pair(model_cfg, ae_cfg: AutoencoderConfig | None, source: str | None = None
+                      ) -> AutoencoderConfig:
+    """The AE config a latent UNet config names; with ``ae_cfg`` (a trained AE's), check that
+    it has the same latent channels and factors. ConfigError names the mismatch."""
+    try:
+        named = load_autoencoder_config(model_cfg.autoencoder)
+    except ConfigError as e:
+        raise ConfigError(f"model {model_cfg.name!r}: autoencoder: {e}") from None
+    if named.latent_channels != model_cfg.in_channels:
+        raise ConfigError(f"model {model_cfg.name!r}: in_channels {model_cfg.in_channels} != "
+                          f"autoencoder {named.name!r} latent_channels {named.latent_channels}")
+    if ae_cfg is not None:
+        mine = (ae_cfg.latent_channels, tuple(ae_cfg.downsample))
+        want = (named.latent_channels, tuple(named.downsample))
+        if mine != want:
+            raise ConfigError(f"autoencoder={source}: its latent channels/factors {mine} do not "
+                              f"match model {model_cfg.name!r}'s autoencoder {named.name!r} "
+                              f"{want}")
+    return named
+
+
+# --------------------------------------------------------------------------------- autoencoder
+class AutoencoderTrainee(nn.Module):
+    """The trained module of an AE run: ``ae`` (+ ``disc``). ``forward`` returns the losses.
+
+    Checkpoint keys are ``ae.*`` and ``disc.*``.
+    """
+
+    def __init__(self, cfg: AutoencoderConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.ae = VideoAutoencoder(cfg)
+        if cfg.disc_start is not None:
+            self.disc = PatchDiscriminator3d(cfg.in_channels, cfg.disc_channels, cfg.disc_layers)
+
+    def forward(self, video: Tensor, step: int, generator: torch.Generator | None = None,
+                perceptual=None) -> dict[str, Tensor]:
+        """video (B, 3, T, H, W) → {"loss": total to back-propagate, and its terms}."""
+        cfg = self.config
+        recon, post = self.ae(video, generator=generator)
+        per_sample = video[0].numel()
+        rec = (recon.float() - video.float()).abs().mean()
+        kl = post.kl().flatten(1).sum(1).mean() / per_sample
+        ae_loss = rec + cfg.kl_weight * kl
+        out = {"rec": rec.detach(), "kl": kl.detach()}
+        if perceptual is not None:
+            b, c, t, h, w = video.shape
+            frames = [v.transpose(1, 2).reshape(b * t, c, h, w) for v in (video, recon)]
+            p = perceptual(*frames).float().mean()
+            ae_loss = ae_loss + cfg.perceptual_weight * p
+            out["perceptual"] = p.detach()
+        total = ae_loss
+        if hasattr(self, "disc") and step >= cfg.disc_start:
+            self.disc.requires_grad_(False)  # the generator term trains only the AE
+            g = -self.disc(recon).float().mean()
+            self.disc.requires_grad_(True)
+            ae_loss = ae_loss + cfg.disc_weight * g
+            d = 0.5 * (torch.relu(1 - self.disc(video)).mean()
+                       + torch.relu(1 + self.disc(recon.detach())).mean())
+            total = ae_loss + d  # d's gradient reaches only the discriminator
+            out.update(g=g.detach(), d=d.detach())
+        out["loss"] = total
+        out["ae_loss"] = ae_loss.detach()
+        return out
+
+
+class AutoencoderTask:
+    """The video autoencoder: super-position only (one resolution per step, no arch)."""
+
+    kind = "autoencoder"
+
+    def __init__(self, run) -> None:
+        self.run = run
+        self.cfg: AutoencoderConfig = run.model
+        self.floors = Floors(1.0, 1.0)
+        self.perceptual = None
+        if self.cfg.perceptual_weights is not None:
+            path = Path(self.cfg.perceptual_weights)
+            if not path.is_file():
+                raise ConfigError(f"perceptual_weights {str(path)!r} does not exist (a local "
+                                  f"TorchScript LPIPS-style network; nothing is downloaded)")
+            try:  # an exported program (.pt2) or a TorchScript module
+                self.perceptual = (torch.export.load(str(path)).module() if path.suffix == ".pt2"
+                                   else torch.jit.load(str(path), map_location="cpu").eval())
+            except (RuntimeError, ValueError) as e:
+                raise ConfigError(f"perceptual_weights {str(path)!r} is not a TorchScript module "
+                                  f"or torch.export program: {e}") from None
+            self.perceptual.requires_grad_(False)
+        self._held_out: dict[int, Tensor] | None = None
+
+    @property
+    def full_params(self) -> int:
+        return sum(autoencoder_cost(self.cfg, p, self.cfg.frames, self.cfg.resolutions[0]).params
+                   for p in ("encoder", "decoder"))
+
+    def build_model(self) -> nn.Module:
+        return AutoencoderTrainee(self.cfg)
+
+    def dataset(self):
+        return build_dataset(self.run.data, self.cfg)
+
+    def start(self, trainer) -> None:
+        if self.perceptual is not None:
+            self.perceptual = self.perceptual.to(trainer.device)
+
+    def state(self) -> dict:
+        return {}
+
+    def resolution(self, step: int) -> int:
+        """The step's resolution: a pure function of (seed, step), same on every rank."""
+        rng = np.random.default_rng([self.run.train.seed, step, 0xAE])
+        return int(rng.choice(self.cfg.resolutions))
+
+    def backward(self, trainer, batch: dict) -> StepOutcome:
+        cfg = trainer.cfg
+        res = self.resolution(trainer.step)
+        n = cfg.batch_for(res)
+        video = resize_video(batch["video"][:n].to(trainer.device, non_blocking=True), res)
+        losses, extras = [], {}
+        for micro in range(cfg.grad_accum):  # posterior noise: a pure function of the step
+            seed = np.random.default_rng([cfg.seed, trainer.step, trainer.rank, micro, 0xAE])
+            g = torch.Generator().manual_seed(int(seed.integers(2 ** 62)))
+            with trainer._autocast():
+                out = trainer._forward({"video": video, "step": trainer.step, "generator": g,
+                                        "perceptual": self.perceptual}, None,
+                                       sync=micro == cfg.grad_accum - 1)
+            (out["loss"] / cfg.grad_accum).backward()
+            losses.append(out["ae_loss"].item())
+            for k, v in out.items():
+                if k not in ("loss", "ae_loss"):
+                    extras[k] = extras.get(k, 0.0) + v.item() / cfg.grad_accum
+        cost = sum((autoencoder_cost(self.cfg, p, self.cfg.frames, res)
+                    for p in ("encoder", "decoder")), Cost(0, 0))
+        return StepOutcome(losses, res, [None], self.floors, cost, extras)
+
+    def held_out(self, clips: int = 4) -> dict[int, Tensor]:
+        """Held-out clips per resolution: the synthetic held-out split (as ``sned evaluate``),
+        or the last ``clips`` videos of a folder dataset."""
+        if self._held_out is None:
+            from ..data.synthetic import SyntheticVideoDataset
+            from ..data.transforms import collate
+
+            data = self.run.data
+            if data.kind == "synthetic":
+                ds = SyntheticVideoDataset(clips, self.cfg.frames, max(self.cfg.resolutions),
+                                           seed=50_000, split="held_out")
+                idx = range(len(ds))
+            else:
+                ds = self.dataset()
+                idx = range(max(0, len(ds) - clips), len(ds))
+            video = collate([ds[i] for i in idx])["video"]
+            self._held_out = {r: resize_video(video, r) for r in self.cfg.resolutions}
+        return self._held_out
+
+    def evaluate(self, trainer) -> dict:
+        """Reconstruction PSNR / SSIM per resolution on the held-out clips."""
+        from ..metrics.reconstruction import reconstruction_quality
+
+        ae = trainer.model.ae
+        was = ae.training
+        ae.eval()
+        try:
+            return {str(r): reconstruction_quality(ae, v)
+                    for r, v in self.held_out().items()}
+        finally:
+            ae.train(was)
+
+
+def write_eval(out: Path, step: int, metrics: dict) -> None:
+    """Append ``{"step", **metrics}`` to ``out/eval.jsonl`` (rows past ``step`` are dropped)."""
+    path = out / "eval.jsonl"
+    rows = []
+    if path.exists():
+        rows = [r for r in path.read_text().splitlines()
+                if r.strip() and json.loads(r)["step"] < step]
+    rows.append(json.dumps({"step": step, **metrics}))
+    path.write_text("".join(r + "\n" for r in rows))
