@@ -128,3 +128,14 @@ def model_cost(cfg: ModelConfig, arch: Arch | list[BlockLayout] | None = None,
         cost += block_cost(cfg, spec, layout, resolution, frames)
     return cost
 
+
+
+TRAINING_MACS_PER_FORWARD = 3
+"""Training MACs of one sample = 3 × its forward MACs (forward + backward, the backward costing
+twice the forward: gradients with respect to activations and to weights)."""
+
+
+def training_macs(cfg: ModelConfig, archs: list[Arch], samples: int) -> int:
+    """MACs of one training step that runs every arch of ``archs`` on ``samples`` clips each
+    (forward + backward, at each arch's resolution and the config's frames)."""
+    return TRAINING_MACS_PER_FORWARD * samples * sum(model_cost(cfg, a).macs for a in archs)

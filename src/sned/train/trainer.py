@@ -24,6 +24,7 @@ from torch import Tensor
 
 from ..arch import Arch
 from ..config import ConfigError
+from ..cost import training_macs
 from ..diffusion import Objective
 from ..models.unet import VideoUNet
 from ..space import SearchSpace
@@ -51,6 +52,7 @@ class StepResult:
     grad_norm: float
     skipped: bool = False
     losses: list[float] = field(default_factory=list)
+    train_macs: int = 0  # forward + backward MACs of the whole step, every arch, every rank
 
 
 class Trainer:
@@ -157,10 +159,11 @@ class Trainer:
             finite = stats[1].item() == self.world
             mean_loss = stats[0].item() / self.world if finite else float("nan")
         cost = self.space.cost(archs[0])
+        spent = training_macs(self.run.model, archs, n * self.cfg.grad_accum * self.world)
         if not finite:
             self.optimizer.zero_grad(set_to_none=True)
             return StepResult(mean_loss, res, archs, floors, cost.params, cost.macs,
-                              float("nan"), skipped=True, losses=losses)
+                              float("nan"), skipped=True, losses=losses, train_macs=spent)
         grad_norm = self._clip()
         if self.tracker is not None:
             self.optimizer.step(regions=self.tracker.regions())
@@ -170,7 +173,7 @@ class Trainer:
         if self.ema is not None:
             self.ema.step(self.model.parameters())
         return StepResult(mean_loss, res, archs, floors, cost.params, cost.macs, grad_norm,
-                          losses=losses)
+                          losses=losses, train_macs=spent)
 
     def _noised_inputs(self, video: Tensor, emb: Tensor, mask: Tensor, micro: int):
         """Noise, timesteps, caption dropout and (SSR) the augmented low-res condition."""
@@ -349,7 +352,8 @@ class Trainer:
         row = {"step": self.step, "loss": r.loss, "resolution": r.resolution,
                "params": r.params, "macs": r.macs, "min_ratio": r.floors.min_ratio,
                "min_keep": r.floors.min_keep, "lr": self.lr_scheduler.get_last_lr()[0],
-               "grad_norm": r.grad_norm, "skipped": r.skipped, "seconds": round(seconds, 4)}
+               "grad_norm": r.grad_norm, "skipped": r.skipped, "seconds": round(seconds, 4),
+               "train_macs": r.train_macs}
         if len(r.losses) > 1:
             row["losses"] = r.losses
         with open(self.out / "metrics.jsonl", "a") as f:
