@@ -110,7 +110,7 @@ def _pm(s: dict | None, fmt: str = "{:.4f}", scale: float = 1.0) -> str:
         return "–"
     text = fmt.format(s["mean"] * scale)
     if s["n"] > 1:
-        text += " ± " + fmt.format(s["std"] * scale)
+        text += " ± " + fmt.replace("+", "").format(s["std"] * scale)
     return text
 
 
@@ -118,6 +118,7 @@ def plot(path: Path, rows: list[dict]) -> Path:
     """Val loss (mean ± std over seeds) vs training compute, one panel per preset; colour =
     method, marker = resolution."""
     import matplotlib
+    import matplotlib.lines
     from matplotlib.figure import Figure
 
     matplotlib.use("Agg", force=False)
@@ -134,9 +135,9 @@ def plot(path: Path, rows: list[dict]) -> Path:
             ax.errorbar(r["compute"] / 1e12, r["val_loss"]["mean"], yerr=r["val_loss"]["std"],
                         color=colors[key], marker=markers[r["resolution"]], capsize=2,
                         linestyle="none")
-        ax.set_xscale("log")
+        ax.set_xlim(left=0)
         ax.set_title(f"preset {preset}")
-        ax.set_xlabel("training compute (TMACs, fwd + bwd)")
+        ax.set_xlabel("training TMACs (fwd + bwd)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("held-out val loss (mean ± std)")
     handles = [matplotlib.lines.Line2D([], [], color=colors[k], marker="o", linestyle="none",
