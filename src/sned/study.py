@@ -183,9 +183,15 @@ def matched_steps(run, target_macs: int) -> int:
 def train(run, folder: Path) -> dict:
     """Train (or finish training) one run; returns ``{"steps", "compute", "seconds"}`` from
     its ``metrics.jsonl``."""
+    from .train.run_folder import RunFolder, RunFolderError
     from .train.trainer import Trainer
 
-    trainer = Trainer(run, folder, resume=True, progress=False)
+    try:  # continue an interrupted run; else start afresh (clearing a run that never saved)
+        RunFolder(folder).resume_checkpoint()
+        resume = True
+    except RunFolderError:
+        resume = False
+    trainer = Trainer(run, folder, resume=resume, overwrite=not resume, progress=False)
     t0 = time.perf_counter()
     trainer.fit()
     if trainer.interrupted:
