@@ -129,7 +129,6 @@ def model_cost(cfg: ModelConfig, arch: Arch | list[BlockLayout] | None = None,
     return cost
 
 
-
 TRAINING_MACS_PER_FORWARD = 3
 """Training MACs of one sample = 3 × its forward MACs (forward + backward, the backward costing
 twice the forward: gradients with respect to activations and to weights)."""
