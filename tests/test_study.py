@@ -14,7 +14,7 @@ from sned.cli import main
 from sned.config import ConfigError
 from sned.space import SearchSpace
 from sned.study import StudyPlan, run_study
-from sned.study_report import goal_check
+from sned.study_report import goal_check, t_interval
 from sned.train.arch_sampler import ArchSampler
 from sned.train.config import load_run_config
 from sned.train.trainer import Trainer
@@ -130,6 +130,9 @@ def test_goal_check_arithmetic():
     records[0]["compute"] = 50  # seed 0 now costs 50 % of the four alone: mean ratio 40 %
     (g,) = goal_check(records)
     assert g["compute_ratio"]["mean"] == pytest.approx(0.4)
+    # 95 % t-interval of two values 1 and 3: t(0.975, 1) = 12.706, sd √2, n 2 → 12.706
+    assert t_interval([1.0, 3.0]) == pytest.approx(12.7062, abs=1e-3)
+    assert t_interval([1.0]) is None
 
 
 @pytest.mark.parametrize("args, needle", [

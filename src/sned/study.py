@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -384,12 +383,3 @@ def _device_name(device: str) -> str:
     return (f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, "
             f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 
-
-def t_interval(values: list[float], level: float = 0.95) -> float | None:
-    """Half-width of the Student-t confidence interval of the mean (None for n < 2)."""
-    n = len(values)
-    if n < 2:
-        return None
-    from scipy.stats import t
-
-    return float(t.ppf(0.5 + level / 2, n - 1) * np.std(values, ddof=1) / math.sqrt(n))

@@ -4,6 +4,7 @@ of validation loss vs training compute per preset."""
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -13,9 +14,17 @@ SUPERNETS = ("supernet-uniform", "supernet-sandwich", "no-warmup", "plain-adamw"
              "per-resolution")
 
 
-def _stat(values: list[float]) -> dict:
-    from .study import t_interval
+def t_interval(values: list[float], level: float = 0.95) -> float | None:
+    """Half-width of the Student-t confidence interval of the mean (None for n < 2)."""
+    n = len(values)
+    if n < 2:
+        return None
+    from scipy.stats import t
 
+    return float(t.ppf(0.5 + level / 2, n - 1) * np.std(values, ddof=1) / math.sqrt(n))
+
+
+def _stat(values: list[float]) -> dict:
     return {"mean": float(np.mean(values)),
             "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
             "ci95": t_interval(values), "n": len(values), "values": [float(v) for v in values]}
