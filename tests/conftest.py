@@ -3,7 +3,8 @@ import os
 import pytest
 import torch
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))  # CI has 2 cores
+if "OMP_NUM_THREADS" not in os.environ:  # respect an explicit setting (a shared machine)
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))  # CI has 2 cores
 
 
 @pytest.fixture(scope="session")

@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _register_all() -> None:
     """Import the modules whose sub-commands live elsewhere (kept lazy: heavy imports)."""
     for mod in ("sned.cli_train", "sned.cli_generate", "sned.cli_evaluate",
-                "sned.cli_quickstart", "sned.cli_diffnas"):
+                "sned.cli_quickstart", "sned.cli_diffnas", "sned.cli_study"):
         try:
             __import__(mod)
         except ModuleNotFoundError as e:

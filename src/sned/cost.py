@@ -202,3 +202,14 @@ def decoder_cost(cfg: ModelConfig, resolution: int | None = None, frames: int | 
     t = cfg.frames if frames is None else frames
     pix_t, pix_r = t * ae.temporal_factor, res * ae.spatial_factor
     return autoencoder_cost(ae, "decoder", pix_t, pix_r), pix_t, pix_r
+
+
+TRAINING_MACS_PER_FORWARD = 3
+"""Training MACs of one sample = 3 × its forward MACs (forward + backward, the backward costing
+twice the forward: gradients with respect to activations and to weights)."""
+
+
+def training_macs(cfg: ModelConfig, archs: list[Arch], samples: int) -> int:
+    """MACs of one training step that runs every arch of ``archs`` on ``samples`` clips each
+    (forward + backward, at each arch's resolution and the config's frames)."""
+    return TRAINING_MACS_PER_FORWARD * samples * sum(model_cost(cfg, a).macs for a in archs)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..arch import Arch, ArchError
-from ..space import SearchSpace
+from ..space import PRESETS, SearchSpace
 from .config import TrainConfig
 
 
@@ -61,19 +61,24 @@ class ArchSampler:
     ``uniform``: one arch per step, uniform within the warm-up floors (the paper).
     ``sandwich``: the largest, the smallest (at the floors) and ``sandwich_k`` random archs,
     all at one resolution; the largest is first (the in-place distillation teacher).
+    ``cfg.fixed_arch``: always that arch (no warm-up; floors reported as 1.0), at the step's
+    resolution.
     """
 
     def __init__(self, space: SearchSpace, cfg: TrainConfig, max_tries: int = 200) -> None:
         self.space, self.cfg, self.max_tries = space, cfg, max_tries
         self.warmup = WarmupSchedule(cfg, space.config.ratios)
+        self.fixed = None if cfg.fixed_arch is None else fixed_arch(space, cfg.fixed_arch)
 
     def rng(self, step: int) -> np.random.Generator:
         return np.random.default_rng([self.cfg.seed, step, 0x5EED])
 
     def __call__(self, step: int) -> tuple[list[Arch], Floors]:
-        floors = self.warmup.floors(step)
         rng = self.rng(step)
         res = int(rng.choice(self.space.config.resolutions))
+        if self.fixed is not None:
+            return [Arch(res, self.fixed.blocks, self.fixed.config)], Floors(1.0, 1.0)
+        floors = self.warmup.floors(step)
         top = self.space.largest_under_cap(res)
         smallest = self.space.smallest(res, floors.min_ratio, floors.min_keep)
         feasible = self.space.within_cap(smallest)  # else nothing within the floors fits
@@ -93,3 +98,17 @@ class ArchSampler:
                                      max_tries=self.max_tries)
         except ArchError:
             return top
+
+
+def fixed_arch(space: SearchSpace, spec: str) -> Arch:
+    """``train.fixed_arch``: a preset name or an arch JSON file, validated against ``space``."""
+    if spec in PRESETS:
+        return space.preset(spec)
+    try:
+        arch = Arch.load(spec)
+        for res in space.config.resolutions:  # trained at every resolution: under every cap
+            space.validate(Arch(res, arch.blocks, arch.config))
+        return Arch(space.config.resolutions[0], arch.blocks, arch.config)
+    except ArchError as e:
+        raise ArchError(f"train.fixed_arch={spec!r} (a preset {list(PRESETS)} or an arch "
+                        f"JSON file): {e}") from None

@@ -86,6 +86,9 @@ class TrainConfig:
         exact_freeze: masked AdamW that leaves inactive weights, moments and decay untouched;
             False = plain AdamW (ablation).
         sampler: ``uniform`` (the paper) or ``sandwich`` (largest + smallest + k random).
+        fixed_arch: train one arch only — a preset name (``S``/``M``/``L``/``B``) or an arch
+            JSON file; the resolution is still drawn per step from the model's resolutions.
+            With exact freezing this is training that static subnet alone. None = supernet.
         sandwich_k: random archs per sandwich step.
         inplace_distill: sandwich only — smaller archs regress the largest's prediction.
         warmup_steps: sampling warm-up length (paper: 30,000); 0 = off.
@@ -115,6 +118,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     exact_freeze: bool = True
     sampler: str = "uniform"
+    fixed_arch: str | None = None
     sandwich_k: int = 2
     inplace_distill: bool = True
     warmup_steps: int = 30000
@@ -149,10 +153,14 @@ class TrainConfig:
             ("checkpoint_every", self.checkpoint_every >= 1), ("keep_last", self.keep_last >= 1),
             ("nan_patience", self.nan_patience >= 1), ("log_every", self.log_every >= 1),
             ("device", self.device in ("auto", "cpu", "cuda")),
+            ("fixed_arch", self.fixed_arch is None or isinstance(self.fixed_arch, str)),
         ]
         for key, ok in checks:
             if not ok:
                 raise ConfigError(f"train.{key}: invalid value {getattr(self, key)!r}")
+        if self.fixed_arch is not None and self.sampler != "uniform":
+            raise ConfigError(f"train.fixed_arch={self.fixed_arch!r} trains one arch; "
+                              f"train.sampler={self.sampler!r} does not apply (use uniform)")
         for res, b in self.batch_size_per_resolution.items():
             if b < 1:
                 raise ConfigError(f"train.batch_size_per_resolution[{res}] must be >= 1 (got {b})")

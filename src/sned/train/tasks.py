@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from ..arch import Arch
 from ..config import ConfigError
-from ..cost import Cost, autoencoder_cost
+from ..cost import TRAINING_MACS_PER_FORWARD, Cost, autoencoder_cost, training_macs
 from ..models.autoencoder import (AutoencoderConfig, PatchDiscriminator3d, VideoAutoencoder,
                                   load_autoencoder_config)
 from ..models.unet import VideoUNet
@@ -49,6 +49,7 @@ class StepOutcome:
     floors: Floors
     cost: Cost
     extras: dict[str, float] = field(default_factory=dict)
+    train_macs: int = 0  # forward + backward MACs of this rank's step (sned.cost.training_macs)
 
 
 def make_task(run):
@@ -123,7 +124,8 @@ class DiffusionTask:
                     teacher = pred.detach()
                 (loss / (len(archs) * cfg.grad_accum)).backward()
                 losses.append(loss.item())
-        return StepOutcome(losses, res, archs, floors, self.space.cost(archs[0]))
+        return StepOutcome(losses, res, archs, floors, self.space.cost(archs[0]),
+                           train_macs=training_macs(self.run.model, archs, n * cfg.grad_accum))
 
     def _encode_text(self, trainer, captions, b: int) -> tuple[Tensor, Tensor]:
         if not self.run.model.conditional:  # the model ignores text: no encoder needed
@@ -332,7 +334,8 @@ class AutoencoderTask:
                     extras[k] = extras.get(k, 0.0) + v.item() / cfg.grad_accum
         cost = sum((autoencoder_cost(self.cfg, p, self.cfg.frames, res)
                     for p in ("encoder", "decoder")), Cost(0, 0))
-        return StepOutcome(losses, res, [None], self.floors, cost, extras)
+        return StepOutcome(losses, res, [None], self.floors, cost, extras,
+                           train_macs=TRAINING_MACS_PER_FORWARD * cost.macs * n * cfg.grad_accum)
 
     def held_out(self, clips: int = 4) -> dict[int, Tensor]:
         """Held-out clips per resolution: the synthetic held-out split (as ``sned evaluate``),

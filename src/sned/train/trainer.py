@@ -54,6 +54,7 @@ class StepResult:
     skipped: bool = False
     losses: list[float] = field(default_factory=list)
     extras: dict[str, float] = field(default_factory=dict)
+    train_macs: int = 0  # forward + backward MACs of the whole step, every arch, every rank
 
 
 class Trainer:
@@ -147,10 +148,11 @@ class Trainer:
             finite = stats[1].item() == self.world
             mean_loss = stats[0].item() / self.world if finite else float("nan")
         cost = outcome.cost
+        spent = outcome.train_macs * self.world
         if not finite:
             self.optimizer.zero_grad(set_to_none=True)
             return StepResult(mean_loss, res, archs, floors, cost.params, cost.macs,
-                              float("nan"), skipped=True, losses=losses)
+                              float("nan"), skipped=True, losses=losses, train_macs=spent)
         grad_norm = self._clip()
         if self.tracker is not None:
             self.optimizer.step(regions=self.tracker.regions())
@@ -160,7 +162,7 @@ class Trainer:
         if self.ema is not None:
             self.ema.step(self.model.parameters())
         return StepResult(mean_loss, res, archs, floors, cost.params, cost.macs, grad_norm,
-                          losses=losses, extras=outcome.extras)
+                          losses=losses, extras=outcome.extras, train_macs=spent)
 
     def _noised_inputs(self, video: Tensor, emb: Tensor, mask: Tensor, micro: int):
         """Noise, timesteps, caption dropout and (SSR) the augmented low-res condition."""
@@ -352,7 +354,8 @@ class Trainer:
         row = {"step": self.step, "loss": r.loss, "resolution": r.resolution,
                "params": r.params, "macs": r.macs, "min_ratio": r.floors.min_ratio,
                "min_keep": r.floors.min_keep, "lr": self.lr_scheduler.get_last_lr()[0],
-               "grad_norm": r.grad_norm, "skipped": r.skipped, "seconds": round(seconds, 4)}
+               "grad_norm": r.grad_norm, "skipped": r.skipped, "seconds": round(seconds, 4),
+               "train_macs": r.train_macs}
         if len(r.losses) > 1:
             row["losses"] = r.losses
         row.update(r.extras)

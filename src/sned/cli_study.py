@@ -1,0 +1,42 @@
+"""``sned study``: supernet vs standalone training and the paper's ablations, measured."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from .cli import command
+
+
+def _study_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="output folder (results.json, results.md, runs/)")
+    p.add_argument("--quick", action="store_true",
+                   help="a few minutes, 1 seed: indicative numbers only")
+    p.add_argument("--config", default="tiny-base", help="base model config (name or YAML)")
+    p.add_argument("--seeds", type=int, help="training seeds (default 2; --quick 1)")
+    p.add_argument("--steps", type=int, help="steps per supernet run (default 60; --quick 20)")
+    p.add_argument("--methods", help="comma-separated subset of: supernet-uniform, "
+                                     "supernet-sandwich, standalone, no-warmup, plain-adamw, "
+                                     "per-resolution (default: all)")
+    p.add_argument("--i3d", help="I3D weights for FVD/KVD (or SNED_I3D_WEIGHTS); only used "
+                                 "when clips have >= 9 frames")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+
+@command("study", "supernet vs standalone training and ablations: val loss, caption "
+                  "accuracy, compute")(_study_args)
+def run_study_cli(args: argparse.Namespace) -> int:
+    from .study import QUICK, StudyPlan, run_study
+
+    plan = QUICK if args.quick else StudyPlan()
+    changes = {"config": args.config}
+    if args.seeds is not None:
+        changes["seeds"] = args.seeds
+    if args.steps is not None:
+        changes["steps"] = args.steps
+    if args.methods:
+        changes["methods"] = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    plan = dataclasses.replace(plan, **changes)
+    path = run_study(args.out, plan, device=args.device, i3d=args.i3d)
+    print(f"sned study: wrote {path} and {path.with_name('results.md')}")
+    return 0

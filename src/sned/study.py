@@ -1,0 +1,381 @@
+"""``sned study``: does one supernet replace training each preset alone? And the ablations.
+
+Every method trains through the one :class:`~sned.train.trainer.Trainer` with run-config
+overrides, on the same synthetic training set, and is evaluated the same way:
+
+- ``supernet-uniform``: SNED Algorithm 1 (one uniformly drawn subnet per step, warm-up, exact
+  freezing, super-position over the config's resolutions);
+- ``supernet-sandwich``: largest + smallest + random subnets per step;
+- ``standalone``: each preset's arch trained alone for the same steps (``train.fixed_arch``),
+  plus preset B trained for as many MACs as one ``supernet-uniform`` run (matched compute);
+- ``no-warmup`` (``train.warmup_steps=0``), ``plain-adamw`` (``train.exact_freeze=false``),
+  ``per-resolution`` (one supernet per resolution, the steps split evenly between them).
+
+Evaluation of each trained run (EMA weights), per preset and resolution: the validation-loss
+proxy on held-out synthetic clips with fixed noise and timesteps
+(:func:`sned.metrics.val_loss.synthetic_proxy`), and at the lowest resolution caption accuracy
+of sampled videos (plus FVD/KVD with real I3D weights when clips have ≥ 9 frames). Compute is
+the total training MACs the trainer records (``train_macs`` in ``metrics.jsonl``: 3 × forward
+MACs × clips, summed over every arch a step ran — :func:`sned.cost.training_macs`).
+
+Layout of ``--out DIR``: ``study.json`` (the plan), ``runs/<run>/seed<k>/`` (training run +
+``eval.json``), ``results.json``, ``results.md``, ``val_loss_vs_compute.png``. A study
+interrupted part way resumes where it stopped when run again with the same settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import ConfigError
+
+METHODS = ("supernet-uniform", "supernet-sandwich", "standalone", "no-warmup", "plain-adamw",
+           "per-resolution")
+PRESETS = ("S", "M", "L", "B")
+SUPERNET_METHODS = {"supernet-uniform": ["train.sampler=uniform"],
+                    "supernet-sandwich": ["train.sampler=sandwich"],
+                    "no-warmup": ["train.warmup_steps=0"],
+                    "plain-adamw": ["train.exact_freeze=false"]}
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """Everything that decides a study's numbers (saved as ``study.json``).
+
+    Attributes:
+        config: model config (built-in name or YAML path).
+        steps: optimizer steps of every supernet run and of every same-steps standalone run.
+        seeds: training seeds 0 … seeds-1 (data, held-out set and evaluation stay fixed).
+        frames: clip length T for training and evaluation.
+        batch: clips per step at each resolution.
+        lr / lr_warmup_steps / ema_decay: optimisation (EMA weights are evaluated).
+        warmup_fraction: sampling warm-up length as a fraction of each supernet run's steps.
+        num_videos: synthetic training set size.
+        val_videos: held-out clips of the validation-loss proxy per resolution.
+        caption_prompts / caption_steps / cfg: sampled videos for caption accuracy (DDIM).
+        methods: the methods to run (a subset of :data:`METHODS`).
+    """
+
+    config: str = "tiny-base"
+    steps: int = 60
+    seeds: int = 2
+    frames: int = 4
+    batch: dict[int, int] = field(default_factory=lambda: {16: 4, 32: 1})
+    lr: float = 1e-3
+    lr_warmup_steps: int = 10
+    ema_decay: float = 0.95
+    warmup_fraction: float = 1 / 3
+    num_videos: int = 2048
+    val_videos: int = 16
+    caption_prompts: int = 8
+    caption_steps: int = 6
+    cfg: float = 3.0
+    methods: tuple[str, ...] = METHODS
+
+    def __post_init__(self) -> None:
+        for key in ("steps", "seeds", "frames", "val_videos", "caption_prompts",
+                    "caption_steps", "num_videos"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"study: {key} must be >= 1 (got {getattr(self, key)})")
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad or not self.methods:
+            raise ConfigError(f"study: unknown method {bad[0] if bad else None!r}; methods are "
+                              f"{list(METHODS)}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ConfigError(f"study: warmup_fraction must be in [0, 1) "
+                              f"(got {self.warmup_fraction})")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["batch"] = {str(k): v for k, v in self.batch.items()}
+        d["methods"] = list(self.methods)
+        return d
+
+
+QUICK = StudyPlan(steps=20, seeds=1)
+"""``--quick``: indicative numbers in a few minutes."""
+
+
+@dataclass
+class RunSpec:
+    """One training run of a method (per seed)."""
+
+    method: str
+    name: str                 # folder under runs/
+    overrides: list[str]
+    steps: int
+    presets: tuple[str, ...]  # presets this run is evaluated at
+    budget: str = "same-steps"
+    resolutions: tuple[int, ...] | None = None  # None: the config's
+
+
+def _say(msg: str) -> None:
+    print(f"[study] {msg}", flush=True)
+
+
+# ----------------------------------------------------------------------------- planning
+def base_overrides(plan: StudyPlan, resolutions: tuple[int, ...], device: str) -> list[str]:
+    batch = {r: plan.batch.get(r, min(plan.batch.values())) for r in resolutions}
+    return [f"model.frames={plan.frames}", f"model.resolutions={list(resolutions)}",
+            f"data.num_videos={plan.num_videos}", f"train.lr={plan.lr}",
+            f"train.lr_warmup_steps={plan.lr_warmup_steps}", f"train.ema_decay={plan.ema_decay}",
+            f"train.batch_size={max(batch.values())}",
+            f"train.batch_size_per_resolution={json.dumps(batch)}",
+            f"train.checkpoint_every={10 ** 9}", "train.keep_last=1", f"train.device={device}"]
+
+
+def plan_runs(plan: StudyPlan, resolutions: tuple[int, ...]) -> list[RunSpec]:
+    """The same-steps runs of one seed, ``supernet-uniform`` first (the matched-compute
+    standalone run is added after it, see :func:`matched_steps`)."""
+    warm = f"train.warmup_steps={int(plan.steps * plan.warmup_fraction)}"
+    runs = [RunSpec("supernet-uniform", "supernet-uniform",
+                    [warm] + SUPERNET_METHODS["supernet-uniform"], plan.steps, PRESETS)]
+    for m in plan.methods:
+        if m in SUPERNET_METHODS and m != "supernet-uniform":
+            runs.append(RunSpec(m, m, [warm] + SUPERNET_METHODS[m], plan.steps, PRESETS))
+        elif m == "standalone":
+            runs += [RunSpec(m, f"standalone-{p}", [f"train.fixed_arch={p}"], plan.steps, (p,))
+                     for p in PRESETS]
+        elif m == "per-resolution":
+            share = max(1, plan.steps // len(resolutions))
+            runs += [RunSpec(m, f"per-resolution-{r}",
+                             [f"train.warmup_steps={int(share * plan.warmup_fraction)}"], share,
+                             PRESETS, resolutions=(r,)) for r in resolutions]
+    return runs
+
+
+def run_config(plan: StudyPlan, spec: RunSpec, seed: int, resolutions: tuple[int, ...],
+               device: str, steps: int | None = None):
+    from .train.config import load_run_config
+
+    res = spec.resolutions or resolutions
+    return load_run_config(plan.config, base_overrides(plan, res, device) + spec.overrides + [
+        f"train.seed={seed}", f"train.steps={spec.steps if steps is None else steps}"])
+
+
+def matched_steps(run, target_macs: int) -> int:
+    """Steps of the fixed-arch ``run`` whose training MACs first reach ``target_macs``: the
+    arch sampler is a pure function of (seed, step), so the cost of every step is known before
+    training (the same :func:`sned.cost.training_macs` the trainer records)."""
+    from .cost import training_macs
+    from .space import SearchSpace
+    from .train.arch_sampler import ArchSampler
+
+    space = SearchSpace(run.model)
+    sampler = ArchSampler(space, run.train)
+    spent, step = 0, 0
+    while spent < target_macs:
+        archs, _ = sampler(step)
+        spent += training_macs(run.model, archs, run.train.batch_for(archs[0].resolution))
+        step += 1
+    return max(1, step)
+
+
+# ----------------------------------------------------------------------------- training
+def train(run, folder: Path) -> dict:
+    """Train (or finish training) one run; returns ``{"steps", "compute", "seconds"}`` from
+    its ``metrics.jsonl``."""
+    from .train.run_folder import RunFolder, RunFolderError
+    from .train.trainer import Trainer
+
+    try:  # continue an interrupted run; else start afresh (clearing a run that never saved)
+        RunFolder(folder).resume_checkpoint()
+        resume = True
+    except RunFolderError:
+        resume = False
+    trainer = Trainer(run, folder, resume=resume, overwrite=not resume, progress=False)
+    t0 = time.perf_counter()
+    trainer.fit()
+    if trainer.interrupted:
+        raise KeyboardInterrupt
+    rows = [json.loads(r) for r in (folder / "metrics.jsonl").read_text().splitlines()
+            if r.strip()]
+    return {"steps": len(rows), "compute": int(sum(r["train_macs"] for r in rows)),
+            "seconds": float(sum(r.get("seconds", 0.0) for r in rows)),
+            "session_seconds": time.perf_counter() - t0}
+
+
+# ----------------------------------------------------------------------------- evaluation
+class Evaluator:
+    """The fixed evaluation every run gets: held-out val-loss proxy per resolution, caption
+    accuracy (and FVD/KVD when possible) at ``caption_resolution``."""
+
+    def __init__(self, plan: StudyPlan, caption_resolution: int, out: Path, device: str,
+                 i3d: str | None = None) -> None:
+        from .data.synthetic import sample_prompts
+        from .text import TextEncoder
+        from .config import load_config
+
+        cfg = load_config(plan.config)
+        self.plan, self.device, self.out = plan, device, out
+        self.caption_resolution = caption_resolution
+        self.text = TextEncoder(max_length=cfg.text_len, device=device)
+        self.prompts = sample_prompts(plan.caption_prompts, seed=90_210, split="held_out")
+        self.detector, self.fvd_note = self._detector(i3d)
+
+    def _detector(self, i3d: str | None):
+        if self.plan.frames < 9:
+            return None, (f"FVD/KVD not computed: clips have {self.plan.frames} frames and "
+                          f"the I3D detector needs >= 9")
+        from .metrics.i3d import I3DWeightsMissing, load_i3d
+
+        try:
+            return load_i3d(i3d, device=self.device), None
+        except I3DWeightsMissing as e:
+            return None, f"FVD/KVD not computed: {e}"
+
+    def __call__(self, folder: Path, presets: tuple[str, ...]) -> list[dict]:
+        from .loading import load_denoiser
+        from .metrics.val_loss import synthetic_proxy
+        from .space import SearchSpace
+
+        den = load_denoiser(folder, ema=True, device=self.device)
+        model, space = den.model, SearchSpace(den.model.config)
+        rows = []
+        for res in model.config.resolutions:
+            proxy = synthetic_proxy(model, den.diffusion, res, n_videos=self.plan.val_videos,
+                                    frames=self.plan.frames, text_encoder=self.text)
+            for p in presets:
+                arch = space.preset(p, res)
+                row = {"preset": p, "resolution": res, "val_loss": proxy(arch)}
+                if res == self.caption_resolution:
+                    row.update(self._samples(model, den.diffusion, arch))
+                rows.append(row)
+        return rows
+
+    def _samples(self, model, diffusion, arch) -> dict:
+        from .metrics.caption import caption_accuracy
+        from .pipelines.sampling import sample
+        from .video_io import to_uint8
+
+        emb, mask = self.text.encode(self.prompts)
+        video = sample(model, emb, mask, diffusion=diffusion, arch=arch,
+                       steps=self.plan.caption_steps, guidance_scale=self.plan.cfg, seed=0,
+                       frames=self.plan.frames, progress=False)
+        frames = to_uint8(video)
+        acc = caption_accuracy(frames, self.prompts)
+        out = {"caption_accuracy": acc["all_correct"],
+               "caption": {k: acc[k] for k in ("color", "shape", "direction")}}
+        if self.detector is not None:
+            out.update(self._fvd(frames))
+        return out
+
+    def _fvd(self, frames: np.ndarray) -> dict:
+        from .heldout import held_out_set
+        from .metrics.fvd import compute_features, fvd_kvd, real_set_stats
+        from .train.config import DataConfig
+
+        held = held_out_set(DataConfig(), len(frames), self.plan.frames, self.caption_resolution)
+        real = real_set_stats(held, self.out / "cache", self.detector, device=self.device)
+        fake = compute_features([frames], self.detector, device=self.device, keep_features=True)
+        scores = fvd_kvd(real, fake)
+        return {"fvd": float(scores["fvd"]),
+                "kvd": None if scores["kvd"] is None else float(scores["kvd"])}
+
+
+# ----------------------------------------------------------------------------- the study
+def run_study(out: str | Path, plan: StudyPlan = StudyPlan(), device: str = "auto",
+              i3d: str | None = None) -> Path:
+    """Train and evaluate every run of ``plan``; write ``results.json`` / ``results.md``.
+
+    Returns the path of ``results.json``. Raises ConfigError (before any training) when the
+    plan is invalid or ``out`` holds a study with other settings.
+    """
+    from .config import load_config
+    from .study_report import aggregate, write_results
+
+    out = Path(out)
+    cfg = load_config(plan.config, [f"frames={plan.frames}"])
+    if cfg.kind != "base":
+        raise ConfigError(f"study: config {cfg.name!r} is a {cfg.kind} model; the study "
+                          f"trains text-to-video base configs")
+    resolutions = tuple(cfg.resolutions)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    _check_plan_file(out, plan)
+    specs = plan_runs(plan, resolutions)
+    for spec in specs:  # every run config is validated before any training
+        run_config(plan, spec, 0, resolutions, device)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "study.json").write_text(json.dumps(plan.to_dict(), indent=1))
+    evaluate = Evaluator(plan, min(resolutions), out, device, i3d)
+    t_start = time.perf_counter()
+    records = []
+    for seed in range(plan.seeds):
+        seed_specs = list(specs)
+        for i, spec in enumerate(seed_specs):
+            records.append(_train_and_evaluate(plan, spec, seed, resolutions, device, out,
+                                               evaluate))
+            if spec.name == "supernet-uniform" and "standalone" in plan.methods:
+                seed_specs.insert(i + 1, _matched_spec(plan, records[-1], seed, resolutions,
+                                                       device))
+    wall = time.perf_counter() - t_start
+    rows = aggregate(records, plan)
+    meta = {"plan": plan.to_dict(), "device": _device_name(device), "wall_seconds": wall,
+            "fvd_note": evaluate.fvd_note, "caption_resolution": evaluate.caption_resolution,
+            "caption_prompts": len(evaluate.prompts),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    return write_results(out, rows, records, meta)
+
+
+def _matched_spec(plan: StudyPlan, uniform: dict, seed: int, resolutions, device) -> RunSpec:
+    spec = RunSpec("standalone", "standalone-B-matched", ["train.fixed_arch=B"], 1, ("B",),
+                   budget="matched-compute")
+    spec.steps = matched_steps(run_config(plan, spec, seed, resolutions, device),
+                               uniform["compute"])
+    return spec
+
+
+def _train_and_evaluate(plan, spec: RunSpec, seed: int, resolutions, device, out: Path,
+                        evaluate: Evaluator) -> dict:
+    folder = out / "runs" / spec.name / f"seed{seed}"
+    done = folder / "eval.json"
+    if done.is_file():
+        record = json.loads(done.read_text())
+        if record.get("steps") == spec.steps:
+            _say(f"{spec.name} seed {seed}: already done")
+            return record
+    _say(f"{spec.name} seed {seed}: training {spec.steps} steps")
+    trained = train(run_config(plan, spec, seed, resolutions, device), folder)
+    t0 = time.perf_counter()
+    rows = evaluate(folder, spec.presets)
+    record = {"method": spec.method, "run": spec.name, "budget": spec.budget, "seed": seed,
+              **trained, "eval_seconds": time.perf_counter() - t0, "rows": rows}
+    done.write_text(json.dumps(record, indent=1))
+    _say(f"{spec.name} seed {seed}: {trained['steps']} steps, "
+         f"{trained['compute'] / 1e12:.3f} TMACs, {trained['seconds']:.0f} s; val loss "
+         + ", ".join(f"{r['preset']}@{r['resolution']} {r['val_loss']:.4f}" for r in rows))
+    return record
+
+
+def _check_plan_file(out: Path, plan: StudyPlan) -> None:
+    f = out / "study.json"
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"study: --out {out} exists and is not a folder")
+    if f.is_file():
+        try:
+            old = json.loads(f.read_text())
+        except json.JSONDecodeError:
+            raise ConfigError(f"study: {f} is not valid JSON; use another --out") from None
+        if old != plan.to_dict():
+            diff = sorted(k for k in set(old) | set(plan.to_dict())
+                          if old.get(k) != plan.to_dict().get(k))
+            raise ConfigError(f"study: {out} holds a study with other settings ({', '.join(diff)}"
+                              f" differ); use another --out or the same settings to resume")
+
+
+def _device_name(device: str) -> str:
+    import os
+    import platform
+
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name()
+    return (f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, "
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+

@@ -1,0 +1,168 @@
+"""``sned study`` and the fixed-arch training mode it relies on: the machinery at a minuscule
+size, the compute accounting, the goal arithmetic and bad input."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from sned.arch import ArchError
+from sned.cli import main
+from sned.config import ConfigError
+from sned.space import SearchSpace
+from sned.study import StudyPlan, run_study
+from sned.study_report import goal_check, t_interval
+from sned.train.arch_sampler import ArchSampler
+from sned.train.config import load_run_config
+from sned.train.trainer import Trainer
+
+FAST = ["model.frames=2", "data.num_videos=16", "train.batch_size=2", "train.warmup_steps=4",
+        "train.warmup_stages=2", "train.ema_decay=0.99"]
+TINY = dict(steps=2, seeds=1, frames=1, batch={16: 2, 32: 1}, val_videos=2, caption_prompts=2,
+            caption_steps=1, num_videos=8)
+
+
+def test_fixed_arch_sampler_keeps_the_arch_and_draws_resolutions(tmp_path):
+    run = load_run_config("tiny-base", FAST + ["train.fixed_arch=S"])
+    space = SearchSpace(run.model)
+    sampler = ArchSampler(space, run.train)
+    draws = [sampler(step)[0] for step in range(12)]
+    assert all(len(a) == 1 and a[0].blocks == space.preset("S").blocks for a in draws)
+    assert {a[0].resolution for a in draws} == set(run.model.resolutions)
+    # an arch JSON file works the same way
+    path = tmp_path / "m.json"
+    space.preset("M").save(path)
+    run_m = load_run_config("tiny-base", FAST + [f"train.fixed_arch={path}"])
+    assert ArchSampler(space, run_m.train)(0)[0][0].blocks == space.preset("M").blocks
+
+
+def test_fixed_arch_bad_values_name_the_problem(tmp_path):
+    run = load_run_config("tiny-base", FAST + ["train.fixed_arch=XL"])
+    with pytest.raises(ArchError, match="train.fixed_arch='XL'"):
+        ArchSampler(SearchSpace(run.model), run.train)
+    with pytest.raises(ConfigError, match="train.fixed_arch"):
+        load_run_config("tiny-base", FAST + ["train.fixed_arch=S", "train.sampler=sandwich"])
+    other = tmp_path / "ssr.json"
+    other.write_text(json.dumps(SearchSpace("tiny-ssr").preset("S").to_dict()))
+    run = load_run_config("tiny-base", FAST + [f"train.fixed_arch={other}"])
+    with pytest.raises(ArchError, match="tiny-ssr"):
+        ArchSampler(SearchSpace(run.model), run.train)
+
+
+def test_trainer_records_training_macs_of_every_arch(tmp_path):
+    """train_macs = 3 × clips × Σ forward MACs of the step's archs (sandwich: 4 archs)."""
+    run = load_run_config("tiny-base", FAST + ["train.sampler=sandwich",
+                                               "train.batch_size_per_resolution={32: 1}"])
+    Trainer(run, tmp_path / "r", progress=False).fit(2)
+    rows = [json.loads(r) for r in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    space = SearchSpace(run.model)
+    sampler = ArchSampler(space, run.train)
+    for i, row in enumerate(rows):
+        archs, _ = sampler(i)
+        clips = {16: 2, 32: 1}[archs[0].resolution]
+        assert len(archs) == 4
+        assert row["train_macs"] == 3 * clips * sum(space.cost(a).macs for a in archs)
+        assert row["train_macs"] > 3 * clips * row["macs"]  # more than the first arch alone
+
+
+def test_study_minuscule(tmp_path, capsys):
+    plan = StudyPlan(**TINY, methods=("supernet-uniform", "supernet-sandwich", "standalone"))
+    path = run_study(tmp_path / "s", plan, device="cpu")
+    data = json.loads(path.read_text())
+    rows = data["rows"]
+    assert {r["method"] for r in rows} == {"supernet-uniform", "supernet-sandwich",
+                                           "standalone"}
+    assert len(rows) == (4 + 4 + 4 + 1) * 2  # 2 resolutions; standalone: 4 presets + matched
+    for r in rows:
+        assert math.isfinite(r["val_loss"]["mean"]) and r["compute"] > 0 and r["seeds"] == 1
+        assert (r["caption_accuracy"] is not None) == (r["resolution"] == 16)
+        assert r["fvd"] is None  # 1-frame clips: I3D cannot score them
+    assert "1 frames" in data["meta"]["fvd_note"]
+
+    def get(method, preset, res=16, budget="same-steps"):
+        return next(r for r in rows if (r["method"], r["preset"], r["resolution"],
+                                        r["budget"]) == (method, preset, res, budget))
+    uni, sand = get("supernet-uniform", "S")["compute"], get("supernet-sandwich", "S")["compute"]
+    assert sand > 2 * uni  # 4 archs per step, the largest among them, vs one
+    alone = [get("standalone", p)["compute"] for p in "SMLB"]
+    assert alone == sorted(alone) and len(set(alone)) == 4  # same resolution draws, more MACs
+    matched = get("standalone", "B", budget="matched-compute")
+    assert uni <= matched["compute"] < uni + alone[-1]  # one B step at most past the target
+    goal = {g["method"]: g for g in data["goal"]}
+    ratio = goal["supernet-uniform"]["compute_ratio"]["mean"]
+    assert ratio == pytest.approx(uni / sum(alone))
+    gap = goal["supernet-uniform"]["gap"]["S@32"]["mean"]
+    assert gap == pytest.approx(get("supernet-uniform", "S", 32)["val_loss"]["mean"]
+                                / get("standalone", "S", 32)["val_loss"]["mean"] - 1)
+    md = (tmp_path / "s" / "results.md").read_text()
+    assert "## 16 px" in md and "Against standalone training" in md
+    assert (tmp_path / "s" / "val_loss_vs_compute.png").stat().st_size > 1000
+
+    # run again with the same settings: nothing is retrained, the numbers are the same
+    capsys.readouterr()
+    run_study(tmp_path / "s", plan, device="cpu")
+    assert "training" not in capsys.readouterr().out
+    assert json.loads(path.read_text())["rows"] == rows
+    # other settings in the same folder: refused before anything is touched
+    before = path.read_text()
+    with pytest.raises(ConfigError, match="other settings"):
+        run_study(tmp_path / "s", StudyPlan(**{**TINY, "steps": 3}), device="cpu")
+    assert path.read_text() == before
+
+
+def test_goal_check_arithmetic():
+    def rec(method, seed, compute, losses, budget="same-steps"):
+        return {"method": method, "budget": budget, "seed": seed, "compute": compute,
+                "rows": [{"preset": p, "resolution": 16, "val_loss": v}
+                         for p, v in losses.items()]}
+    records = []
+    for seed in (0, 1):
+        records.append(rec("supernet-uniform", seed, 30, {"S": 1.01 + seed * 0.02, "B": 1.0}))
+        records += [rec("standalone", seed, c, {p: 1.0}) for p, c in zip("SMLB", (10, 20, 30, 40))]
+    (g,) = goal_check(records)
+    assert g["gap"]["S@16"]["values"] == pytest.approx([0.01, 0.03])
+    assert g["gap"]["B@16"]["mean"] == pytest.approx(0.0)
+    assert g["compute_ratio"]["mean"] == pytest.approx(0.3)
+    assert g["worst_gap"] == pytest.approx(0.02) and g["goal_met"]
+    records[0]["compute"] = 50  # seed 0 now costs 50 % of the four alone: mean ratio 40 %
+    (g,) = goal_check(records)
+    assert g["compute_ratio"]["mean"] == pytest.approx(0.4)
+    # 95 % t-interval of two values 1 and 3: t(0.975, 1) = 12.706, sd √2, n 2 → 12.706
+    assert t_interval([1.0, 3.0]) == pytest.approx(12.7062, abs=1e-3)
+    assert t_interval([1.0]) is None
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--seeds", "0"], "seeds"),
+    (["--steps", "0"], "steps"),
+    (["--methods", "supernet-uniform,bogus"], "bogus"),
+    (["--config", "tiny-ssr"], "tiny-ssr"),
+    (["--config", "nope.yaml"], "nope"),
+])
+def test_cli_bad_input_exits_2_before_work(tmp_path, capsys, args, needle):
+    out = tmp_path / "s"
+    assert main(["study", "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0]
+    assert not out.exists()
+
+
+def test_python_dash_m_sees_lazily_registered_commands():
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    r = subprocess.run([sys.executable, "-m", "sned.cli", "study", "--help"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0 and "--quick" in r.stdout
+
+
+@pytest.mark.slow
+def test_quick_study_writes_both_files_with_all_six_methods(tmp_path):
+    assert main(["study", "--quick", "--out", str(tmp_path / "q")]) == 0
+    data = json.loads((tmp_path / "q" / "results.json").read_text())
+    assert {r["method"] for r in data["rows"]} == {
+        "supernet-uniform", "supernet-sandwich", "standalone", "no-warmup", "plain-adamw",
+        "per-resolution"}
+    assert all(math.isfinite(r["val_loss"]["mean"]) and r["compute"] > 0 for r in data["rows"])
+    assert (tmp_path / "q" / "results.md").is_file()
