@@ -77,6 +77,14 @@ class ModelConfig:
         dropout: dropout in ResBlocks.
         conditional: text-conditioned (True) or unconditional (no text input, no null token,
             no cross-attention).
+        pooled_text: also add the masked mean of the text tokens (null token included),
+            projected to ``time_embed_dim``, to the timestep embedding (Imagen's pooled text
+            embedding): every block is then conditioned on the caption through its ResBlock's
+            scale/shift, not only through cross-attention. Conditional models only.
+        ssr_residual: SSR only — diffuse the residual ``x − up(lowres)`` instead of ``x``, and
+            add the clean upsampled ``lowres`` back after sampling (residual super-resolution,
+            as in SRDiff): the output follows its input by construction and the model only
+            learns the detail. See :meth:`sned.diffusion.Objective.ssr_pair`.
         autoencoder: latent models only — the autoencoder config (built-in name or YAML) whose
             latents this UNet denoises; ``in_channels`` must be its latent channels, and
             ``frames`` / ``resolutions`` are then in latent units (pixel = latent × the
@@ -106,6 +114,8 @@ class ModelConfig:
     dropout: float = 0.0
     attention_order: tuple[str, ...] = ATTENTIONS
     conditional: bool = True
+    pooled_text: bool = False
+    ssr_residual: bool = False
     autoencoder: str | None = None
 
     # ----------------------------------------------------------------------------- derived
@@ -159,6 +169,13 @@ def _validate(cfg: ModelConfig) -> None:
         _fail("attention_order", cfg.attention_order, f"must be a permutation of {ATTENTIONS}")
     if not isinstance(cfg.conditional, bool):
         _fail("conditional", cfg.conditional, "must be true or false")
+    for key in ("pooled_text", "ssr_residual"):
+        if not isinstance(getattr(cfg, key), bool):
+            _fail(key, getattr(cfg, key), "must be true or false")
+    if cfg.pooled_text and not cfg.conditional:
+        _fail("pooled_text", cfg.pooled_text, "needs a conditional model (conditional: true)")
+    if cfg.ssr_residual and cfg.kind != "ssr":
+        _fail("ssr_residual", cfg.ssr_residual, f"is for SSR models; kind is {cfg.kind!r}")
     if cfg.autoencoder is not None and not isinstance(cfg.autoencoder, str):
         _fail("autoencoder", cfg.autoencoder, "must be an autoencoder config name or path")
     if not cfg.levels:

@@ -92,7 +92,8 @@ def stem_cost(cfg: ModelConfig, resolution: int, frames: int) -> Cost:
     c0, e = cfg.model_channels, cfg.time_embed_dim
     embed = _linear(c0, e, 1) + _linear(e, e, 1)
     null_token = Cost(cfg.text_dim, 0) if cfg.conditional else ZERO
-    cost = embed + (embed if cfg.kind == "ssr" else ZERO) + null_token
+    pooled = _linear(cfg.text_dim, e, 1) if cfg.pooled_text else ZERO
+    cost = embed + (embed if cfg.kind == "ssr" else ZERO) + null_token + pooled
     n0 = frames * resolution * resolution
     cost += _conv3x3(cfg.in_channels + cfg.conditioning_channels, c0, n0)
     cost += Cost(2 * c0, 0) + _conv3x3(c0, cfg.out_channels, n0)

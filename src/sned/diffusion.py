@@ -106,6 +106,28 @@ class Objective:
             return xt, noise
         return xt, self.scheduler.get_velocity(x0, noise, t)
 
+    @staticmethod
+    def ssr_base(lowres: Tensor, size: int) -> Tensor:
+        """The clean upsampled condition (B, C, T, size, size) of ``lowres`` (B, C, T, h, w):
+        bilinear, antialiased — what a residual SSR model's output is added to."""
+        from .data.transforms import resize_video
+
+        return resize_video(lowres, size)
+
+    def ssr_pair(self, video: Tensor, residual: bool = False) -> tuple[Tensor, Tensor]:
+        """An SSR training pair from a clip ``video`` (B, C, T, H, W) in [-1, 1].
+
+        Returns ``(lowres, x0)``: lowres (B, C, T, H/2, W/2) is the antialiased downsample
+        the SSR is conditioned on; x0 (B, C, T, H, W) is what it diffuses — the clip itself,
+        or with ``residual`` (``ModelConfig.ssr_residual``) the clip minus
+        :meth:`ssr_base` of lowres, which sampling adds back. Training, the validation loss
+        and sampling all go through this pair and :meth:`ssr_base`.
+        """
+        from .data.transforms import resize_video
+
+        low = resize_video(video, video.shape[-1] // 2)
+        return low, (video - self.ssr_base(low, video.shape[-1]) if residual else video)
+
     def augment_lowres(self, lowres: Tensor, level: Tensor, noise: Tensor) -> Tensor:
         """The SSR condition (Imagen's noise-conditioning augmentation): upsample ``lowres``
         (B, C, T, h, w) to the target resolution of ``noise`` (B, C, T, H, W) — bilinear,
@@ -122,7 +144,7 @@ class Objective:
         if lowres.shape[:3] != (b, c, t_) or h != w:
             raise ValueError(f"lowres {tuple(lowres.shape)} and noise {tuple(noise.shape)} must "
                              f"share (B, C, T), and the target must be square")
-        up = resize_video(lowres.to(noise.dtype), h)
+        up = self.ssr_base(lowres.to(noise.dtype), h)
         t = (level.float().clamp(0, 1) * (self.cfg.num_train_timesteps - 1)).round().long()
         return self.scheduler.add_noise(up, noise, t.to(up.device))
 

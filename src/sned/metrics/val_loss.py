@@ -43,13 +43,13 @@ class ValLossProxy:
         noise = torch.randn(videos.shape, generator=g)
         self.t = t.to(device)
         x0 = videos.to(device)
+        ssr = model.config.kind == "ssr"
+        if ssr:  # the condition, and what the SSR diffuses (the clip or its residual)
+            low, x0 = self.objective.ssr_pair(x0, model.config.ssr_residual)
         self.xt, self.target = self.objective.noisy(x0, noise.to(device), self.t)
         self.emb, self.mask = text[0].to(device), text[1].to(device)
         self.lowres = self.aug = None
-        if model.config.kind == "ssr":
-            from ..data.transforms import resize_video
-
-            low = resize_video(x0, x0.shape[-1] // 2)
+        if ssr:
             self.aug = torch.rand(n, generator=g).to(device)
             low_noise = torch.randn(x0.shape, generator=g).to(device)  # upsampled, then noised
             self.lowres = self.objective.augment_lowres(low, self.aug, low_noise)

@@ -131,6 +131,8 @@ class VideoUNet(nn.Module):
         # (unconditional configs have no text input and no null token).
         if config.conditional:
             self.null_text = nn.Parameter(torch.zeros(1, 1, config.text_dim))
+        if config.pooled_text:  # Imagen: pooled caption embedding joins the timestep's
+            self.text_pool = nn.Linear(config.text_dim, e)
         self.conv_in = nn.Conv2d(config.in_channels + config.conditioning_channels, c0, 3,
                                  padding=1)
         blocks = [DiffusionBlock(s, e, config.text_dim, config.head_dim, config.norm_group_size,
@@ -182,6 +184,8 @@ class VideoUNet(nn.Module):
         emb = self._embed(timestep, noise_aug_level, b, sample.device)
         context, mask = (self._context(encoder_hidden_states, encoder_attention_mask)
                          if self.config.conditional else (None, None))
+        if self.config.pooled_text:
+            emb = emb + self._pooled_text(context, mask).to(emb.dtype)
 
         h = self.conv_in(x)
         skips = [h]
@@ -250,6 +254,13 @@ class VideoUNet(nn.Module):
             emb = emb + self.aug_embed(timestep_embedding(a * 1000.0,
                                                           self.config.model_channels).to(dtype))
         return emb
+
+    def _pooled_text(self, context: Tensor, mask: Tensor) -> Tensor:
+        """(B, 1+L, D) tokens, (B, 1+L) mask → (B, E): the projected mean of the attendable
+        tokens (a dropped caption pools to the null token alone)."""
+        w = mask.to(context.dtype).unsqueeze(-1)
+        pooled = (context * w).sum(1) / w.sum(1)
+        return self.text_pool(pooled.to(self.text_pool.weight.dtype))
 
     def _context(self, text: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
         """Prepend the null token: (B, L, D) → (B, 1+L, D) and mask (B, 1+L) bool."""

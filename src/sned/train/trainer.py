@@ -28,7 +28,6 @@ from ..arch import Arch
 from ..data.folder import SkipTally
 from ..config import ConfigError
 from ..diffusion import Objective
-from ..data.transforms import resize_video
 from .arch_sampler import Floors
 from .checkpoint import load_training_state, save_checkpoint
 from .config import RunConfig
@@ -172,11 +171,13 @@ class Trainer:
         noise = torch.randn(video.shape, generator=g)
         keep_text = torch.rand(b, generator=g) >= self.cfg.cfg_drop_prob
         t, noise = t.to(self.device), noise.to(self.device)
+        ssr = self.run.model.kind == "ssr"
+        if ssr:  # low: the condition (upsampled, then noised below); video: what is diffused
+            low, video = self.objective.ssr_pair(video, self.run.model.ssr_residual)
         xt, target = self.objective.noisy(video, noise, t)
         inputs = {"sample": xt, "timestep": t, "encoder_hidden_states": emb,
                   "encoder_attention_mask": mask & keep_text.to(self.device)[:, None]}
-        if self.run.model.kind == "ssr":
-            low = resize_video(video, video.shape[-1] // 2)  # upsampled, then noised
+        if ssr:
             level = torch.rand(b, generator=g)
             low_noise = torch.randn(video.shape, generator=g).to(self.device)
             inputs["lowres"] = self.objective.augment_lowres(low, level.to(self.device),
