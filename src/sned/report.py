@@ -42,12 +42,15 @@ def _fmt(key: str, value: Any) -> str:
 
 def _cell(key: str, row: dict) -> str:
     """A row's value formatted, with its confidence interval when the row records one
-    (``caption_ci[attr]`` for ``caption_<attr>``)."""
+    (``caption_ci[attr]`` for ``caption_<attr>``, ``ssr_psnr_ci`` for ``ssr_psnr_db``)."""
     text = _fmt(key, row.get(key))
     ci = (row.get("caption_ci") or {}).get(key[len("caption_"):]) \
         if key.startswith("caption_") else None
     if ci is not None and row.get(key) is not None:
         text += f" [{ci[0]:.0%}–{ci[1]:.0%}]"
+    if key == "ssr_psnr_db" and row.get("ssr_psnr_ci") and row.get(key) is not None:
+        lo, hi = row["ssr_psnr_ci"]
+        text += f" [{lo:.1f}–{hi:.1f}]"
     return text
 
 
