@@ -78,7 +78,7 @@ def run_search(args: argparse.Namespace) -> int:
         from .latent import to_latent
 
         res, frames = to_latent(den.config, res, frames)
-    den = load_denoiser(args.checkpoint, ema=args.ema, resolution=res)
+    den = den.at(res)  # loaded once (the weights are the same at every resolution)
     out = Path(args.out)
     summary, front = search_denoiser(
         den, out, res, budget=args.budget, population=args.population,
