@@ -106,8 +106,9 @@ def load_denoiser(path: str | os.PathLike, preset: str | None = None,
     """Load ``path`` (training checkpoint / run dir, or model folder) for sampling.
 
     Args:
-        preset / arch: the subnet of a supernet checkpoint (default preset B). An arch for a
-            different config raises ArchError naming both configs.
+        preset / arch: the subnet of a supernet checkpoint (default preset B), inside the
+            floors the run trained to (:attr:`Denoiser.space`). An arch for a different config,
+            or outside those floors, raises ArchError naming what is wrong.
         ema: None = EMA weights when the checkpoint has them, raw otherwise; True / False
             insists (True on a checkpoint without EMA weights raises CheckpointError).
         resolution: the resolution to run at; must be one the config serves
