@@ -147,3 +147,11 @@ def test_extracted_folder_records_the_training_data(run_dir, tmp_path):
     # --data still overrides
     assert resolve_data(folder, ["seed=5"]).seed == 5
     assert resolve_data(folder, ["data.max_objects=1"]).max_objects == 1
+    # sned evaluate on the folder (no --presets: the model as it is) uses the run's data
+    ev = tmp_path / "ev"
+    assert main(["evaluate", str(folder), "--metrics", "val_loss", "--n-videos", "2",
+                 "--steps", "1", "--out", str(ev)]) == 0
+    table = json.loads((ev / "table.json").read_text())
+    (src,) = table["real_data"]["val_loss"]
+    assert (src["seed"], src["max_objects"]) == (10_000 + 1000 * 3, 2)
+    assert [r["preset"] for r in table["rows"]] == ["S"]  # the card's label
