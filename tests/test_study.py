@@ -159,10 +159,31 @@ def test_python_dash_m_sees_lazily_registered_commands():
 
 @pytest.mark.slow
 def test_quick_study_writes_both_files_with_all_six_methods(tmp_path):
-    assert main(["study", "--quick", "--out", str(tmp_path / "q")]) == 0
-    data = json.loads((tmp_path / "q" / "results.json").read_text())
-    assert {r["method"] for r in data["rows"]} == {
-        "supernet-uniform", "supernet-sandwich", "standalone", "no-warmup", "plain-adamw",
-        "per-resolution"}
-    assert all(math.isfinite(r["val_loss"]["mean"]) and r["compute"] > 0 for r in data["rows"])
-    assert (tmp_path / "q" / "results.md").is_file()
+    """Issue 12's done-when: ``sned study --quick`` writes results.json and results.md with all
+    six methods (the matched-compute standalone row included), every row with a finite val
+    loss and its compute, at every preset and resolution (2.4 min measured on 2 loaded cores)."""
+    out = tmp_path / "q"
+    assert main(["study", "--quick", "--out", str(out)]) == 0
+    data = json.loads((out / "results.json").read_text())
+    rows = data["rows"]
+    methods = ("supernet-uniform", "supernet-sandwich", "standalone", "no-warmup",
+               "plain-adamw", "per-resolution")
+    assert {r["method"] for r in rows} == set(methods)
+    keys = {(r["method"], r["budget"], r["preset"], r["resolution"]) for r in rows}
+    assert len(keys) == len(rows)
+    for res in (16, 32):  # tiny-base's resolutions
+        for p in "SMLB":
+            for m in methods:
+                assert (m, "same-steps", p, res) in keys
+        assert ("standalone", "matched-compute", "B", res) in keys
+    assert len(rows) == 2 * (5 * 4 + 4 + 1)
+    for r in rows:
+        assert math.isfinite(r["val_loss"]["mean"]) and r["val_loss"]["n"] == 1
+        assert isinstance(r["compute"], int) and r["compute"] > 0
+        assert r["seeds"] == 1 and r["steps"] >= 1
+    md = (out / "results.md").read_text()
+    assert "## 16 px" in md and "## 32 px" in md and "Against standalone training" in md
+    for m in methods:
+        assert f"| {m} |" in md
+    assert (out / "val_loss_vs_compute.png").stat().st_size > 1000
+    assert data["meta"]["plan"]["steps"] == 20 and data["meta"]["wall_seconds"] > 0

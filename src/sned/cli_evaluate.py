@@ -78,7 +78,7 @@ def run_search(args: argparse.Namespace) -> int:
         from .latent import to_latent
 
         res, frames = to_latent(den.config, res, frames)
-    den = load_denoiser(args.checkpoint, ema=args.ema, resolution=res)
+    den = den.at(res)  # loaded once (the weights are the same at every resolution)
     out = Path(args.out)
     summary, front = search_denoiser(
         den, out, res, budget=args.budget, population=args.population,
@@ -103,7 +103,8 @@ FVD_METRICS = {"fvd", "kvd"}
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="base model: run dir / checkpoint or model folder")
     p.add_argument("--ssr", help="SSR model for resolutions above the base's")
-    p.add_argument("--presets", default="S,M,L,B")
+    p.add_argument("--presets", help="presets of a supernet (default S,M,L,B); an extracted "
+                                      "model folder is evaluated as it is (no --presets)")
     p.add_argument("--resolution", type=int, help="final resolution (default: the base's, or "
                                                   "the largest the SSR serves)")
     p.add_argument("--metrics", default="fvd,kvd,caption,val_loss,latency,consistency")
@@ -127,14 +128,18 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True)
 
 
-def check_evaluate_args(args: argparse.Namespace) -> tuple[list[str], list[str]]:
-    """Every cheap check of ``sned evaluate``; returns (presets, metrics)."""
+def check_evaluate_args(args: argparse.Namespace) -> tuple[list[str | None], list[str]]:
+    """Every cheap check of ``sned evaluate``; returns (presets, metrics). Presets default to
+    S, M, L, B for a supernet and ``[None]`` (the model itself) for an extracted folder."""
     from .evaluation import check_metrics
     from .metrics.fvd import DEFAULT_MIN_FRAMES
 
     metrics = check.names("--metrics", args.metrics)
     check_metrics(metrics)
-    presets = check.names("--presets", args.presets)
+    if args.presets is not None:
+        presets = check.names("--presets", args.presets)
+    else:
+        presets = [None] if _is_extracted(args.checkpoint) else ["S", "M", "L", "B"]
     check.at_least("--runs", args.runs, 1)
     check.at_least("--batch", args.batch, 1)
     check.at_least("--steps", args.steps, 1)
@@ -209,7 +214,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     rows = []
     for i, preset in enumerate(presets):
         base, ssr = first if i == 0 else cascade(preset)
-        rows += evaluate_preset(preset, base, ssr, settings)
+        rows += evaluate_preset(preset or base.label, base, ssr, settings)
         first = None
     res = rows[-1]["resolution"]
     real = describe_source(settings.held_out(args.n_videos, frames, res).source)
@@ -230,6 +235,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(row))
     print(note)
     return 0
+
+
+def _is_extracted(path: str) -> bool:
+    """Whether ``path`` is a model folder holding a subnet (not a whole supernet)."""
+    from .extract import read_model_meta
+    from .loading import is_model_folder
+
+    return is_model_folder(path) and not read_model_meta(path).get("supernet")
 
 
 def _is_autoencoder(path: str) -> bool:

@@ -192,6 +192,8 @@ def export_subnet(den, out: str | os.PathLike, overwrite: bool = False) -> Path:
     card, text = model_card(den, space.cost(den.arch), space.full_params)
     static = extract(den.model, den.arch)
     extra = {"diffusion": den.diffusion.to_dict(), "card": card}
+    if den.data is not None:  # the training data: held-out evaluation of the folder uses it
+        extra["data"] = den.data
     if den.codec is not None:  # a latent model carries its decoder and latent stats
         from .cost import decoder_cost
         from .latent import FOLDER

@@ -46,6 +46,10 @@ class Denoiser:
         weights: ``"ema"`` or ``"raw"`` (None when unknown: a folder without a card).
         codec: latent models — the autoencoder (decoder) and latent normalisation that turn
             the denoiser's latents into video; None for pixel models.
+        train: the ``train`` section the supernet was trained with (its floors decide
+            :attr:`space`); None when not recorded (a model folder).
+        data: the ``data`` section it was trained with (held-out evaluation data; recorded in
+            extracted folders); None when not recorded.
     """
 
     model: VideoUNet
@@ -55,10 +59,18 @@ class Denoiser:
     label: str
     weights: str | None = None
     codec: "LatentCodec | None" = None
+    train: dict | None = None
+    data: dict | None = None
 
     @property
     def config(self):
         return self.model.config
+
+    @property
+    def space(self) -> SearchSpace:
+        """The space presets and searches of this supernet come from: its config with the
+        floors it was trained to (:meth:`SearchSpace.for_run`)."""
+        return SearchSpace.for_run(self.config, self.train)
 
     @property
     def resolution(self) -> int | None:
@@ -72,6 +84,12 @@ class Denoiser:
         if arch is None:
             raise ArchError(f"{self.source} records no arch")
         return arch.at(resolution)
+
+    def at(self, resolution: int) -> "Denoiser":
+        """This denoiser's subnet run at ``resolution`` (ResolutionError when its config does
+        not serve it); no reload."""
+        check_resolution(self.config, resolution, self.source)
+        return self if self.arch is None else self.with_arch(self.arch.at(resolution), self.label)
 
     def with_arch(self, arch: Arch | None, label: str) -> "Denoiser":
         return replace(self, arch=arch, label=label)
@@ -88,8 +106,9 @@ def load_denoiser(path: str | os.PathLike, preset: str | None = None,
     """Load ``path`` (training checkpoint / run dir, or model folder) for sampling.
 
     Args:
-        preset / arch: the subnet of a supernet checkpoint (default preset B). An arch for a
-            different config raises ArchError naming both configs.
+        preset / arch: the subnet of a supernet checkpoint (default preset B), inside the
+            floors the run trained to (:attr:`Denoiser.space`). An arch for a different config,
+            or outside those floors, raises ArchError naming what is wrong.
         ema: None = EMA weights when the checkpoint has them, raw otherwise; True / False
             insists (True on a checkpoint without EMA weights raises CheckpointError).
         resolution: the resolution to run at; must be one the config serves
@@ -121,7 +140,8 @@ def load_denoiser(path: str | os.PathLike, preset: str | None = None,
     model = model.to_empty(device=device)
     load_weights(folder, model, ema=use_ema)
     model.eval()
-    den = _pick(model, diffusion, str(folder), preset, arch, resolution)
+    den = _pick(Denoiser(model, None, diffusion, str(folder), "B", train=run.get("train"),
+                         data=run.get("data")), preset, arch, resolution)
     return replace(den, weights="ema" if use_ema else "raw", codec=codec_for(folder, device))
 
 
@@ -135,28 +155,31 @@ def _load_folder(p: Path, preset, arch, ema, resolution, device) -> Denoiser:
         raise CheckpointError(f"{p} holds {weights} weights; --{'ema' if ema else 'raw'} only "
                               f"chooses between the weights of a training checkpoint")
     if model.is_supernet:
-        return replace(_pick(model, diffusion, str(p), preset, arch, resolution), weights=weights)
+        return _pick(Denoiser(model, None, diffusion, str(p), "B", weights, data=meta.get("data"),
+                              train=meta.get("train")), preset, arch, resolution)
     if preset is not None or arch is not None:
         raise ArchError(f"{p} is an extracted model ({_label(model, card)}); --preset/--arch "
                         f"only apply to supernet checkpoints")
     if resolution is not None:
         check_resolution(model.config, resolution, str(p))
-    return Denoiser(model, None, diffusion, str(p), _label(model, card), weights)
+    return Denoiser(model, None, diffusion, str(p), _label(model, card), weights,
+                    data=meta.get("data"))
 
 
-def _pick(model: VideoUNet, diffusion: DiffusionConfig, source: str, preset, arch,
-          resolution) -> Denoiser:
-    space = SearchSpace(model.config)
-    res = check_resolution(model.config, resolution, source) if resolution is not None \
-        else model.config.resolutions[0]
+def _pick(den: Denoiser, preset, arch, resolution) -> Denoiser:
+    """``den`` (a supernet) with the arch of ``preset`` / ``arch`` at ``resolution``; both lie
+    inside the floors the supernet was trained to (an arch outside raises ArchError)."""
+    space = den.space
+    res = check_resolution(den.config, resolution, den.source) if resolution is not None \
+        else den.config.resolutions[0]
     if arch is not None:
         a = (arch if isinstance(arch, Arch) else Arch.load(arch)).at(res)
         label = Path(str(arch)).stem if not isinstance(arch, Arch) else "arch"
+        space.check_floors(space.validate(a), str(arch) if not isinstance(arch, Arch) else "arch")
     else:
         label = parse_preset(preset or "B")[0]  # canonical: "0.750" -> "0.75"
-        a = space.preset(label, res)
-    space.validate(a)
-    return Denoiser(model, a, diffusion, source, label)
+        a = space.validate(space.preset(label, res))
+    return den.with_arch(a, label)
 
 
 def _label(model: VideoUNet, card: dict) -> str:
@@ -199,7 +222,7 @@ def load_cascade(model: str | os.PathLike, ssr: str | os.PathLike | None = None,
     per_stage = (per_stage + [per_stage[-1]] * len(steps))[:len(steps)]
     if not probe.model.is_supernet:
         return base, [probe] * len(steps)
-    space = SearchSpace(probe.config)
+    space = probe.space
     return base, [probe.with_arch(space.preset(p or "B", r), p or "B")
                   for r, p in zip(steps, per_stage)]
 
@@ -225,4 +248,4 @@ def _latent_base(base: Denoiser, model, ssr, preset, arch, resolution: int | Non
         return base
     if arch is not None:
         return base.with_arch(base.arch.at(latent), base.label)
-    return base.with_arch(SearchSpace(base.config).preset(preset or "B", latent), base.label)
+    return base.with_arch(base.space.preset(preset or "B", latent), base.label)

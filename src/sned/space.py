@@ -7,7 +7,9 @@
   allowed at a resolution. Sampling picks the resolution first, then re-draws archs (never the
   resolution) until one is under that resolution's cap.
 * Floors: what training samples once its warm-up is over — every ratio ≥ ``min_ratio`` and every
-  block keeping ≥ ⌈``min_keep`` × n⌉ of its n components. Presets lie inside these floors.
+  block keeping ≥ ⌈``min_keep`` × n⌉ of its n components. Presets lie inside these floors;
+  :meth:`SearchSpace.for_run` raises them to a run's ``train.final_min_*`` so a trained run's
+  presets, searches and arch checks stay inside what it trained.
 """
 
 from __future__ import annotations
@@ -57,6 +59,15 @@ def parse_preset(value: str | float) -> tuple[str, float]:
     return f"{f:g}", f
 
 
+def active_slots(spec: BlockSpec, keep: tuple[str, ...]) -> set[str]:
+    """Slots of a block whose ratio matters: its kept components, plus ``ff`` when an
+    attention is kept."""
+    active = set(keep)
+    if spec.ff_hidden and any(c in ATTENTIONS for c in keep):
+        active.add("ff")
+    return active
+
+
 @dataclass(frozen=True)
 class ElasticLayer:
     block: str
@@ -74,6 +85,22 @@ class SearchSpace:
             config's ``min_ratio`` and :data:`MIN_KEEP`); sampling defaults and presets use
             them.
     """
+
+    @classmethod
+    def for_run(cls, config: ModelConfig | str, train=None) -> "SearchSpace":
+        """The space of a supernet trained with ``train`` — a :class:`~sned.train.config.
+        TrainConfig`, or the ``train`` dict a checkpoint records (None: the defaults).
+
+        Its floors are the higher of the config's (``min_ratio``, :data:`MIN_KEEP`) and the
+        run's ``final_min_ratio`` (snapped up to a ratio choice, as the warm-up does) /
+        ``final_min_keep``: what training drew after its warm-up.
+        """
+        cfg = load_config(config)
+        get = train.get if isinstance(train, dict) else (lambda k, d: getattr(train, k, d))
+        ratio = float(get("final_min_ratio", cfg.min_ratio) or 0.0)
+        keep = float(get("final_min_keep", MIN_KEEP) or 0.0)
+        ratio = min((r for r in cfg.ratios if r >= ratio - 1e-9), default=ratio)
+        return cls(cfg, max(cfg.min_ratio, ratio), max(MIN_KEEP, keep))
 
     def __init__(self, config: ModelConfig | str, min_ratio: float | None = None,
                  min_keep: float = MIN_KEEP) -> None:
@@ -183,6 +210,25 @@ class SearchSpace:
                 return arch
         raise ArchError(f"no arch under the cost cap {self.config.max_cost.get(res)} at "
                         f"resolution {res} after {max_tries} draws; raise the cap or min ratios")
+
+    def check_floors(self, arch: Arch, source: str = "arch") -> Arch:
+        """Raise ArchError when ``arch`` lies outside the floors (a ratio below ``min_ratio``
+        or a block keeping fewer than ⌈``min_keep`` × n⌉ components), naming the block, the
+        value and the floor; return ``arch`` otherwise."""
+        for s, b in zip(self.specs, arch.blocks):
+            active = active_slots(s, b.keep)
+            for slot, r in b.ratios:
+                if slot in active and r < self.min_ratio - 1e-9:
+                    raise ArchError(f"{source}: block {s.name!r} {slot} ratio {r:g} is below the "
+                                    f"floor {self.min_ratio:g} the supernet was trained to "
+                                    f"(train.final_min_ratio)")
+            need = math.ceil(self.min_keep * len(s.components) - 1e-9)
+            if len(b.keep) < need:
+                raise ArchError(f"{source}: block {s.name!r} keeps {len(b.keep)} of "
+                                f"{len(s.components)} components, below the floor {need} "
+                                f"(⌈{self.min_keep:g} × {len(s.components)}⌉) the supernet was "
+                                f"trained to (train.final_min_keep)")
+        return arch
 
     # ----------------------------------------------------------------------------- costs
     def cost(self, arch: Arch, resolution: int | None = None, frames: int | None = None

@@ -168,7 +168,7 @@ def matched_steps(run, target_macs: int) -> int:
     from .space import SearchSpace
     from .train.arch_sampler import ArchSampler
 
-    space = SearchSpace(run.model)
+    space = SearchSpace.for_run(run.model, run.train)
     sampler = ArchSampler(space, run.train)
     spent, step = 0, 0
     while spent < target_macs:
@@ -234,10 +234,9 @@ class Evaluator:
     def __call__(self, folder: Path, presets: tuple[str, ...]) -> list[dict]:
         from .loading import load_denoiser
         from .metrics.val_loss import synthetic_proxy
-        from .space import SearchSpace
 
         den = load_denoiser(folder, ema=True, device=self.device)
-        model, space = den.model, SearchSpace(den.model.config)
+        model, space = den.model, den.space
         rows = []
         for res in model.config.resolutions:
             proxy = synthetic_proxy(model, den.diffusion, res, n_videos=self.plan.val_videos,

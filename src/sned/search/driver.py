@@ -33,9 +33,8 @@ def search_denoiser(den, out: Path, resolution: int, *, budget: int = 100,
     from ..inputs import example_inputs
     from ..metrics.latency import LatencyTable, denoiser_latency
     from ..metrics.val_loss import heldout_proxy
-    from ..space import SearchSpace
 
-    space = SearchSpace(den.config)
+    space = den.space  # the floors the supernet was trained to
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if objective is None:

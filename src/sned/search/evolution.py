@@ -35,8 +35,8 @@ from typing import Any, Callable
 import numpy as np
 
 from ..arch import Arch, ArchError, BlockArch, check_resolution
-from ..config import ATTENTIONS
 from ..space import SearchSpace
+from ..space import active_slots as _active_slots
 from .pareto import pareto_front
 
 Objective = Callable[[Arch], float]
@@ -151,23 +151,22 @@ def _rank(p: Point) -> tuple[float, int]:
 
 # --------------------------------------------------------------------------------- operators
 def _choices(space: SearchSpace, min_ratio: float | None) -> tuple[float, ...]:
-    floor = space.config.min_ratio if min_ratio is None else float(min_ratio)
+    floor = space.min_ratio if min_ratio is None else float(min_ratio)
     out = tuple(r for r in space.ratios if r >= floor - 1e-9)
     if not out:
         raise SearchError(f"min_ratio {min_ratio} is above every ratio choice {space.ratios}")
     return out
 
 
+def _floors(space: SearchSpace, min_ratio: float | None, min_keep: float | None
+            ) -> tuple[float, float]:
+    """Sampling / mutation floors: the space's (its training floors) unless given."""
+    return (space.min_ratio if min_ratio is None else float(min_ratio),
+            space.min_keep if min_keep is None else float(min_keep))
+
+
 def _min_kept(n: int, min_keep: float) -> int:
     return math.ceil(min_keep * n - 1e-9)
-
-
-def _active_slots(spec, keep: tuple[str, ...]) -> set[str]:
-    """Slots whose ratio matters: kept components, plus ``ff`` when an attention is kept."""
-    active = set(keep)
-    if spec.ff_hidden and any(c in ATTENTIONS for c in keep):
-        active.add("ff")
-    return active
 
 
 def canonical(space: SearchSpace, arch: Arch) -> Arch:
@@ -183,7 +182,7 @@ def canonical(space: SearchSpace, arch: Arch) -> Arch:
 
 
 def mutate(space: SearchSpace, arch: Arch, rng: np.random.Generator, prob: float = 0.1,
-           min_ratio: float | None = None, min_keep: float = 0.4) -> Arch:
+           min_ratio: float | None = None, min_keep: float | None = None) -> Arch:
     """Mutate ``arch``: re-draw each elastic layer's ratio with probability ``prob`` and flip each
     component's keep bit with probability ``prob``.
 
@@ -192,6 +191,7 @@ def mutate(space: SearchSpace, arch: Arch, rng: np.random.Generator, prob: float
     stay within the ``min_ratio`` floor, and a layer that becomes active (a re-kept component, or
     the feed-forward when a first attention comes back) gets a freshly drawn ratio.
     """
+    min_ratio, min_keep = _floors(space, min_ratio, min_keep)
     choices = _choices(space, min_ratio)
     blocks = []
     for spec, b in zip(space.specs, arch.blocks):
@@ -323,7 +323,7 @@ def random_search(space: SearchSpace, evaluate: Objective, *, budget: int = 100,
                   resolution: int | None = None, frames: int | None = None,
                   max_params: float | None = None, max_macs: float | None = None,
                   max_latency_ms: float | None = None, latency_fn: LatencyFn | None = None,
-                  min_ratio: float | None = None, min_keep: float = 0.4, seed: int = 0,
+                  min_ratio: float | None = None, min_keep: float | None = None, seed: int = 0,
                   max_tries: int = 2000) -> SearchResult:
     """Baseline: evaluate ``budget`` distinct random archs that satisfy the constraints.
 
@@ -333,6 +333,7 @@ def random_search(space: SearchSpace, evaluate: Objective, *, budget: int = 100,
     """
     t0 = time.perf_counter()
     res, frames = _setup(space, resolution, frames, budget)
+    min_ratio, min_keep = _floors(space, min_ratio, min_keep)
     ev = _Evaluator(space, evaluate, res, frames, max_params, max_macs, max_latency_ms,
                     latency_fn)
     rng = np.random.default_rng(seed)
@@ -353,7 +354,7 @@ def evolutionary_search(space: SearchSpace, evaluate: Objective, *, budget: int 
                         max_params: float | None = None, max_macs: float | None = None,
                         max_latency_ms: float | None = None,
                         latency_fn: LatencyFn | None = None, min_ratio: float | None = None,
-                        min_keep: float = 0.4, seed: int = 0, max_tries: int = 2000,
+                        min_keep: float | None = None, seed: int = 0, max_tries: int = 2000,
                         initial: list[Arch] | None = None,
                         callback: Callable[[int, list[Point]], None] | None = None
                         ) -> SearchResult:
@@ -380,6 +381,7 @@ def evolutionary_search(space: SearchSpace, evaluate: Objective, *, budget: int 
     """
     t0 = time.perf_counter()
     res, frames = _setup(space, resolution, frames, budget)
+    min_ratio, min_keep = _floors(space, min_ratio, min_keep)
     if population_size < 2 or not 1 <= parents <= population_size:
         raise SearchError(f"need population_size >= 2 and 1 <= parents <= population_size "
                           f"(got {population_size}, {parents})")

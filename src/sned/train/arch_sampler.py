@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..arch import Arch, ArchError
-from ..space import PRESETS, SearchSpace
+from ..space import PRESETS, SearchSpace, parse_preset
 from .config import TrainConfig
 
 
@@ -101,14 +101,17 @@ class ArchSampler:
 
 
 def fixed_arch(space: SearchSpace, spec: str) -> Arch:
-    """``train.fixed_arch``: a preset name or an arch JSON file, validated against ``space``."""
-    if spec in PRESETS:
-        return space.preset(spec)
+    """``train.fixed_arch``: a preset (S/M/L/B or a fraction, :func:`parse_preset`) or an arch
+    JSON file, validated against ``space``."""
+    try:
+        return space.preset(parse_preset(spec)[0])
+    except ArchError:
+        pass  # not a preset: an arch file
     try:
         arch = Arch.load(spec)
         for res in space.config.resolutions:  # trained at every resolution: under every cap
             space.validate(Arch(res, arch.blocks, arch.config))
         return Arch(space.config.resolutions[0], arch.blocks, arch.config)
     except ArchError as e:
-        raise ArchError(f"train.fixed_arch={spec!r} (a preset {list(PRESETS)} or an arch "
-                        f"JSON file): {e}") from None
+        raise ArchError(f"train.fixed_arch={spec!r} (a preset {', '.join(PRESETS)}, a fraction "
+                        f"in (0, 1] such as 0.75, or an arch JSON file): {e}") from None

@@ -86,7 +86,8 @@ class TrainConfig:
         exact_freeze: masked AdamW that leaves inactive weights, moments and decay untouched;
             False = plain AdamW (ablation).
         sampler: ``uniform`` (the paper) or ``sandwich`` (largest + smallest + k random).
-        fixed_arch: train one arch only — a preset name (``S``/``M``/``L``/``B``) or an arch
+        fixed_arch: train one arch only — a preset (``S``/``M``/``L``/``B`` or a fraction
+            such as ``0.75``, :func:`sned.space.parse_preset`; stored as its label) or an arch
             JSON file; the resolution is still drawn per step from the model's resolutions.
             With exact freezing this is training that static subnet alone. None = supernet.
         sandwich_k: random archs per sandwich step.
@@ -118,7 +119,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     exact_freeze: bool = True
     sampler: str = "uniform"
-    fixed_arch: str | None = None
+    fixed_arch: str | float | None = None
     sandwich_k: int = 2
     inplace_distill: bool = True
     warmup_steps: int = 30000
@@ -153,11 +154,12 @@ class TrainConfig:
             ("checkpoint_every", self.checkpoint_every >= 1), ("keep_last", self.keep_last >= 1),
             ("nan_patience", self.nan_patience >= 1), ("log_every", self.log_every >= 1),
             ("device", self.device in ("auto", "cpu", "cuda")),
-            ("fixed_arch", self.fixed_arch is None or isinstance(self.fixed_arch, str)),
         ]
         for key, ok in checks:
             if not ok:
                 raise ConfigError(f"train.{key}: invalid value {getattr(self, key)!r}")
+        if self.fixed_arch is not None:
+            object.__setattr__(self, "fixed_arch", fixed_arch_spec(self.fixed_arch))
         if self.fixed_arch is not None and self.sampler != "uniform":
             raise ConfigError(f"train.fixed_arch={self.fixed_arch!r} trains one arch; "
                               f"train.sampler={self.sampler!r} does not apply (use uniform)")
@@ -167,6 +169,27 @@ class TrainConfig:
 
     def batch_for(self, resolution: int) -> int:
         return self.batch_size_per_resolution.get(resolution, self.batch_size)
+
+
+def fixed_arch_spec(value: str | float) -> str:
+    """``train.fixed_arch`` as stored: a preset's label (``"S"``, ``"0.75"``; through the one
+    parser :func:`sned.space.parse_preset`) or, for any other text, an arch JSON file's path
+    (read and validated by the arch sampler). A number outside (0, 1] — or a bool, list, … — is
+    a ConfigError naming the value."""
+    from ..arch import ArchError
+    from ..space import parse_preset
+
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ConfigError(f"train.fixed_arch: invalid value {value!r}; expected a preset (S, M, "
+                          f"L, B or a fraction in (0, 1]) or an arch JSON file")
+    try:
+        return parse_preset(value)[0]
+    except ArchError as e:
+        try:
+            float(value)
+        except ValueError:
+            return value  # not a number: an arch JSON file
+        raise ConfigError(f"train.fixed_arch={value!r}: {e}") from None
 
 
 @dataclass(frozen=True)

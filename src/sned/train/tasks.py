@@ -75,7 +75,7 @@ class DiffusionTask:
 
     def __init__(self, run) -> None:
         self.run = run
-        self.space = SearchSpace(run.model)
+        self.space = SearchSpace.for_run(run.model, run.train)
         self.sampler = ArchSampler(self.space, run.train)
 
     @property
