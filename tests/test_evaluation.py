@@ -113,6 +113,9 @@ def test_evaluate_preset_rows_for_every_stage(tiny_base, tiny_ssr):
             assert lo <= r[f"caption_{attr}"] <= hi
         assert r["latency_ms"] > 0
     assert rows[0]["ssr_psnr_db"] is None and all(r["ssr_psnr_db"] > 0 for r in rows[1:])
+    for r in rows[1:]:  # 2 runs x 2 videos, and a 95 % interval of their mean
+        lo, hi = r["ssr_psnr_ci"]
+        assert r["ssr_psnr_n"] == 4 and lo < r["ssr_psnr_db"] < hi
     # the same SSR subnet serves both steps: its weights count once, its MACs per step
     assert rows[1]["cascade_params"] == rows[0]["params"] + rows[1]["params"]
     assert rows[2]["cascade_params"] == rows[1]["cascade_params"]

@@ -58,6 +58,7 @@ def test_pooled_text_conditions_a_model_without_cross_attention():
       "levels": [{"mult": 1, "blocks": 1, "components": list(NO_CROSS)}], "heads": [1],
       "pooled_text": True}, "pooled_text"),
     ({"kind": "base", "ssr_residual": True}, "ssr_residual"),
+    ({"kind": "ssr", "ssr_residual": True, "ssr_residual_scale": 0}, "ssr_residual_scale"),
 ])
 def test_bad_option_values_name_the_key(raw, key):
     with pytest.raises(ConfigError, match=key):
@@ -69,11 +70,15 @@ def test_ssr_pair_residual_adds_back_exactly():
     obj = Objective(DiffusionConfig())
     low, x0 = obj.ssr_pair(video)
     assert low.shape == (2, 3, 3, 16, 16) and torch.equal(x0, video)
-    low_r, res = obj.ssr_pair(video, residual=True)
+    low_r, res = obj.ssr_pair(video, residual_scale=1.0)
     assert torch.equal(low_r, low)
     assert torch.allclose(res + obj.ssr_base(low, 32), video, atol=1e-6)
     assert res.std() < 0.5 * video.std()  # the residual is the detail, not the picture
     assert torch.allclose(low, resize_video(video, 16))
+    _, scaled = obj.ssr_pair(video, residual_scale=0.1)
+    assert torch.allclose(scaled, res / 0.1, atol=1e-5)
+    assert torch.allclose(obj.ssr_output(scaled, low, 0.1), video, atol=1e-5)
+    assert torch.equal(obj.ssr_output(video, low, None), video)
 
 
 def _ideal_zero_residual(model, diffusion):
@@ -91,7 +96,8 @@ def _ideal_zero_residual(model, diffusion):
 
 @pytest.mark.parametrize("residual", [False, True])
 def test_residual_ssr_sampling_adds_the_upsampled_input(residual):
-    cfg = dataclasses.replace(sned.load_config("tiny-ssr"), ssr_residual=residual)
+    cfg = dataclasses.replace(sned.load_config("tiny-ssr"), ssr_residual=residual,
+                              ssr_residual_scale=0.25)
     model = _ideal_zero_residual(VideoUNet(cfg), DiffusionConfig())
     g = torch.Generator().manual_seed(0)
     low = torch.rand(2, 3, 2, 16, 16, generator=g) * 2 - 1
@@ -110,7 +116,8 @@ def test_trainer_diffuses_the_residual(tmp_path, monkeypatch):
 
     run = load_run_config("tiny-ssr", ["model.frames=2", "data.num_videos=4",
                                        "train.batch_size=2", "train.warmup_steps=0",
-                                       "model.ssr_residual=true"])
+                                       "model.ssr_residual=true",
+                                       "model.ssr_residual_scale=0.5"])
     pair, noisy = Objective.ssr_pair, Objective.noisy
     clips, diffused = [], []
     monkeypatch.setattr(Objective, "ssr_pair", lambda self, v, residual=False: (
@@ -120,4 +127,5 @@ def test_trainer_diffuses_the_residual(tmp_path, monkeypatch):
     Trainer(run, tmp_path / "r", progress=False).fit(1)
     clip = clips[0]
     low = resize_video(clip, clip.shape[-1] // 2)
-    assert torch.allclose(diffused[0], clip - resize_video(low, clip.shape[-1]), atol=1e-6)
+    assert torch.allclose(diffused[0], (clip - resize_video(low, clip.shape[-1])) / 0.5,
+                          atol=1e-5)

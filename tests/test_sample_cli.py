@@ -128,3 +128,10 @@ def test_quickstart_trains_every_preset_and_resolution(tmp_path):
         (r, p) for r in (16, 32, 64) for p in "SMLB"}
     for r in rows:
         assert r["val_loss"] < r["val_loss_init"], (r["resolution"], r["preset"])
+        if r["resolution"] > 16:  # every SSR stage reports its consistency with n and interval
+            assert r["ssr_psnr_n"] >= 1 and r["ssr_psnr_db"] > 0
+        if r["resolution"] == 64:  # 8 videos: an interval
+            lo, hi = r["ssr_psnr_ci"]
+            assert r["ssr_psnr_n"] == 8 and lo <= r["ssr_psnr_db"] <= hi
+    for res in (16, 32, 64):  # clips of at least 8 frames at every stage
+        assert read_video(tmp_path / "q" / "videos" / f"{res}px_B_0.mp4").shape[0] >= 8

@@ -85,6 +85,9 @@ class ModelConfig:
             add the clean upsampled ``lowres`` back after sampling (residual super-resolution,
             as in SRDiff): the output follows its input by construction and the model only
             learns the detail. See :meth:`sned.diffusion.Objective.ssr_pair`.
+        ssr_residual_scale: with ``ssr_residual``, the residual is divided by this before it is
+            diffused (and multiplied back after sampling), so it has about unit variance like a
+            video; the synthetic clips' residual has std ≈ 0.1 at 32 px.
         autoencoder: latent models only — the autoencoder config (built-in name or YAML) whose
             latents this UNet denoises; ``in_channels`` must be its latent channels, and
             ``frames`` / ``resolutions`` are then in latent units (pixel = latent × the
@@ -116,9 +119,15 @@ class ModelConfig:
     conditional: bool = True
     pooled_text: bool = False
     ssr_residual: bool = False
+    ssr_residual_scale: float = 1.0
     autoencoder: str | None = None
 
     # ----------------------------------------------------------------------------- derived
+    @property
+    def residual_scale(self) -> float | None:
+        """What an SSR model's diffused residual is divided by; None = it diffuses the video."""
+        return float(self.ssr_residual_scale) if self.ssr_residual else None
+
     @property
     def downsample_factor(self) -> int:
         return 2 ** (len(self.levels) - 1)
@@ -174,6 +183,9 @@ def _validate(cfg: ModelConfig) -> None:
             _fail(key, getattr(cfg, key), "must be true or false")
     if cfg.pooled_text and not cfg.conditional:
         _fail("pooled_text", cfg.pooled_text, "needs a conditional model (conditional: true)")
+    if not (isinstance(cfg.ssr_residual_scale, (int, float))
+            and not isinstance(cfg.ssr_residual_scale, bool) and cfg.ssr_residual_scale > 0):
+        _fail("ssr_residual_scale", cfg.ssr_residual_scale, "must be a number > 0")
     if cfg.ssr_residual and cfg.kind != "ssr":
         _fail("ssr_residual", cfg.ssr_residual, f"is for SSR models; kind is {cfg.kind!r}")
     if cfg.autoencoder is not None and not isinstance(cfg.autoencoder, str):

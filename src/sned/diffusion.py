@@ -114,19 +114,31 @@ class Objective:
 
         return resize_video(lowres, size)
 
-    def ssr_pair(self, video: Tensor, residual: bool = False) -> tuple[Tensor, Tensor]:
+    def ssr_pair(self, video: Tensor, residual_scale: float | None = None
+                 ) -> tuple[Tensor, Tensor]:
         """An SSR training pair from a clip ``video`` (B, C, T, H, W) in [-1, 1].
 
         Returns ``(lowres, x0)``: lowres (B, C, T, H/2, W/2) is the antialiased downsample
         the SSR is conditioned on; x0 (B, C, T, H, W) is what it diffuses — the clip itself,
-        or with ``residual`` (``ModelConfig.ssr_residual``) the clip minus
-        :meth:`ssr_base` of lowres, which sampling adds back. Training, the validation loss
-        and sampling all go through this pair and :meth:`ssr_base`.
+        or with a ``residual_scale`` s (``ModelConfig.residual_scale``) the residual
+        ``(clip − ssr_base(lowres)) / s``, which :meth:`ssr_output` turns back into a video.
+        Training and the validation loss build their pairs here; sampling uses
+        :meth:`ssr_output`.
         """
         from .data.transforms import resize_video
 
         low = resize_video(video, video.shape[-1] // 2)
-        return low, (video - self.ssr_base(low, video.shape[-1]) if residual else video)
+        if residual_scale is None:
+            return low, video
+        return low, (video - self.ssr_base(low, video.shape[-1])) / residual_scale
+
+    @classmethod
+    def ssr_output(cls, x0: Tensor, lowres: Tensor, residual_scale: float | None) -> Tensor:
+        """The video (B, C, T, H, W) an SSR's sampled ``x0`` stands for (see :meth:`ssr_pair`):
+        ``x0`` itself, or ``x0 · s + ssr_base(lowres)`` for a residual model."""
+        if residual_scale is None:
+            return x0
+        return x0 * residual_scale + cls.ssr_base(lowres.to(x0), x0.shape[-1])
 
     def augment_lowres(self, lowres: Tensor, level: Tensor, noise: Tensor) -> Tensor:
         """The SSR condition (Imagen's noise-conditioning augmentation): upsample ``lowres``

@@ -217,7 +217,9 @@ def consistency_metric(ctx: StageContext) -> dict:
     if ctx.inputs is None:
         return {"ssr_psnr_db": None}
     db = np.concatenate([ssr_consistency(o, i) for o, i in zip(ctx.videos, ctx.inputs)])
-    half = 1.959964 * db.std(ddof=1) / np.sqrt(db.size) if db.size > 1 else float("nan")
+    if db.size < 2:  # no interval from one video
+        return {"ssr_psnr_db": float(db.mean()), "ssr_psnr_n": int(db.size), "ssr_psnr_ci": None}
+    half = 1.959964 * db.std(ddof=1) / np.sqrt(db.size)
     return {"ssr_psnr_db": float(db.mean()), "ssr_psnr_n": int(db.size),
             "ssr_psnr_ci": [float(db.mean() - half), float(db.mean() + half)]}
 

@@ -45,7 +45,7 @@ class ValLossProxy:
         x0 = videos.to(device)
         ssr = model.config.kind == "ssr"
         if ssr:  # the condition, and what the SSR diffuses (the clip or its residual)
-            low, x0 = self.objective.ssr_pair(x0, model.config.ssr_residual)
+            low, x0 = self.objective.ssr_pair(x0, model.config.residual_scale)
         self.xt, self.target = self.objective.noisy(x0, noise.to(device), self.t)
         self.emb, self.mask = text[0].to(device), text[1].to(device)
         self.lowres = self.aug = None

@@ -229,6 +229,6 @@ def sample(model: VideoUNet, text_embeds: Tensor, text_mask: Tensor | None = Non
         bar.close()
     finally:
         model.train(was_training)
-    if cfg.kind == "ssr" and cfg.ssr_residual:  # the model sampled x − up(lowres)
-        x = x + Objective.ssr_base(lowres.to(device, torch.float32), res)
+    if cfg.kind == "ssr":  # a residual model sampled (x − up(lowres)) / s
+        x = Objective.ssr_output(x, lowres.to(device, torch.float32), cfg.residual_scale)
     return x.clamp(-1.0, 1.0) if clamp else x

@@ -173,7 +173,7 @@ class Trainer:
         t, noise = t.to(self.device), noise.to(self.device)
         ssr = self.run.model.kind == "ssr"
         if ssr:  # low: the condition (upsampled, then noised below); video: what is diffused
-            low, video = self.objective.ssr_pair(video, self.run.model.ssr_residual)
+            low, video = self.objective.ssr_pair(video, self.run.model.residual_scale)
         xt, target = self.objective.noisy(video, noise, t)
         inputs = {"sample": xt, "timestep": t, "encoder_hidden_states": emb,
                   "encoder_attention_mask": mask & keep_text.to(self.device)[:, None]}
