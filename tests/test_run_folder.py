@@ -8,11 +8,13 @@ import json
 import os
 import shutil
 
+import pytest
 import torch
 
 from sned.cli import main
 from sned.train.checkpoint import list_checkpoints, save_checkpoint
 from sned.train.config import load_run_config
+from sned.train.run_folder import RunFolderError
 from sned.train.trainer import Trainer
 
 FAST = ["model.frames=2", "data.num_videos=8", "train.batch_size=2", "train.warmup_steps=2",
@@ -115,3 +117,22 @@ def test_pruning_sorts_by_step_number_not_name(tmp_path):
         save_checkpoint(root, step, model, opt, None, sched, {}, keep_last=2)
     assert [p.name for p in list_checkpoints(root)] == ["step-9999999", "step-10000000"]
     assert os.readlink(root / "latest") == "step-10000000"
+
+
+def test_resume_reads_keys_added_since_the_checkpoint_as_defaults(tmp_path, capsys):
+    """A checkpoint written before a model option existed resumes: the missing key takes its
+    default, which is not a change (a key whose default differs from the run's still is)."""
+    out = tmp_path / "run"
+    assert _train(out, 2) == 0
+    state_file = out / "checkpoints" / "latest" / "state.json"
+    state = json.loads(state_file.read_text())
+    for key in ("ssr_residual", "ssr_residual_scale"):  # options this checkpoint predates
+        del state["run"]["model"][key]
+    state_file.write_text(json.dumps(state))
+    capsys.readouterr()
+    trainer = Trainer(load_run_config("tiny-base", FAST[:-1]), out, resume=True, progress=False)
+    assert trainer.step == 2 and "ssr_residual" not in capsys.readouterr().err
+    del state["run"]["model"]["pooled_text"]  # default False, but this run trains with True
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(RunFolderError, match="model.pooled_text"):
+        Trainer(load_run_config("tiny-base", FAST[:-1]), out, resume=True, progress=False)

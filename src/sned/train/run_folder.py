@@ -118,7 +118,7 @@ class RunFolder:
         if not isinstance(saved, dict):
             return  # written before configs were saved in checkpoints
         now = json.loads(json.dumps(run.to_dict()))
-        changed = [d for d in _diff(saved, now) if d[0] != "model.name"]
+        changed = [d for d in _diff(_with_defaults(saved), now) if d[0] != "model.name"]
         fixed = [d for d in changed if d[0].split(".", 1)[0] in FIXED_SECTIONS]
         if fixed:
             key, old, new = fixed[0]
@@ -199,3 +199,16 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
             out += _diff(old.get(k), new.get(k), key)
         return out
     return [] if old == new else [(prefix, old, new)]
+
+
+def _with_defaults(saved: dict) -> dict:
+    """A saved run config as this version reads it: keys added since it was written take
+    their defaults (so a new option, off by default, is not a "change"). A config this version
+    cannot read is compared as saved."""
+    from ..config import ConfigError
+    from .config import load_run_config
+
+    try:
+        return json.loads(json.dumps(load_run_config(saved).to_dict()))
+    except (ConfigError, ValueError, TypeError, KeyError):
+        return saved
