@@ -14,6 +14,7 @@ from sned.diffnas.blocks import run_stage, teacher_trace
 from sned.diffnas.search import choose, fit_max_macs, StageResult
 from sned.diffnas.space import StageSpace
 from sned.diffnas.student import init_student, teacher_arch
+from sned.diffnas.tasks import JointLossTask
 from sned.diffusion import DiffusionConfig
 
 SMALL = ["frames=2", "resolutions=[16]", "model_channels=16", "heads=[1,2,2]",
@@ -37,19 +38,28 @@ def _teacher(folder, config="tiny-base", overrides=SMALL, preset="M"):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """One pipeline run, killed after the search stage and continued."""
+    """One pipeline run, killed in the middle of retraining (an exception in its third step)
+    and continued."""
     root = tmp_path_factory.mktemp("diffnas")
     teacher = _teacher(root / "teacher")
     out = root / "out"
+    backward = JointLossTask.backward
 
-    def kill_after_search(msg):
-        if msg == "diffnas: stage search done":
+    def dies_at_step_2(self, trainer, batch):
+        if trainer.step == 2:
             raise Killed
+        return backward(self, trainer, batch)
 
-    with pytest.raises(Killed):
-        run_diffnas(teacher, out, Options(**OPTS), log=kill_after_search)
+    JointLossTask.backward = dies_at_step_2
+    try:
+        with pytest.raises(Killed):
+            run_diffnas(teacher, out, Options(**OPTS), log=lambda m: None)
+    finally:
+        JointLossTask.backward = backward
     first = {"search": (out / "search.json").read_bytes(),
-             "student_mtime": (out / "work" / "student.safetensors").stat().st_mtime_ns}
+             "student_mtime": (out / "work" / "student.safetensors").stat().st_mtime_ns,
+             "checkpoints": sorted(p.name for p in (out / "retrain" / "checkpoints")
+                                   .glob("step-*"))}
     logs = []
     run_diffnas(teacher, out, Options(**OPTS), log=logs.append)
     return teacher, out, first, logs
@@ -150,6 +160,9 @@ def test_killed_run_continues_from_the_last_finished_stage(run):
     _, out, first, logs = run
     assert not any("supernet training" in m or "local search" in m for m in logs)
     assert logs[0].startswith("diffnas: retraining")
+    # the killed retraining saved its two finished steps and went on from there
+    assert first["checkpoints"][-1] == "step-0000002"
+    assert logs[1] == f"diffnas: resuming {out / 'retrain'} from its last checkpoint"
     assert (out / "search.json").read_bytes() == first["search"]
     assert (out / "work" / "student.safetensors").stat().st_mtime_ns == first["student_mtime"]
     state = json.loads((out / "state.json").read_text())
