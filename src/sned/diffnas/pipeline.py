@@ -65,6 +65,8 @@ class Options:
     data: dict = field(default_factory=dict)
     teacher_prob: float = 1.0
     ema_decay: float = 0.995
+    fvd_videos: int = 16
+    i3d: str | None = None
 
     def __post_init__(self) -> None:
         for k in ("supernet_steps", "retrain_steps", "budget", "batch_size", "heldout"):
@@ -81,6 +83,11 @@ class Options:
         if not 0.0 <= self.teacher_prob <= 1.0:
             raise ValueError(f"diffnas: --teacher-prob must be in [0, 1] (got "
                              f"{self.teacher_prob})")
+        if self.fvd_videos < 0:
+            raise ValueError(f"diffnas: --fvd-videos must be >= 0 (got {self.fvd_videos})")
+        if self.i3d not in (None, "random") and not Path(self.i3d).expanduser().is_file():
+            raise ValueError(f"diffnas: --i3d {self.i3d}: no such file (a Kinetics-400 I3D "
+                             f"checkpoint, 'random', or leave it out for the installed one)")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"diffnas: --ema-decay must be in [0, 1) (got {self.ema_decay})")
         self.data_config()  # validates the data section
