@@ -72,13 +72,13 @@ def run(tmp_path_factory):
              "student_mtime": (out / "work" / "student.safetensors").stat().st_mtime_ns,
              "checkpoints": sorted(p.name for p in (out / "retrain" / "checkpoints")
                                    .glob("step-*"))}
-    loader = report.load_detector
-    report.load_detector = lambda spec, device: PixelStats()
+    loader, steps = report.load_detector, report.FVD_STEPS
+    report.load_detector, report.FVD_STEPS = (lambda spec, device: PixelStats()), 2
     try:
         logs = []
         run_diffnas(teacher, out, Options(**OPTS), log=logs.append)
     finally:
-        report.load_detector = loader
+        report.load_detector, report.FVD_STEPS = loader, steps
     return teacher, out, first, logs
 
 
@@ -178,6 +178,7 @@ def test_beta_falls_from_one_to_zero_and_report_compares(run):
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert np.isfinite(float(cells[-2])) and np.isfinite(float(cells[-1]))
     assert "n = 3 generated clips per model (9 frames" in text and "biased" in text
+    assert "2 DDIM steps" in text
     assert sned.load_pretrained(out / "uniform").arch is not None
 
 
