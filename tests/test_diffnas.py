@@ -201,6 +201,10 @@ def test_cli_bad_inputs_exit_2_before_training(run, tmp_path, capsys):
     assert main(args + ["--max-macs", "10"]) == 2
     assert "--max-macs" in capsys.readouterr().err
     assert main(args + ["--budget", "0"]) == 2
+    assert main(args + ["--teacher-prob", "1.5"]) == 2
+    assert "--teacher-prob" in capsys.readouterr().err
+    assert main(args + ["--i3d", str(tmp_path / "nope.ckpt")]) == 2
+    assert "nope.ckpt" in capsys.readouterr().err
     assert main(args + ["--data", "nope=1"]) == 2
     assert "'nope'" in capsys.readouterr().err
     assert main(["diffnas", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
