@@ -24,11 +24,15 @@ def main() -> None:
     p.add_argument("--budget", type=int, default=16)
     p.add_argument("--heldout", type=int, default=16)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--no-sandwich", action="store_true", help="uniform candidate draws only")
+    p.add_argument("--teacher-prob", type=float, default=1.0,
+                   help="supernet: probability of also training the teacher-shaped candidate")
+    p.add_argument("--max-macs", type=float, default=None)
+    p.add_argument("--fvd-videos", type=int, default=16)
+    p.add_argument("--name", default="diffnas", help="DiffNAS output folder under --out")
     args = p.parse_args()
 
-    from sned.cli_generate import export_subnet
     from sned.diffnas import Options, run_diffnas
+    from sned.extract import export_subnet
     from sned.loading import load_denoiser
     from sned.quickstart import QUICK_BASE, train_supernet
 
@@ -41,14 +45,14 @@ def main() -> None:
                        args.train_seconds, dev)
     teacher = out / "teacher"
     if not teacher.exists():
-        export_subnet(load_denoiser(run_dir, preset="B", ema=False, device=dev), teacher,
-                      ema=False)
+        export_subnet(load_denoiser(run_dir, preset="B", ema=False, device=dev), teacher)
     t1 = time.monotonic()
-    dn = out / ("diffnas-uniform-draws" if args.no_sandwich else "diffnas")
+    dn = out / args.name
     run_diffnas(teacher, dn,
                 Options(supernet_steps=args.supernet_steps, retrain_steps=args.retrain_steps,
                         budget=args.budget, heldout=args.heldout, device=args.device,
-                        sandwich=not args.no_sandwich))
+                        teacher_prob=args.teacher_prob, fvd_videos=args.fvd_videos,
+                        max_macs=None if args.max_macs is None else int(args.max_macs)))
     t2 = time.monotonic()
     print((dn / "report.md").read_text())
     print(f"teacher training {t1 - t0:.0f} s, diffnas {t2 - t1:.0f} s on {dev} "

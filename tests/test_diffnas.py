@@ -14,16 +14,29 @@ from sned.diffnas.blocks import run_stage, teacher_trace
 from sned.diffnas.search import choose, fit_max_macs, StageResult
 from sned.diffnas.space import StageSpace
 from sned.diffnas.student import init_student, teacher_arch
+from sned.diffnas import report
+from sned.diffnas.tasks import JointLossTask
 from sned.diffusion import DiffusionConfig
 
 SMALL = ["frames=2", "resolutions=[16]", "model_channels=16", "heads=[1,2,2]",
          "time_embed_dim=32"]
 OPTS = dict(supernet_steps=3, retrain_steps=4, budget=5, batch_size=2, heldout=2,
-            device="cpu", data={"num_videos": 8})
+            device="cpu", data={"num_videos": 8}, fvd_videos=3)
 
 
 class Killed(Exception):
     pass
+
+
+class PixelStats(torch.nn.Module):
+    """A fast stand-in FVD detector: uint8 (N, T, H, W, 3) → per-channel means and standard
+    deviations (N, 6). The real I3D is exercised by the slow test below."""
+
+    detector_id, name, sha256, random_features = "test-pixel-stats", "pixel stats", None, True
+
+    def forward(self, videos):
+        x = videos.float() / 255
+        return torch.cat([x.mean((1, 2, 3)), x.std((1, 2, 3))], 1)
 
 
 def _teacher(folder, config="tiny-base", overrides=SMALL, preset="M"):
@@ -37,21 +50,35 @@ def _teacher(folder, config="tiny-base", overrides=SMALL, preset="M"):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """One pipeline run, killed after the search stage and continued."""
+    """One pipeline run, killed in the middle of retraining (an exception in its third step)
+    and continued."""
     root = tmp_path_factory.mktemp("diffnas")
     teacher = _teacher(root / "teacher")
     out = root / "out"
+    backward = JointLossTask.backward
 
-    def kill_after_search(msg):
-        if msg == "diffnas: stage search done":
+    def dies_at_step_2(self, trainer, batch):
+        if trainer.step == 2:
             raise Killed
+        return backward(self, trainer, batch)
 
-    with pytest.raises(Killed):
-        run_diffnas(teacher, out, Options(**OPTS), log=kill_after_search)
+    JointLossTask.backward = dies_at_step_2
+    try:
+        with pytest.raises(Killed):
+            run_diffnas(teacher, out, Options(**OPTS), log=lambda m: None)
+    finally:
+        JointLossTask.backward = backward
     first = {"search": (out / "search.json").read_bytes(),
-             "student_mtime": (out / "work" / "student.safetensors").stat().st_mtime_ns}
-    logs = []
-    run_diffnas(teacher, out, Options(**OPTS), log=logs.append)
+             "student_mtime": (out / "work" / "student.safetensors").stat().st_mtime_ns,
+             "checkpoints": sorted(p.name for p in (out / "retrain" / "checkpoints")
+                                   .glob("step-*"))}
+    loader, steps = report.load_detector, report.FVD_STEPS
+    report.load_detector, report.FVD_STEPS = (lambda spec, device: PixelStats()), 2
+    try:
+        logs = []
+        run_diffnas(teacher, out, Options(**OPTS), log=logs.append)
+    finally:
+        report.load_detector, report.FVD_STEPS = loader, steps
     return teacher, out, first, logs
 
 
@@ -140,9 +167,18 @@ def test_beta_falls_from_one_to_zero_and_report_compares(run):
     for r in rows:
         assert r["loss"] == pytest.approx(r["beta"] * r["distill_loss"]
                                           + (1 - r["beta"]) * r["diffusion_loss"], rel=1e-5)
-    report = (out / "report.md").read_text()
+    text = (out / "report.md").read_text()
     for name in ("teacher", "DiffNAS subnet", "uniform width shrink", "val loss", "FVD"):
-        assert name in report
+        assert name in text
+    header = next(line for line in text.splitlines() if line.startswith("| model |"))
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    assert cols[-2:] == ["FVD", "KVD"]
+    for name in ("teacher", "DiffNAS subnet", "uniform width shrink"):
+        row = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert np.isfinite(float(cells[-2])) and np.isfinite(float(cells[-1]))
+    assert "n = 3 generated clips per model (9 frames" in text and "biased" in text
+    assert "2 DDIM steps" in text
     assert sned.load_pretrained(out / "uniform").arch is not None
 
 
@@ -150,6 +186,9 @@ def test_killed_run_continues_from_the_last_finished_stage(run):
     _, out, first, logs = run
     assert not any("supernet training" in m or "local search" in m for m in logs)
     assert logs[0].startswith("diffnas: retraining")
+    # the killed retraining saved its two finished steps and went on from there
+    assert first["checkpoints"][-1] == "step-0000002"
+    assert logs[1] == f"diffnas: resuming {out / 'retrain'} from its last checkpoint"
     assert (out / "search.json").read_bytes() == first["search"]
     assert (out / "work" / "student.safetensors").stat().st_mtime_ns == first["student_mtime"]
     state = json.loads((out / "state.json").read_text())
@@ -162,6 +201,10 @@ def test_cli_bad_inputs_exit_2_before_training(run, tmp_path, capsys):
     assert main(args + ["--max-macs", "10"]) == 2
     assert "--max-macs" in capsys.readouterr().err
     assert main(args + ["--budget", "0"]) == 2
+    assert main(args + ["--teacher-prob", "1.5"]) == 2
+    assert "--teacher-prob" in capsys.readouterr().err
+    assert main(args + ["--i3d", str(tmp_path / "nope.ckpt")]) == 2
+    assert "nope.ckpt" in capsys.readouterr().err
     assert main(args + ["--data", "nope=1"]) == 2
     assert "'nope'" in capsys.readouterr().err
     assert main(["diffnas", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
@@ -169,3 +212,24 @@ def test_cli_bad_inputs_exit_2_before_training(run, tmp_path, capsys):
                  "--budget", "7"]) == 2  # a different run lives there
     assert "budget" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_fvd_without_i3d_weights_is_reported_not_fatal(run, tmp_path, monkeypatch):
+    teacher, _, _, _ = run
+    monkeypatch.setenv("SNED_I3D_WEIGHTS", str(tmp_path / "missing.ckpt"))
+    scores, note = report.fvd_kvd_rows({"teacher": teacher}, 2, 4, None, None, "cpu",
+                                       tmp_path / "cache")
+    assert scores is None and "not computed" in note and "missing.ckpt" in note
+    scores, note = report.fvd_kvd_rows({"teacher": teacher}, 1, 4, None, None, "cpu",
+                                       tmp_path / "cache")
+    assert scores is None and "not applicable" in note
+
+
+@pytest.mark.slow
+def test_fvd_with_the_real_kinetics_i3d(run, tmp_path):
+    """The installed Kinetics-400 I3D scores a model folder (slow on CPU: 224² I3D)."""
+    teacher, out, _, _ = run
+    scores, note = report.fvd_kvd_rows({"subnet": out / "model"}, 2, 2, None, None, "cpu",
+                                       tmp_path / "cache")
+    assert scores is not None, note
+    assert np.isfinite(scores["subnet"]["fvd"]) and "Kinetics-400" in note

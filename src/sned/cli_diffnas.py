@@ -22,8 +22,17 @@ def _diffnas_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heldout", type=int, default=16, help="held-out clips for search/report")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--beta-schedule", default="linear", help="linear or cosine")
-    p.add_argument("--sandwich", action=argparse.BooleanOptionalAction, default=True,
-                   help="also train the teacher-shaped candidate every supernet step")
+    p.add_argument("--teacher-prob", type=float, default=1.0,
+                   help="probability per supernet step and block of also training the "
+                        "teacher-shaped candidate (1 = sandwich, 0 = uniform draws only)")
+    p.add_argument("--ema-decay", type=float, default=0.995,
+                   help="EMA decay of retraining; model/ and uniform/ hold the EMA weights "
+                        "(0 = off, raw weights)")
+    p.add_argument("--fvd-videos", type=int, default=16,
+                   help="video teachers: clips per model for FVD/KVD in report.md (0 = skip)")
+    p.add_argument("--i3d", default=None,
+                   help="FVD detector: I3D weights path, or 'random' (relative comparisons "
+                        "only); default the installed Kinetics-400 weights")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--data", nargs="*", default=[], metavar="KEY=VALUE",
@@ -44,7 +53,8 @@ def run_diffnas_cmd(args: argparse.Namespace) -> int:
     max_macs = None if args.max_macs is None else int(args.max_macs)
     opts = Options(args.supernet_steps, args.retrain_steps, args.budget, max_macs,
                    args.batch_size, args.heldout, args.lr, args.beta_schedule, args.seed,
-                   device, data, args.sandwich)
+                   device, data, args.teacher_prob, args.ema_decay, args.fvd_videos,
+                   args.i3d)
     out = run_diffnas(args.teacher, args.out, opts,
                       log=lambda m: print(m, file=__import__("sys").stderr))
     search = json.loads((out / "search.json").read_text())

@@ -3,14 +3,20 @@
 Stages (each ends by recording itself in ``OUT/state.json``, written atomically; a killed run
 continues from the last finished stage):
 
-1. ``supernet`` — block-wise distillation training of the elastic student
-   (``OUT/work/student.safetensors``).
+1. ``supernet`` — block-wise distillation training of the elastic student, a Trainer run in
+   ``OUT/work/supernet/`` (:class:`~sned.diffnas.tasks.BlockDistillTask`), then
+   ``OUT/work/student.safetensors``.
 2. ``search``   — block-wise local search (``OUT/search.json``).
-3. ``retrain``  — the chosen subnet, extracted and retrained with the dynamic joint loss
-   (``OUT/model/``, ``OUT/retrain/metrics.jsonl``).
-4. ``baseline`` — the teacher shrunk uniformly in width to the closest MACs, retrained the same
-   way for the same steps (``OUT/uniform/``, ``OUT/uniform-retrain/metrics.jsonl``).
+3. ``retrain``  — the chosen subnet, extracted from the student and retrained with the dynamic
+   joint loss, a Trainer run in ``OUT/retrain/`` (:class:`~sned.diffnas.tasks.JointLossTask`;
+   ``metrics.jsonl``, checkpoints with EMA), then ``OUT/model/``.
+4. ``baseline`` — the teacher shrunk uniformly in width to the closest MACs, extracted from the
+   same student and retrained the same way for the same steps (``OUT/uniform-retrain/``,
+   ``OUT/uniform/``).
 5. ``report``   — ``OUT/report.md``.
+
+The training stages resume mid-run from their Trainer checkpoints (about every tenth of the
+stage), so a killed run loses at most a tenth of a stage.
 """
 
 from __future__ import annotations
@@ -32,11 +38,11 @@ from ..files import CheckpointError
 from ..models.unet import VideoUNet
 from ..train.config import DataConfig
 from .blocks import teacher_trace
-from .data import heldout_proxy, noised_batches, proxy_batches
-from .retrain import SCHEDULES, retrain
-from .search import StageResult, fit_max_macs, local_search, train_supernet
+from .data import heldout_proxy, proxy_batches
+from .search import StageResult, fit_max_macs, local_search
 from .space import StageSpace, with_stage
 from .student import init_student, teacher_arch
+from .tasks import SCHEDULES, BlockDistillTask, JointLossTask, run_config, train
 
 FORMAT = "sned-diffnas"
 STAGES = ("supernet", "search", "retrain", "baseline", "report")
@@ -57,7 +63,10 @@ class Options:
     seed: int = 0
     device: str = "cpu"
     data: dict = field(default_factory=dict)
-    sandwich: bool = True
+    teacher_prob: float = 1.0
+    ema_decay: float = 0.995
+    fvd_videos: int = 16
+    i3d: str | None = None
 
     def __post_init__(self) -> None:
         for k in ("supernet_steps", "retrain_steps", "budget", "batch_size", "heldout"):
@@ -71,6 +80,16 @@ class Options:
                              f"{list(SCHEDULES)}")
         if not self.lr > 0:
             raise ValueError(f"diffnas: --lr must be > 0 (got {self.lr})")
+        if not 0.0 <= self.teacher_prob <= 1.0:
+            raise ValueError(f"diffnas: --teacher-prob must be in [0, 1] (got "
+                             f"{self.teacher_prob})")
+        if self.fvd_videos < 0:
+            raise ValueError(f"diffnas: --fvd-videos must be >= 0 (got {self.fvd_videos})")
+        if self.i3d not in (None, "random") and not Path(self.i3d).expanduser().is_file():
+            raise ValueError(f"diffnas: --i3d {self.i3d}: no such file (a Kinetics-400 I3D "
+                             f"checkpoint, 'random', or leave it out for the installed one)")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"diffnas: --ema-decay must be in [0, 1) (got {self.ema_decay})")
         self.data_config()  # validates the data section
 
     def data_config(self) -> DataConfig:
@@ -162,9 +181,11 @@ class Run:
     def _fixed_macs(self) -> int:
         return self.teacher_cost.macs - sum(sp.cost(sp.teacher).macs for sp in self.spaces)
 
-    def _batches(self, seed_offset: int):
-        return noised_batches(self.teacher, self.data, self.diffusion, self.arch.resolution,
-                              self.opts.batch_size, self.opts.seed + seed_offset, self.text)
+    def _run_config(self, steps: int, seed_offset: int, ema_decay: float, exact_freeze: bool):
+        o = self.opts
+        return run_config(self.cfg, self.diffusion, self.data, steps=steps,
+                          batch_size=o.batch_size, lr=o.lr, seed=o.seed + seed_offset,
+                          device=o.device, ema_decay=ema_decay, exact_freeze=exact_freeze)
 
     def _proxy(self, model: VideoUNet):
         return heldout_proxy(model, self.data, self.diffusion, self.arch.resolution,
@@ -181,20 +202,10 @@ class Run:
         torch.manual_seed(self.opts.seed)
         if not self.done("supernet"):
             self.log(f"diffnas: block-wise supernet training, {self.opts.supernet_steps} steps")
-            student = init_student(self.teacher)
-            (self.out / "work").mkdir(parents=True, exist_ok=True)
-            every = max(1, self.opts.supernet_steps // 10)
-            with open(self.out / "work" / "supernet.jsonl", "w") as f:
-                def log_step(row: dict) -> None:
-                    f.write(json.dumps(row) + "\n")
-                    if row["step"] % every == 0:
-                        self.log(f"diffnas: supernet step {row['step']}: distill loss "
-                                 f"{row['loss']:.5f}")
-
-                train_supernet(student, self.teacher, self.spaces, self.arch,
-                               (b["inputs"] for b in self._batches(0)),
-                               self.opts.supernet_steps, lr=self.opts.lr, seed=self.opts.seed,
-                               sandwich=self.opts.sandwich, log=log_step)
+            run = self._run_config(self.opts.supernet_steps, 0, 0.0, exact_freeze=True)
+            task = BlockDistillTask(run, self.teacher, self.arch, init_student(self.teacher),
+                                    self.spaces, self.opts.teacher_prob)
+            student = train(task, self.out / "work" / "supernet", self.log).model
             tmp = self.out / "work" / ".student.tmp"
             save_file({k: v.contiguous().cpu() for k, v in student.state_dict().items()}, tmp)
             os.replace(tmp, self.out / "work" / "student.safetensors")
@@ -205,13 +216,11 @@ class Run:
         search = json.loads((self.out / "search.json").read_text())
         if not self.done("retrain"):
             arch = Arch.from_dict(search["subnet"]["arch"])
-            self._retrain(arch, self.out / "model", self.out / "retrain" / "metrics.jsonl",
-                          "diffnas")
+            self._retrain(arch, self.out / "model", self.out / "retrain", "diffnas")
             self._mark("retrain")
         if not self.done("baseline"):
             arch = self.uniform_shrink(search["subnet"]["macs"])
-            self._retrain(arch, self.out / "uniform", self.out / "uniform-retrain" /
-                          "metrics.jsonl", "uniform")
+            self._retrain(arch, self.out / "uniform", self.out / "uniform-retrain", "uniform")
             self._mark("baseline")
         if not self.done("report"):
             from .report import write_report
@@ -259,19 +268,25 @@ class Run:
                 best = (gap, arch)
         return best[1]
 
-    def _retrain(self, arch: Arch, folder: Path, metrics: Path, label: str) -> None:
+    def _retrain(self, arch: Arch, folder: Path, run_dir: Path, label: str) -> None:
+        """Extract ``arch`` from the trained student, retrain it with the joint loss (a
+        Trainer run in ``run_dir``) and save it (EMA weights when EMA is on) to ``folder``."""
         self.log(f"diffnas: retraining the {label} subnet, {self.opts.retrain_steps} steps")
-        student = self._student() if label == "diffnas" else init_student(self.teacher)
-        model = extract(student, arch).train()
-        model.requires_grad_(True)
-        retrain(model, self.teacher, self.diffusion, self._batches(1), self.opts.retrain_steps,
-                metrics, self.opts.beta_schedule, self.opts.lr)
+        model = extract(self._student(), arch).train().requires_grad_(True)
+        run = self._run_config(self.opts.retrain_steps, 1, self.opts.ema_decay,
+                               exact_freeze=False)
+        trainer = train(JointLossTask(run, self.teacher, self.arch, model,
+                                      self.opts.beta_schedule), run_dir, self.log)
+        if trainer.ema is not None:
+            trainer.ema.copy_to(model.parameters())
+        model.eval()
         cost = model_cost(self.cfg, arch)
         card = {"config": self.cfg.name, "kind": self.cfg.kind, "subnet": label,
                 "resolution": arch.resolution, "frames": self.cfg.frames,
                 "params": cost.params, "macs": cost.macs,
                 "teacher": str(self.teacher_dir), "teacher_params": self.teacher_cost.params,
-                "teacher_macs": self.teacher_cost.macs, "weights": "retrained"}
+                "teacher_macs": self.teacher_cost.macs,
+                "weights": "ema" if trainer.ema is not None else "raw"}
         text = (f"# sned DiffNAS subnet ({label})\n\nFrom teacher `{self.teacher_dir}`: "
                 f"{cost.params:,} params ({cost.params / self.teacher_cost.params:.1%}), "
                 f"{cost.macs:,} MACs ({cost.macs / self.teacher_cost.macs:.1%}).\n")

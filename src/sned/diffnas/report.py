@@ -1,36 +1,76 @@
 """``OUT/report.md``: teacher vs DiffNAS subnet vs uniform width shrink at the same MACs.
 
 Every model is scored on the same held-out set with the same timesteps and noise (the
-validation-loss proxy, :mod:`sned.metrics.val_loss`); costs come from :mod:`sned.cost`.
-FVD/KVD need real Kinetics I3D weights (:func:`sned.metrics.load_i3d`): without them the
-report says so instead of printing numbers from a random detector.
+validation-loss proxy, :mod:`sned.metrics.val_loss`); costs come from :mod:`sned.cost`. Video
+teachers also get FVD/KVD (:func:`fvd_kvd_rows`): each model generates ``fvd_videos`` clips of
+9 frames (I3D's minimum) through :func:`sned.evaluation.evaluate_preset`, prompted with the
+held-out real clips' captions and compared with those clips by the Kinetics-400 I3D
+(:func:`sned.metrics.i3d.load_detector`). Without I3D weights the report says so and the run
+goes on; for image teachers (1 frame) FVD does not apply.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from ..cost import model_cost
 from ..extract import load_pretrained
-from ..metrics.i3d import I3DWeightsMissing, load_i3d
+from ..metrics.i3d import I3DWeightsMissing, load_detector
+
+FVD_STEPS = 20
+"""DDIM steps of the clips FVD/KVD score (guidance :data:`FVD_GUIDANCE`)."""
+FVD_GUIDANCE = 3.0
 
 
-def _fvd_note(frames: int) -> str:
+def fvd_kvd_rows(folders: dict[str, Path], frames: int, n: int, i3d: str | None, data,
+                 device: str, cache: Path) -> tuple[dict[str, dict] | None, str]:
+    """FVD/KVD of each model folder (``{label: folder}``) against ``n`` held-out real clips of
+    ``data``: ``({label: {"fvd", "kvd"}}, note)``, or ``(None, why not)`` when it does not
+    apply (``frames`` = 1, ``n`` = 0) or no I3D weights are found. ``i3d``: None = the
+    Kinetics-400 weights (:func:`~sned.metrics.i3d.load_i3d`), ``"random"``, or a path."""
+    from ..evaluation import EvalSettings, evaluate_preset
+    from ..loading import load_denoiser
+    from ..metrics.fvd import DEFAULT_MIN_FRAMES
+
+    if frames == 1:
+        return None, "FVD/KVD: not applicable — the teacher is an image model (1 frame)."
+    if n == 0:
+        return None, "FVD/KVD: not computed (--fvd-videos 0)."
     try:
-        load_i3d()
-    except I3DWeightsMissing:
-        return ("FVD/KVD: not computed — no real Kinetics-400 I3D weights are available "
-                "(`sned.metrics.load_i3d` found none); random-detector numbers are not "
-                "reported.")
-    except Exception as e:  # a broken weights file: say so, do not guess
-        return f"FVD/KVD: not computed — loading the I3D weights failed: {e}"
-    if frames < 9:
-        return (f"FVD/KVD: not computed — clips of {frames} frames are too short for a "
-                f"meaningful I3D feature (use a teacher with >= 9 frames, then `sned evaluate` "
-                f"on the model folders).")
-    return ("FVD/KVD: real I3D weights are available; run `sned evaluate` on `model/`, "
-            "`uniform/` and the teacher folder at equal N (not run here: it needs hundreds of "
-            "sampled clips).")
+        detector = load_detector(i3d, device=device)
+    except I3DWeightsMissing as e:
+        return None, f"FVD/KVD: not computed — {e}"
+    settings = EvalSettings(metrics=("fvd", "kvd"), n_videos=n, frames=DEFAULT_MIN_FRAMES,
+                            steps=FVD_STEPS, guidance=FVD_GUIDANCE, batch=min(n, 8),
+                            progress=False, detector=detector, cache=cache, data=data)
+    scores = {}
+    for label, folder in folders.items():
+        with warnings.catch_warnings():  # N < 400 feature dims: said in the note
+            warnings.filterwarnings("ignore", message=".*rank-deficient")
+            (row,) = evaluate_preset(label, load_denoiser(folder, device=device), [], settings)
+        scores[label] = {"fvd": row["fvd"], "kvd": row["kvd"]}
+    from ..heldout import describe_source
+
+    source = describe_source(settings.real_data["fvd"][0])
+    random = " RANDOM-weight detector: relative comparisons only;" if getattr(
+        detector, "random_features", False) else ""
+    note = (f"FVD/KVD: {detector.name} (sha256 {(detector.sha256 or '—')[:16]});"
+            f"{random} n = {n} generated clips per model ({DEFAULT_MIN_FRAMES} frames, the "
+            f"I3D minimum; the teacher was trained on {frames}; {FVD_STEPS} DDIM steps, "
+            f"guidance {FVD_GUIDANCE}, prompted with the real clips' captions) against the "
+            f"same n held-out real clips: {source}. With n far below the 400 feature "
+            f"dimensions FVD is strongly biased upwards: compare the three models with each "
+            f"other at this n only, never with published numbers.")
+    return scores, note
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, dict):
+        return f"{v['mean']:.4g} ± {v['std']:.2g}"
+    return f"{v:.4g}"
 
 
 def write_report(run, search: dict) -> Path:
@@ -40,6 +80,10 @@ def write_report(run, search: dict) -> Path:
               "DiffNAS subnet": (load_pretrained(run.out / "model", device), "model/"),
               "uniform width shrink": (load_pretrained(run.out / "uniform", device),
                                        "uniform/")}
+    fvd, fvd_note = fvd_kvd_rows({"teacher": run.teacher_dir, "DiffNAS subnet":
+                                  run.out / "model", "uniform width shrink": run.out / "uniform"},
+                                 run.cfg.frames, run.opts.fvd_videos, run.opts.i3d, run.data,
+                                 device, run.out / "cache")
     rows = []
     for name, (model, folder) in models.items():
         cost = model_cost(model.config, model.arch or run.arch)
@@ -58,15 +102,17 @@ def write_report(run, search: dict) -> Path:
              f"retrained: when it was trained briefly, the subnets' extra steps alone can put "
              f"them below it, so compare the two subnets with each other.", "",
              "| model | folder | params | MACs / forward | params vs teacher | MACs vs teacher "
-             "| val loss |", "|---|---|---|---|---|---|---|"]
+             "| val loss | FVD | KVD |", "|---|---|---|---|---|---|---|---|---|"]
     for name, folder, p, m, loss in rows:
+        f = (fvd or {}).get(name, {})
         lines.append(f"| {name} | `{folder}` | {p:,} | {m:,} | {p / t_params:.1%} | "
-                     f"{m / t_macs:.1%} | {loss:.5f} |")
+                     f"{m / t_macs:.1%} | {loss:.5f} | {_fmt(f.get('fvd'))} | "
+                     f"{_fmt(f.get('kvd'))} |")
     d, u = rows[1], rows[2]
     verdict = ("no worse than" if d[4] <= u[4] else "worse than")
     lines += ["", f"DiffNAS cuts {1 - d[3] / t_macs:.1%} of the teacher's MACs; its val loss is "
               f"{verdict} the uniform shrink's ({d[4]:.5f} vs {u[4]:.5f} at "
-              f"{u[3] / t_macs:.1%} of the MACs).", "", _fvd_note(run.cfg.frames), "",
+              f"{u[3] / t_macs:.1%} of the MACs).", "", fvd_note, "",
               "## Chosen per block", "", "| block | candidates | teacher-shaped loss | chosen "
               "loss | chosen MACs vs teacher-shaped |", "|---|---|---|---|---|"]
     for b in search["blocks"]:

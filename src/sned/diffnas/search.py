@@ -1,10 +1,6 @@
-"""DiffNAS stages 1 and 2: block-wise supernet training with distillation supervision, and
-block-wise local search.
+"""DiffNAS stage 2: block-wise local search (stage 1, the block-wise supernet training, is
+:class:`sned.diffnas.tasks.BlockDistillTask`).
 
-* :func:`train_supernet` — every step, one teacher forward on a noised training batch records
-  every stage's inputs and outputs; each stage of the elastic student runs one candidate drawn
-  from its space on the teacher's inputs and regresses the teacher's outputs (L2). All stages
-  train in the same backward; updates are exact (masked AdamW: unsampled weights untouched).
 * :func:`local_search` — per stage, candidates (all when few, else ``budget`` of them, always
   the teacher-shaped one) are scored by distillation loss on fixed held-out teacher traces;
   the chosen one is the cheapest (MACs) whose loss is ≤ the teacher-shaped candidate's.
@@ -14,59 +10,14 @@ block-wise local search.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
 
 from ..arch import Arch, resolve
 from ..models.unet import VideoUNet
-from ..train.masked_adamw import ActivityTracker, MaskedAdamW
-from .blocks import distill_loss, run_stage, teacher_trace
+from .blocks import distill_loss, run_stage
 from .space import StageSpace, with_stage
-
-
-def train_supernet(student: VideoUNet, teacher: VideoUNet, spaces: list[StageSpace],
-                   teacher_arch: Arch, batches: Iterable[dict], steps: int, lr: float = 1e-4,
-                   seed: int = 0, sandwich: bool = True,
-                   log: Callable[[dict], None] | None = None) -> VideoUNet:
-    """Train every stage of ``student`` to imitate ``teacher`` for ``steps`` steps.
-
-    ``batches`` yields forward kwargs of noised training inputs (see ``data.noised_batches``).
-    Each stage trains a candidate drawn uniformly from its space; with ``sandwich`` (default)
-    it also trains the teacher-shaped candidate every step. The search compares every candidate
-    with the teacher-shaped one, so that reference must not be the least trained point of the
-    space: uniform draws alone rarely hit it, and the shared weights drift away from it (on a
-    briefly trained tiny-base teacher, 60 uniform-only steps left the teacher-shaped loss 2-16×
-    above the best small candidates').
-    """
-    rng = np.random.default_rng(seed)
-    params = [p for p in student.parameters()]
-    opt = MaskedAdamW(params, lr=lr, weight_decay=0.0)
-    tracker = ActivityTracker(student)
-    student.train()
-    try:
-        for step, inputs in zip(range(steps), batches):
-            _, trace = teacher_trace(teacher, inputs)
-            opt.zero_grad(set_to_none=True)
-            tracker.reset()
-            losses = []
-            for space, io in zip(spaces, trace.stages):
-                cands = [space.sample(rng)] + ([space.teacher] if sandwich else [])
-                for cand in cands:
-                    layouts = resolve(student.config, with_stage(teacher_arch, space.stage,
-                                                                 cand), student.specs)
-                    out = run_stage(student, space.stage, io, trace, layouts)
-                    losses.append(distill_loss(out, io.outputs))
-            loss = torch.stack(losses).sum()
-            loss.backward()
-            opt.step(regions=tracker.regions())
-            if log is not None:
-                log({"step": step + 1, "loss": loss.item(),
-                     "losses": [x.item() for x in losses]})  # per stage: random, teacher
-    finally:
-        tracker.remove()
-    return student.eval()
 
 
 @torch.no_grad()

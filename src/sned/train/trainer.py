@@ -66,13 +66,16 @@ class Trainer:
             complete one); an error if it holds none or was trained with another model.
         overwrite: replace a run already in ``out_dir`` (without it, that is an error).
         progress: show a tqdm progress bar (rank 0).
+        task: what to train (:mod:`sned.train.tasks`); None = the task ``run`` names
+            (pixel / latent supernet, or autoencoder). Other modules pass their own (DiffNAS
+            passes its distillation tasks).
 
     The run folder rules are in :mod:`sned.train.run_folder`; nothing is written before they
     pass.
     """
 
     def __init__(self, run: RunConfig, out_dir: str | os.PathLike, resume: bool = False,
-                 progress: bool = True, overwrite: bool = False) -> None:
+                 progress: bool = True, overwrite: bool = False, task=None) -> None:
         if resume and overwrite:
             raise ValueError("resume and overwrite exclude each other")
         self.run, self.cfg = run, run.train
@@ -88,7 +91,8 @@ class Trainer:
             torch.backends.cudnn.benchmark = False  # shapes change every step
         _seed_global_rngs(self.cfg.seed)  # restored on resume; python/numpy are saved too
 
-        self.task = make_task(run)  # what is trained: pixel / latent supernet, or autoencoder
+        # what is trained: pixel / latent supernet, autoencoder, or a caller's task
+        self.task = make_task(run) if task is None else task
         self.space = getattr(self.task, "space", None)
         self.sampler = getattr(self.task, "sampler", None)
         self.objective = Objective(run.diffusion)
