@@ -378,11 +378,13 @@ def section_consistency(qs: Quickstart) -> list[dict]:
     return [{"title": "Cascade consistency per SSR stage",
              "text": "PSNR (dB) of each SSR stage's output, downsampled back to its input "
                      "resolution (antialiased bilinear, as the training pairs are made), vs "
-                     "the video it was conditioned on. Higher = the stage upsampled rather "
-                     "than changed the content.",
+                     "the video it was conditioned on: mean [95 % interval of the mean] over "
+                     "n videos. Higher = the stage upsampled rather than changed the content "
+                     "(upsampling with no detail added scores about 33 dB at 32 px and 36 dB at "
+                     "64 px on real clips).",
              "rows": rows, "columns": [("preset", "Model"),
                                        ("resolution", "SSR output"),
-                                       ("ssr_psnr_db", "PSNR dB")]}]
+                                       ("ssr_psnr_db", "PSNR dB"), ("ssr_psnr_n", "n")]}]
 
 
 def section_cost_quality(qs: Quickstart) -> list[dict]:
