@@ -211,13 +211,16 @@ def _init_loss(qs: Quickstart, device: torch.device) -> Callable:
     from .metrics.val_loss import heldout_proxy
 
     init = {kind: _initial_supernet(qs.out / "runs" / kind, device) for kind in ("base", "ssr")}
+    proxies: dict = {}  # one held-out set per (supernet, resolution, frames), shared by presets
 
     def val_loss_init(ctx) -> dict:
-        sup = init["base" if ctx.index == 0 else "ssr"]
-        proxy = heldout_proxy(sup, ctx.den.diffusion, ctx.resolution,
-                              n_videos=ctx.settings.val_videos, frames=ctx.frames,
-                              data=ctx.settings.data, text_encoder=ctx.encoder())
-        return {"val_loss_init": proxy(ctx.den.arch_at(ctx.resolution))}
+        kind = "base" if ctx.index == 0 else "ssr"
+        key = (kind, ctx.resolution, ctx.frames)
+        if key not in proxies:
+            proxies[key] = heldout_proxy(init[kind], ctx.den.diffusion, ctx.resolution,
+                                         n_videos=ctx.settings.val_videos, frames=ctx.frames,
+                                         data=ctx.settings.data, text_encoder=ctx.encoder())
+        return {"val_loss_init": proxies[key](ctx.den.arch_at(ctx.resolution))}
 
     return val_loss_init
 

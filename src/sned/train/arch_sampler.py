@@ -104,9 +104,11 @@ def fixed_arch(space: SearchSpace, spec: str) -> Arch:
     """``train.fixed_arch``: a preset (S/M/L/B or a fraction, :func:`parse_preset`) or an arch
     JSON file, validated against ``space``."""
     try:
-        return space.preset(parse_preset(spec)[0])
+        preset = parse_preset(spec)[0]
     except ArchError:
-        pass  # not a preset: an arch file
+        preset = None  # not a preset name or fraction: an arch file
+    if preset is not None:
+        return space.preset(preset)
     try:
         arch = Arch.load(spec)
         for res in space.config.resolutions:  # trained at every resolution: under every cap
