@@ -33,8 +33,8 @@ def main() -> None:
 
     from sned.diffnas import Options, run_diffnas
     from sned.extract import export_subnet
-    from sned.loading import load_denoiser
-    from sned.quickstart import QUICK_BASE, train_supernet
+    from sned.pipelines.loading import load_denoiser
+    from sned.app.quickstart import QUICK_BASE, train_supernet
 
     out = Path(args.out)
     dev = torch.device(args.device)

@@ -19,7 +19,7 @@ import torch
 from diffusers.training_utils import EMAModel
 
 import sned
-from sned.inputs import example_inputs
+from sned.models.inputs import example_inputs
 from sned.train.masked_adamw import ActivityTracker, MaskedAdamW
 
 

@@ -25,7 +25,7 @@ from bench_supernet import side_by_side
 from sned.config import load_config
 from sned.cost import decoder_cost
 from sned.extract import extract
-from sned.latent import LatentCodec, LatentStats
+from sned.models.codec import LatentCodec, LatentStats
 from sned.models.autoencoder import VideoAutoencoder
 from sned.models.unet import VideoUNet
 from sned.pipelines import sample_latent

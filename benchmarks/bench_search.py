@@ -22,7 +22,7 @@ import time
 import torch
 
 import sned
-from sned.search import (evolutionary_search, hypervolume_2d, plot_pareto, random_search,
+from sned.search import (Constraints, evolutionary_search, hypervolume_2d, plot_pareto, random_search,
                          reference_point, save_pareto_json)
 
 
@@ -80,8 +80,9 @@ def main(argv: list[str] | None = None) -> dict:
                                       "float32",
                                       lambda a: denoiser_latency(model, a, one, 1, 3))
 
-    kw = dict(budget=args.budget, resolution=args.resolution, max_params=max_params,
-              latency_fn=latency_fn, seed=args.seed)
+    kw = dict(budget=args.budget, resolution=args.resolution,
+              constraints=Constraints(max_params=max_params, latency_fn=latency_fn),
+              seed=args.seed)
     evaluate(space.largest(args.resolution))  # warm-up (first-call allocations)
     results = {}
     for name, search in (("evolution", evolutionary_search), ("random", random_search)):

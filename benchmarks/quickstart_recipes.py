@@ -9,7 +9,7 @@ A fixed number of steps (not a wall-time budget) so that machine load cannot cha
     # SSR recipes: consistency of each SSR stage behind a trained base run
     python benchmarks/quickstart_recipes.py ssr --out /tmp/s1 --steps 150 --base /tmp/r1
 
-Extra ``key=value`` arguments override the quickstart's recipe (``sned.quickstart.QUICK_BASE``
+Extra ``key=value`` arguments override the quickstart's recipe (``sned.app.quickstart.QUICK_BASE``
 / ``QUICK_SSR``). ``--eval-only`` re-evaluates an existing run (e.g. with another
 ``--guidance``). Prints one JSON line per (preset, stage).
 """
@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 from sned.data.synthetic import held_out_prompts
-from sned.evaluation import EvalSettings, evaluate_preset
-from sned.loading import load_denoiser
-from sned.quickstart import GUIDANCE, QUICK_BASE, QUICK_SSR, SAMPLE_STEPS, train_supernet
+from sned.app.evaluation import EvalSettings, evaluate_preset
+from sned.pipelines.loading import load_denoiser
+from sned.app.quickstart import GUIDANCE, QUICK_BASE, QUICK_SSR, SAMPLE_STEPS, train_supernet
 
 KEYS = ("preset", "resolution", "val_loss", "caption_color", "caption_shape",
         "caption_direction", "caption_all", "caption_n", "ssr_psnr_db", "ssr_psnr_ci")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import importlib
 import pkgutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -96,13 +97,82 @@ def test_src_has_no_import_cycle_and_every_module_imports():
 
 def test_cli_modules_only_call_the_library():
     graph = import_graph()
-    assert "sned.cli_generate" not in graph["sned.quickstart"]
-    assert "sned.quickstart" not in graph["sned.cli_generate"]
-    assert "sned.cli_generate" not in graph["sned.cli_evaluate"]
+    assert "sned.cli.generate" not in graph["sned.app.quickstart"]
+    assert "sned.app.quickstart" not in graph["sned.cli.generate"]
+    assert "sned.cli.generate" not in graph["sned.cli.evaluate"]
     library = [m for m in graph if not m.startswith("sned.cli")]
     assert not [m for m in library if any(d.startswith("sned.cli") for d in graph[m])]
     names = {m.name for m in pkgutil.iter_modules([str(SRC)])}
-    assert {"evaluation", "generation", "loading", "extract", "cli_quickstart"} <= names
+    assert {"app", "pipelines", "extract", "cli", "store"} <= names
+
+
+LOWER = ("sned.store", "sned.nn", "sned.models", "sned.data", "sned.metrics")
+UPPER = ("sned.train", "sned.search", "sned.pipelines", "sned.app", "sned.diffnas", "sned.cli")
+
+
+def _within(mod: str, packages) -> bool:
+    return any(mod == p or mod.startswith(p + ".") for p in packages)
+
+
+def test_lower_layers_never_import_upper_layers():
+    """store / nn / models / data / metrics never import train, search, pipelines, app, diffnas
+    or cli — any import statement, also inside functions (docs/design.md, "Layers")."""
+    graph = import_graph()
+    bad = sorted((m, d) for m, deps in graph.items() if _within(m, LOWER)
+                 for d in deps if _within(d, UPPER))
+    assert not bad, bad
+
+
+def test_store_imports_nothing_of_sned():
+    graph = import_graph()
+    bad = sorted((m, d) for m, deps in graph.items() if _within(m, ("sned.store",))
+                 for d in deps if not _within(d, ("sned.store",)))
+    assert not bad, bad
+
+
+def test_the_layer_checker_sees_an_upward_import(tmp_path, monkeypatch):
+    """The layer test above can fail: a planted upward import inside a function is found."""
+    pkg = tmp_path / "sned"
+    for rel in ("__init__.py", "metrics/__init__.py", "train/__init__.py"):
+        (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / rel).write_text("")
+    (pkg / "train/trainer.py").write_text("X = 1\n")
+    (pkg / "metrics/bad.py").write_text("def f():\n    from ..train.trainer import X\n")
+    monkeypatch.setattr(sys.modules[__name__], "SRC", pkg)
+    graph = import_graph()
+    assert "sned.train.trainer" in graph["sned.metrics.bad"]
+
+
+def test_few_modules_at_the_top_and_one_command_table():
+    top = [m.name for m in pkgutil.iter_modules([str(SRC)]) if not m.ispkg]
+    assert len(top) + 1 <= 12, top  # + __init__
+    from sned import cli
+
+    assert sorted(cli.COMMANDS) == sorted(
+        ["space", "cost", "train", "extract", "sample", "search", "evaluate", "quickstart",
+         "diffnas", "study"])
+    parser = cli.build_parser()
+    choices = next(a for a in parser._actions if a.dest == "command").choices
+    assert sorted(choices) == sorted(cli.COMMANDS)
+
+
+def test_tasks_use_only_the_trainers_public_context():
+    """No task module calls a Trainer attribute whose name starts with ``_``."""
+    for path in (SRC / "train/tasks.py", SRC / "diffnas/tasks.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and \
+                    node.value.id in ("trainer", "tr") and node.attr.startswith("_"):
+                raise AssertionError(f"{path.name}:{node.lineno}: trainer.{node.attr}")
+
+
+def test_old_module_paths_still_import_the_same_module():
+    import importlib
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for old, new in sned.MOVED_MODULES.items():
+            assert importlib.import_module(old) is importlib.import_module(new), old
 
 
 def test_arch_at_moves_only_the_resolution():
@@ -114,7 +184,7 @@ def test_arch_at_moves_only_the_resolution():
 
 
 def test_one_resolution_check_with_one_error_type(tiny_base, tmp_path):
-    from sned.loading import load_denoiser
+    from sned.pipelines.loading import load_denoiser
     from sned.pipelines import Stage, cascade_resolutions
     from sned.search import random_search
 

@@ -115,7 +115,7 @@ def test_resolution_errors(tiny_base, tiny_ssr, spaces):
 
 def test_from_denoiser(tiny_base):
     from sned.diffusion import DiffusionConfig
-    from sned.loading import Denoiser
+    from sned.pipelines.loading import Denoiser
     den = Denoiser(tiny_base, None, DiffusionConfig(prediction_type="epsilon"), "mem", "B")
     st = Stage.from_denoiser(den)
     assert st.model is tiny_base and st.diffusion.prediction_type == "epsilon"

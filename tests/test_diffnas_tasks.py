@@ -11,7 +11,7 @@ from sned.diffnas.space import StageSpace
 from sned.diffnas.student import init_student, teacher_arch
 from sned.diffnas.tasks import BlockDistillTask, JointLossTask, beta_at, run_config, train
 from sned.diffusion import DiffusionConfig
-from sned.train.config import DataConfig
+from sned.data.config import DataConfig
 from sned.train.trainer import Trainer
 
 SMALL = ["frames=2", "resolutions=[16]", "model_channels=16", "heads=[1,2,2]",

@@ -88,7 +88,7 @@ def test_trainer_noises_the_upsampled_condition(tmp_path):
     g = torch.Generator().manual_seed(0)
     video = torch.rand(4, 3, 2, 64, 64, generator=g) * 2 - 1
     emb, mask = torch.zeros(4, 16, 384), torch.ones(4, 16, dtype=torch.bool)
-    inputs, _, _ = tr._noised_inputs(video, emb, mask, 0)
+    inputs, _, _ = tr.noised_inputs(video, emb, mask, 0)
     cond, level = inputs["lowres"], inputs["noise_aug_level"]
     assert cond.shape == video.shape
     up = resize_video(resize_video(video, 32), 64)

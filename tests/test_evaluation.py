@@ -93,8 +93,8 @@ def test_ssr_consistency_is_psnr_of_the_downsampled_output():
 
 def test_evaluate_preset_rows_for_every_stage(tiny_base, tiny_ssr):
     from sned.diffusion import DiffusionConfig
-    from sned.evaluation import EvalSettings, evaluate_preset
-    from sned.loading import Denoiser
+    from sned.app.evaluation import EvalSettings, evaluate_preset
+    from sned.pipelines.loading import Denoiser
 
     bspace, sspace = sned.search_space("tiny-base"), sned.search_space("tiny-ssr")
     base = Denoiser(tiny_base, bspace.preset("S"), DiffusionConfig(), "mem", "S")
@@ -130,7 +130,7 @@ def test_quickstart_report_has_intervals_and_consistency(tmp_path):
     import json
     import time
 
-    from sned.quickstart import SECTIONS, Budget, Quickstart, write_quickstart_report
+    from sned.app.quickstart import SECTIONS, Budget, Quickstart, write_quickstart_report
 
     for kind in ("base", "ssr"):
         (tmp_path / "runs" / kind).mkdir(parents=True)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sned.cli import main
-from sned.loading import load_denoiser
+from sned.pipelines.loading import load_denoiser
 from sned.train.config import load_run_config
 from sned.train.trainer import Trainer
 from sned.video_io import read_video

@@ -7,8 +7,8 @@ import torch
 
 import sned
 from sned.cli import main
-from sned.loading import load_denoiser
-from sned.metrics.val_loss import synthetic_proxy
+from sned.pipelines.loading import load_denoiser
+from sned.search.proxy import synthetic_proxy
 from sned.train.config import load_run_config
 from sned.train.trainer import Trainer
 

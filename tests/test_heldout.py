@@ -16,9 +16,10 @@ from torch import nn
 import i3d_reference_clips as natural
 from sned.config import ConfigError
 from sned.data import SkipTally, VideoFolderDataset, collate, split_of
-from sned.heldout import held_out_set, heldout_seed, resolve_data, with_overrides
+from sned.data.heldout import held_out_set, heldout_seed, resolve_data, with_overrides
 from sned.metrics.fvd import real_set_stats
-from sned.train.config import DataConfig, load_run_config
+from sned.data.config import DataConfig
+from sned.train.config import load_run_config
 from sned.train.data import build_dataset, make_loader
 
 

@@ -12,7 +12,7 @@ from sned.config import ConfigError, load_config
 from sned.models.autoencoder import load_autoencoder_config
 from sned.cost import autoencoder_cost, decoder_cost
 from sned.extract import extract
-from sned.latent import LatentCodec, LatentStats, estimate_stats, load_codec, save_autoencoder
+from sned.models.codec import LatentCodec, LatentStats, estimate_stats, load_codec, save_autoencoder
 from sned.metrics.reconstruction import psnr, ssim
 from sned.models.autoencoder import AutoencoderConfig, VideoAutoencoder
 from sned.models.unet import VideoUNet

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sned.config import ConfigError
-from sned.latent import codec_for, load_autoencoder
+from sned.models.codec import codec_for, load_autoencoder
 from sned.train.config import load_run_config
 from sned.train.trainer import Trainer
 

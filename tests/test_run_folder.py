@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from sned.cli import main
-from sned.train.checkpoint import list_checkpoints, save_checkpoint
+from sned.store.checkpoint import list_checkpoints, save_checkpoint
 from sned.train.config import load_run_config
 from sned.train.run_folder import RunFolderError
 from sned.train.trainer import Trainer

@@ -11,7 +11,7 @@ import pytest
 import sned
 from sned.arch import Arch, ResolutionError
 from sned.config import ATTENTIONS
-from sned.search import (Point, SearchError, canonical, crossover, evolutionary_search,
+from sned.search import (Constraints, Point, SearchError, canonical, crossover, evolutionary_search,
                          hypervolume_2d, load_pareto_json, mutate, pareto_front, plot_pareto,
                          random_search, reference_point, save_arch, save_pareto_json)
 
@@ -98,7 +98,7 @@ def test_crossover_takes_each_block_from_a_parent(space):
 def test_constraints_budget_and_validity(space, objective, cap, search):
     macs_cap = 0.6 * space.cost(space.largest(RES)).macs
     objective.calls.clear()
-    r = search(space, objective, budget=60, max_params=cap, max_macs=macs_cap, resolution=RES,
+    r = search(space, objective, budget=60, constraints=Constraints(cap, macs_cap), resolution=RES,
                seed=3)
     assert len(r.points) == 60 == len(objective.calls)
     assert len({p.arch for p in r.points}) == 60
@@ -131,7 +131,7 @@ def test_duplicates_are_cached_not_budgeted(space):
 
 def test_evolution_reuses_cache_for_repeated_children(space, objective, cap):
     objective.calls.clear()
-    r = evolutionary_search(space, objective, budget=80, max_params=cap, resolution=RES,
+    r = evolutionary_search(space, objective, budget=80, constraints=Constraints(cap), resolution=RES,
                             mutation_prob=0.01, seed=0)
     assert r.duplicates > 0  # tiny mutation rate → many children equal an evaluated arch
     assert len(objective.calls) == len(set(objective.calls)) == 80
@@ -139,7 +139,7 @@ def test_evolution_reuses_cache_for_repeated_children(space, objective, cap):
 
 @pytest.mark.parametrize("search", [evolutionary_search, random_search])
 def test_deterministic_per_seed(space, objective, cap, search):
-    kw = dict(budget=40, max_params=cap, resolution=RES)
+    kw = dict(budget=40, constraints=Constraints(cap), resolution=RES)
     a, b = search(space, objective, seed=7, **kw), search(space, objective, seed=7, **kw)
     c = search(space, objective, seed=8, **kw)
     assert [p.arch for p in a.points] == [p.arch for p in b.points]
@@ -149,9 +149,9 @@ def test_deterministic_per_seed(space, objective, cap, search):
 def test_evolution_beats_random_at_equal_budget(space, objective, cap):
     best_e, best_r, hv_e, hv_r = [], [], [], []
     for seed in range(3):
-        e = evolutionary_search(space, objective, budget=100, max_params=cap, resolution=RES,
+        e = evolutionary_search(space, objective, budget=100, constraints=Constraints(cap), resolution=RES,
                                 seed=seed)
-        r = random_search(space, objective, budget=100, max_params=cap, resolution=RES,
+        r = random_search(space, objective, budget=100, constraints=Constraints(cap), resolution=RES,
                           seed=seed)
         assert len(e.points) == len(r.points) == 100
         ref, ideal = reference_point(e.points, r.points)
@@ -167,18 +167,19 @@ def test_latency_constraint_and_recording(space, objective):
     def latency(arch):  # a fake "lookup table": proportional to MACs
         return space.cost(arch).macs / 1e7
     limit = 0.6 * latency(space.largest(RES))
-    r = evolutionary_search(space, objective, budget=30, latency_fn=latency, max_latency_ms=limit,
+    r = evolutionary_search(space, objective, budget=30,
+                            constraints=Constraints(max_latency_ms=limit, latency_fn=latency),
                             resolution=RES, seed=0)
     assert all(p.latency_ms is not None and p.latency_ms <= limit for p in r.points)
     assert all(p.latency_ms == latency(p.arch) for p in r.points)
     assert "latency_ms" in r.best.to_dict()
     with pytest.raises(SearchError, match="latency_fn"):
-        random_search(space, objective, budget=3, max_latency_ms=1.0)
+        random_search(space, objective, budget=3, constraints=Constraints(max_latency_ms=1.0))
 
 
 def test_impossible_constraints_raise_clearly(space, objective):
     with pytest.raises(SearchError, match=r"max_params<=1,000.*smallest arch"):
-        evolutionary_search(space, objective, budget=5, max_params=1000, max_tries=20)
+        evolutionary_search(space, objective, budget=5, constraints=Constraints(1000), max_tries=20)
     with pytest.raises(ResolutionError, match="resolution 17"):
         random_search(space, objective, budget=5, resolution=17)
     with pytest.raises(SearchError, match="budget"):
@@ -229,7 +230,7 @@ def test_hypervolume_2d():
 
 def test_pareto_json_schema_and_arch_files(space, objective, tmp_path):
     r = evolutionary_search(space, objective, budget=25, resolution=RES, seed=0,
-                            latency_fn=lambda a: 1.5)
+                            constraints=Constraints(latency_fn=lambda a: 1.5))
     path = save_pareto_json(tmp_path / "pareto.json", r.points)
     data = json.loads(path.read_text())
     assert isinstance(data, list) and len(data) == len(r.front())
@@ -258,8 +259,8 @@ def test_points_without_latency_omit_it(space, objective):
 
 
 def test_plot_pareto_writes_png(space, objective, cap, tmp_path):
-    e = evolutionary_search(space, objective, budget=30, max_params=cap, resolution=RES, seed=0)
-    r = random_search(space, objective, budget=30, max_params=cap, resolution=RES, seed=0)
+    e = evolutionary_search(space, objective, budget=30, constraints=Constraints(cap), resolution=RES, seed=0)
+    r = random_search(space, objective, budget=30, constraints=Constraints(cap), resolution=RES, seed=0)
     path = plot_pareto(tmp_path / "plots" / "pareto.png",
                        {"evolution": e.points, "random": r.points})
     assert path.exists() and path.stat().st_size > 1000

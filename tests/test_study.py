@@ -13,8 +13,8 @@ from sned.arch import ArchError
 from sned.cli import main
 from sned.config import ConfigError
 from sned.space import SearchSpace
-from sned.study import StudyPlan, run_study
-from sned.study_report import goal_check, t_interval
+from sned.app.study import StudyPlan, run_study
+from sned.app.study_report import goal_check, t_interval
 from sned.train.arch_sampler import ArchSampler
 from sned.train.config import load_run_config
 from sned.train.trainer import Trainer

@@ -13,15 +13,16 @@ import math
 
 import pytest
 
-import sned.loading
+import sned.pipelines.loading
 from sned.arch import Arch, ArchError
 from sned.cli import main
 from sned.config import ConfigError
-from sned.heldout import held_out_set, resolve_data
-from sned.loading import load_denoiser
+from sned.data.heldout import held_out_set, resolve_data
+from sned.pipelines.loading import load_denoiser
 from sned.space import SearchSpace
 from sned.train.arch_sampler import ArchSampler
-from sned.train.config import DataConfig, load_run_config
+from sned.data.config import DataConfig
+from sned.train.config import load_run_config
 from sned.train.trainer import Trainer
 
 FAST = ["model.frames=2", "data.num_videos=16", "train.batch_size=2", "train.warmup_steps=0",
@@ -90,8 +91,8 @@ def test_arch_outside_the_trained_floors_is_refused(run_dir, tmp_path, capsys):
 def test_search_loads_once_and_stays_inside_the_trained_floors(run_dir, tmp_path,
                                                                monkeypatch):
     calls = []
-    real = sned.loading.load_denoiser
-    monkeypatch.setattr(sned.loading, "load_denoiser",
+    real = sned.pipelines.loading.load_denoiser
+    monkeypatch.setattr(sned.pipelines.loading, "load_denoiser",
                         lambda *a, **k: calls.append(a) or real(*a, **k))
     out = tmp_path / "search"
     assert main(["search", str(run_dir), "--resolution", "32", "--budget", "4",

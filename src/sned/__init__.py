@@ -12,16 +12,72 @@ Python entry points::
 
 from __future__ import annotations
 
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
+
 from .arch import Arch, ArchError, BlockArch
 from .config import ConfigError, ModelConfig, load_config
 from .cost import Cost, model_cost
 from .extract import extract, load_pretrained, save_pretrained
-from .files import CheckpointError
-from .inputs import example_inputs
+from .models.inputs import example_inputs
 from .models.unet import VideoUNet
 from .space import PRESETS, SearchSpace, parse_preset, search_space
+from .store.files import CheckpointError
 
 __version__ = "0.1.0"
+
+# Module paths before the 0.2 layout (docs/design.md, "Layers") → where they live now. Importing an
+# old path still works for one release and warns; it gives the very same module object.
+MOVED_MODULES = {
+    "sned.files": "sned.store.files",
+    "sned.train.checkpoint": "sned.store.checkpoint",
+    "sned.latent": "sned.models.codec",
+    "sned.inputs": "sned.models.inputs",
+    "sned.heldout": "sned.data.heldout",
+    "sned.metrics.val_loss": "sned.search.proxy",
+    "sned.generation": "sned.pipelines.generation",
+    "sned.loading": "sned.pipelines.loading",
+    "sned.evaluation": "sned.app.evaluation",
+    "sned.quickstart": "sned.app.quickstart",
+    "sned.quickstart_latent": "sned.app.quickstart_latent",
+    "sned.study": "sned.app.study",
+    "sned.study_report": "sned.app.study_report",
+    "sned.cli_args": "sned.cli.args",
+    "sned.cli_train": "sned.cli.train",
+    "sned.cli_generate": "sned.cli.generate",
+    "sned.cli_evaluate": "sned.cli.evaluate",
+    "sned.cli_quickstart": "sned.cli.quickstart",
+    "sned.cli_diffnas": "sned.cli.diffnas",
+    "sned.cli_study": "sned.cli.study",
+}
+
+
+class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Resolves an old module path (:data:`MOVED_MODULES`) to the module at its new path."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name not in MOVED_MODULES:
+            return None
+        return importlib.util.spec_from_loader(name, self)
+
+    def create_module(self, spec):
+        new = MOVED_MODULES[spec.name]
+        warnings.warn(f"{spec.name} moved to {new}; the old path goes away in the next release",
+                      DeprecationWarning, stacklevel=3)
+        module = importlib.import_module(new)
+        self._specs = getattr(self, "_specs", {})
+        self._specs[new] = module.__spec__  # the import system overwrites it with the alias's
+        return module
+
+    def exec_module(self, module):  # the module is the new one, already executed
+        module.__spec__ = self._specs[module.__name__]
+
+
+if not any(isinstance(f, _MovedModuleFinder) for f in sys.meta_path):
+    sys.meta_path.append(_MovedModuleFinder())
 
 
 def build_supernet(config: ModelConfig | str, overrides: list[str] | None = None,

@@ -465,3 +465,29 @@ def load_config(config: str | Path | ModelConfig | dict, overrides: list[str] | 
     if overrides:
         raw = apply_overrides(raw, overrides)
     return config_from_dict(raw, source)
+
+
+def section_from_dict(cls, raw: Any, name: str, source: str):
+    """``cls(**raw)`` for a config section (a frozen dataclass) read from ``source``: None gives the
+    defaults; unknown keys, wrong types and invalid values raise ConfigError naming the
+    source, the section and the key."""
+    if raw is None:
+        return cls()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: section {name!r} must be a mapping")
+    valid = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - valid)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key {name}.{unknown[0]!r}; valid keys are "
+                          f"{sorted(valid)}")
+    d = dict(raw)
+    try:
+        d = typed_fields(cls, d, name)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    try:
+        return cls(**d)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{source}: section {name!r}: {e}") from None

@@ -20,7 +20,7 @@ from torch import nn
 
 from .arch import Arch, full_layout, resolve, unet_blocks
 from .config import ConfigError, config_from_dict
-from .files import (CheckpointError, atomic_folder, check_state_dict, load_safetensors,
+from .store.files import (CheckpointError, atomic_folder, check_state_dict, load_safetensors,
                     read_format_json)
 from .models.unet import VideoUNet
 from .nn.elastic import ElasticConv2d, ElasticGroupNorm, ElasticLinear
@@ -113,6 +113,11 @@ def save_pretrained(model: VideoUNet, folder: str | os.PathLike, extra: dict | N
     return folder
 
 
+def is_model_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a model folder (``config.json``, no ``state.json``: not a run)."""
+    return (Path(path) / "config.json").is_file() and not (Path(path) / "state.json").is_file()
+
+
 def read_model_meta(folder: str | os.PathLike) -> dict:
     folder = Path(folder)
     if not folder.is_dir():
@@ -196,7 +201,7 @@ def export_subnet(den, out: str | os.PathLike, overwrite: bool = False) -> Path:
         extra["data"] = den.data
     if den.codec is not None:  # a latent model carries its decoder and latent stats
         from .cost import decoder_cost
-        from .latent import FOLDER
+        from .models.codec import FOLDER
 
         dec, frames, res = decoder_cost(den.config, den.arch.resolution)
         card.update(pixel_resolution=res, pixel_frames=frames, decoder_macs=dec.macs)
@@ -204,7 +209,7 @@ def export_subnet(den, out: str | os.PathLike, overwrite: bool = False) -> Path:
     folder = save_pretrained(static, out, extra=extra,
                              files={"README.md": text, "arch.json": den.arch.to_json(indent=1)})
     if den.codec is not None:
-        from .latent import FOLDER, save_autoencoder
+        from .models.codec import FOLDER, save_autoencoder
 
         # the whole AE: sampling needs the decoder, the validation loss also the encoder
         save_autoencoder(den.codec.ae, folder / FOLDER, den.codec.stats)

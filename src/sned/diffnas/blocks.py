@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..arch import BlockLayout
-from ..models.unet import Stage, StageIO, Trace, VideoUNet
+from ..models.unet import UNetStage, StageIO, Trace, VideoUNet
 
 
 @torch.no_grad()
@@ -24,7 +24,7 @@ def teacher_trace(teacher: VideoUNet, inputs: dict) -> tuple[Tensor, Trace]:
     return pred, trace
 
 
-def run_stage(student: VideoUNet, stage: Stage, io: StageIO, trace: Trace,
+def run_stage(student: VideoUNet, stage: UNetStage, io: StageIO, trace: Trace,
               layouts: list[BlockLayout] | None = None) -> list[Tensor]:
     """The student's outputs for ``stage`` on the teacher's recorded inputs ``io``.
 

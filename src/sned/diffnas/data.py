@@ -1,23 +1,23 @@
 """Held-out inputs for DiffNAS: the validation-loss proxy's fixed held-out clips, timesteps
-and noise (:mod:`sned.metrics.val_loss`) as forward-kwarg batches. (Training batches are the
+and noise (:mod:`sned.search.proxy`) as forward-kwarg batches. (Training batches are the
 Trainer's: :mod:`sned.diffnas.tasks`.)
 """
 
 from __future__ import annotations
 
 from ..diffusion import DiffusionConfig
-from ..metrics import val_loss
-from ..metrics.val_loss import ValLossProxy
+from ..search.proxy import ValLossProxy
+from ..search.proxy import heldout_proxy as _search_heldout_proxy
 from ..models.unet import VideoUNet
-from ..train.config import DataConfig
+from ..data.config import DataConfig
 
 
 def heldout_proxy(model: VideoUNet, data: DataConfig, diffusion: DiffusionConfig,
                   resolution: int, n: int, text, batch: int = 8) -> ValLossProxy:
     """The fixed held-out set (clips, t, noise) of the teacher's data as a validation-loss proxy
     of ``model``: a folder's ``val`` split or held-out synthetic seeds
-    (:func:`sned.metrics.val_loss.heldout_proxy`, as ``sned evaluate`` and ``sned search``)."""
-    return val_loss.heldout_proxy(model, diffusion, resolution, n_videos=n, data=data,
+    (:func:`sned.search.proxy.heldout_proxy`, as ``sned evaluate`` and ``sned search``)."""
+    return _search_heldout_proxy(model, diffusion, resolution, n_videos=n, data=data,
                                   text_encoder=text, batch=batch)
 
 

@@ -34,9 +34,9 @@ from ..arch import Arch, BlockArch
 from ..cost import model_cost
 from ..diffusion import DiffusionConfig
 from ..extract import extract, load_pretrained, read_model_meta, save_pretrained
-from ..files import CheckpointError
+from ..store.files import CheckpointError
 from ..models.unet import VideoUNet
-from ..train.config import DataConfig
+from ..data.config import DataConfig
 from .blocks import teacher_trace
 from .data import heldout_proxy, proxy_batches
 from .search import StageResult, fit_max_macs, local_search

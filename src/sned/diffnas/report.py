@@ -29,8 +29,8 @@ def fvd_kvd_rows(folders: dict[str, Path], frames: int, n: int, i3d: str | None,
     ``data``: ``({label: {"fvd", "kvd"}}, note)``, or ``(None, why not)`` when it does not
     apply (``frames`` = 1, ``n`` = 0) or no I3D weights are found. ``i3d``: None = the
     Kinetics-400 weights (:func:`~sned.metrics.i3d.load_i3d`), ``"random"``, or a path."""
-    from ..evaluation import EvalSettings, evaluate_preset
-    from ..loading import load_denoiser
+    from ..app.evaluation import EvalSettings, evaluate_preset
+    from ..pipelines.loading import load_denoiser
     from ..metrics.fvd import DEFAULT_MIN_FRAMES
 
     if frames == 1:
@@ -50,7 +50,7 @@ def fvd_kvd_rows(folders: dict[str, Path], frames: int, n: int, i3d: str | None,
             warnings.filterwarnings("ignore", message=".*rank-deficient")
             (row,) = evaluate_preset(label, load_denoiser(folder, device=device), [], settings)
         scores[label] = {"fvd": row["fvd"], "kvd": row["kvd"]}
-    from ..heldout import describe_source
+    from ..data.heldout import describe_source
 
     source = describe_source(settings.real_data["fvd"][0])
     random = " RANDOM-weight detector: relative comparisons only;" if getattr(

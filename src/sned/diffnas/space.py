@@ -21,7 +21,7 @@ import numpy as np
 from ..arch import KERNELS, Arch, BlockArch, BlockSpec, block_layout, slot_width
 from ..config import ATTENTIONS, ModelConfig
 from ..cost import Cost, ZERO, block_cost
-from ..models.unet import Stage
+from ..models.unet import UNetStage
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ class StageSpace:
         stage: the stage. frames: clip length the cost model counts.
     """
 
-    def __init__(self, cfg: ModelConfig, specs: list[BlockSpec], teacher: Arch, stage: Stage,
+    def __init__(self, cfg: ModelConfig, specs: list[BlockSpec], teacher: Arch, stage: UNetStage,
                  frames: int) -> None:
         self.cfg, self.stage, self.frames = cfg, stage, frames
         self.resolution = teacher.resolution
@@ -157,7 +157,7 @@ def _block_choices(cfg: ModelConfig, spec: BlockSpec, teacher: BlockArch) -> Blo
     return BlockChoices(spec, teacher, ratios, kernels)
 
 
-def with_stage(arch: Arch, stage: Stage, cand: tuple[BlockArch, ...]) -> Arch:
+def with_stage(arch: Arch, stage: UNetStage, cand: tuple[BlockArch, ...]) -> Arch:
     """``arch`` with the blocks of ``stage`` replaced by ``cand``."""
     blocks = list(arch.blocks)
     for i, b in zip(stage.blocks, cand):

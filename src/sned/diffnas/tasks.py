@@ -2,7 +2,7 @@
 
 The Trainer owns the loop, the optimizer, EMA, checkpoints, resume, the non-finite-loss guard
 and Ctrl-C handling, the step-indexed data order and the noising of every batch
-(``Trainer._noised_inputs``: random t, noise and caption dropout as a pure function of the
+(``Trainer.noised_inputs``: random t, noise and caption dropout as a pure function of the
 seed and step). A task owns what differs (:mod:`sned.train.tasks`):
 
 * :class:`BlockDistillTask` — block-wise supernet training with distillation supervision. Each
@@ -36,8 +36,9 @@ from ..arch import Arch, resolve
 from ..cost import TRAINING_MACS_PER_FORWARD, model_cost, training_macs
 from ..models.unet import Trace, VideoUNet
 from ..train.arch_sampler import Floors
-from ..train.checkpoint import newest_complete
-from ..train.config import DataConfig, RunConfig, TrainConfig
+from ..store.checkpoint import newest_complete
+from ..data.config import DataConfig
+from ..train.config import RunConfig, TrainConfig
 from ..train.tasks import DiffusionTask, StepOutcome
 from .blocks import distill_loss, run_stage, teacher_trace, trace_distill_loss
 from .space import StageSpace, with_stage
@@ -81,7 +82,7 @@ class _TeacherTask(DiffusionTask):
         video = self.to_model_space(batch["video"][:n].to(trainer.device, non_blocking=True),
                                     self.arch.resolution)
         emb, mask = self._encode_text(trainer, batch["caption"][:n], video.shape[0])
-        inputs, target, t = trainer._noised_inputs(video, emb, mask, 0)
+        inputs, target, t = trainer.noised_inputs(video, emb, mask, 0)
         return inputs, target, t, video.shape[0]
 
 
@@ -117,7 +118,7 @@ class BlockDistillTask(_TeacherTask):
         _, trace = teacher_trace(self.teacher, inputs)
         student = trainer.model
         losses, draws = [], self.draws(trainer.step)
-        with trainer._autocast():
+        with trainer.autocast():
             for space, io, cands in zip(self.spaces, trace.stages, draws):
                 for cand in cands:
                     layouts = resolve(student.config, with_stage(self.arch, space.stage, cand),
@@ -157,8 +158,8 @@ class JointLossTask(_TeacherTask):
         beta = beta_at(trainer.step, trainer.cfg.steps, self.schedule)
         _, t_trace = teacher_trace(self.teacher, inputs)
         trace = Trace()
-        with trainer._autocast():
-            pred = trainer._forward({**inputs, "trace": trace}, None, sync=True)
+        with trainer.autocast():
+            pred = trainer.forward({**inputs, "trace": trace}, None, sync=True)
             distill = trace_distill_loss(trace, t_trace)
             diffusion = trainer.objective.loss(pred, target, t).mean()
             loss = beta * distill + (1.0 - beta) * diffusion

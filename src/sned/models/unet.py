@@ -26,7 +26,7 @@ from ..nn.blocks import DiffusionBlock
 
 
 @dataclass(frozen=True)
-class Stage:
+class UNetStage:
     """One resolution level of the UNet as a unit (DiffNAS's "block").
 
     Attributes:
@@ -44,20 +44,20 @@ class Stage:
     resample: bool
 
 
-def unet_stages(cfg: ModelConfig) -> list[Stage]:
+def unet_stages(cfg: ModelConfig) -> list[UNetStage]:
     """The stages of ``cfg``'s UNet in forward order: each encoder level, the middle, each
     decoder level. Together they hold every diffusion block exactly once, in order."""
     n = len(cfg.levels)
     stages, i = [], 0
     for lvl, lv in enumerate(cfg.levels):
-        stages.append(Stage(f"down.{lvl}", "down", lvl, tuple(range(i, i + lv.blocks)),
+        stages.append(UNetStage(f"down.{lvl}", "down", lvl, tuple(range(i, i + lv.blocks)),
                             lvl < n - 1))
         i += lv.blocks
-    stages.append(Stage("mid", "mid", n - 1, (i, i + 1), False))
+    stages.append(UNetStage("mid", "mid", n - 1, (i, i + 1), False))
     i += 2
     for lvl in reversed(range(n)):
         k = cfg.levels[lvl].blocks + 1
-        stages.append(Stage(f"up.{lvl}", "up", lvl, tuple(range(i, i + k)), lvl > 0))
+        stages.append(UNetStage(f"up.{lvl}", "up", lvl, tuple(range(i, i + k)), lvl > 0))
         i += k
     return stages
 
@@ -202,7 +202,7 @@ class VideoUNet(nn.Module):
         out = self.conv_out(F.silu(self.norm_out(h)))
         return out.reshape(b, t, -1, hgt, wid).transpose(1, 2)
 
-    def run_stage(self, stage: Stage, h: Tensor, skips: list[Tensor], emb: Tensor,
+    def run_stage(self, stage: UNetStage, h: Tensor, skips: list[Tensor], emb: Tensor,
                   context: Tensor, mask: Tensor | None, frames: int,
                   layouts: list[BlockLayout] | None = None) -> Tensor:
         """Run one resolution-level stage on hidden states ``h`` (B*T, C, H, W).

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..latent import LatentCodec
+from ..models.codec import LatentCodec
 from ..models.unet import VideoUNet
 from .sampling import sample
 

@@ -8,31 +8,33 @@ budget) on a :class:`sned.loading.Denoiser` against the validation-loss proxy (o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
 
-from .evolution import Point, evolutionary_search, random_search
+from .evolution import Constraints, Point, evolutionary_search, random_search
 from .pareto import (hypervolume_2d, pareto_front, plot_pareto, reference_point,
                      save_pareto_json)
 
 
 def search_denoiser(den, out: Path, resolution: int, *, budget: int = 100,
                     population: int = 16, n_videos: int = 32, frames: int | None = None,
-                    max_params: float | None = None, max_macs: float | None = None,
-                    max_latency_ms: float | None = None, random_baseline: bool = True,
+                    constraints: Constraints = Constraints(), random_baseline: bool = True,
                     seed: int = 0, objective: Callable | None = None, data=None
                     ) -> tuple[dict, list[Point]]:
-    """Search ``den``'s supernet at ``resolution``; returns (summary, evolution's front).
+    """Search ``den``'s supernet at ``resolution`` under ``constraints`` (a latency cap is
+    measured on this machine unless ``constraints.latency_fn`` is given); returns (summary,
+    evolution's front).
 
     ``objective`` defaults to the validation-loss proxy on ``n_videos`` held-out clips of
     ``frames`` frames of ``data`` (the run's DataConfig, :mod:`sned.heldout`; None = synthetic);
     its source record goes into ``search.json`` and every point of ``pareto.json``
     (``val_data``).
     """
-    from ..inputs import example_inputs
+    from ..models.inputs import example_inputs
     from ..metrics.latency import LatencyTable, denoiser_latency
-    from ..metrics.val_loss import heldout_proxy
+    from .proxy import heldout_proxy
 
     space = den.space  # the floors the supernet was trained to
     out = Path(out)
@@ -41,14 +43,13 @@ def search_denoiser(den, out: Path, resolution: int, *, budget: int = 100,
         objective = heldout_proxy(den.model, den.diffusion, resolution, n_videos, frames,
                                   data=data, codec=den.codec)
     val_data = getattr(objective, "source", None)
-    latency_fn = None
-    if max_latency_ms:
+    if constraints.max_latency_ms and constraints.latency_fn is None:
         table = LatencyTable(out / "latency_table.json")
         inputs = example_inputs(den.model, batch=1, resolution=resolution, frames=frames)
         latency_fn = table.latency_fn(den.config.name, resolution, inputs["sample"].shape[2],
                                       1, "fp32", lambda a: denoiser_latency(den.model, a, inputs))
-    common = dict(budget=budget, resolution=resolution, frames=frames, max_params=max_params,
-                  max_macs=max_macs, max_latency_ms=max_latency_ms, latency_fn=latency_fn,
+        constraints = dataclasses.replace(constraints, latency_fn=latency_fn)
+    common = dict(budget=budget, resolution=resolution, frames=frames, constraints=constraints,
                   seed=seed)
     evo = evolutionary_search(space, objective, population_size=population,
                               parents=max(1, min(5, population // 3)), **common)

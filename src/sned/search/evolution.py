@@ -5,7 +5,8 @@ float`` (in practice the supernet's validation-loss proxy under ``arch``) subjec
 constraints on parameters, MACs and (optionally) latency::
 
     space = sned.search_space("tiny-base")
-    result = evolutionary_search(space, evaluate, budget=200, max_params=1_500_000, seed=0)
+    result = evolutionary_search(space, evaluate, budget=200,
+                                 constraints=Constraints(max_params=1_500_000), seed=0)
     result.best.arch, result.front("params")
 
 Algorithm (a (mu + lambda) evolution with elitism, as in OFA / AttentiveNAS / SPOS):
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -39,12 +40,31 @@ from ..space import SearchSpace
 from ..space import active_slots as _active_slots
 from .pareto import pareto_front
 
-Objective = Callable[[Arch], float]
+class SearchError(ValueError):
+    """The search cannot run: e.g. no arch satisfies the constraints. The message says why."""
+
+
+ArchScore = Callable[[Arch], float]
+"""What a search minimises: ``evaluate(arch) -> float`` (e.g. the validation-loss proxy)."""
 LatencyFn = Callable[[Arch], float]
 
 
-class SearchError(ValueError):
-    """The search cannot run: e.g. no arch satisfies the constraints. The message says why."""
+@dataclass(frozen=True)
+class Constraints:
+    """Hard caps of a search. ``max_params`` / ``max_macs``: batch-1 costs at the search
+    resolution and frame count; ``max_latency_ms``: measured by ``latency_fn(arch) -> ms`` (e.g.
+    a LatencyTable lookup), which is also recorded per point when given. None: no cap."""
+
+    max_params: float | None = None
+    max_macs: float | None = None
+    max_latency_ms: float | None = None
+    latency_fn: LatencyFn | None = None
+
+    def as_dict(self) -> dict[str, float | None]:
+        """The caps as recorded in results (``latency_fn`` left out)."""
+        d = asdict(self)
+        d.pop("latency_fn")
+        return d
 
 
 # --------------------------------------------------------------------------------- values
@@ -231,24 +251,23 @@ def crossover(space: SearchSpace, a: Arch, b: Arch, rng: np.random.Generator) ->
 class _Evaluator:
     """Constraint checks (cached cost/latency) and the evaluation cache that meters the budget."""
 
-    def __init__(self, space: SearchSpace, evaluate: Objective, resolution: int, frames: int,
-                 max_params: float | None, max_macs: float | None,
-                 max_latency_ms: float | None, latency_fn: LatencyFn | None) -> None:
-        if max_latency_ms is not None and latency_fn is None:
+    def __init__(self, space: SearchSpace, evaluate: ArchScore, resolution: int, frames: int,
+                 limits: Constraints) -> None:
+        if limits.max_latency_ms is not None and limits.latency_fn is None:
             raise SearchError("max_latency_ms needs a latency_fn(arch) -> ms (e.g. a "
                               "LatencyTable lookup)")
         self.space, self.evaluate = space, evaluate
         self.resolution, self.frames = resolution, frames
-        self.max_params, self.max_macs, self.max_latency_ms = max_params, max_macs, max_latency_ms
-        self.latency_fn = latency_fn
+        self.limits = limits
+        self.max_params, self.max_macs = limits.max_params, limits.max_macs
+        self.max_latency_ms, self.latency_fn = limits.max_latency_ms, limits.latency_fn
         self.points: dict[Arch, Point] = {}
         self._feasible: dict[Arch, tuple[bool, int, int, float | None]] = {}
         self.rejected = self.duplicates = self.attempts = 0
 
     @property
     def constraints(self) -> dict[str, float | None]:
-        return {"max_params": self.max_params, "max_macs": self.max_macs,
-                "max_latency_ms": self.max_latency_ms}
+        return self.limits.as_dict()
 
     def check(self, arch: Arch) -> tuple[bool, int, int, float | None]:
         """(feasible, params, macs, latency_ms) — latency only measured once cost passes."""
@@ -319,11 +338,9 @@ def _draw(ev: _Evaluator, rng: np.random.Generator, min_ratio, min_keep, max_tri
 
 
 # --------------------------------------------------------------------------------- searches
-def random_search(space: SearchSpace, evaluate: Objective, *, budget: int = 100,
+def random_search(space: SearchSpace, evaluate: ArchScore, *, budget: int = 100,
                   resolution: int | None = None, frames: int | None = None,
-                  max_params: float | None = None, max_macs: float | None = None,
-                  max_latency_ms: float | None = None, latency_fn: LatencyFn | None = None,
-                  min_ratio: float | None = None, min_keep: float | None = None, seed: int = 0,
+                  constraints: Constraints = Constraints(), min_ratio: float | None = None, min_keep: float | None = None, seed: int = 0,
                   max_tries: int = 2000) -> SearchResult:
     """Baseline: evaluate ``budget`` distinct random archs that satisfy the constraints.
 
@@ -334,8 +351,7 @@ def random_search(space: SearchSpace, evaluate: Objective, *, budget: int = 100,
     t0 = time.perf_counter()
     res, frames = _setup(space, resolution, frames, budget)
     min_ratio, min_keep = _floors(space, min_ratio, min_keep)
-    ev = _Evaluator(space, evaluate, res, frames, max_params, max_macs, max_latency_ms,
-                    latency_fn)
+    ev = _Evaluator(space, evaluate, res, frames, constraints)
     rng = np.random.default_rng(seed)
     stopped = None
     while len(ev.points) < budget:
@@ -347,13 +363,11 @@ def random_search(space: SearchSpace, evaluate: Objective, *, budget: int = 100,
                         time.perf_counter() - t0)
 
 
-def evolutionary_search(space: SearchSpace, evaluate: Objective, *, budget: int = 100,
+def evolutionary_search(space: SearchSpace, evaluate: ArchScore, *, budget: int = 100,
                         population_size: int = 16, parents: int = 5,
                         mutation_prob: float = 0.05, crossover_prob: float = 0.5,
                         resolution: int | None = None, frames: int | None = None,
-                        max_params: float | None = None, max_macs: float | None = None,
-                        max_latency_ms: float | None = None,
-                        latency_fn: LatencyFn | None = None, min_ratio: float | None = None,
+                        constraints: Constraints = Constraints(), min_ratio: float | None = None,
                         min_keep: float | None = None, seed: int = 0, max_tries: int = 2000,
                         initial: list[Arch] | None = None,
                         callback: Callable[[int, list[Point]], None] | None = None
@@ -370,9 +384,7 @@ def evolutionary_search(space: SearchSpace, evaluate: Objective, *, budget: int 
         crossover_prob: probability that a child is a crossover of two parents (then mutated).
         resolution: the fixed resolution searched at (default: the config's first).
         frames: frames for the cost model (default: the config's).
-        max_params / max_macs: hard caps (batch-1 costs at ``resolution`` and ``frames``).
-        max_latency_ms: hard latency cap, measured by ``latency_fn(arch) -> ms``.
-        latency_fn: optional latency oracle (e.g. a LatencyTable lookup); recorded per point.
+        constraints: the hard caps (:class:`Constraints`: params, MACs, latency).
         min_ratio / min_keep: sampling/mutation floors (default: the supernet's training floors).
         seed: seed of the numpy Generator; same seed and objective → same result.
         max_tries: bound on consecutive random draws / breeding attempts without a new arch.
@@ -385,8 +397,7 @@ def evolutionary_search(space: SearchSpace, evaluate: Objective, *, budget: int 
     if population_size < 2 or not 1 <= parents <= population_size:
         raise SearchError(f"need population_size >= 2 and 1 <= parents <= population_size "
                           f"(got {population_size}, {parents})")
-    ev = _Evaluator(space, evaluate, res, frames, max_params, max_macs, max_latency_ms,
-                    latency_fn)
+    ev = _Evaluator(space, evaluate, res, frames, constraints)
     rng = np.random.default_rng(seed)
     stopped = None
 

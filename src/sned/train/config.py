@@ -19,56 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import (ConfigError, ModelConfig, load_config_dict,
-                      parse_override, read_yaml, set_key, typed_fields)
+from ..config import (ConfigError, ModelConfig, load_config_dict, parse_override, read_yaml,
+                      section_from_dict, set_key)
+from ..data.config import DataConfig
 from ..diffusion import DiffusionConfig
 from ..models.autoencoder import load_model_config
 
 SECTIONS = ("model", "diffusion", "data", "train")
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Where training videos and captions come from.
-
-    Attributes:
-        kind: ``synthetic`` (the embedded captioned shapes set) or ``folder``.
-        root: folder of videos / frame folders (``kind=folder``).
-        captions: optional CSV/JSONL sidecar of captions (``kind=folder``).
-        num_videos: size of the synthetic set.
-        max_objects: objects per synthetic video.
-        textured_background: synthetic backgrounds with texture.
-        stride: frame stride of clips (``kind=folder``).
-        num_workers: DataLoader workers.
-        text_encoder: local Hugging Face encoder folder; None = packaged all-MiniLM-L6-v2.
-        seed: dataset seed.
-        val_fraction: ``kind=folder``: share of the videos (chosen by a hash of their relative
-            path, stable when files are added) held out from training for evaluation, search
-            and FVD's real set.
-    """
-
-    kind: str = "synthetic"
-    root: str | None = None
-    captions: str | None = None
-    num_videos: int = 1024
-    max_objects: int = 1
-    textured_background: bool = False
-    stride: int = 1
-    num_workers: int = 0
-    text_encoder: str | None = None
-    seed: int = 0
-    val_fraction: float = 0.1
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction!r}")
-        if self.kind not in ("synthetic", "folder"):
-            raise ConfigError(f"data.kind {self.kind!r} must be 'synthetic' or 'folder'")
-        if self.kind == "folder" and not self.root:
-            raise ConfigError("data.root is required when data.kind is 'folder'")
-        if self.num_videos < 1 or self.stride < 1 or self.num_workers < 0:
-            raise ConfigError("data.num_videos and data.stride must be >= 1, "
-                              "data.num_workers >= 0")
 
 
 @dataclass(frozen=True)
@@ -215,31 +172,6 @@ class RunConfig:
                 "data": dataclasses.asdict(self.data), "train": train}
 
 
-def _section(cls, raw: Any, name: str, source: str):
-    if raw is None:
-        return cls()
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: section {name!r} must be a mapping")
-    valid = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - valid)
-    if unknown:
-        raise ConfigError(f"{source}: unknown key {name}.{unknown[0]!r}; valid keys are "
-                          f"{sorted(valid)}")
-    d = dict(raw)
-    if cls is TrainConfig and d.get("batch_size_per_resolution", {}) is None:
-        d["batch_size_per_resolution"] = {}
-    try:
-        d = typed_fields(cls, d, name)
-    except ConfigError as e:
-        raise ConfigError(f"{source}: {e}") from None
-    try:
-        return cls(**d)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{source}: section {name!r}: {e}") from None
-
-
 def load_run_config(config: str | Path | dict, overrides: list[str] | None = None) -> RunConfig:
     """A RunConfig from a model config name/path, a run YAML file or a dict, plus overrides."""
     source = str(config)
@@ -274,8 +206,11 @@ def load_run_config(config: str | Path | dict, overrides: list[str] | None = Non
             key = f"train.{key}"
         set_key(sections, key, value, item)
     model = load_model_config(sections["model"], source=f"{source} (model section)")
+    train = sections["train"]
+    if "batch_size_per_resolution" in train and train["batch_size_per_resolution"] is None:
+        train["batch_size_per_resolution"] = {}
     return RunConfig(model=model,
-                     diffusion=_section(DiffusionConfig, sections["diffusion"], "diffusion",
-                                        source),
-                     data=_section(DataConfig, sections["data"], "data", source),
-                     train=_section(TrainConfig, sections["train"], "train", source))
+                     diffusion=section_from_dict(DiffusionConfig, sections["diffusion"],
+                                                 "diffusion", source),
+                     data=DataConfig.from_dict(sections["data"], source),
+                     train=section_from_dict(TrainConfig, train, "train", source))

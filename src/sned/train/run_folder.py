@@ -31,8 +31,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..files import CheckpointError
-from .checkpoint import is_complete, list_checkpoints, newest_complete, read_state
+from ..store.files import CheckpointError
+from ..store.checkpoint import is_complete, list_checkpoints, newest_complete, read_state
 from .config import RunConfig
 
 RUN_ENTRIES = ("checkpoints", "metrics.jsonl", "run_config.json", "tensorboard")

@@ -112,12 +112,12 @@ class DiffusionTask:
         emb, mask = self._encode_text(trainer, batch["caption"][:n], video.shape[0])
         losses, teacher = [], None
         for micro in range(cfg.grad_accum):
-            inputs, target, t = trainer._noised_inputs(video, emb, mask, micro)
+            inputs, target, t = trainer.noised_inputs(video, emb, mask, micro)
             for i, arch in enumerate(archs):
                 distill = cfg.sampler == "sandwich" and cfg.inplace_distill and i > 0
                 last = micro == cfg.grad_accum - 1 and i == len(archs) - 1
-                with trainer._autocast():
-                    pred = trainer._forward(inputs, arch, sync=last)
+                with trainer.autocast():
+                    pred = trainer.forward(inputs, arch, sync=last)
                     goal = teacher if distill else target
                     loss = trainer.objective.loss(pred, goal, t).mean()
                 if i == 0 and cfg.sampler == "sandwich":
@@ -132,7 +132,7 @@ class DiffusionTask:
             d = trainer.device
             return (torch.zeros(b, 1, self.run.model.text_dim, device=d),
                     torch.ones(b, 1, dtype=torch.bool, device=d))
-        return trainer._encode(captions)
+        return trainer.encode(captions)
 
 
 # --------------------------------------------------------------------------------- latent
@@ -143,7 +143,7 @@ class LatentDiffusionTask(DiffusionTask):
 
     def __init__(self, run) -> None:
         super().__init__(run)
-        from ..latent import load_autoencoder
+        from ..models.codec import load_autoencoder
 
         if run.train.autoencoder is None:
             raise ConfigError(f"model {run.model.name!r} is a latent model: pass "
@@ -170,7 +170,7 @@ class LatentDiffusionTask(DiffusionTask):
     def start(self, trainer) -> None:
         """Load the run's codec (resumed) or estimate the latent stats and store the AE in
         ``OUT/autoencoder/`` (first start)."""
-        from ..latent import FOLDER, LatentCodec, estimate_stats, load_codec, save_autoencoder
+        from ..models.codec import FOLDER, LatentCodec, estimate_stats, load_codec, save_autoencoder
 
         folder = trainer.out / FOLDER
         self.ae = self.ae.to(trainer.device)
@@ -193,7 +193,7 @@ class LatentDiffusionTask(DiffusionTask):
             yield collate([ds[j] for j in idx[i:i + batch]])["video"]
 
     def state(self) -> dict:
-        from ..latent import FOLDER
+        from ..models.codec import FOLDER
 
         if self.codec is None:
             return {}
@@ -323,8 +323,8 @@ class AutoencoderTask:
         for micro in range(cfg.grad_accum):  # posterior noise: a pure function of the step
             seed = np.random.default_rng([cfg.seed, trainer.step, trainer.rank, micro, 0xAE])
             g = torch.Generator().manual_seed(int(seed.integers(2 ** 62)))
-            with trainer._autocast():
-                out = trainer._forward({"video": video, "step": trainer.step, "generator": g,
+            with trainer.autocast():
+                out = trainer.forward({"video": video, "step": trainer.step, "generator": g,
                                         "perceptual": self.perceptual}, None,
                                        sync=micro == cfg.grad_accum - 1)
             (out["loss"] / cfg.grad_accum).backward()

@@ -27,9 +27,10 @@ from torch import Tensor
 from ..arch import Arch
 from ..data.folder import SkipTally
 from ..config import ConfigError
+from ..device import resolve_device
 from ..diffusion import Objective
 from .arch_sampler import Floors
-from .checkpoint import load_training_state, save_checkpoint
+from ..store.checkpoint import load_training_state, save_checkpoint
 from .config import RunConfig
 from .data import make_loader
 from .masked_adamw import ActivityTracker, MaskedAdamW
@@ -81,7 +82,11 @@ class Trainer:
         self.run, self.cfg = run, run.train
         self.out = Path(out_dir)
         self.rank, self.world = _dist_info()
-        self.device = _pick_device(self.cfg.device, self.rank)
+        try:
+            self.device = resolve_device(self.cfg.device, flag="train.device", local_rank=int(
+                os.environ.get("LOCAL_RANK", self.rank)) if self.world > 1 else None)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         self.is_main = self.rank == 0
         self.folder = RunFolder(self.out)
         checkpoint = self._check_run_folder(resume, overwrite)  # before any expensive work
@@ -167,8 +172,13 @@ class Trainer:
         return StepResult(mean_loss, res, archs, floors, cost.params, cost.macs, grad_norm,
                           losses=losses, extras=outcome.extras, train_macs=spent)
 
-    def _noised_inputs(self, video: Tensor, emb: Tensor, mask: Tensor, micro: int):
-        """Noise, timesteps, caption dropout and (SSR) the augmented low-res condition."""
+    # ------------------------------------------------------- the context tasks build steps from
+    def noised_inputs(self, video: Tensor, emb: Tensor, mask: Tensor, micro: int):
+        """Noise, timesteps, caption dropout and (SSR) the augmented low-res condition of
+        micro-batch ``micro`` of this step (seeded by run seed, step, rank and ``micro``).
+
+        ``video`` (B, C, T, H, W) on the device, ``emb`` (B, L, D), ``mask`` (B, L) →
+        (forward kwargs, target like ``video``, timesteps (B,))."""
         g = torch.Generator().manual_seed(_seed(self.cfg.seed, self.step, self.rank, micro))
         b = video.shape[0]
         t = torch.randint(0, self.run.diffusion.num_train_timesteps, (b,), generator=g)
@@ -189,7 +199,9 @@ class Trainer:
             inputs["noise_aug_level"] = level.to(self.device)
         return inputs, target, t
 
-    def _forward(self, inputs: dict, arch: Arch | None, sync: bool):
+    def forward(self, inputs: dict, arch: Arch | None, sync: bool):
+        """The model (DDP-wrapped under torchrun) on ``inputs`` at ``arch`` (None: the task's
+        own forward kwargs); ``sync=False`` skips DDP's gradient all-reduce (accumulation)."""
         kw = inputs if arch is None else {**inputs, "arch": arch}
         if self.ddp is None:
             return self.model(**kw)
@@ -204,7 +216,8 @@ class Trainer:
         return float(torch.linalg.vector_norm(
             torch.stack([torch.linalg.vector_norm(p.grad) for p in params])))
 
-    def _autocast(self):
+    def autocast(self):
+        """The mixed-precision context of this run (bf16 on CUDA by default; fp32 on CPU)."""
         mp = self.cfg.mixed_precision
         if self.device.type == "cuda" and mp in ("auto", "bf16"):
             return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -212,7 +225,9 @@ class Trainer:
             return torch.autocast("cpu", dtype=torch.bfloat16)
         return nullcontext()
 
-    def _encode(self, captions: list[str]) -> tuple[Tensor, Tensor]:
+    def encode(self, captions: list[str]) -> tuple[Tensor, Tensor]:
+        """Captions → token embeddings (B, L, D) and mask (B, L) on the device (frozen encoder,
+        built on first use)."""
         if self.text is None:
             from ..text import TextEncoder
 
@@ -353,7 +368,9 @@ class Trainer:
         factor = self.lr_scheduler.lr_lambdas[0](self.lr_scheduler.last_epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = self.cfg.lr * factor
-        self.lr_scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+        self.lr_scheduler.load_state_dict({**self.lr_scheduler.state_dict(),
+                                           "_last_lr": [g["lr"] for g in
+                                                        self.optimizer.param_groups]})
 
     def _log(self, r: StepResult, writer, seconds: float) -> None:
         row = {"step": self.step, "loss": r.loss, "resolution": r.resolution,
@@ -421,17 +438,6 @@ def _dist_info() -> tuple[int, int]:
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
-
-
-def _pick_device(name: str, rank: int) -> torch.device:
-    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise ConfigError("train.device='cuda' but no CUDA device is available; use "
-                          "train.device=cpu (or auto)")
-    local = int(os.environ.get("LOCAL_RANK", rank))
-    torch.cuda.set_device(local)
-    return torch.device("cuda", local)
 
 
 def _tensorboard(out: Path):

@@ -23,16 +23,16 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .arch import Arch, ArchError, ResolutionError, check_resolution
-from .config import config_from_dict
-from .diffusion import DiffusionConfig
-from .extract import load_pretrained, read_model_meta
-from .files import CheckpointError
-from .models.unet import VideoUNet
-from .space import SearchSpace, parse_preset
+from ..arch import Arch, ArchError, ResolutionError, check_resolution
+from ..config import config_from_dict
+from ..diffusion import DiffusionConfig
+from ..extract import is_model_folder, load_pretrained, read_model_meta
+from ..store.files import CheckpointError
+from ..models.unet import VideoUNet
+from ..space import SearchSpace, parse_preset
 
 if TYPE_CHECKING:
-    from .latent import LatentCodec
+    from ..models.codec import LatentCodec
 
 
 @dataclass
@@ -95,10 +95,6 @@ class Denoiser:
         return replace(self, arch=arch, label=label)
 
 
-def is_model_folder(path: str | os.PathLike) -> bool:
-    return (Path(path) / "config.json").is_file() and not (Path(path) / "state.json").is_file()
-
-
 def load_denoiser(path: str | os.PathLike, preset: str | None = None,
                   arch: str | os.PathLike | Arch | None = None, ema: bool | None = None,
                   resolution: int | None = None, device: str | torch.device = "cpu"
@@ -114,13 +110,13 @@ def load_denoiser(path: str | os.PathLike, preset: str | None = None,
         resolution: the resolution to run at; must be one the config serves
             (:func:`sned.arch.check_resolution`).
     """
-    from .latent import codec_for
+    from ..models.codec import codec_for
 
     p = Path(path)
     if is_model_folder(p):
         den = _load_folder(p, preset, arch, ema, resolution, device)
         return replace(den, codec=codec_for(p, device))
-    from .train.checkpoint import load_weights, read_state, resolve_checkpoint
+    from ..store.checkpoint import load_weights, read_state, resolve_checkpoint
 
     folder = resolve_checkpoint(p)
     state = read_state(folder)
@@ -201,7 +197,7 @@ def load_cascade(model: str | os.PathLike, ssr: str | os.PathLike | None = None,
     :class:`~sned.pipelines.cascade.CascadeError` for an unreachable resolution and
     :class:`~sned.arch.ResolutionError` for one a stage does not serve.
     """
-    from .pipelines.cascade import CascadeError, Stage, cascade_resolutions
+    from .cascade import CascadeError, Stage, cascade_resolutions
 
     presets = list(presets or [None])
     base = load_denoiser(model, preset=None if arch else presets[0], arch=arch, ema=ema,
@@ -230,8 +226,8 @@ def load_cascade(model: str | os.PathLike, ssr: str | os.PathLike | None = None,
 def _latent_base(base: Denoiser, model, ssr, preset, arch, resolution: int | None) -> Denoiser:
     """A latent base at the video ``resolution`` asked for (its latent side × the AE's factor);
     latent models decode to video themselves and take no SSR cascade."""
-    from .latent import to_latent
-    from .pipelines.cascade import CascadeError
+    from ..models.codec import to_latent
+    from .cascade import CascadeError
 
     if ssr is not None:
         raise CascadeError(f"{model} is a latent model (it decodes to video through its "

@@ -8,13 +8,12 @@ import json
 import re
 from pathlib import Path
 
-from . import cli_args as check
-from .cli import command
-from .cli_args import add_weights_args
+from . import args as check
+from .args import add_weights_args
 
 
 # --------------------------------------------------------------------------------- search
-def _search_args(p: argparse.ArgumentParser) -> None:
+def search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="supernet training run dir or checkpoint folder")
     p.add_argument("--resolution", type=int, required=True)
     g = p.add_mutually_exclusive_group()
@@ -63,27 +62,26 @@ def check_search_args(args: argparse.Namespace) -> list[tuple[str, int]]:
     return parse_save_arch(args.save_arch, args.budget)
 
 
-@command("search", "evolutionary search for the best subnet under a budget")(_search_args)
 def run_search(args: argparse.Namespace) -> int:
-    from .heldout import resolve_data
-    from .loading import load_denoiser
-    from .search import save_arch
-    from .search.driver import search_denoiser
+    from ..data.heldout import resolve_data
+    from ..pipelines.loading import load_denoiser
+    from ..search import Constraints, save_arch
+    from ..search.driver import search_denoiser
 
     save = check_search_args(args)
     data = resolve_data(args.checkpoint, args.data)
     den = load_denoiser(args.checkpoint, ema=args.ema)
     res, frames = args.resolution, args.frames
     if den.codec is not None:  # latent supernet: --resolution / --frames are video units
-        from .latent import to_latent
+        from ..models.codec import to_latent
 
         res, frames = to_latent(den.config, res, frames)
     den = den.at(res)  # loaded once (the weights are the same at every resolution)
     out = Path(args.out)
     summary, front = search_denoiser(
         den, out, res, budget=args.budget, population=args.population,
-        n_videos=args.n_videos, frames=frames, max_params=args.max_params,
-        max_macs=args.max_macs, max_latency_ms=args.max_latency_ms,
+        n_videos=args.n_videos, frames=frames,
+        constraints=Constraints(args.max_params, args.max_macs, args.max_latency_ms),
         random_baseline=not args.no_random, seed=args.seed, data=data)
     for name, idx in save:
         if idx >= len(front):
@@ -100,7 +98,7 @@ def run_search(args: argparse.Namespace) -> int:
 FVD_METRICS = {"fvd", "kvd"}
 
 
-def _evaluate_args(p: argparse.ArgumentParser) -> None:
+def evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="base model: run dir / checkpoint or model folder")
     p.add_argument("--ssr", help="SSR model for resolutions above the base's")
     p.add_argument("--presets", help="presets of a supernet (default S,M,L,B); an extracted "
@@ -131,8 +129,8 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 def check_evaluate_args(args: argparse.Namespace) -> tuple[list[str | None], list[str]]:
     """Every cheap check of ``sned evaluate``; returns (presets, metrics). Presets default to
     S, M, L, B for a supernet and ``[None]`` (the model itself) for an extracted folder."""
-    from .evaluation import check_metrics
-    from .metrics.fvd import DEFAULT_MIN_FRAMES
+    from ..app.evaluation import check_metrics
+    from ..metrics.fvd import DEFAULT_MIN_FRAMES
 
     metrics = check.names("--metrics", args.metrics)
     check_metrics(metrics)
@@ -162,7 +160,7 @@ def load_detector(path: str | None, random_features: bool, device):
     import pickle
     import zipfile
 
-    from .metrics.i3d import I3DWeightsMissing, load_i3d
+    from ..metrics.i3d import I3DWeightsMissing, load_i3d
 
     if random_features or path == "random":
         return load_i3d(random_init=True, device=device)
@@ -176,15 +174,13 @@ def load_detector(path: str | None, random_features: bool, device):
         raise ValueError(f"--i3d {path}: not a usable I3D detector ({first})") from None
 
 
-@command("evaluate", "paper-style table: FVD/KVD, caption accuracy, val loss, latency")(
-    _evaluate_args)
 def run_evaluate(args: argparse.Namespace) -> int:
-    from .device import resolve_device
-    from .evaluation import EvalSettings, evaluate_preset
-    from .heldout import describe_source, resolve_data
-    from .loading import load_cascade
-    from .metrics.fvd import DEFAULT_MIN_FRAMES
-    from .report import markdown_table, write_report
+    from ..device import resolve_device
+    from ..app.evaluation import EvalSettings, evaluate_preset
+    from ..data.heldout import describe_source, resolve_data
+    from ..pipelines.loading import load_cascade
+    from ..metrics.fvd import DEFAULT_MIN_FRAMES
+    from ..report import markdown_table, write_report
 
     presets, metrics = check_evaluate_args(args)
     data = resolve_data(args.checkpoint, args.data)
@@ -239,16 +235,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def _is_extracted(path: str) -> bool:
     """Whether ``path`` is a model folder holding a subnet (not a whole supernet)."""
-    from .extract import read_model_meta
-    from .loading import is_model_folder
+    from ..extract import read_model_meta
+    from ..extract import is_model_folder
 
     return is_model_folder(path) and not read_model_meta(path).get("supernet")
 
 
 def _is_autoencoder(path: str) -> bool:
     """Whether ``path`` is an autoencoder run, checkpoint or folder (not a denoiser)."""
-    from .latent import is_autoencoder_folder
-    from .train.checkpoint import read_state, resolve_checkpoint
+    from ..models.codec import is_autoencoder_folder
+    from ..store.checkpoint import read_state, resolve_checkpoint
 
     if is_autoencoder_folder(path):
         return True
@@ -261,9 +257,9 @@ def _is_autoencoder(path: str) -> bool:
 
 def _evaluate_autoencoder(args, device, out: Path) -> int:
     """``sned evaluate A``: reconstruction PSNR / SSIM per resolution on held-out clips."""
-    from .evaluation import evaluate_autoencoder
-    from .latent import load_autoencoder
-    from .report import write_report
+    from ..app.evaluation import evaluate_autoencoder
+    from ..models.codec import load_autoencoder
+    from ..report import write_report
 
     ae, _ = load_autoencoder(args.checkpoint, device, ema=args.ema is not False)
     rows = evaluate_autoencoder(ae, args.frames, args.n_videos)

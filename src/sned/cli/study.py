@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from .cli import command
 
 
-def _study_args(p: argparse.ArgumentParser) -> None:
+def study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder (results.json, results.md, runs/)")
     p.add_argument("--quick", action="store_true",
                    help="a few minutes, 1 seed: indicative numbers only")
@@ -23,10 +22,8 @@ def _study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
 
 
-@command("study", "supernet vs standalone training and ablations: val loss, caption "
-                  "accuracy, compute")(_study_args)
 def run_study_cli(args: argparse.Namespace) -> int:
-    from .study import QUICK, StudyPlan, run_study
+    from ..app.study import QUICK, StudyPlan, run_study
 
     plan = QUICK if args.quick else StudyPlan()
     changes = {"config": args.config}

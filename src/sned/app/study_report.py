@@ -163,7 +163,7 @@ def plot(path: Path, rows: list[dict]) -> Path:
 
 def write_results(out: Path, rows: list[dict], records: list[dict], meta: dict) -> Path:
     """``results.json`` (rows, goal check, per-run records, meta), ``results.md`` and the plot."""
-    from .report import markdown_table
+    from ..report import markdown_table
 
     goal = goal_check(records)
     runs = [{k: v for k, v in r.items() if k != "rows"} for r in records]

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from . import cli_args as check
-from .cli import command
+from . import args as check
 
 
-def _quickstart_args(p: argparse.ArgumentParser) -> None:
+def quickstart_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="quickstart", help="output folder (default ./quickstart)")
     p.add_argument("--minutes", type=float, default=8.0,
                    help="wall-time budget; training takes ~70 %% of it")
@@ -22,10 +21,8 @@ def _quickstart_args(p: argparse.ArgumentParser) -> None:
                    help="replace the runs, models and videos of an earlier quickstart in --out")
 
 
-@command("quickstart", "train, extract, sample and report on the embedded synthetic data")(
-    _quickstart_args)
 def run_quickstart(args: argparse.Namespace) -> int:
-    from .quickstart import quickstart
+    from ..app.quickstart import quickstart
 
     check.above("--minutes", args.minutes, 0)
     check.at_least("--sample-steps", args.sample_steps, 1)

@@ -28,8 +28,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .config import ConfigError, parse_override
-from .train.config import DataConfig, _section
+from ..config import ConfigError, parse_override
+from ..extract import is_model_folder, read_model_meta
+from ..store.checkpoint import read_state, resolve_checkpoint
+from .config import DataConfig
 
 HELDOUT_SEED = 10_000
 
@@ -42,21 +44,15 @@ def heldout_seed(data: DataConfig, seed: int = 0) -> int:
 def run_data_config(checkpoint: str | os.PathLike) -> DataConfig | None:
     """The data config a training run / checkpoint (``state.json``) or a model folder
     (``config.json`` field ``data``) was trained with; None if it records none."""
-    from .loading import is_model_folder
-
     p = Path(checkpoint)
     if is_model_folder(p):
-        from .extract import read_model_meta
-
         raw = read_model_meta(p).get("data")
         source = str(p / "config.json")
     else:
-        from .train.checkpoint import read_state, resolve_checkpoint
-
         folder = resolve_checkpoint(p)
         raw = (read_state(folder).get("run") or {}).get("data")
         source = str(folder / "state.json")
-    return None if raw is None else _section(DataConfig, raw, "data", source)
+    return None if raw is None else DataConfig.from_dict(raw, source)
 
 
 def with_overrides(data: DataConfig, overrides: Sequence[str]) -> DataConfig:
@@ -72,7 +68,7 @@ def with_overrides(data: DataConfig, overrides: Sequence[str]) -> DataConfig:
             raise ConfigError(f"--data {item}: unknown key {key!r}; valid keys are "
                               f"{sorted(raw)}")
         raw[key] = value
-    return _section(DataConfig, raw, "data", "--data")
+    return DataConfig.from_dict(raw, "--data")
 
 
 def resolve_data(checkpoint: str | os.PathLike | None,
@@ -111,7 +107,7 @@ class HeldOutSet:
         that make generated videos comparable with this real set)."""
         if hasattr(self._ds, "draw"):
             return [self._ds.draw(self._index(i))[1] for i in range(self.n)]
-        from .data.synthetic import caption_for
+        from .synthetic import caption_for
 
         return [caption_for(self._ds.attributes(i)) for i in range(self.n)]
 
@@ -121,7 +117,7 @@ class HeldOutSet:
             yield torch.stack([it["video"] for it in items]), [it["caption"] for it in items]
 
     def uint8_batches(self, batch: int = 8) -> Iterator[np.ndarray]:
-        from .video_io import to_uint8
+        from ..video_io import to_uint8
 
         for videos, _ in self.batches(batch):
             yield to_uint8(videos)
@@ -167,7 +163,7 @@ def held_out_set(data: DataConfig, n: int, frames: int, resolution: int, seed: i
     data = with_overrides(data, overrides)
     s = heldout_seed(data, seed)
     if data.kind == "synthetic":
-        from .data.synthetic import SyntheticVideoDataset
+        from .synthetic import SyntheticVideoDataset
 
         ds = SyntheticVideoDataset(n, frames, resolution, seed=s, max_objects=data.max_objects,
                                    textured_background=data.textured_background,
@@ -176,7 +172,7 @@ def held_out_set(data: DataConfig, n: int, frames: int, resolution: int, seed: i
                   "seed": s, "max_objects": data.max_objects,
                   "textured_background": data.textured_background}
     else:
-        from .data.folder import VideoFolderDataset
+        from .folder import VideoFolderDataset
 
         if data.val_fraction <= 0:
             raise ValueError(f"data.root {data.root}: no held-out split (data.val_fraction is "

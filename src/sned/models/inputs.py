@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .models.unet import VideoUNet
+from .unet import VideoUNet
 
 
 def example_inputs(model: VideoUNet, batch: int = 2, resolution: int | None = None,

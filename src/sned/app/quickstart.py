@@ -6,11 +6,11 @@
 3. generate the held-out prompts (captions the training split never shows) with every preset
    through base 16 px → SSR 32 px, and a few held-out clips' captions on through SSR 64 px
    (:func:`evaluate_presets`);
-4. measure, per resolution and preset (:func:`sned.evaluation.evaluate_preset`): params, MACs,
+4. measure, per resolution and preset (:func:`sned.app.evaluation.evaluate_preset`): params, MACs,
    denoiser latency, sampling time, validation loss (and at initialisation), caption accuracy
    with n and 95 % intervals, each SSR stage's consistency with its input (with its interval)
    and, at 64 px, FVD/KVD with the Kinetics-400 I3D;
-5. the latent section (:mod:`sned.quickstart_latent`): a tiny video autoencoder and a tiny
+5. the latent section (:mod:`sned.app.quickstart_latent`): a tiny video autoencoder and a tiny
    latent supernet on its latents, presets B / 0.75 / 0.5 with decoder cost and AE PSNR;
 6. write ``report.md`` / ``report.html``: one section function per part (:data:`SECTIONS`).
 """
@@ -32,11 +32,9 @@ import torch
 _COMMON = ["data.num_videos=4096", "train.lr=1e-3", "train.lr_warmup_steps=20",
            "train.ema_decay=0.995", "train.checkpoint_every=200", "train.log_every=5"]
 QUICK_BASE = _COMMON + ["model.resolutions=[16]", "train.batch_size=4"]
-"""The base supernet trains at 16 px only — the resolution the cascade samples it at: measured at
-250 steps, colour accuracy on the held-out prompts 81-94 % vs 11-14 % when half the steps go to
-32 px — with batch 4 (twice the steps of batch 8 for the same compute: val loss 0.079-0.088 vs
-0.108-0.113, all-attribute caption accuracy 14-17 % vs 11 %; docs/results.md). Super-position
-is shown by the SSR supernet (32 and 64 px)."""
+"""The base supernet trains at 16 px only — the resolution the cascade samples it at — with batch
+4 (twice the steps of batch 8 for the same compute); the measurements behind both choices are in
+docs/results.md. Super-position is shown by the SSR supernet (32 and 64 px)."""
 QUICK_SSR = _COMMON + ["train.batch_size=4", "train.batch_size_per_resolution={64: 1}"]
 PRESETS = ("S", "M", "L", "B")
 TRAIN_SHARE = 0.55
@@ -52,7 +50,7 @@ residual SSR follows its input better with fewer: 3 steps gave 28.0 dB at 32 px 
 GUIDANCE = 5.0
 """Classifier-free guidance of the base stage."""
 LATENT_SHARE = 0.1
-"""Share of the wall-time budget of the latent section (:mod:`sned.quickstart_latent`), taken
+"""Share of the wall-time budget of the latent section (:mod:`sned.app.quickstart_latent`), taken
 from the pixel supernets' training time."""
 OUTPUTS = ("runs", "models", "videos")
 
@@ -91,8 +89,8 @@ def _say(msg: str) -> None:
 # --------------------------------------------------------------------------------- training
 def _calibrate(run, device: torch.device) -> float:
     """Seconds per training step of the largest subnet (3 timed forward+backward passes)."""
-    from .inputs import example_inputs
-    from .models.unet import VideoUNet
+    from ..models.inputs import example_inputs
+    from ..models.unet import VideoUNet
 
     torch.manual_seed(0)
     model = VideoUNet(run.model).to(device).train()
@@ -110,8 +108,8 @@ def _calibrate(run, device: torch.device) -> float:
 def train_supernet(name: str, config: str, overrides: list[str], out: Path, seconds: float,
                    device: torch.device, max_steps: int | None = None) -> Path:
     """Train ``config`` for about ``seconds``; the warm-up takes the first third of the steps."""
-    from .train.config import load_run_config
-    from .train.trainer import Trainer
+    from ..train.config import load_run_config
+    from ..train.trainer import Trainer
 
     probe = load_run_config(config, overrides)
     step_s = _calibrate(probe, device)
@@ -132,8 +130,8 @@ def train_supernet(name: str, config: str, overrides: list[str], out: Path, seco
 
 def _initial_supernet(run_dir: Path, device: torch.device):
     """The supernet exactly as training initialised it (same seed), for before/after losses."""
-    from .models.unet import VideoUNet
-    from .train.config import load_run_config
+    from ..models.unet import VideoUNet
+    from ..train.config import load_run_config
 
     raw = json.loads((run_dir / "run_config.json").read_text())
     run = load_run_config(raw)
@@ -167,10 +165,10 @@ def quickstart(out: str | Path = "quickstart", minutes: float = 8.0, device: str
     ``prompts``: how many of the held-out prompts to sample (default all 36).
     ``sample_steps``: DPM-Solver++ steps of the base stage (SSR stages: :func:`stage_steps`).
     """
-    from .data.synthetic import held_out_prompts
-    from .device import resolve_device
-    from .extract import export_subnet
-    from .loading import load_denoiser
+    from ..data.synthetic import held_out_prompts
+    from ..device import resolve_device
+    from ..extract import export_subnet
+    from ..pipelines.loading import load_denoiser
 
     out = Path(out)
     dev = resolve_device(device)
@@ -208,7 +206,7 @@ def quickstart(out: str | Path = "quickstart", minutes: float = 8.0, device: str
 
 def _init_loss(qs: Quickstart, device: torch.device) -> Callable:
     """A metric: the validation loss of the stage's arch in the supernet as initialised."""
-    from .metrics.val_loss import heldout_proxy
+    from ..search.proxy import heldout_proxy
 
     init = {kind: _initial_supernet(qs.out / "runs" / kind, device) for kind in ("base", "ssr")}
     proxies: dict = {}  # one held-out set per (supernet, resolution, frames), shared by presets
@@ -227,7 +225,7 @@ def _init_loss(qs: Quickstart, device: torch.device) -> Callable:
 
 def _keep_videos(qs: Quickstart, stages: set[int]) -> Callable:
     """An ``on_stage`` hook: three GIF/MP4 videos and a frame grid of each stage in ``stages``."""
-    from .video_io import write_frame_grid, write_video
+    from ..video_io import write_frame_grid, write_video
 
     def keep(ctx) -> None:
         if ctx.index not in stages:
@@ -256,8 +254,8 @@ def evaluate_presets(qs: Quickstart, folders: dict, device: torch.device, steps:
        clips when the I3D weights are installed (:func:`fvd_detector`).
     """
     from .evaluation import EvalSettings, evaluate_preset
-    from .heldout import run_data_config
-    from .loading import load_denoiser
+    from ..data.heldout import run_data_config
+    from ..pipelines.loading import load_denoiser
 
     data = run_data_config(qs.out / "runs" / "base")
     common = dict(scheduler="dpm", guidance=GUIDANCE, progress=False, data=data, val_videos=16,
@@ -296,7 +294,7 @@ TOP_FRAMES = 9
 def fvd_detector(qs: Quickstart, device: torch.device):
     """The Kinetics-400 I3D (``sned.metrics.load_i3d()``), or None — and ``qs.fvd`` says why —
     when its weights are not installed."""
-    from .metrics.i3d import I3DWeightsMissing, load_i3d
+    from ..metrics.i3d import I3DWeightsMissing, load_i3d
 
     try:
         return load_i3d(device=device)
@@ -308,7 +306,7 @@ def fvd_detector(qs: Quickstart, device: torch.device):
 
 # --------------------------------------------------------------------------------- report
 def section_training(qs: Quickstart) -> list[dict]:
-    from .report import plot_loss_curve
+    from ..report import plot_loss_curve
 
     runs = qs.out / "runs"
     plot_loss_curve(qs.out / "training_loss.png", {k: runs / k / "metrics.jsonl"
@@ -348,7 +346,7 @@ def section_resolutions(qs: Quickstart) -> list[dict]:
 
 
 def section_captions(qs: Quickstart) -> list[dict]:
-    from .report import CAPTION_COLUMNS
+    from ..report import CAPTION_COLUMNS
 
     return [{"title": "Caption accuracy per attribute (held-out prompts)",
              "text": f"{len(qs.prompts)} prompts whose (colour, shape, motion) combination the "
@@ -358,7 +356,7 @@ def section_captions(qs: Quickstart) -> list[dict]:
 
 
 def section_fvd(qs: Quickstart) -> list[dict]:
-    from .heldout import describe_source
+    from ..data.heldout import describe_source
 
     if not qs.fvd or "skipped" in qs.fvd:
         return [{"title": "FVD / KVD", "text": "Not measured: " + qs.fvd.get(
@@ -391,7 +389,7 @@ def section_consistency(qs: Quickstart) -> list[dict]:
 
 
 def section_cost_quality(qs: Quickstart) -> list[dict]:
-    from .report import plot_cost_quality
+    from ..report import plot_cost_quality
 
     plot_cost_quality(qs.out / "cost_vs_val_loss.png", qs.rows)
     plot_cost_quality(qs.out / "cost_vs_caption.png", qs.rows, "caption_all",
@@ -423,7 +421,7 @@ SECTIONS: list[Callable[[Quickstart], list[dict]]] = [
 
 
 def write_quickstart_report(qs: Quickstart) -> Path:
-    from .report import write_report
+    from ..report import write_report
 
     sections = [s for fn in SECTIONS for s in fn(qs)]
     intro = (f"One supernet per model, served at four sizes without retraining. Generated "

@@ -82,16 +82,16 @@ def heldout_proxy(model: VideoUNet, diffusion: DiffusionConfig, resolution: int,
                   text_encoder=None, batch: int = 8, overrides=(), codec=None) -> ValLossProxy:
     """The search / evaluation proxy on the run's held-out real data.
 
-    ``data``: the run's :class:`~sned.train.config.DataConfig` (None: the synthetic defaults),
+    ``data``: the run's :class:`~sned.data.config.DataConfig` (None: the synthetic defaults),
     with ``overrides`` (``key=value``); the clips come from :func:`sned.heldout.held_out_set`
     (a folder's ``val`` split, or held-out synthetic seeds). ``seed`` draws timesteps and noise.
     Latent models pass their ``codec``: the clips are taken at the video size (``frames`` /
     ``resolution`` × the autoencoder's factors) and encoded; the proxy runs on the latents.
     The proxy's ``source`` attribute is the held-out set's JSON-able record.
     """
-    from ..heldout import held_out_set
+    from ..data.heldout import held_out_set
     from ..text import TextEncoder
-    from ..train.config import DataConfig
+    from ..data.config import DataConfig
 
     cfg = model.config
     data = DataConfig() if data is None else data

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from ..files import (CheckpointError, atomic_folder, check_state_dict, load_safetensors,
+from .files import (CheckpointError, atomic_folder, check_state_dict, load_safetensors,
                      read_format_json)
 
 FORMAT = "sned-train-checkpoint"

@@ -27,8 +27,8 @@ AE_SHARE = 0.4
 
 def _train(config: str, overrides: list[str], out: Path, seconds: float, device,
            max_steps: int | None) -> None:
-    from .train.config import load_run_config
-    from .train.trainer import Trainer
+    from ..train.config import load_run_config
+    from ..train.trainer import Trainer
 
     steps = max_steps or 100_000  # the wall-time budget ends it
     run = load_run_config(config, overrides + [f"train.steps={steps}",
@@ -45,10 +45,10 @@ def run_latent(out: Path, seconds: float, device: torch.device, sample_steps: in
     """Train, extract, sample and measure; returns ``{"rows", "ae", "steps"}`` (also written
     to ``out/latent_results.json``)."""
     from .evaluation import EvalSettings, evaluate_autoencoder, evaluate_preset
-    from .extract import export_subnet
-    from .latent import load_autoencoder
-    from .loading import load_denoiser
-    from .video_io import write_video
+    from ..extract import export_subnet
+    from ..models.codec import load_autoencoder
+    from ..pipelines.loading import load_denoiser
+    from ..video_io import write_video
 
     runs, models, vids = out / "runs", out / "models", out / "videos"
     print(f"[quickstart] latent: tiny-ae then tiny-latent in ≤ {seconds:.0f} s", flush=True)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from .cli import command
 
 
-def _diffnas_args(p: argparse.ArgumentParser) -> None:
+def diffnas_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("teacher", help="trained static model folder (sned extract output)")
     p.add_argument("--out", required=True, help="output folder (search.json, model/, "
                                                 "retrain/metrics.jsonl, report.md)")
@@ -39,13 +38,11 @@ def _diffnas_args(p: argparse.ArgumentParser) -> None:
                    help="data settings, e.g. kind=folder root=/videos (default synthetic)")
 
 
-@command("diffnas", "DiffNAS: search and retrain a smaller model from a trained teacher")(
-    _diffnas_args)
 def run_diffnas_cmd(args: argparse.Namespace) -> int:
     import torch
 
-    from .config import parse_override
-    from .diffnas.pipeline import Options, run_diffnas
+    from ..config import parse_override
+    from ..diffnas.pipeline import Options, run_diffnas
 
     device = (("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto"
               else args.device)

@@ -10,13 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from . import cli_args as check
-from .cli import command
-from .cli_args import add_weights_args
+from . import args as check
+from .args import add_weights_args
 
 
 # --------------------------------------------------------------------------------- extract
-def _extract_args(p: argparse.ArgumentParser) -> None:
+def extract_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="training run dir or checkpoint folder")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--preset", help="S, M, L, B or a fraction of the supernet's params (0.75)")
@@ -28,11 +27,9 @@ def _extract_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
 
 
-@command("extract", "write a standalone subnet folder (config.json + model.safetensors)")(
-    _extract_args)
 def run_extract(args: argparse.Namespace) -> int:
-    from .extract import export_subnet, refuse_existing
-    from .loading import load_denoiser
+    from ..extract import export_subnet, refuse_existing
+    from ..pipelines.loading import load_denoiser
 
     refuse_existing(args.out, args.overwrite)
     den = load_denoiser(args.checkpoint, preset=args.preset, arch=args.arch, ema=args.ema,
@@ -44,7 +41,7 @@ def run_extract(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------- sample
-def _sample_args(p: argparse.ArgumentParser) -> None:
+def sample_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="base model: training run dir / checkpoint, or model folder")
     p.add_argument("--ssr", help="SSR model (run dir / checkpoint / model folder) for the "
                                  "cascade")
@@ -74,7 +71,7 @@ def _sample_args(p: argparse.ArgumentParser) -> None:
 
 def check_sample_args(args: argparse.Namespace) -> list[str]:
     """Every cheap check of ``sned sample``'s values; returns the formats."""
-    from .generation import FORMATS
+    from ..pipelines.generation import FORMATS
 
     for text in args.prompt:
         if not text.strip():
@@ -97,11 +94,10 @@ def check_sample_args(args: argparse.Namespace) -> list[str]:
     return formats
 
 
-@command("sample", "generate videos with a base model and optional SSR cascade")(_sample_args)
 def run_sample(args: argparse.Namespace) -> int:
-    from .device import resolve_device
-    from .generation import generate_videos
-    from .loading import load_cascade
+    from ..device import resolve_device
+    from ..pipelines.generation import generate_videos
+    from ..pipelines.loading import load_cascade
 
     formats = check_sample_args(args)
     device = resolve_device(args.device)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli import command
 
 
-def _train_args(p: argparse.ArgumentParser) -> None:
+def train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="model config name / YAML, or a run YAML with model/diffusion/"
                                   "data/train sections")
     p.add_argument("--out", required=True, help="run folder (checkpoints, metrics.jsonl, "
@@ -27,10 +26,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                         "data.root=/videos (a bare key means train.key)")
 
 
-@command("train", "train a supernet (SNED Algorithm 1); torchrun for multi-GPU")(_train_args)
 def run_train(args: argparse.Namespace) -> int:
-    from .train.config import load_run_config
-    from .train.trainer import Trainer, TrainingError
+    from ..train.config import load_run_config
+    from ..train.trainer import Trainer, TrainingError
 
     overrides = list(args.overrides)
     if args.steps is not None:

@@ -1,0 +1,57 @@
+"""``DataConfig``: where training videos and captions come from (the ``data`` section of a run)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import ConfigError, section_from_dict
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where training videos and captions come from.
+
+    Attributes:
+        kind: ``synthetic`` (the embedded captioned shapes set) or ``folder``.
+        root: folder of videos / frame folders (``kind=folder``).
+        captions: optional CSV/JSONL sidecar of captions (``kind=folder``).
+        num_videos: size of the synthetic set.
+        max_objects: objects per synthetic video.
+        textured_background: synthetic backgrounds with texture.
+        stride: frame stride of clips (``kind=folder``).
+        num_workers: DataLoader workers.
+        text_encoder: local Hugging Face encoder folder; None = packaged all-MiniLM-L6-v2.
+        seed: dataset seed.
+        val_fraction: ``kind=folder``: share of the videos (chosen by a hash of their relative
+            path, stable when files are added) held out from training for evaluation, search
+            and FVD's real set.
+    """
+
+    kind: str = "synthetic"
+    root: str | None = None
+    captions: str | None = None
+    num_videos: int = 1024
+    max_objects: int = 1
+    textured_background: bool = False
+    stride: int = 1
+    num_workers: int = 0
+    text_encoder: str | None = None
+    seed: int = 0
+    val_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction!r}")
+        if self.kind not in ("synthetic", "folder"):
+            raise ConfigError(f"data.kind {self.kind!r} must be 'synthetic' or 'folder'")
+        if self.kind == "folder" and not self.root:
+            raise ConfigError("data.root is required when data.kind is 'folder'")
+        if self.num_videos < 1 or self.stride < 1 or self.num_workers < 0:
+            raise ConfigError("data.num_videos and data.stride must be >= 1, "
+                              "data.num_workers >= 0")
+
+    @classmethod
+    def from_dict(cls, raw: dict | None, source: str = "data") -> "DataConfig":
+        """A DataConfig from a mapping (e.g. the ``data`` section of a run's ``state.json``);
+        unknown keys and bad values raise ConfigError naming ``source`` and the key."""
+        return section_from_dict(cls, raw, "data", source)
