@@ -13,6 +13,7 @@ import math
 
 import pytest
 
+import sned.cli.evaluate
 import sned.pipelines.loading
 from sned.arch import Arch, ArchError
 from sned.cli import main
@@ -92,7 +93,7 @@ def test_search_loads_once_and_stays_inside_the_trained_floors(run_dir, tmp_path
                                                                monkeypatch):
     calls = []
     real = sned.pipelines.loading.load_denoiser
-    monkeypatch.setattr(sned.pipelines.loading, "load_denoiser",
+    monkeypatch.setattr(sned.cli.evaluate, "load_denoiser",
                         lambda *a, **k: calls.append(a) or real(*a, **k))
     out = tmp_path / "search"
     assert main(["search", str(run_dir), "--resolution", "32", "--budget", "4",

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from .arch import Arch, BlockLayout, BlockSpec, full_layout, resolve, unet_blocks
 from .config import ModelConfig
+from .models.autoencoder import load_autoencoder_config
 
 
 @dataclass(frozen=True)
@@ -194,8 +195,6 @@ def decoder_cost(cfg: ModelConfig, resolution: int | None = None, frames: int | 
     """For a latent config: the cost of decoding one sample of ``frames`` × ``resolution``²
     latents (defaults: the config's) with the autoencoder the config names, and the pixel
     (frames, resolution) it produces."""
-    from .models.autoencoder import load_autoencoder_config
-
     if cfg.autoencoder is None:
         raise ValueError(f"config {cfg.name!r} is a pixel model; it has no decoder")
     ae = load_autoencoder_config(cfg.autoencoder)

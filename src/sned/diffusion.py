@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
+from .data.transforms import resize_video
+
 BETA_SCHEDULES = {"linear": "linear", "scaled_linear": "scaled_linear",
                   "cosine": "squaredcos_cap_v2"}
 SAMPLERS = ("ddim", "dpm", "ddpm")
@@ -110,8 +112,6 @@ class Objective:
     def ssr_base(lowres: Tensor, size: int) -> Tensor:
         """The clean upsampled condition (B, C, T, size, size) of ``lowres`` (B, C, T, h, w):
         bilinear, antialiased — what a residual SSR model's output is added to."""
-        from .data.transforms import resize_video
-
         return resize_video(lowres, size)
 
     def ssr_pair(self, video: Tensor, residual_scale: float | None = None
@@ -125,8 +125,6 @@ class Objective:
         Training and the validation loss build their pairs here; sampling uses
         :meth:`ssr_output`.
         """
-        from .data.transforms import resize_video
-
         low = resize_video(video, video.shape[-1] // 2)
         if residual_scale is None:
             return low, video
@@ -150,8 +148,6 @@ class Objective:
         Returns:
             (B, C, T, H, W) float tensor like ``noise``.
         """
-        from .data.transforms import resize_video
-
         b, c, t_, h, w = noise.shape
         if lowres.shape[:3] != (b, c, t_) or h != w:
             raise ValueError(f"lowres {tuple(lowres.shape)} and noise {tuple(noise.shape)} must "

@@ -20,10 +20,18 @@ from torch import nn
 
 from .arch import Arch, full_layout, resolve, unet_blocks
 from .config import ConfigError, config_from_dict
-from .store.files import (CheckpointError, atomic_folder, check_state_dict, load_safetensors,
-                    read_format_json)
+from .cost import decoder_cost
+from .models.codec import FOLDER, save_autoencoder
 from .models.unet import VideoUNet
 from .nn.elastic import ElasticConv2d, ElasticGroupNorm, ElasticLinear
+from .space import SearchSpace
+from .store.files import (
+    CheckpointError,
+    atomic_folder,
+    check_state_dict,
+    load_safetensors,
+    read_format_json,
+)
 
 FORMAT = "sned-model"
 FORMAT_VERSION = 1
@@ -190,8 +198,6 @@ def export_subnet(den, out: str | os.PathLike, overwrite: bool = False) -> Path:
     """Extract ``den``'s subnet (a :class:`sned.loading.Denoiser` of a supernet) and save it with
     ``arch.json`` and a ``README.md`` model card. Refuses an ``out`` that already holds files
     unless ``overwrite`` (see :func:`refuse_existing`)."""
-    from .space import SearchSpace
-
     out = refuse_existing(out, overwrite)
     space = SearchSpace(den.config)
     card, text = model_card(den, space.cost(den.arch), space.full_params)
@@ -200,8 +206,6 @@ def export_subnet(den, out: str | os.PathLike, overwrite: bool = False) -> Path:
     if den.data is not None:  # the training data: held-out evaluation of the folder uses it
         extra["data"] = den.data
     if den.codec is not None:  # a latent model carries its decoder and latent stats
-        from .cost import decoder_cost
-        from .models.codec import FOLDER
 
         dec, frames, res = decoder_cost(den.config, den.arch.resolution)
         card.update(pixel_resolution=res, pixel_frames=frames, decoder_macs=dec.macs)
@@ -209,7 +213,6 @@ def export_subnet(den, out: str | os.PathLike, overwrite: bool = False) -> Path:
     folder = save_pretrained(static, out, extra=extra,
                              files={"README.md": text, "arch.json": den.arch.to_json(indent=1)})
     if den.codec is not None:
-        from .models.codec import FOLDER, save_autoencoder
 
         # the whole AE: sampling needs the decoder, the validation loss also the encoder
         save_autoencoder(den.codec.ae, folder / FOLDER, den.codec.stats)

@@ -33,7 +33,24 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..cost import autoencoder_cost, decoder_cost
+from ..data.config import DataConfig
+from ..data.heldout import held_out_set
+from ..data.synthetic import SyntheticVideoDataset
+from ..metrics.caption import caption_accuracy, wilson_interval
+from ..metrics.consistency import ssr_consistency
+from ..metrics.fvd import compute_features, fvd_kvd, real_set_stats, real_stats
+from ..metrics.latency import denoiser_latency, measure_latency
+from ..metrics.reconstruction import reconstruction_quality
+from ..models.codec import to_latent
+from ..models.inputs import example_inputs
+from ..pipelines import sample_latent
+from ..pipelines.cascade import Stage, generate
 from ..pipelines.loading import Denoiser
+from ..search.proxy import heldout_proxy
+from ..space import SearchSpace
+from ..text import TextEncoder
+from ..video_io import to_uint8
 
 METRIC_NAMES = ("fvd", "kvd", "caption", "val_loss", "latency", "consistency")
 CAPTION_KEYS = ("color", "shape", "direction", "all_correct")
@@ -85,9 +102,6 @@ class EvalSettings:
 
     def held_out(self, n: int, frames: int, resolution: int, run: int = 0):
         """The held-out real set of draw ``run`` (see :func:`sned.heldout.held_out_set`)."""
-        from ..data.heldout import held_out_set
-        from ..data.config import DataConfig
-
         return held_out_set(self.data or DataConfig(), n, frames, resolution, seed=run)
 
     def record(self, metric: str, source: dict) -> None:
@@ -98,8 +112,6 @@ class EvalSettings:
 
     def text_encoder(self, max_length: int, device: torch.device):
         """One frozen text encoder per (length, device), shared by every preset and metric."""
-        from ..text import TextEncoder
-
         key = (max_length, str(device))
         if key not in self._encoders:
             self._encoders[key] = TextEncoder(max_length=max_length, device=str(device))
@@ -131,7 +143,6 @@ class StageContext:
     def unet_resolution(self) -> int:
         if self.den.codec is None:
             return self.resolution
-        from ..models.codec import to_latent
 
         return to_latent(self.den.config, self.resolution)[0]
 
@@ -165,8 +176,6 @@ def _mean_std(values: list[float]) -> float | dict:
 def caption_metric(ctx: StageContext) -> dict:
     """Caption accuracy over all runs' videos: ``caption_<attr>`` (fraction), ``caption_n`` and
     ``caption_ci`` ({attr: [lo, hi]}, 95 % Wilson). ``caption_all`` = every attribute right."""
-    from ..metrics.caption import caption_accuracy, wilson_interval
-
     if not ctx.den.config.conditional:
         return {"caption_all": None}  # unconditional: nothing to follow
     if ctx.settings.data is not None and ctx.settings.data.kind != "synthetic":
@@ -185,8 +194,6 @@ def caption_metric(ctx: StageContext) -> dict:
 
 def fvd_metric(ctx: StageContext) -> dict:
     """FVD and KVD per run against the run's held-out real set (mean ± std over runs)."""
-    from ..metrics.fvd import compute_features, fvd_kvd, real_set_stats, real_stats
-
     s = ctx.settings
     if s.detector is None:
         raise ValueError("FVD/KVD need a detector (EvalSettings.detector)")
@@ -212,8 +219,6 @@ def fvd_metric(ctx: StageContext) -> dict:
 def consistency_metric(ctx: StageContext) -> dict:
     """SSR stages: mean PSNR (dB) of the output downsampled to its input vs that input, over
     ``ssr_psnr_n`` videos, with a 95 % normal interval of the mean (``ssr_psnr_ci``)."""
-    from ..metrics.consistency import ssr_consistency
-
     if ctx.inputs is None:
         return {"ssr_psnr_db": None}
     db = np.concatenate([ssr_consistency(o, i) for o, i in zip(ctx.videos, ctx.inputs)])
@@ -226,8 +231,6 @@ def consistency_metric(ctx: StageContext) -> dict:
 
 def val_loss_metric(ctx: StageContext) -> dict:
     """Validation-loss proxy of the stage's denoiser on the held-out real clips."""
-    from ..search.proxy import heldout_proxy
-
     proxy = heldout_proxy(ctx.den.model, ctx.den.diffusion, ctx.unet_resolution,
                           n_videos=ctx.settings.val_videos, frames=ctx.unet_frames,
                           data=ctx.settings.data,
@@ -241,9 +244,6 @@ def latency_metric(ctx: StageContext) -> dict:
     """Median ms of one denoiser forward (batch 1) at the stage's resolution; latent models
     add ``decode_ms`` (one decoder forward) and ``latency_total_ms`` = steps × forward + decode
     (what sampling one video costs)."""
-    from ..models.inputs import example_inputs
-    from ..metrics.latency import denoiser_latency, measure_latency
-
     kw = example_inputs(ctx.den.model, batch=1, resolution=ctx.unet_resolution,
                         frames=ctx.unet_frames, seed=ctx.index)
     warm, reps = min(3, ctx.settings.latency_repeats), ctx.settings.latency_repeats
@@ -274,9 +274,6 @@ def _generate(base: Denoiser, ssr: list[Denoiser], settings: EvalSettings, keep:
               ) -> tuple[list[list[str]], dict[int, list[np.ndarray]], list[float], int]:
     """Prompts per run, uint8 stage outputs per run for the stages in ``keep``, seconds per
     video and the frame count."""
-    from ..pipelines.cascade import Stage, generate
-    from ..video_io import to_uint8
-
     enc = (settings.text_encoder(base.config.text_len, next(base.model.parameters()).device)
            if base.config.conditional else None)
     frames = settings.frames or (base.config.frames if base.codec is None
@@ -318,7 +315,6 @@ def _generate(base: Denoiser, ssr: list[Denoiser], settings: EvalSettings, keep:
 
 def _latent_videos(base: Denoiser, enc, texts: list[str], settings: EvalSettings, frames: int,
                    seed: int):
-    from ..pipelines import sample_latent
 
     emb, mask = enc.encode(texts) if enc is not None else (None, None)
     return sample_latent(base.model, base.codec, emb, mask, batch=len(texts), arch=base.arch,
@@ -337,8 +333,6 @@ def evaluate_preset(label: str, base: Denoiser, ssr: list[Denoiser], settings: E
     (seconds per video for the whole cascade, on the final row) and the metrics' columns.
     ``on_stage(ctx)`` is called for every reported stage (e.g. to write its videos).
     """
-    from ..space import SearchSpace
-
     check_metrics(settings.metrics)
     dens = [base] + list(ssr)
     last = len(dens) - 1
@@ -353,7 +347,6 @@ def evaluate_preset(label: str, base: Denoiser, ssr: list[Denoiser], settings: E
         cost = SearchSpace(den.config).cost(den.arch_at(res), frames=unet_frames)
         latent = {}
         if den.codec is not None:  # cost at the latent size; the row speaks video units
-            from ..cost import decoder_cost
 
             dec, _, res = decoder_cost(den.config, res, unet_frames)
             latent = {"latent_resolution": base_res, "decoder_macs": dec.macs}
@@ -387,10 +380,6 @@ def evaluate_autoencoder(ae, frames: int | None = None, n_videos: int = 16,
                          resolutions: Sequence[int] | None = None) -> list[dict]:
     """Reconstruction PSNR / SSIM of an autoencoder on the synthetic held-out split, one row
     per resolution (default: the ones it was trained at), with its encoder / decoder MACs."""
-    from ..cost import autoencoder_cost
-    from ..data.synthetic import SyntheticVideoDataset
-    from ..metrics.reconstruction import reconstruction_quality
-
     cfg = ae.config
     frames = frames or cfg.frames
     rows = []

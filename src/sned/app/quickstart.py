@@ -27,6 +27,23 @@ from typing import Callable
 
 import torch
 
+from ..data.heldout import describe_source, run_data_config
+from ..data.synthetic import held_out_prompts
+from ..device import resolve_device
+from ..extract import export_subnet
+from ..metrics.i3d import I3DWeightsMissing, load_i3d
+from ..models.inputs import example_inputs
+from ..models.unet import VideoUNet
+from ..pipelines.loading import load_denoiser
+from ..report import CAPTION_COLUMNS, plot_cost_quality, plot_loss_curve, write_report
+from ..search.proxy import heldout_proxy
+from ..train.config import load_run_config
+from ..train.trainer import Trainer
+from ..video_io import write_frame_grid, write_video
+from .evaluation import EvalSettings, evaluate_preset
+from .quickstart_latent import run_latent
+from .quickstart_latent import section_latent as latent
+
 # 8-frame clips (the configs' length) and small batches keep a 2-core CPU busy with many small
 # steps: the supernets need several hundred steps to draw coloured moving shapes.
 _COMMON = ["data.num_videos=4096", "train.lr=1e-3", "train.lr_warmup_steps=20",
@@ -89,9 +106,6 @@ def _say(msg: str) -> None:
 # --------------------------------------------------------------------------------- training
 def _calibrate(run, device: torch.device) -> float:
     """Seconds per training step of the largest subnet (3 timed forward+backward passes)."""
-    from ..models.inputs import example_inputs
-    from ..models.unet import VideoUNet
-
     torch.manual_seed(0)
     model = VideoUNet(run.model).to(device).train()
     res = max(run.model.resolutions)
@@ -108,9 +122,6 @@ def _calibrate(run, device: torch.device) -> float:
 def train_supernet(name: str, config: str, overrides: list[str], out: Path, seconds: float,
                    device: torch.device, max_steps: int | None = None) -> Path:
     """Train ``config`` for about ``seconds``; the warm-up takes the first third of the steps."""
-    from ..train.config import load_run_config
-    from ..train.trainer import Trainer
-
     probe = load_run_config(config, overrides)
     step_s = _calibrate(probe, device)
     steps = max(20, int(seconds / step_s))
@@ -130,9 +141,6 @@ def train_supernet(name: str, config: str, overrides: list[str], out: Path, seco
 
 def _initial_supernet(run_dir: Path, device: torch.device):
     """The supernet exactly as training initialised it (same seed), for before/after losses."""
-    from ..models.unet import VideoUNet
-    from ..train.config import load_run_config
-
     raw = json.loads((run_dir / "run_config.json").read_text())
     run = load_run_config(raw)
     torch.manual_seed(run.train.seed)
@@ -165,11 +173,6 @@ def quickstart(out: str | Path = "quickstart", minutes: float = 8.0, device: str
     ``prompts``: how many of the held-out prompts to sample (default all 36).
     ``sample_steps``: DPM-Solver++ steps of the base stage (SSR stages: :func:`stage_steps`).
     """
-    from ..data.synthetic import held_out_prompts
-    from ..device import resolve_device
-    from ..extract import export_subnet
-    from ..pipelines.loading import load_denoiser
-
     out = Path(out)
     dev = resolve_device(device)
     texts = held_out_prompts()
@@ -196,7 +199,6 @@ def quickstart(out: str | Path = "quickstart", minutes: float = 8.0, device: str
             folders[kind, p] = export_subnet(den, out / "models" / f"{kind}-{p}")
 
     evaluate_presets(qs, folders, dev, sample_steps)
-    from .quickstart_latent import run_latent
 
     qs.latent = run_latent(out, LATENT_SHARE * qs.budget.total, dev, sample_steps, max_steps)
     report = write_quickstart_report(qs)
@@ -206,8 +208,6 @@ def quickstart(out: str | Path = "quickstart", minutes: float = 8.0, device: str
 
 def _init_loss(qs: Quickstart, device: torch.device) -> Callable:
     """A metric: the validation loss of the stage's arch in the supernet as initialised."""
-    from ..search.proxy import heldout_proxy
-
     init = {kind: _initial_supernet(qs.out / "runs" / kind, device) for kind in ("base", "ssr")}
     proxies: dict = {}  # one held-out set per (supernet, resolution, frames), shared by presets
 
@@ -225,8 +225,6 @@ def _init_loss(qs: Quickstart, device: torch.device) -> Callable:
 
 def _keep_videos(qs: Quickstart, stages: set[int]) -> Callable:
     """An ``on_stage`` hook: three GIF/MP4 videos and a frame grid of each stage in ``stages``."""
-    from ..video_io import write_frame_grid, write_video
-
     def keep(ctx) -> None:
         if ctx.index not in stages:
             return
@@ -253,10 +251,6 @@ def evaluate_presets(qs: Quickstart, folders: dict, device: torch.device, steps:
        :data:`TOP_FRAMES` frames (I3D's minimum): the 64 px row, with FVD/KVD against those
        clips when the I3D weights are installed (:func:`fvd_detector`).
     """
-    from .evaluation import EvalSettings, evaluate_preset
-    from ..data.heldout import run_data_config
-    from ..pipelines.loading import load_denoiser
-
     data = run_data_config(qs.out / "runs" / "base")
     common = dict(scheduler="dpm", guidance=GUIDANCE, progress=False, data=data, val_videos=16,
                   latency_repeats=5)
@@ -294,8 +288,6 @@ TOP_FRAMES = 9
 def fvd_detector(qs: Quickstart, device: torch.device):
     """The Kinetics-400 I3D (``sned.metrics.load_i3d()``), or None — and ``qs.fvd`` says why —
     when its weights are not installed."""
-    from ..metrics.i3d import I3DWeightsMissing, load_i3d
-
     try:
         return load_i3d(device=device)
     except I3DWeightsMissing as e:
@@ -306,7 +298,6 @@ def fvd_detector(qs: Quickstart, device: torch.device):
 
 # --------------------------------------------------------------------------------- report
 def section_training(qs: Quickstart) -> list[dict]:
-    from ..report import plot_loss_curve
 
     runs = qs.out / "runs"
     plot_loss_curve(qs.out / "training_loss.png", {k: runs / k / "metrics.jsonl"
@@ -346,7 +337,6 @@ def section_resolutions(qs: Quickstart) -> list[dict]:
 
 
 def section_captions(qs: Quickstart) -> list[dict]:
-    from ..report import CAPTION_COLUMNS
 
     return [{"title": "Caption accuracy per attribute (held-out prompts)",
              "text": f"{len(qs.prompts)} prompts whose (colour, shape, motion) combination the "
@@ -356,7 +346,6 @@ def section_captions(qs: Quickstart) -> list[dict]:
 
 
 def section_fvd(qs: Quickstart) -> list[dict]:
-    from ..data.heldout import describe_source
 
     if not qs.fvd or "skipped" in qs.fvd:
         return [{"title": "FVD / KVD", "text": "Not measured: " + qs.fvd.get(
@@ -389,7 +378,6 @@ def section_consistency(qs: Quickstart) -> list[dict]:
 
 
 def section_cost_quality(qs: Quickstart) -> list[dict]:
-    from ..report import plot_cost_quality
 
     plot_cost_quality(qs.out / "cost_vs_val_loss.png", qs.rows)
     plot_cost_quality(qs.out / "cost_vs_caption.png", qs.rows, "caption_all",
@@ -400,7 +388,6 @@ def section_cost_quality(qs: Quickstart) -> list[dict]:
 
 
 def section_latent(qs: Quickstart) -> list[dict]:
-    from .quickstart_latent import section_latent as latent
 
     return latent(qs.out, qs.latent)
 
@@ -421,7 +408,6 @@ SECTIONS: list[Callable[[Quickstart], list[dict]]] = [
 
 
 def write_quickstart_report(qs: Quickstart) -> Path:
-    from ..report import write_report
 
     sections = [s for fn in SECTIONS for s in fn(qs)]
     intro = (f"One supernet per model, served at four sizes without retraining. Generated "

@@ -16,6 +16,14 @@ from pathlib import Path
 
 import torch
 
+from ..extract import export_subnet
+from ..models.codec import load_autoencoder
+from ..pipelines.loading import load_denoiser
+from ..train.config import load_run_config
+from ..train.trainer import Trainer
+from ..video_io import write_video
+from .evaluation import EvalSettings, evaluate_autoencoder, evaluate_preset
+
 PRESETS = ("B", "0.75", "0.5")
 QUICK_AE = ["model.frames=4", "data.num_videos=1024", "train.batch_size=4", "train.lr=1e-3",
             "train.ema_decay=0", "train.checkpoint_every=100000", "train.log_every=5"]
@@ -27,8 +35,6 @@ AE_SHARE = 0.4
 
 def _train(config: str, overrides: list[str], out: Path, seconds: float, device,
            max_steps: int | None) -> None:
-    from ..train.config import load_run_config
-    from ..train.trainer import Trainer
 
     steps = max_steps or 100_000  # the wall-time budget ends it
     run = load_run_config(config, overrides + [f"train.steps={steps}",
@@ -44,12 +50,6 @@ def run_latent(out: Path, seconds: float, device: torch.device, sample_steps: in
                max_steps: int | None = None, videos: int = 2) -> dict:
     """Train, extract, sample and measure; returns ``{"rows", "ae", "steps"}`` (also written
     to ``out/latent_results.json``)."""
-    from .evaluation import EvalSettings, evaluate_autoencoder, evaluate_preset
-    from ..extract import export_subnet
-    from ..models.codec import load_autoencoder
-    from ..pipelines.loading import load_denoiser
-    from ..video_io import write_video
-
     runs, models, vids = out / "runs", out / "models", out / "videos"
     print(f"[quickstart] latent: tiny-ae then tiny-latent in ≤ {seconds:.0f} s", flush=True)
     _train("tiny-ae", QUICK_AE, runs / "ae", AE_SHARE * seconds, device, max_steps)

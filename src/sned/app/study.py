@@ -34,7 +34,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import ConfigError
+from ..config import ConfigError, load_config
+from ..cost import training_macs
+from ..data.config import DataConfig
+from ..data.heldout import held_out_set
+from ..data.synthetic import sample_prompts
+from ..metrics.caption import caption_accuracy
+from ..metrics.fvd import compute_features, fvd_kvd, real_set_stats
+from ..metrics.i3d import I3DWeightsMissing, load_i3d
+from ..pipelines.loading import load_denoiser
+from ..pipelines.sampling import sample
+from ..search.proxy import synthetic_proxy
+from ..space import SearchSpace
+from ..text import TextEncoder
+from ..train.arch_sampler import ArchSampler
+from ..train.config import load_run_config
+from ..train.run_folder import RunFolder, RunFolderError
+from ..train.trainer import Trainer
+from ..video_io import to_uint8
+from .study_report import aggregate, write_results
 
 METHODS = ("supernet-uniform", "supernet-sandwich", "standalone", "no-warmup", "plain-adamw",
            "per-resolution")
@@ -153,7 +171,6 @@ def plan_runs(plan: StudyPlan, resolutions: tuple[int, ...]) -> list[RunSpec]:
 
 def run_config(plan: StudyPlan, spec: RunSpec, seed: int, resolutions: tuple[int, ...],
                device: str, steps: int | None = None):
-    from ..train.config import load_run_config
 
     res = spec.resolutions or resolutions
     return load_run_config(plan.config, base_overrides(plan, res, device) + spec.overrides + [
@@ -164,10 +181,6 @@ def matched_steps(run, target_macs: int) -> int:
     """Steps of the fixed-arch ``run`` whose training MACs first reach ``target_macs``: the
     arch sampler is a pure function of (seed, step), so the cost of every step is known before
     training (the same :func:`sned.cost.training_macs` the trainer records)."""
-    from ..cost import training_macs
-    from ..space import SearchSpace
-    from ..train.arch_sampler import ArchSampler
-
     space = SearchSpace.for_run(run.model, run.train)
     sampler = ArchSampler(space, run.train)
     spent, step = 0, 0
@@ -182,9 +195,6 @@ def matched_steps(run, target_macs: int) -> int:
 def train(run, folder: Path) -> dict:
     """Train (or finish training) one run; returns ``{"steps", "compute", "seconds"}`` from
     its ``metrics.jsonl``."""
-    from ..train.run_folder import RunFolder, RunFolderError
-    from ..train.trainer import Trainer
-
     try:  # continue an interrupted run; else start afresh (clearing a run that never saved)
         RunFolder(folder).resume_checkpoint()
         resume = True
@@ -209,9 +219,6 @@ class Evaluator:
 
     def __init__(self, plan: StudyPlan, caption_resolution: int, out: Path, device: str,
                  i3d: str | None = None) -> None:
-        from ..data.synthetic import sample_prompts
-        from ..text import TextEncoder
-        from ..config import load_config
 
         cfg = load_config(plan.config)
         self.plan, self.device, self.out = plan, device, out
@@ -224,7 +231,6 @@ class Evaluator:
         if self.plan.frames < 9:
             return None, (f"FVD/KVD not computed: clips have {self.plan.frames} frames and "
                           f"the I3D detector needs >= 9")
-        from ..metrics.i3d import I3DWeightsMissing, load_i3d
 
         try:
             return load_i3d(i3d, device=self.device), None
@@ -232,8 +238,6 @@ class Evaluator:
             return None, f"FVD/KVD not computed: {e}"
 
     def __call__(self, folder: Path, presets: tuple[str, ...]) -> list[dict]:
-        from ..pipelines.loading import load_denoiser
-        from ..search.proxy import synthetic_proxy
 
         den = load_denoiser(folder, ema=True, device=self.device)
         model, space = den.model, den.space
@@ -250,9 +254,6 @@ class Evaluator:
         return rows
 
     def _samples(self, model, diffusion, arch) -> dict:
-        from ..metrics.caption import caption_accuracy
-        from ..pipelines.sampling import sample
-        from ..video_io import to_uint8
 
         emb, mask = self.text.encode(self.prompts)
         video = sample(model, emb, mask, diffusion=diffusion, arch=arch,
@@ -267,9 +268,6 @@ class Evaluator:
         return out
 
     def _fvd(self, frames: np.ndarray) -> dict:
-        from ..data.heldout import held_out_set
-        from ..metrics.fvd import compute_features, fvd_kvd, real_set_stats
-        from ..data.config import DataConfig
 
         held = held_out_set(DataConfig(), len(frames), self.plan.frames, self.caption_resolution)
         real = real_set_stats(held, self.out / "cache", self.detector, device=self.device)
@@ -287,9 +285,6 @@ def run_study(out: str | Path, plan: StudyPlan = StudyPlan(), device: str = "aut
     Returns the path of ``results.json``. Raises ConfigError (before any training) when the
     plan is invalid or ``out`` holds a study with other settings.
     """
-    from ..config import load_config
-    from .study_report import aggregate, write_results
-
     out = Path(out)
     cfg = load_config(plan.config, [f"frames={plan.frames}"])
     if cfg.kind != "base":

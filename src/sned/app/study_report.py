@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..report import markdown_table
+
 SUPERNETS = ("supernet-uniform", "supernet-sandwich", "no-warmup", "plain-adamw",
              "per-resolution")
 
@@ -163,8 +165,6 @@ def plot(path: Path, rows: list[dict]) -> Path:
 
 def write_results(out: Path, rows: list[dict], records: list[dict], meta: dict) -> Path:
     """``results.json`` (rows, goal check, per-run records, meta), ``results.md`` and the plot."""
-    from ..report import markdown_table
-
     goal = goal_check(records)
     runs = [{k: v for k, v in r.items() if k != "rows"} for r in records]
     path = out / "results.json"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..config import parse_override
+from ..diffnas.pipeline import Options, run_diffnas
 
 
 def diffnas_args(p: argparse.ArgumentParser) -> None:
@@ -41,8 +43,6 @@ def diffnas_args(p: argparse.ArgumentParser) -> None:
 def run_diffnas_cmd(args: argparse.Namespace) -> int:
     import torch
 
-    from ..config import parse_override
-    from ..diffnas.pipeline import Options, run_diffnas
 
     device = (("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto"
               else args.device)

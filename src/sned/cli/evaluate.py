@@ -8,6 +8,18 @@ import json
 import re
 from pathlib import Path
 
+from ..app.evaluation import EvalSettings, check_metrics, evaluate_autoencoder, evaluate_preset
+from ..data.heldout import describe_source, resolve_data
+from ..device import resolve_device
+from ..extract import is_model_folder, read_model_meta
+from ..metrics.fvd import DEFAULT_MIN_FRAMES
+from ..metrics.i3d import I3DWeightsMissing, load_i3d
+from ..models.codec import is_autoencoder_folder, load_autoencoder, to_latent
+from ..pipelines.loading import load_cascade, load_denoiser
+from ..report import write_report
+from ..search import Constraints, save_arch
+from ..search.driver import search_denoiser
+from ..store.checkpoint import read_state, resolve_checkpoint
 from . import args as check
 from .args import add_weights_args
 
@@ -63,17 +75,12 @@ def check_search_args(args: argparse.Namespace) -> list[tuple[str, int]]:
 
 
 def run_search(args: argparse.Namespace) -> int:
-    from ..data.heldout import resolve_data
-    from ..pipelines.loading import load_denoiser
-    from ..search import Constraints, save_arch
-    from ..search.driver import search_denoiser
 
     save = check_search_args(args)
     data = resolve_data(args.checkpoint, args.data)
     den = load_denoiser(args.checkpoint, ema=args.ema)
     res, frames = args.resolution, args.frames
     if den.codec is not None:  # latent supernet: --resolution / --frames are video units
-        from ..models.codec import to_latent
 
         res, frames = to_latent(den.config, res, frames)
     den = den.at(res)  # loaded once (the weights are the same at every resolution)
@@ -129,9 +136,6 @@ def evaluate_args(p: argparse.ArgumentParser) -> None:
 def check_evaluate_args(args: argparse.Namespace) -> tuple[list[str | None], list[str]]:
     """Every cheap check of ``sned evaluate``; returns (presets, metrics). Presets default to
     S, M, L, B for a supernet and ``[None]`` (the model itself) for an extracted folder."""
-    from ..app.evaluation import check_metrics
-    from ..metrics.fvd import DEFAULT_MIN_FRAMES
-
     metrics = check.names("--metrics", args.metrics)
     check_metrics(metrics)
     if args.presets is not None:
@@ -160,7 +164,6 @@ def load_detector(path: str | None, random_features: bool, device):
     import pickle
     import zipfile
 
-    from ..metrics.i3d import I3DWeightsMissing, load_i3d
 
     if random_features or path == "random":
         return load_i3d(random_init=True, device=device)
@@ -175,12 +178,6 @@ def load_detector(path: str | None, random_features: bool, device):
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from ..device import resolve_device
-    from ..app.evaluation import EvalSettings, evaluate_preset
-    from ..data.heldout import describe_source, resolve_data
-    from ..pipelines.loading import load_cascade
-    from ..metrics.fvd import DEFAULT_MIN_FRAMES
-    from ..report import markdown_table, write_report
 
     presets, metrics = check_evaluate_args(args)
     data = resolve_data(args.checkpoint, args.data)
@@ -235,17 +232,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def _is_extracted(path: str) -> bool:
     """Whether ``path`` is a model folder holding a subnet (not a whole supernet)."""
-    from ..extract import read_model_meta
-    from ..extract import is_model_folder
-
     return is_model_folder(path) and not read_model_meta(path).get("supernet")
 
 
 def _is_autoencoder(path: str) -> bool:
     """Whether ``path`` is an autoencoder run, checkpoint or folder (not a denoiser)."""
-    from ..models.codec import is_autoencoder_folder
-    from ..store.checkpoint import read_state, resolve_checkpoint
-
     if is_autoencoder_folder(path):
         return True
     try:
@@ -257,10 +248,6 @@ def _is_autoencoder(path: str) -> bool:
 
 def _evaluate_autoencoder(args, device, out: Path) -> int:
     """``sned evaluate A``: reconstruction PSNR / SSIM per resolution on held-out clips."""
-    from ..app.evaluation import evaluate_autoencoder
-    from ..models.codec import load_autoencoder
-    from ..report import write_report
-
     ae, _ = load_autoencoder(args.checkpoint, device, ema=args.ema is not False)
     rows = evaluate_autoencoder(ae, args.frames, args.n_videos)
     note = (f"{args.checkpoint}: reconstruction (posterior mean) of {args.n_videos} clips of the "

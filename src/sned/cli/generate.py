@@ -10,6 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..device import resolve_device
+from ..extract import export_subnet, refuse_existing
+from ..pipelines.generation import FORMATS, generate_videos
+from ..pipelines.loading import load_cascade, load_denoiser
 from . import args as check
 from .args import add_weights_args
 
@@ -28,8 +32,6 @@ def extract_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_extract(args: argparse.Namespace) -> int:
-    from ..extract import export_subnet, refuse_existing
-    from ..pipelines.loading import load_denoiser
 
     refuse_existing(args.out, args.overwrite)
     den = load_denoiser(args.checkpoint, preset=args.preset, arch=args.arch, ema=args.ema,
@@ -71,8 +73,6 @@ def sample_args(p: argparse.ArgumentParser) -> None:
 
 def check_sample_args(args: argparse.Namespace) -> list[str]:
     """Every cheap check of ``sned sample``'s values; returns the formats."""
-    from ..pipelines.generation import FORMATS
-
     for text in args.prompt:
         if not text.strip():
             raise ValueError(f"--prompt {text!r}: empty caption")
@@ -95,9 +95,6 @@ def check_sample_args(args: argparse.Namespace) -> list[str]:
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    from ..device import resolve_device
-    from ..pipelines.generation import generate_videos
-    from ..pipelines.loading import load_cascade
 
     formats = check_sample_args(args)
     device = resolve_device(args.device)

@@ -6,6 +6,10 @@ import argparse
 import json
 
 from ..arch import Arch, ArchError, check_resolution
+from ..config import load_config
+from ..cost import decoder_cost
+from ..models.codec import to_latent
+from ..space import SearchSpace
 
 
 def space_args(p: argparse.ArgumentParser) -> None:
@@ -15,8 +19,6 @@ def space_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_space(args: argparse.Namespace) -> int:
-    from ..config import load_config
-    from ..space import SearchSpace
 
     space = SearchSpace(load_config(args.config, args.overrides))
     d = space.describe()
@@ -49,14 +51,11 @@ def cost_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_cost(args: argparse.Namespace) -> int:
-    from ..config import load_config
-    from ..space import SearchSpace
 
     space = SearchSpace(load_config(args.config, args.overrides))
     cfg = space.config
     res, frames = args.resolution, args.frames
     if cfg.autoencoder is not None:  # latent model: --resolution / --frames are video units
-        from ..models.codec import to_latent
 
         res, frames = to_latent(cfg, res, frames)
     if res is not None:
@@ -76,7 +75,6 @@ def run_cost(args: argparse.Namespace) -> int:
     row = {"config": cfg.name, "arch": name, "params": c.params, "macs": c.macs,
            "resolution": arch.resolution, "frames": cfg.frames if frames is None else frames}
     if cfg.autoencoder is not None:  # UNet on latents + the decoder, at the video's size
-        from ..cost import decoder_cost
 
         dec, pix_frames, pix_res = decoder_cost(cfg, arch.resolution, row["frames"])
         row.update(latent_resolution=row["resolution"], latent_frames=row["frames"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..app.quickstart import quickstart
 from . import args as check
 
 
@@ -22,7 +23,6 @@ def quickstart_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_quickstart(args: argparse.Namespace) -> int:
-    from ..app.quickstart import quickstart
 
     check.above("--minutes", args.minutes, 0)
     check.at_least("--sample-steps", args.sample_steps, 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from ..app.study import QUICK, StudyPlan, run_study
 
 
 def study_args(p: argparse.ArgumentParser) -> None:
@@ -23,7 +24,6 @@ def study_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_study_cli(args: argparse.Namespace) -> int:
-    from ..app.study import QUICK, StudyPlan, run_study
 
     plan = QUICK if args.quick else StudyPlan()
     changes = {"config": args.config}

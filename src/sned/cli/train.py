@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..train.config import load_run_config
+from ..train.trainer import Trainer, TrainingError
 
 
 def train_args(p: argparse.ArgumentParser) -> None:
@@ -27,8 +29,6 @@ def train_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from ..train.config import load_run_config
-    from ..train.trainer import Trainer, TrainingError
 
     overrides = list(args.overrides)
     if args.steps is not None:

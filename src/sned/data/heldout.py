@@ -31,7 +31,10 @@ from torch import Tensor
 from ..config import ConfigError, parse_override
 from ..extract import is_model_folder, read_model_meta
 from ..store.checkpoint import read_state, resolve_checkpoint
+from ..video_io import to_uint8
 from .config import DataConfig
+from .folder import VideoFolderDataset
+from .synthetic import SyntheticVideoDataset, caption_for
 
 HELDOUT_SEED = 10_000
 
@@ -107,7 +110,6 @@ class HeldOutSet:
         that make generated videos comparable with this real set)."""
         if hasattr(self._ds, "draw"):
             return [self._ds.draw(self._index(i))[1] for i in range(self.n)]
-        from .synthetic import caption_for
 
         return [caption_for(self._ds.attributes(i)) for i in range(self.n)]
 
@@ -117,7 +119,6 @@ class HeldOutSet:
             yield torch.stack([it["video"] for it in items]), [it["caption"] for it in items]
 
     def uint8_batches(self, batch: int = 8) -> Iterator[np.ndarray]:
-        from ..video_io import to_uint8
 
         for videos, _ in self.batches(batch):
             yield to_uint8(videos)
@@ -163,7 +164,6 @@ def held_out_set(data: DataConfig, n: int, frames: int, resolution: int, seed: i
     data = with_overrides(data, overrides)
     s = heldout_seed(data, seed)
     if data.kind == "synthetic":
-        from .synthetic import SyntheticVideoDataset
 
         ds = SyntheticVideoDataset(n, frames, resolution, seed=s, max_objects=data.max_objects,
                                    textured_background=data.textured_background,
@@ -172,7 +172,6 @@ def held_out_set(data: DataConfig, n: int, frames: int, resolution: int, seed: i
                   "seed": s, "max_objects": data.max_objects,
                   "textured_background": data.textured_background}
     else:
-        from .folder import VideoFolderDataset
 
         if data.val_fraction <= 0:
             raise ValueError(f"data.root {data.root}: no held-out split (data.val_fraction is "

@@ -32,13 +32,15 @@ from safetensors.torch import load_file, save_file
 
 from ..arch import Arch, BlockArch
 from ..cost import model_cost
+from ..data.config import DataConfig
 from ..diffusion import DiffusionConfig
 from ..extract import extract, load_pretrained, read_model_meta, save_pretrained
-from ..store.files import CheckpointError
 from ..models.unet import VideoUNet
-from ..data.config import DataConfig
+from ..store.files import CheckpointError
+from ..text import TextEncoder
 from .blocks import teacher_trace
 from .data import heldout_proxy, proxy_batches
+from .report import write_report
 from .search import StageResult, fit_max_macs, local_search
 from .space import StageSpace, with_stage
 from .student import init_student, teacher_arch
@@ -172,7 +174,6 @@ class Run:
     @property
     def text(self):
         if self._text is None:
-            from ..text import TextEncoder
 
             self._text = TextEncoder(self.data.text_encoder, max_length=self.cfg.text_len,
                                      device=self.opts.device)
@@ -223,7 +224,6 @@ class Run:
             self._retrain(arch, self.out / "uniform", self.out / "uniform-retrain", "uniform")
             self._mark("baseline")
         if not self.done("report"):
-            from .report import write_report
 
             write_report(self, search)
             self._mark("report")

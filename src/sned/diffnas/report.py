@@ -14,9 +14,13 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from ..app.evaluation import EvalSettings, evaluate_preset
 from ..cost import model_cost
+from ..data.heldout import describe_source
 from ..extract import load_pretrained
+from ..metrics.fvd import DEFAULT_MIN_FRAMES
 from ..metrics.i3d import I3DWeightsMissing, load_detector
+from ..pipelines.loading import load_denoiser
 
 FVD_STEPS = 20
 """DDIM steps of the clips FVD/KVD score (guidance :data:`FVD_GUIDANCE`)."""
@@ -29,10 +33,6 @@ def fvd_kvd_rows(folders: dict[str, Path], frames: int, n: int, i3d: str | None,
     ``data``: ``({label: {"fvd", "kvd"}}, note)``, or ``(None, why not)`` when it does not
     apply (``frames`` = 1, ``n`` = 0) or no I3D weights are found. ``i3d``: None = the
     Kinetics-400 weights (:func:`~sned.metrics.i3d.load_i3d`), ``"random"``, or a path."""
-    from ..app.evaluation import EvalSettings, evaluate_preset
-    from ..pipelines.loading import load_denoiser
-    from ..metrics.fvd import DEFAULT_MIN_FRAMES
-
     if frames == 1:
         return None, "FVD/KVD: not applicable — the teacher is an image model (1 frame)."
     if n == 0:
@@ -50,7 +50,6 @@ def fvd_kvd_rows(folders: dict[str, Path], frames: int, n: int, i3d: str | None,
             warnings.filterwarnings("ignore", message=".*rank-deficient")
             (row,) = evaluate_preset(label, load_denoiser(folder, device=device), [], settings)
         scores[label] = {"fvd": row["fvd"], "kvd": row["kvd"]}
-    from ..data.heldout import describe_source
 
     source = describe_source(settings.real_data["fvd"][0])
     random = " RANDOM-weight detector: relative comparisons only;" if getattr(

@@ -34,12 +34,13 @@ from torch import nn
 
 from ..arch import Arch, resolve
 from ..cost import TRAINING_MACS_PER_FORWARD, model_cost, training_macs
-from ..models.unet import Trace, VideoUNet
-from ..train.arch_sampler import Floors
-from ..store.checkpoint import newest_complete
 from ..data.config import DataConfig
+from ..models.unet import Trace, VideoUNet
+from ..store.checkpoint import newest_complete
+from ..train.arch_sampler import Floors
 from ..train.config import RunConfig, TrainConfig
 from ..train.tasks import DiffusionTask, StepOutcome
+from ..train.trainer import Trainer
 from .blocks import distill_loss, run_stage, teacher_trace, trace_distill_loss
 from .space import StageSpace, with_stage
 
@@ -186,8 +187,6 @@ def train(task: _TeacherTask, out: str | Path, log=print):
     """Train ``task`` (its ``run`` config) in the run folder ``out``, continuing from the
     folder's newest complete checkpoint when it has one (a killed stage resumes mid-run);
     returns the Trainer. Ctrl-C / SIGTERM save a checkpoint and raise KeyboardInterrupt."""
-    from ..train.trainer import Trainer
-
     out = Path(out)
     resume = newest_complete(out / "checkpoints") is not None
     if resume:

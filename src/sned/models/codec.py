@@ -23,10 +23,20 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from ..config import ConfigError
-from ..store.files import (CheckpointError, atomic_folder, check_state_dict, load_safetensors,
-                    read_format_json)
-from .autoencoder import (AutoencoderConfig, VideoAutoencoder,
-                                 autoencoder_config_from_dict)
+from ..store.checkpoint import read_state, resolve_checkpoint
+from ..store.files import (
+    CheckpointError,
+    atomic_folder,
+    check_state_dict,
+    load_safetensors,
+    read_format_json,
+)
+from .autoencoder import (
+    AutoencoderConfig,
+    VideoAutoencoder,
+    autoencoder_config_from_dict,
+    load_autoencoder_config,
+)
 
 FORMAT = "sned-autoencoder"
 FOLDER = "autoencoder"
@@ -151,7 +161,6 @@ def load_autoencoder(path: str | os.PathLike, device: str | torch.device = "cpu"
         state = load_safetensors(p / "model.safetensors", device)
         stats = None if not meta.get("latent") else LatentStats(**meta["latent"])
         return _build(cfg, parts, state, str(p / "model.safetensors"), device), stats
-    from ..store.checkpoint import read_state, resolve_checkpoint
 
     if not p.exists():
         raise CheckpointError(f"autoencoder {str(path)!r} does not exist")
@@ -219,7 +228,6 @@ def codec_for(path: str | os.PathLike, device: str | torch.device = "cpu"
         meta = json.loads((p / "config.json").read_text())
         latent, root = meta.get("latent"), p
     else:
-        from ..store.checkpoint import read_state, resolve_checkpoint
 
         folder = resolve_checkpoint(p)
         latent, root = read_state(folder).get("latent"), folder.parent.parent
@@ -238,7 +246,6 @@ def pixel_factors(cfg) -> tuple[int, int] | None:
     pixel config."""
     if getattr(cfg, "autoencoder", None) is None:
         return None
-    from .autoencoder import load_autoencoder_config
 
     ae = load_autoencoder_config(cfg.autoencoder)
     return ae.temporal_factor, ae.spatial_factor

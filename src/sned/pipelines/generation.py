@@ -14,6 +14,11 @@ from pathlib import Path
 
 import torch
 
+from ..models.codec import to_latent
+from ..text import TextEncoder
+from ..video_io import to_uint8, write_frame_grid, write_video
+from . import sample_latent
+from .cascade import Stage, generate
 from .loading import Denoiser
 
 FORMATS = ("mp4", "gif", "png")
@@ -36,10 +41,6 @@ def generate_videos(base: Denoiser, ssr: list[Denoiser], prompts: list[str], out
     and write one file per prompt and video format, plus a PNG grid of all prompts.
 
     ``num``: videos of an unconditional latent model (default: one per prompt, else 1)."""
-    from .cascade import Stage, generate
-    from ..text import TextEncoder
-    from ..video_io import to_uint8, write_frame_grid, write_video
-
     device = next(base.model.parameters()).device
     if not base.config.conditional:
         prompts = ["uncond"] * (num or len(prompts) or 1)
@@ -79,9 +80,6 @@ def _sample_latent(base: Denoiser, emb, mask, n: int, resolution, frames, steps,
                    cfg, dynamic_threshold, seed, progress, dtype):
     """A latent base: denoise latents at the arch's (or, extracted, the asked) resolution and
     decode them (:func:`sned.pipelines.sample_latent`)."""
-    from ..models.codec import to_latent
-    from . import sample_latent
-
     latent_res = None
     if base.arch is None and resolution is not None:
         latent_res, _ = to_latent(base.config, resolution)

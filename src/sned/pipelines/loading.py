@@ -27,9 +27,12 @@ from ..arch import Arch, ArchError, ResolutionError, check_resolution
 from ..config import config_from_dict
 from ..diffusion import DiffusionConfig
 from ..extract import is_model_folder, load_pretrained, read_model_meta
-from ..store.files import CheckpointError
+from ..models.codec import codec_for, to_latent
 from ..models.unet import VideoUNet
 from ..space import SearchSpace, parse_preset
+from ..store.checkpoint import load_weights, read_state, resolve_checkpoint
+from ..store.files import CheckpointError
+from .cascade import CascadeError, Stage, cascade_resolutions
 
 if TYPE_CHECKING:
     from ..models.codec import LatentCodec
@@ -110,13 +113,10 @@ def load_denoiser(path: str | os.PathLike, preset: str | None = None,
         resolution: the resolution to run at; must be one the config serves
             (:func:`sned.arch.check_resolution`).
     """
-    from ..models.codec import codec_for
-
     p = Path(path)
     if is_model_folder(p):
         den = _load_folder(p, preset, arch, ema, resolution, device)
         return replace(den, codec=codec_for(p, device))
-    from ..store.checkpoint import load_weights, read_state, resolve_checkpoint
 
     folder = resolve_checkpoint(p)
     state = read_state(folder)
@@ -197,8 +197,6 @@ def load_cascade(model: str | os.PathLike, ssr: str | os.PathLike | None = None,
     :class:`~sned.pipelines.cascade.CascadeError` for an unreachable resolution and
     :class:`~sned.arch.ResolutionError` for one a stage does not serve.
     """
-    from .cascade import CascadeError, Stage, cascade_resolutions
-
     presets = list(presets or [None])
     base = load_denoiser(model, preset=None if arch else presets[0], arch=arch, ema=ema,
                          device=device)
@@ -226,9 +224,6 @@ def load_cascade(model: str | os.PathLike, ssr: str | os.PathLike | None = None,
 def _latent_base(base: Denoiser, model, ssr, preset, arch, resolution: int | None) -> Denoiser:
     """A latent base at the video ``resolution`` asked for (its latent side × the AE's factor);
     latent models decode to video themselves and take no SSR cascade."""
-    from ..models.codec import to_latent
-    from .cascade import CascadeError
-
     if ssr is not None:
         raise CascadeError(f"{model} is a latent model (it decodes to video through its "
                            f"autoencoder); --ssr cascades are for pixel base models")

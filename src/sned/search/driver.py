@@ -13,9 +13,11 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from ..metrics.latency import LatencyTable, denoiser_latency
+from ..models.inputs import example_inputs
 from .evolution import Constraints, Point, evolutionary_search, random_search
-from .pareto import (hypervolume_2d, pareto_front, plot_pareto, reference_point,
-                     save_pareto_json)
+from .pareto import hypervolume_2d, pareto_front, plot_pareto, reference_point, save_pareto_json
+from .proxy import heldout_proxy
 
 
 def search_denoiser(den, out: Path, resolution: int, *, budget: int = 100,
@@ -32,10 +34,6 @@ def search_denoiser(den, out: Path, resolution: int, *, budget: int = 100,
     its source record goes into ``search.json`` and every point of ``pareto.json``
     (``val_data``).
     """
-    from ..models.inputs import example_inputs
-    from ..metrics.latency import LatencyTable, denoiser_latency
-    from .proxy import heldout_proxy
-
     space = den.space  # the floors the supernet was trained to
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

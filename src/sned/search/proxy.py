@@ -13,8 +13,11 @@ from __future__ import annotations
 import torch
 
 from ..arch import Arch
+from ..data.config import DataConfig
+from ..data.heldout import held_out_set
 from ..diffusion import DiffusionConfig, Objective
 from ..models.unet import VideoUNet
+from ..text import TextEncoder
 
 
 class ValLossProxy:
@@ -89,10 +92,6 @@ def heldout_proxy(model: VideoUNet, diffusion: DiffusionConfig, resolution: int,
     ``resolution`` × the autoencoder's factors) and encoded; the proxy runs on the latents.
     The proxy's ``source`` attribute is the held-out set's JSON-able record.
     """
-    from ..data.heldout import held_out_set
-    from ..text import TextEncoder
-    from ..data.config import DataConfig
-
     cfg = model.config
     data = DataConfig() if data is None else data
     frames = cfg.frames if frames is None else frames

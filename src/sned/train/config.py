@@ -19,11 +19,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import (ConfigError, ModelConfig, load_config_dict, parse_override, read_yaml,
-                      section_from_dict, set_key)
+from ..arch import ArchError
+from ..config import (
+    ConfigError,
+    ModelConfig,
+    load_config_dict,
+    parse_override,
+    read_yaml,
+    section_from_dict,
+    set_key,
+)
 from ..data.config import DataConfig
 from ..diffusion import DiffusionConfig
 from ..models.autoencoder import load_model_config
+from ..space import parse_preset
 
 SECTIONS = ("model", "diffusion", "data", "train")
 
@@ -133,9 +142,6 @@ def fixed_arch_spec(value: str | float) -> str:
     parser :func:`sned.space.parse_preset`) or, for any other text, an arch JSON file's path
     (read and validated by the arch sampler). A number outside (0, 1] — or a bool, list, … — is
     a ConfigError naming the value."""
-    from ..arch import ArchError
-    from ..space import parse_preset
-
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise ConfigError(f"train.fixed_arch: invalid value {value!r}; expected a preset (S, M, "
                           f"L, B or a fraction in (0, 1]) or an arch JSON file")

@@ -13,6 +13,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..config import ModelConfig
+from ..data.folder import VideoFolderDataset
+from ..data.synthetic import SyntheticVideoDataset
 from ..data.transforms import collate
 from .config import DataConfig
 
@@ -25,12 +27,10 @@ def build_dataset(data: DataConfig, model: ModelConfig, frames: int | None = Non
     frames = model.frames if frames is None else frames
     res = max(model.resolutions) if resolution is None else resolution
     if data.kind == "synthetic":
-        from ..data.synthetic import SyntheticVideoDataset
 
         return SyntheticVideoDataset(data.num_videos, frames, res, seed=data.seed,
                                      max_objects=data.max_objects,
                                      textured_background=data.textured_background)
-    from ..data.folder import VideoFolderDataset
 
     return VideoFolderDataset(data.root, frames, res, stride=data.stride,
                               captions=data.captions, seed=data.seed,

@@ -31,9 +31,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..store.files import CheckpointError
+from ..config import ConfigError
 from ..store.checkpoint import is_complete, list_checkpoints, newest_complete, read_state
-from .config import RunConfig
+from ..store.files import CheckpointError
+from .config import RunConfig, load_run_config
 
 RUN_ENTRIES = ("checkpoints", "metrics.jsonl", "run_config.json", "tensorboard")
 FIXED_SECTIONS = ("model", "diffusion")
@@ -205,9 +206,6 @@ def _with_defaults(saved: dict) -> dict:
     """A saved run config as this version reads it: keys added since it was written take
     their defaults (so a new option, off by default, is not a "change"). A config this version
     cannot read is compared as saved."""
-    from ..config import ConfigError
-    from .config import load_run_config
-
     try:
         return json.loads(json.dumps(load_run_config(saved).to_dict()))
     except (ConfigError, ValueError, TypeError, KeyError):

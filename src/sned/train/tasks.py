@@ -30,12 +30,26 @@ from torch import Tensor, nn
 from ..arch import Arch
 from ..config import ConfigError
 from ..cost import TRAINING_MACS_PER_FORWARD, Cost, autoencoder_cost, training_macs
-from ..models.autoencoder import (AutoencoderConfig, PatchDiscriminator3d, VideoAutoencoder,
-                                  load_autoencoder_config)
+from ..data.synthetic import SyntheticVideoDataset
+from ..data.transforms import collate, resize_video
+from ..metrics.reconstruction import reconstruction_quality
+from ..models.autoencoder import (
+    AutoencoderConfig,
+    PatchDiscriminator3d,
+    VideoAutoencoder,
+    load_autoencoder_config,
+)
+from ..models.codec import (
+    FOLDER,
+    LatentCodec,
+    estimate_stats,
+    load_autoencoder,
+    load_codec,
+    save_autoencoder,
+)
 from ..models.unet import VideoUNet
 from ..space import SearchSpace
 from .arch_sampler import ArchSampler, Floors
-from ..data.transforms import resize_video
 from .data import build_dataset
 
 
@@ -143,7 +157,6 @@ class LatentDiffusionTask(DiffusionTask):
 
     def __init__(self, run) -> None:
         super().__init__(run)
-        from ..models.codec import load_autoencoder
 
         if run.train.autoencoder is None:
             raise ConfigError(f"model {run.model.name!r} is a latent model: pass "
@@ -170,8 +183,6 @@ class LatentDiffusionTask(DiffusionTask):
     def start(self, trainer) -> None:
         """Load the run's codec (resumed) or estimate the latent stats and store the AE in
         ``OUT/autoencoder/`` (first start)."""
-        from ..models.codec import FOLDER, LatentCodec, estimate_stats, load_codec, save_autoencoder
-
         folder = trainer.out / FOLDER
         self.ae = self.ae.to(trainer.device)
         if trainer.step > 0 and folder.is_dir():
@@ -185,15 +196,12 @@ class LatentDiffusionTask(DiffusionTask):
 
     def _stat_batches(self, clips: int = 32, batch: int = 4):
         """Training clips at the largest pixel resolution (deterministic: the first ``clips``)."""
-        from ..data.transforms import collate
-
         ds = self.dataset()
         idx = list(range(min(clips, len(ds))))
         for i in range(0, len(idx), batch):
             yield collate([ds[j] for j in idx[i:i + batch]])["video"]
 
     def state(self) -> dict:
-        from ..models.codec import FOLDER
 
         if self.codec is None:
             return {}
@@ -341,8 +349,6 @@ class AutoencoderTask:
         """Held-out clips per resolution: the synthetic held-out split (as ``sned evaluate``),
         or the last ``clips`` videos of a folder dataset."""
         if self._held_out is None:
-            from ..data.synthetic import SyntheticVideoDataset
-            from ..data.transforms import collate
 
             data = self.run.data
             if data.kind == "synthetic":
@@ -358,8 +364,6 @@ class AutoencoderTask:
 
     def evaluate(self, trainer) -> dict:
         """Reconstruction PSNR / SSIM per resolution on the held-out clips."""
-        from ..metrics.reconstruction import reconstruction_quality
-
         ae = trainer.model.ae
         was = ae.training
         ae.eval()

@@ -25,12 +25,13 @@ import torch.distributed as dist
 from torch import Tensor
 
 from ..arch import Arch
-from ..data.folder import SkipTally
 from ..config import ConfigError
+from ..data.folder import SkipTally
 from ..device import resolve_device
 from ..diffusion import Objective
-from .arch_sampler import Floors
 from ..store.checkpoint import load_training_state, save_checkpoint
+from ..text import TextEncoder
+from .arch_sampler import Floors
 from .config import RunConfig
 from .data import make_loader
 from .masked_adamw import ActivityTracker, MaskedAdamW
@@ -229,7 +230,6 @@ class Trainer:
         """Captions → token embeddings (B, L, D) and mask (B, L) on the device (frozen encoder,
         built on first use)."""
         if self.text is None:
-            from ..text import TextEncoder
 
             self.text = TextEncoder(self.run.data.text_encoder,
                                     max_length=self.run.model.text_len)
