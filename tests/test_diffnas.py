@@ -21,7 +21,7 @@ from sned.diffusion import DiffusionConfig
 SMALL = ["frames=2", "resolutions=[16]", "model_channels=16", "heads=[1,2,2]",
          "time_embed_dim=32"]
 OPTS = dict(supernet_steps=3, retrain_steps=4, budget=5, batch_size=2, heldout=2,
-            device="cpu", data={"num_videos": 8}, fvd_videos=3)
+            score_heldout=3, device="cpu", data={"num_videos": 8}, fvd_videos=3)
 
 
 class Killed(Exception):
@@ -141,6 +141,19 @@ def test_search_json_invariants(run):
     assert doc["subnet"]["macs"] <= doc["teacher"]["macs"]
     assert sum(b["candidates"][b["chosen"]]["macs"] for b in doc["blocks"]) <= \
         sum(b["candidates"][b["teacher"]]["macs"] for b in doc["blocks"])
+    # scratch students by default; every scored candidate is a trained one, its updates counted
+    assert doc["student_init"] == "scratch" and doc["heldout"]["disjoint"]
+    for b in doc["blocks"]:  # 3 steps x 4 draws over a pool of <= 5: balanced
+        ups = [c["updates"] for c in b["candidates"]]
+        assert sum(ups) == 3 * 4 and max(ups) - min(ups) <= 1 and min(ups) >= 2
+    assert doc["updates"]["min"] == min(c["updates"] for b in doc["blocks"]
+                                        for c in b["candidates"])
+    # the capped subnets fit under the uniform shrinks' MACs
+    assert [c["ratio"] for c in doc["capped"]] == [0.75, 0.5]
+    for c in doc["capped"]:  # (the preset-M teacher is already narrower than r = 0.75)
+        assert c["subnet"]["macs"] <= c["max_macs"] == c["uniform"]["macs"] <= \
+            doc["teacher"]["macs"]
+    assert doc["capped"][1]["max_macs"] < doc["teacher"]["macs"]
 
 
 def test_model_folder_loads_has_stated_params_and_samples(run):
@@ -182,6 +195,27 @@ def test_beta_falls_from_one_to_zero_and_report_compares(run):
     assert sned.load_pretrained(out / "uniform").arch is not None
 
 
+def test_report_holds_the_capped_comparison_with_intervals(run):
+    _, out, _, _ = run
+    from sned.diffnas.pipeline import model_folder
+
+    text = (out / "report.md").read_text()
+    assert "## Capped comparison" in text and "DiffNAS − uniform (95 % CI)" in text
+    scores = json.loads((out / "scores.json").read_text())
+    doc = json.loads((out / "search.json").read_text())
+    teacher_arch = sned.load_pretrained(model_folder(out, out / "compare" / "teacher-arch"))
+    assert teacher_arch.arch.to_dict()["blocks"] == doc["teacher"]["arch"]["blocks"]
+    for r in ("0.75", "0.5"):
+        for label in (f"diffnas-r{r}", f"uniform-r{r}"):
+            row = scores[label]
+            assert len(row["per_sample"]) == OPTS["score_heldout"]
+            assert 0 < row["macs_frac"] <= 1 and 0 < row["params_frac"] <= 1
+            assert f"| r = {r} | {label} |" in text
+            model = sned.load_pretrained(model_folder(out, out / "compare" / label))
+            assert sum(p.numel() for p in model.parameters()) == row["params"]
+    assert scores["teacher"]["macs_frac"] == 1.0
+
+
 def test_killed_run_continues_from_the_last_finished_stage(run):
     _, out, first, logs = run
     assert not any("supernet training" in m or "local search" in m for m in logs)
@@ -207,6 +241,11 @@ def test_cli_bad_inputs_exit_2_before_training(run, tmp_path, capsys):
     assert "nope.ckpt" in capsys.readouterr().err
     assert main(args + ["--data", "nope=1"]) == 2
     assert "'nope'" in capsys.readouterr().err
+    assert main(args + ["--student-init", "copy"]) == 2
+    assert "--student-init" in capsys.readouterr().err
+    assert main(args + ["--ratios", "1,2"]) == 2
+    assert "--ratios" in capsys.readouterr().err
+    assert main(args + ["--draws", "0"]) == 2
     assert main(["diffnas", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     assert main(["diffnas", str(teacher), "--out", str(out), "--device", "cpu",
                  "--budget", "7"]) == 2  # a different run lives there

@@ -17,15 +17,37 @@ def diffnas_args(p: argparse.ArgumentParser) -> None:
                    help="block-wise distillation steps (default 200)")
     p.add_argument("--retrain-steps", type=int, default=200,
                    help="retraining steps of the subnet and of the uniform baseline")
-    p.add_argument("--budget", type=int, default=64, help="candidates evaluated per block")
+    p.add_argument("--budget", type=int, default=64,
+                   help="candidate pool per block: trained in the supernet, scored by the "
+                        "search (the whole block space when it is smaller)")
     p.add_argument("--max-macs", type=float, help="MACs cap of the subnet (e.g. 2.5e9)")
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--heldout", type=int, default=16, help="held-out clips for search/report")
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--heldout", type=int, default=16, help="held-out clips the search scores")
+    p.add_argument("--score-heldout", type=int, default=64,
+                   help="further held-out clips, disjoint from the search's, for report.md")
+    p.add_argument("--lr", type=float, default=1e-3,
+                   help="lr of the supernet and of retraining (default 1e-3: students start "
+                        "from scratch)")
+    p.add_argument("--student-init", default="scratch",
+                   help="scratch (stage weights freshly initialised; default) or teacher "
+                        "(a copy of the teacher)")
+    p.add_argument("--draws", type=int, default=4,
+                   help="pool candidates trained per block and supernet step")
+    p.add_argument("--grad-clip", type=float, default=1.0,
+                   help="max grad norm, per block in the supernet, global in retraining")
+    p.add_argument("--ratios", default="1,0.75,0.5",
+                   help="width ratios of the block spaces, or 'full' (the config's ladder)")
+    p.add_argument("--margin", type=float, default=0.0,
+                   help="accept a candidate whose loss is at most the teacher-shaped one's "
+                        "plus this many paired standard errors (0 = the paper's rule)")
+    p.add_argument("--compare", default="0.75,0.5",
+                   help="ratios r of the capped comparison in report.md: at the uniform "
+                        "shrink's MACs at r, DiffNAS vs that shrink vs the teacher's arch "
+                        "retrained ('' = none)")
     p.add_argument("--beta-schedule", default="linear", help="linear or cosine")
-    p.add_argument("--teacher-prob", type=float, default=1.0,
+    p.add_argument("--teacher-prob", type=float, default=0.0,
                    help="probability per supernet step and block of also training the "
-                        "teacher-shaped candidate (1 = sandwich, 0 = uniform draws only)")
+                        "teacher-shaped candidate (1 = sandwich, 0 = pool draws only)")
     p.add_argument("--ema-decay", type=float, default=0.995,
                    help="EMA decay of retraining; model/ and uniform/ hold the EMA weights "
                         "(0 = off, raw weights)")
@@ -51,7 +73,9 @@ def run_diffnas_cmd(args: argparse.Namespace) -> int:
     opts = Options(args.supernet_steps, args.retrain_steps, args.budget, max_macs,
                    args.batch_size, args.heldout, args.lr, args.beta_schedule, args.seed,
                    device, data, args.teacher_prob, args.ema_decay, args.fvd_videos,
-                   args.i3d)
+                   args.i3d, student_init=args.student_init, draws=args.draws,
+                   grad_clip=args.grad_clip, ratios=args.ratios, margin=args.margin,
+                   score_heldout=args.score_heldout, compare=args.compare)
     out = run_diffnas(args.teacher, args.out, opts,
                       log=lambda m: print(m, file=__import__("sys").stderr))
     search = json.loads((out / "search.json").read_text())

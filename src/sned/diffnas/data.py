@@ -13,12 +13,15 @@ from ..data.config import DataConfig
 
 
 def heldout_proxy(model: VideoUNet, data: DataConfig, diffusion: DiffusionConfig,
-                  resolution: int, n: int, text, batch: int = 8) -> ValLossProxy:
+                  resolution: int, n: int, text, batch: int = 8, skip: int = 0,
+                  seed: int = 0) -> ValLossProxy:
     """The fixed held-out set (clips, t, noise) of the teacher's data as a validation-loss proxy
     of ``model``: a folder's ``val`` split or held-out synthetic seeds
-    (:func:`sned.search.proxy.heldout_proxy`, as ``sned evaluate`` and ``sned search``)."""
+    (:func:`sned.search.proxy.heldout_proxy`, as ``sned evaluate`` and ``sned search``).
+    The search takes the set's first ``n`` clips; the final scoring ``skip``s those and takes
+    the next ones (disjoint clips, its own timesteps and noise from ``seed``)."""
     return _search_heldout_proxy(model, diffusion, resolution, n_videos=n, data=data,
-                                  text_encoder=text, batch=batch)
+                                 text_encoder=text, batch=batch, skip=skip, seed=seed)
 
 
 def proxy_batches(proxy: ValLossProxy) -> list[dict]:

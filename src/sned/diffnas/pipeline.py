@@ -3,17 +3,22 @@
 Stages (each ends by recording itself in ``OUT/state.json``, written atomically; a killed run
 continues from the last finished stage):
 
-1. ``supernet`` — block-wise distillation training of the elastic student, a Trainer run in
+1. ``supernet`` — block-wise distillation training of the elastic student (from scratch by
+   default, ``student_init``) over each stage's fixed candidate pool, a Trainer run in
    ``OUT/work/supernet/`` (:class:`~sned.diffnas.tasks.BlockDistillTask`), then
    ``OUT/work/student.safetensors``.
-2. ``search``   — block-wise local search (``OUT/search.json``).
+2. ``search``   — block-wise local search over the same pools on the search held-out set
+   (``OUT/search.json``; also the subnets capped at the uniform shrinks' MACs).
 3. ``retrain``  — the chosen subnet, extracted from the student and retrained with the dynamic
    joint loss, a Trainer run in ``OUT/retrain/`` (:class:`~sned.diffnas.tasks.JointLossTask`;
    ``metrics.jsonl``, checkpoints with EMA), then ``OUT/model/``.
-4. ``baseline`` — the teacher shrunk uniformly in width to the closest MACs, extracted from the
-   same student and retrained the same way for the same steps (``OUT/uniform-retrain/``,
-   ``OUT/uniform/``).
-5. ``report``   — ``OUT/report.md``.
+4. ``baseline`` — the teacher shrunk uniformly in width to the closest MACs (``OUT/uniform/``),
+   and for the capped comparison the teacher's own architecture and, per ``compare`` ratio r,
+   the uniform shrink at r and the DiffNAS subnet capped at its MACs (``OUT/compare/``): all
+   extracted from the same student and retrained the same way for the same steps (an arch
+   already retrained is not trained twice).
+5. ``report``   — ``OUT/report.md`` and ``OUT/scores.json``, scored on a second held-out set
+   disjoint from the search's.
 
 The training stages resume mid-run from their Trainer checkpoints (about every tenth of the
 stage), so a killed run loses at most a tenth of a stage.
@@ -21,6 +26,7 @@ stage), so a killed run loses at most a tenth of a stage.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -30,7 +36,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..arch import Arch, BlockArch
+from ..arch import Arch
 from ..cost import model_cost
 from ..data.config import DataConfig
 from ..diffusion import DiffusionConfig
@@ -41,9 +47,9 @@ from ..text import TextEncoder
 from .blocks import teacher_trace
 from .data import heldout_proxy, proxy_batches
 from .report import write_report
-from .search import StageResult, fit_max_macs, local_search
-from .space import StageSpace, with_stage
-from .student import init_student, teacher_arch
+from .search import StageResult, candidate_pools, fit_max_macs, local_search
+from .space import DEFAULT_RATIOS, StageSpace, shrink_block, with_stage
+from .student import STUDENT_INITS, init_student, teacher_arch
 from .tasks import SCHEDULES, BlockDistillTask, JointLossTask, run_config, train
 
 FORMAT = "sned-diffnas"
@@ -60,18 +66,26 @@ class Options:
     max_macs: int | None = None
     batch_size: int = 4
     heldout: int = 16
-    lr: float = 1e-4
+    lr: float = 1e-3
     beta_schedule: str = "linear"
     seed: int = 0
     device: str = "cpu"
     data: dict = field(default_factory=dict)
-    teacher_prob: float = 1.0
+    teacher_prob: float = 0.0
     ema_decay: float = 0.995
     fvd_videos: int = 16
     i3d: str | None = None
+    student_init: str = "scratch"
+    draws: int = 4
+    grad_clip: float = 1.0
+    ratios: str = ",".join(f"{r:g}" for r in DEFAULT_RATIOS)
+    margin: float = 0.0
+    score_heldout: int = 64
+    compare: str = "0.75,0.5"
 
     def __post_init__(self) -> None:
-        for k in ("supernet_steps", "retrain_steps", "budget", "batch_size", "heldout"):
+        for k in ("supernet_steps", "retrain_steps", "budget", "batch_size", "heldout",
+                  "draws", "score_heldout"):
             if getattr(self, k) < 1:
                 raise ValueError(f"diffnas: --{k.replace('_', '-')} must be >= 1 "
                                  f"(got {getattr(self, k)})")
@@ -92,6 +106,15 @@ class Options:
                              f"checkpoint, 'random', or leave it out for the installed one)")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"diffnas: --ema-decay must be in [0, 1) (got {self.ema_decay})")
+        if self.student_init not in STUDENT_INITS:
+            raise ValueError(f"diffnas: --student-init {self.student_init!r} is not one of "
+                             f"{list(STUDENT_INITS)}")
+        if not self.grad_clip >= 0:
+            raise ValueError(f"diffnas: --grad-clip must be >= 0 (got {self.grad_clip})")
+        if not self.margin >= 0:
+            raise ValueError(f"diffnas: --margin must be >= 0 (got {self.margin})")
+        self.ratio_list()
+        self.compare_list()
         self.data_config()  # validates the data section
 
     def data_config(self) -> DataConfig:
@@ -104,8 +127,28 @@ class Options:
         except (TypeError, ValueError) as e:
             raise ValueError(f"diffnas: --data {self.data}: {e}") from None
 
+    def ratio_list(self) -> tuple[float, ...] | None:
+        """The width ratios of the stage spaces (None: the config's whole ladder, ``full``)."""
+        return None if self.ratios == "full" else _fractions("--ratios", self.ratios, True)
+
+    def compare_list(self) -> tuple[float, ...]:
+        """The ratios r of the capped comparison (empty: none)."""
+        return _fractions("--compare", self.compare, False)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _fractions(flag: str, text: str, need_one: bool) -> tuple[float, ...]:
+    """``"1,0.75,0.5"`` → (1.0, 0.75, 0.5); every value in (0, 1]."""
+    try:
+        vals = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        vals = None
+    if vals is None or any(not 0.0 < v <= 1.0 for v in vals) or (need_one and not vals):
+        raise ValueError(f"diffnas: {flag} {text!r} must be comma-separated fractions in (0, 1]"
+                         + (" (or 'full')" if need_one else ""))
+    return vals
 
 
 class Run:
@@ -127,8 +170,9 @@ class Run:
         self.cfg = self.teacher.config
         self.arch = teacher_arch(self.teacher)
         self.data = options.data_config()
-        self.spaces = [StageSpace(self.cfg, self.teacher.specs, self.arch, st, self.cfg.frames)
-                       for st in self.teacher.stages]
+        self.spaces = [StageSpace(self.cfg, self.teacher.specs, self.arch, st, self.cfg.frames,
+                                  options.ratio_list()) for st in self.teacher.stages]
+        self.pools = candidate_pools(self.spaces, options.budget, options.seed)
         self.teacher_cost = model_cost(self.cfg, self.arch)
         self._text = None
         if options.max_macs is not None:  # validate before any training
@@ -182,15 +226,32 @@ class Run:
     def _fixed_macs(self) -> int:
         return self.teacher_cost.macs - sum(sp.cost(sp.teacher).macs for sp in self.spaces)
 
-    def _run_config(self, steps: int, seed_offset: int, ema_decay: float, exact_freeze: bool):
+    def _run_config(self, steps: int, seed_offset: int, ema_decay: float, exact_freeze: bool,
+                    grad_clip: float):
         o = self.opts
         return run_config(self.cfg, self.diffusion, self.data, steps=steps,
                           batch_size=o.batch_size, lr=o.lr, seed=o.seed + seed_offset,
-                          device=o.device, ema_decay=ema_decay, exact_freeze=exact_freeze)
+                          device=o.device, ema_decay=ema_decay, exact_freeze=exact_freeze,
+                          grad_clip=grad_clip)
 
-    def _proxy(self, model: VideoUNet):
+    def _proxy(self, model: VideoUNet, final: bool = False):
+        """The search held-out set, or (``final``) the disjoint one the report scores on."""
+        o = self.opts
+        if final:
+            return heldout_proxy(model, self.data, self.diffusion, self.arch.resolution,
+                                 o.score_heldout, self.text, batch=o.batch_size,
+                                 skip=o.heldout, seed=1)
         return heldout_proxy(model, self.data, self.diffusion, self.arch.resolution,
-                             self.opts.heldout, self.text, batch=self.opts.batch_size)
+                             o.heldout, self.text, batch=o.batch_size)
+
+    def _distill_task(self, student: VideoUNet | None = None) -> BlockDistillTask:
+        o = self.opts
+        if student is None:
+            torch.manual_seed(o.seed)
+            student = init_student(self.teacher, o.student_init)
+        run = self._run_config(o.supernet_steps, 0, 0.0, exact_freeze=True, grad_clip=0.0)
+        return BlockDistillTask(run, self.teacher, self.arch, student, self.spaces,
+                                o.teacher_prob, self.pools, o.draws, o.grad_clip)
 
     def _student(self) -> VideoUNet:
         student = init_student(self.teacher)
@@ -203,10 +264,8 @@ class Run:
         torch.manual_seed(self.opts.seed)
         if not self.done("supernet"):
             self.log(f"diffnas: block-wise supernet training, {self.opts.supernet_steps} steps")
-            run = self._run_config(self.opts.supernet_steps, 0, 0.0, exact_freeze=True)
-            task = BlockDistillTask(run, self.teacher, self.arch, init_student(self.teacher),
-                                    self.spaces, self.opts.teacher_prob)
-            student = train(task, self.out / "work" / "supernet", self.log).model
+            student = train(self._distill_task(), self.out / "work" / "supernet",
+                            self.log).model
             tmp = self.out / "work" / ".student.tmp"
             save_file({k: v.contiguous().cpu() for k, v in student.state_dict().items()}, tmp)
             os.replace(tmp, self.out / "work" / "student.safetensors")
@@ -222,31 +281,56 @@ class Run:
         if not self.done("baseline"):
             arch = self.uniform_shrink(search["subnet"]["macs"])
             self._retrain(arch, self.out / "uniform", self.out / "uniform-retrain", "uniform")
+            for label, arch in self.comparison(search):
+                self._retrain(arch, self.out / "compare" / label,
+                              self.out / "compare" / f"{label}-retrain", label)
             self._mark("baseline")
         if not self.done("report"):
-
             write_report(self, search)
             self._mark("report")
         return self.out
 
     def _search(self) -> None:
         student = self._student()
-        self.log(f"diffnas: local search, budget {self.opts.budget} per block")
+        self.log(f"diffnas: local search over {[len(p) for p in self.pools]} candidates per "
+                 f"block")
         traces = []
         for inputs in proxy_batches(self._proxy(self.teacher)):
             traces.append(teacher_trace(self.teacher, inputs)[1])
-        results = local_search(student, self.spaces, self.arch, traces, self.opts.budget,
-                               self.opts.seed)
+        updates = self._distill_task(student).update_counts(self.opts.supernet_steps)
+        results = local_search(student, self.spaces, self.arch, traces, self.pools,
+                               self.opts.margin, updates)
+        capped = []
+        for r in self.opts.compare_list():
+            uniform = self.uniform_at(r)
+            cap = model_cost(self.cfg, uniform).macs
+            fitted = [copy.copy(x) for x in results]
+            fit_max_macs(fitted, self._fixed_macs(), cap)
+            capped.append({"ratio": r, "max_macs": cap,
+                           "uniform": self._describe(uniform),
+                           "subnet": self._describe(self.assemble(fitted)),
+                           "chosen": [x.chosen for x in fitted]})
         if self.opts.max_macs is not None:
             fit_max_macs(results, self._fixed_macs(), self.opts.max_macs)
         arch = self.assemble(results)
-        cost = model_cost(self.cfg, arch)
+        counts = [c["updates"] for r in results for c in r.candidates]
         doc = {"teacher": {"params": self.teacher_cost.params, "macs": self.teacher_cost.macs,
                            "arch": self.arch.to_dict(), "folder": str(self.teacher_dir)},
+               "student_init": self.opts.student_init,
+               "updates": {"min": min(counts), "max": max(counts),
+                           "draws_per_step": self.opts.draws,
+                           "steps": self.opts.supernet_steps},
+               "heldout": {"search": self.opts.heldout, "score": self.opts.score_heldout,
+                           "disjoint": True},
+               "margin": self.opts.margin,
                "blocks": [r.to_dict() for r in results],
-               "subnet": {"params": cost.params, "macs": cost.macs, "arch": arch.to_dict()},
-               "max_macs": self.opts.max_macs}
+               "subnet": self._describe(arch),
+               "max_macs": self.opts.max_macs, "capped": capped}
         _write_atomic(self.out / "search.json", json.dumps(doc, indent=1) + "\n")
+
+    def _describe(self, arch: Arch) -> dict:
+        cost = model_cost(self.cfg, arch)
+        return {"params": cost.params, "macs": cost.macs, "arch": arch.to_dict()}
 
     def assemble(self, results: list[StageResult]) -> Arch:
         """The teacher's arch with every stage's chosen candidate."""
@@ -255,26 +339,57 @@ class Run:
             arch = with_stage(arch, space.stage, r.choices[r.chosen])
         return arch
 
+    def uniform_at(self, r: float) -> Arch:
+        """The teacher with every layer narrowed to ratio ``r`` of the supernet's width where
+        that is narrower (components and kernels unchanged; :func:`~.space.shrink_block`)."""
+        blocks = tuple(shrink_block(self.cfg, spec, b, r)
+                       for spec, b in zip(self.teacher.specs, self.arch.blocks))
+        return Arch(self.arch.resolution, blocks, self.arch.config)
+
     def uniform_shrink(self, macs: int) -> Arch:
-        """The teacher with every layer's ratio capped at one ratio r (components and kernels
-        unchanged): the r whose MACs are closest to ``macs``."""
-        best = None
-        for r in self.cfg.ratios:
-            blocks = tuple(BlockArch(b.keep, tuple((s, min(v, r)) for s, v in b.ratios),
-                                     b.kernel) for b in self.arch.blocks)
-            arch = Arch(self.arch.resolution, blocks, self.arch.config)
-            gap = abs(model_cost(self.cfg, arch).macs - macs)
-            if best is None or gap < best[0]:
-                best = (gap, arch)
-        return best[1]
+        """The uniform shrink (:meth:`uniform_at`) over the config's ratios whose MACs are
+        closest to ``macs``."""
+        return min((self.uniform_at(r) for r in self.cfg.ratios),
+                   key=lambda a: abs(model_cost(self.cfg, a).macs - macs))
+
+    def comparison(self, search: dict) -> list[tuple[str, Arch]]:
+        """The capped comparison's models, ``(label, arch)``: the teacher's architecture, then
+        per ratio r the uniform shrink at r and the DiffNAS subnet capped at its MACs."""
+        out = [("teacher-arch", self.arch)] if search.get("capped") else []
+        for c in search.get("capped", []):
+            out.append((f"uniform-r{c['ratio']:g}", Arch.from_dict(c["uniform"]["arch"])))
+            out.append((f"diffnas-r{c['ratio']:g}", Arch.from_dict(c["subnet"]["arch"])))
+        return out
+
+    def retrained(self, arch: Arch) -> Path | None:
+        """A model folder of this run already holding ``arch`` retrained (every retrain uses
+        the same student, data order and steps, so the same arch gives the same model)."""
+        want = arch.to_dict()
+        for folder in [self.out / "model", self.out / "uniform",
+                       *sorted(f for f in (self.out / "compare").glob("*")
+                               if not f.name.endswith("-retrain"))]:
+            meta = folder / "arch.json"
+            if (folder / "config.json").is_file() and meta.is_file() and \
+                    Arch.from_dict(json.loads(meta.read_text())).to_dict() == want:
+                return folder
+        return None
 
     def _retrain(self, arch: Arch, folder: Path, run_dir: Path, label: str) -> None:
         """Extract ``arch`` from the trained student, retrain it with the joint loss (a
-        Trainer run in ``run_dir``) and save it (EMA weights when EMA is on) to ``folder``."""
+        Trainer run in ``run_dir``) and save it (EMA weights when EMA is on) to ``folder``.
+        An arch retrained before is not trained again: ``folder/same-as.json`` names it."""
+        same = self.retrained(arch)
+        if same is not None and same != folder:
+            rel = str(same.relative_to(self.out))
+            _write_atomic(folder / "same-as.json", json.dumps({"folder": rel}) + "\n")
+            self.log(f"diffnas: {label} is the arch of {rel}/, not retrained twice")
+            return
+        if same == folder:
+            return
         self.log(f"diffnas: retraining the {label} subnet, {self.opts.retrain_steps} steps")
         model = extract(self._student(), arch).train().requires_grad_(True)
         run = self._run_config(self.opts.retrain_steps, 1, self.opts.ema_decay,
-                               exact_freeze=False)
+                               exact_freeze=False, grad_clip=self.opts.grad_clip)
         trainer = train(JointLossTask(run, self.teacher, self.arch, model,
                                       self.opts.beta_schedule), run_dir, self.log)
         if trainer.ema is not None:
@@ -293,6 +408,12 @@ class Run:
         save_pretrained(model, folder, extra={"diffusion": self.diffusion.to_dict(),
                                               "card": card},
                         files={"README.md": text, "arch.json": arch.to_json(indent=1)})
+
+
+def model_folder(out: Path, folder: Path) -> Path:
+    """``folder``, or the folder its ``same-as.json`` names (relative to the run ``out``)."""
+    same = folder / "same-as.json"
+    return out / json.loads(same.read_text())["folder"] if same.is_file() else folder
 
 
 def _write_atomic(path: Path, text: str) -> None:

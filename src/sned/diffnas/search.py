@@ -1,9 +1,10 @@
 """DiffNAS stage 2: block-wise local search (stage 1, the block-wise supernet training, is
 :class:`sned.diffnas.tasks.BlockDistillTask`).
 
-* :func:`local_search` — per stage, candidates (all when few, else ``budget`` of them, always
-  the teacher-shaped one) are scored by distillation loss on fixed held-out teacher traces;
-  the chosen one is the cheapest (MACs) whose loss is ≤ the teacher-shaped candidate's.
+* :func:`local_search` — per stage, the candidates of its fixed pool (the ones stage 1 trained;
+  the teacher-shaped one first) are scored by distillation loss on fixed held-out teacher
+  traces; the chosen one is the cheapest (MACs) whose loss is ≤ the teacher-shaped
+  candidate's plus ``margin`` paired standard errors of the difference (0: the paper's rule).
 * :func:`fit_max_macs` — with a MACs cap, further cuts go first where blocks have most slack.
 """
 
@@ -20,10 +21,18 @@ from .blocks import distill_loss, run_stage
 from .space import StageSpace, with_stage
 
 
+def per_sample_loss(outputs: list, targets: list) -> np.ndarray:
+    """Per-row (N = B·T) squared error of a stage's outputs, averaged like
+    :func:`~sned.diffnas.blocks.distill_loss` (its mean over rows is that loss)."""
+    rows = [((o.float() - t.float()) ** 2).flatten(1).mean(1) for o, t in zip(outputs, targets)]
+    return torch.stack(rows).mean(0).cpu().numpy()
+
+
 @torch.no_grad()
 def evaluate(student: VideoUNet, spaces: list[StageSpace], teacher_arch: Arch, traces: list,
-             candidates: list[list[tuple]]) -> list[list[float]]:
-    """Held-out distillation loss of every candidate of every stage (mean over ``traces``)."""
+             candidates: list[list[tuple]]) -> list[list[np.ndarray]]:
+    """Held-out distillation loss of every candidate of every stage, per held-out row (N,)
+    (the rows of all ``traces`` concatenated; the same rows for every candidate: paired)."""
     student.eval()
     out = []
     for s_i, (space, cands) in enumerate(zip(spaces, candidates)):
@@ -31,10 +40,9 @@ def evaluate(student: VideoUNet, spaces: list[StageSpace], teacher_arch: Arch, t
         for cand in cands:
             layouts = resolve(student.config, with_stage(teacher_arch, space.stage, cand),
                               student.specs)
-            vals = [float(distill_loss(run_stage(student, space.stage, tr.stages[s_i], tr,
-                                                 layouts), tr.stages[s_i].outputs))
-                    for tr in traces]
-            losses.append(float(np.mean(vals)))
+            losses.append(np.concatenate([
+                per_sample_loss(run_stage(student, space.stage, tr.stages[s_i], tr, layouts),
+                                tr.stages[s_i].outputs) for tr in traces]))
         out.append(losses)
     return out
 
@@ -54,29 +62,45 @@ class StageResult:
                 "chosen": self.chosen}
 
 
-def choose(candidates: list[dict], teacher: int) -> int:
+def choose(candidates: list[dict], teacher: int, margin: float = 0.0) -> int:
     """Index of the cheapest candidate (MACs, then params, then loss) whose eval loss is ≤ the
-    teacher-shaped candidate's (the teacher-shaped one always qualifies)."""
+    teacher-shaped candidate's plus ``margin`` × its ``paired_se`` (the standard error of the
+    paired difference to the teacher-shaped candidate; margin 0 = the paper's rule). The
+    teacher-shaped one always qualifies."""
     bar = candidates[teacher]["eval_loss"]
-    ok = [i for i, c in enumerate(candidates) if c["eval_loss"] <= bar]
+    ok = [i for i, c in enumerate(candidates)
+          if c["eval_loss"] <= bar + (margin * c.get("paired_se", 0.0) if margin else 0.0)]
     return min(ok, key=lambda i: (candidates[i]["macs"], candidates[i]["params"],
                                   candidates[i]["eval_loss"], i))
 
 
-def local_search(student: VideoUNet, spaces: list[StageSpace], teacher_arch: Arch,
-                 traces: list, budget: int, seed: int = 0) -> list[StageResult]:
-    """Block-wise local search (see the module docstring)."""
+def candidate_pools(spaces: list[StageSpace], budget: int, seed: int = 0
+                    ) -> list[list[tuple]]:
+    """Per stage the fixed candidate pool (:meth:`StageSpace.candidates`, teacher-shaped first):
+    what stage 1 trains and stage 2 scores; a pure function of (spaces, budget, seed)."""
     rng = np.random.default_rng(seed)
-    cands = [space.candidates(budget, rng) for space in spaces]
-    losses = evaluate(student, spaces, teacher_arch, traces, cands)
+    return [space.candidates(budget, rng) for space in spaces]
+
+
+def local_search(student: VideoUNet, spaces: list[StageSpace], teacher_arch: Arch,
+                 traces: list, pools: list[list[tuple]], margin: float = 0.0,
+                 updates: list[list[int]] | None = None) -> list[StageResult]:
+    """Block-wise local search over ``pools`` (see the module docstring); ``updates``: per
+    stage and candidate, the stage-1 updates it got (recorded in the rows)."""
+    losses = evaluate(student, spaces, teacher_arch, traces, pools)
     results = []
-    for space, cs, ls in zip(spaces, cands, losses):
+    for s_i, (space, cs, ls) in enumerate(zip(spaces, pools, losses)):
         rows = []
-        for c, loss in zip(cs, ls):
+        for i, (c, loss) in enumerate(zip(cs, ls)):
             cost = space.cost(c)
-            rows.append({"arch": space.describe(c), "params": cost.params, "macs": cost.macs,
-                         "eval_loss": loss})
-        results.append(StageResult(space.stage.name, rows, 0, choose(rows, 0), cs))
+            d = loss - ls[0]
+            se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+            row = {"arch": space.describe(c), "params": cost.params, "macs": cost.macs,
+                   "eval_loss": float(loss.mean()), "paired_se": se}
+            if updates is not None:
+                row["updates"] = int(updates[s_i][i])
+            rows.append(row)
+        results.append(StageResult(space.stage.name, rows, 0, choose(rows, 0, margin), cs))
     return results
 
 

@@ -2,9 +2,14 @@
 
 A teacher is an extracted model of some supernet config at some :class:`~sned.arch.Arch`. Each
 stage (resolution level, :func:`sned.models.unet.unet_stages`) gets its own space: per diffusion
-block, any subset of the teacher's kept components, per elastic layer any ratio of the config
-whose width is at most the teacher's, and a ResBlock kernel of 3×3 or its 1×1 centre (at most
-the teacher's). The teacher's own choices are one point of every stage's space.
+block, any subset of the teacher's kept components, per elastic layer a width from the
+requested ratios (:data:`DEFAULT_RATIOS` of the supernet's width, or the config's whole ladder)
+that is at most the teacher's, and a ResBlock kernel (both its convs) of 3×3 or its 1×1 centre
+(at most the teacher's). The teacher's own choices are one point of every stage's space.
+
+A requested ratio r maps to the config ratio giving the same width (the largest such), else the
+one with the nearest width (:func:`config_ratio`): with the default ladder (1, .9, …, .4) and
+GroupNorm quantum 8, r = .75 becomes .7 (same widths).
 
 Choices that do not change the network (the ratio of a dropped layer, the kernel of a dropped
 ResBlock) are canonicalised to the teacher's, so every candidate is a distinct network.
@@ -22,6 +27,9 @@ from ..arch import KERNELS, Arch, BlockArch, BlockSpec, block_layout, slot_width
 from ..config import ATTENTIONS, ModelConfig
 from ..cost import Cost, ZERO, block_cost
 from ..models.unet import UNetStage
+
+DEFAULT_RATIOS = (1.0, 0.75, 0.5)
+"""DiffNAS's default width ratios (fractions of the supernet's width)."""
 
 
 @dataclass(frozen=True)
@@ -90,11 +98,11 @@ class StageSpace:
     """
 
     def __init__(self, cfg: ModelConfig, specs: list[BlockSpec], teacher: Arch, stage: UNetStage,
-                 frames: int) -> None:
+                 frames: int, ratios: tuple[float, ...] | None = None) -> None:
         self.cfg, self.stage, self.frames = cfg, stage, frames
         self.resolution = teacher.resolution
         self.specs = [specs[i] for i in stage.blocks]
-        self.choices = [_block_choices(cfg, s, teacher.blocks[i])
+        self.choices = [_block_choices(cfg, s, teacher.blocks[i], ratios)
                         for s, i in zip(self.specs, stage.blocks)]
         self.teacher = tuple(c.make(c.teacher.keep, dict(c.teacher.ratios), c.teacher.kernel)
                              for c in self.choices)
@@ -114,9 +122,10 @@ class StageSpace:
             return [self.teacher] + [c for c in every if c != self.teacher]
         out = {self.teacher: None}
         n_ratios = max(len(r) for c in self.choices for r in c.ratios.values())
-        for k in KERNELS:
+        for k in KERNELS:  # a block whose teacher kernel is 1×1 stays at 1×1
             for i in range(n_ratios):
-                out.setdefault(tuple(c.uniform(i, k) for c in self.choices), None)
+                out.setdefault(tuple(c.uniform(i, k if k in c.kernels else c.teacher.kernel)
+                                     for c in self.choices), None)
         ladder = list(out)[:budget]
         out = dict.fromkeys(ladder)
         for _ in range(50 * budget):
@@ -136,11 +145,32 @@ class StageSpace:
         return [{"name": s.name, **b.to_dict()} for s, b in zip(self.specs, cand)]
 
 
-def _block_choices(cfg: ModelConfig, spec: BlockSpec, teacher: BlockArch) -> BlockChoices:
+def config_ratio(cfg: ModelConfig, spec: BlockSpec, slot: str, r: float) -> float:
+    """The config ratio whose width for ``slot`` equals that of ratio ``r`` (the largest such),
+    else the one with the nearest width (ties: the larger)."""
+    want = slot_width(cfg, spec, slot, r)
+    return min(cfg.ratios, key=lambda a: (abs(slot_width(cfg, spec, slot, a) - want), -a))
+
+
+def shrink_block(cfg: ModelConfig, spec: BlockSpec, teacher: BlockArch, r: float) -> BlockArch:
+    """``teacher`` with every layer narrowed to ratio ``r`` of the supernet's width where that is
+    narrower (components and kernel unchanged): one block of the uniform width shrink."""
+    ratios = []
+    for slot, t in teacher.ratios:
+        c = config_ratio(cfg, spec, slot, r)
+        narrower = slot_width(cfg, spec, slot, c) < slot_width(cfg, spec, slot, t)
+        ratios.append((slot, c if narrower else t))
+    return BlockArch(teacher.keep, tuple(ratios), teacher.kernel)
+
+
+def _block_choices(cfg: ModelConfig, spec: BlockSpec, teacher: BlockArch,
+                   offered: tuple[float, ...] | None = None) -> BlockChoices:
     ratios = {}
     for slot in spec.slots:
         limit = slot_width(cfg, spec, slot, teacher.ratio(slot))
-        rs = sorted({r for r in cfg.ratios if slot_width(cfg, spec, slot, r) <= limit}
+        pool = cfg.ratios if offered is None else {config_ratio(cfg, spec, slot, r)
+                                                   for r in offered}
+        rs = sorted({r for r in pool if slot_width(cfg, spec, slot, r) <= limit}
                     | {teacher.ratio(slot)}, reverse=True)
         # one ratio per distinct width (the largest ratio giving it)
         seen, uniq = set(), []

@@ -8,10 +8,15 @@ seed and step). A task owns what differs (:mod:`sned.train.tasks`):
 * :class:`BlockDistillTask` — block-wise supernet training with distillation supervision. Each
   step runs the frozen teacher once on the noised batch, recording every stage's inputs and
   outputs (:func:`~sned.diffnas.blocks.teacher_trace`); each stage of the elastic student
-  (:func:`~sned.diffnas.student.init_student`) then runs one candidate drawn uniformly from its
-  space — and, with probability ``teacher_prob``, the teacher-shaped candidate too — on the
-  teacher's recorded inputs and regresses the teacher's outputs (L2). All stages train in one
-  backward; the Trainer's masked AdamW (``exact_freeze``) leaves unsampled weights untouched.
+  (:func:`~sned.diffnas.student.init_student`) then runs ``draws_per_step`` candidates of its
+  fixed pool — the very candidates the search scores ("train what you score") — and, with
+  probability ``teacher_prob``, the teacher-shaped candidate too, on the teacher's recorded
+  inputs and regresses the teacher's outputs (L2). Pool draws walk through a fresh random
+  permutation of the pool per pass, so every candidate gets the same number of updates (± 1;
+  :meth:`BlockDistillTask.update_counts`). All stages train in one backward; each stage's
+  gradient is clipped on its own (``stage_clip``: one stage's large gradient no longer sets
+  every stage's step size); the Trainer's masked AdamW (``exact_freeze``) leaves unsampled
+  weights untouched.
 * :class:`JointLossTask` — retraining one fixed, extracted subnet with the dynamic joint loss
   ``L = β·L_distill + (1 − β)·L_diffusion``, β from 1 at the first step to 0 at the last
   (:func:`beta_at`, linear or cosine). ``L_distill`` is the mean over stages of the L2 between
@@ -90,49 +95,100 @@ class _TeacherTask(DiffusionTask):
 class BlockDistillTask(_TeacherTask):
     """Stage 1: the elastic ``student`` learns every stage of ``teacher`` (see module doc).
 
-    ``spaces``: one :class:`StageSpace` per stage; ``teacher_prob``: probability per step and
-    stage of also training the teacher-shaped candidate (1 = sandwich, 0 = uniform draws only).
-    Draws are a pure function of (seed, step), so a resumed run draws what a straight one does.
+    ``spaces``: one :class:`StageSpace` per stage; ``pools``: per stage the fixed candidate list
+    (the teacher-shaped one first) drawn from; ``draws_per_step``: pool candidates per stage
+    and step; ``teacher_prob``: probability per step and stage of also training the
+    teacher-shaped candidate (1 = sandwich, 0 = pool draws only); ``stage_clip``: max grad norm
+    of each stage's parameters (0 = off). Draws are a pure function of (seed, step), so a
+    resumed run draws what a straight one does.
     """
 
     kind = "diffnas-supernet"
 
     def __init__(self, run: RunConfig, teacher: VideoUNet, arch: Arch, student: VideoUNet,
-                 spaces: list[StageSpace], teacher_prob: float) -> None:
+                 spaces: list[StageSpace], teacher_prob: float,
+                 pools: list[list[tuple]] | None = None, draws_per_step: int = 1,
+                 stage_clip: float = 0.0) -> None:
         super().__init__(run, teacher, arch, student)
         self.spaces, self.teacher_prob = spaces, teacher_prob
+        self.pools = pools if pools is not None else [[sp.teacher] for sp in spaces]
+        self.draws_per_step, self.stage_clip = draws_per_step, stage_clip
+
+    def _pool_index(self, stage: int, position: int) -> int:
+        n = len(self.pools[stage])
+        perm = np.random.default_rng([self.run.train.seed, stage, position // n, 0xD1F]
+                                     ).permutation(n)
+        return int(perm[position % n])
+
+    def draw_indices(self, step: int) -> list[list[int]]:
+        """Per stage, the pool indices trained at ``step`` (``-1``: the teacher-shaped
+        candidate added with probability ``teacher_prob``)."""
+        rng = np.random.default_rng([self.run.train.seed, step, 0xD1E])
+        k = self.draws_per_step
+        out = []
+        for s in range(len(self.spaces)):
+            idx = [self._pool_index(s, step * k + j) for j in range(k)]
+            if rng.random() < self.teacher_prob:
+                idx.append(-1)
+            out.append(idx)
+        return out
 
     def draws(self, step: int) -> list[list[tuple]]:
-        """Per stage, the candidates trained at ``step`` (random first, then maybe the
-        teacher-shaped one)."""
-        rng = np.random.default_rng([self.run.train.seed, step, 0xD1F])
-        out = []
-        for space in self.spaces:
-            cands = [space.sample(rng)]
-            if rng.random() < self.teacher_prob:
-                cands.append(space.teacher)
-            out.append(cands)
-        return out
+        """Per stage, the candidates trained at ``step``."""
+        return [[space.teacher if i < 0 else pool[i] for i in idx]
+                for space, pool, idx in zip(self.spaces, self.pools, self.draw_indices(step))]
+
+    def update_counts(self, steps: int) -> list[list[int]]:
+        """Per stage and pool candidate, its draws in the first ``steps`` steps — the
+        distillation loss terms it was trained on (the teacher-shaped candidate, index 0, also
+        counts its ``teacher_prob`` extras). Draws of one step share its optimizer step."""
+        counts = [[0] * len(p) for p in self.pools]
+        for step in range(steps):
+            for c, idx in zip(counts, self.draw_indices(step)):
+                for i in idx:
+                    c[max(i, 0)] += 1
+        return counts
 
     def backward(self, trainer, batch: dict) -> StepOutcome:
         inputs, _, _, n = self._inputs(trainer, batch)
         _, trace = teacher_trace(self.teacher, inputs)
         student = trainer.model
-        losses, draws = [], self.draws(trainer.step)
+        losses, per_stage, draws = [], [], self.draws(trainer.step)
         with trainer.autocast():
             for space, io, cands in zip(self.spaces, trace.stages, draws):
+                stage_losses = []
                 for cand in cands:
                     layouts = resolve(student.config, with_stage(self.arch, space.stage, cand),
                                       student.specs)
-                    losses.append(distill_loss(run_stage(student, space.stage, io, trace,
-                                                         layouts), io.outputs))
-        torch.stack(losses).sum().backward()
+                    stage_losses.append(distill_loss(run_stage(student, space.stage, io, trace,
+                                                               layouts), io.outputs))
+                losses += stage_losses
+                per_stage.append(torch.stack(stage_losses).mean())
+        torch.stack(per_stage).sum().backward()
+        norms = self._clip_stages(student)
         drawn = sum(space.cost(c).macs for space, cands in zip(self.spaces, draws) for c in cands)
-        return StepOutcome([sum(x.item() for x in losses)], self.arch.resolution, [self.arch],
-                           NO_FLOORS, self.teacher_cost,
-                           extras={"stage_losses": [x.item() for x in losses]},
+        return StepOutcome([sum(x.item() for x in per_stage)], self.arch.resolution,
+                           [self.arch], NO_FLOORS, self.teacher_cost,
+                           extras={"stage_losses": [x.item() for x in losses],
+                                   "stage_grad_norms": norms},
                            train_macs=(self.teacher_cost.macs + TRAINING_MACS_PER_FORWARD
                                        * drawn) * n)
+
+    def _clip_stages(self, student: VideoUNet) -> list[float]:
+        """Clip each stage's gradient to ``stage_clip`` (0 = measure only); the norms before."""
+        norms = []
+        for space in self.spaces:
+            params = [p for m in student.stage_modules(space.stage) for p in m.parameters()
+                      if p.grad is not None]
+            if not params:
+                norms.append(0.0)
+                continue
+            if self.stage_clip > 0:
+                norms.append(float(nn.utils.clip_grad_norm_(params, self.stage_clip)))
+            else:
+                norms.append(float(torch.linalg.vector_norm(torch.stack(
+                    [torch.linalg.vector_norm(p.grad) for p in params]))))
+        return norms
 
 
 class JointLossTask(_TeacherTask):
@@ -173,11 +229,13 @@ class JointLossTask(_TeacherTask):
 
 
 def run_config(model, diffusion, data: DataConfig, *, steps: int, batch_size: int, lr: float,
-               seed: int, device: str, ema_decay: float, exact_freeze: bool) -> RunConfig:
-    """The run config of a DiffNAS training stage: constant lr, no weight decay, grad clip 1,
-    checkpoints about every tenth of the run (the last two kept)."""
+               seed: int, device: str, ema_decay: float, exact_freeze: bool,
+               grad_clip: float = 1.0) -> RunConfig:
+    """The run config of a DiffNAS training stage: constant lr, no weight decay, global grad
+    clip ``grad_clip`` (0 = off: the supernet clips per stage itself), checkpoints about every
+    tenth of the run (the last two kept)."""
     train = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=0.0,
-                        grad_clip=1.0, exact_freeze=exact_freeze, warmup_steps=0,
+                        grad_clip=grad_clip, exact_freeze=exact_freeze, warmup_steps=0,
                         ema_decay=ema_decay, seed=seed, device=device,
                         checkpoint_every=max(1, steps // 10), keep_last=2, log_every=10)
     return RunConfig(model=model, diffusion=diffusion, data=data, train=train)

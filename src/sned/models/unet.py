@@ -224,6 +224,15 @@ class VideoUNet(nn.Module):
             h = self.upsamplers[stage.level - 1](h)
         return h
 
+    def stage_modules(self, stage: UNetStage) -> list[nn.Module]:
+        """The modules :meth:`run_stage` runs for ``stage``: its diffusion blocks, then its
+        resampler when it has one."""
+        mods = [self.blocks[i] for i in stage.blocks]
+        if stage.resample:
+            mods.append(self.downsamplers[stage.level] if stage.kind == "down"
+                        else self.upsamplers[stage.level - 1])
+        return mods
+
     def _run_block(self, i: int, h: Tensor, emb: Tensor, context: Tensor, mask: Tensor | None,
                    frames: int, layouts: list[BlockLayout] | None) -> Tensor:
         layout = None if layouts is None else layouts[i]

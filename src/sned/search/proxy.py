@@ -62,8 +62,17 @@ class ValLossProxy:
 
     @torch.no_grad()
     def __call__(self, arch: Arch | None) -> float:
+        losses = self.per_sample(arch)
+        total = sum(float(losses[i:i + self.batch].sum())
+                    for i in range(0, losses.shape[0], self.batch))
+        return total / losses.shape[0]
+
+    @torch.no_grad()
+    def per_sample(self, arch: Arch | None) -> torch.Tensor:
+        """The loss of every held-out (clip, t, noise) triple, (N,) float32 on the CPU, in the
+        fixed order (so two archs' vectors are paired)."""
         self.model.eval()
-        total, count = 0.0, 0
+        out = []
         for i in range(0, self.xt.shape[0], self.batch):
             sl = slice(i, i + self.batch)
             kw = {"sample": self.xt[sl], "timestep": self.t[sl],
@@ -73,16 +82,15 @@ class ValLossProxy:
             if arch is not None:
                 kw["arch"] = arch
             pred = self.model(**kw)
-            loss = self.objective.loss(pred, self.target[sl], self.t[sl])
-            total += float(loss.sum())
-            count += loss.shape[0]
+            out.append(self.objective.loss(pred, self.target[sl], self.t[sl]).float().cpu())
         self.evaluations += 1
-        return total / count
+        return torch.cat(out)
 
 
 def heldout_proxy(model: VideoUNet, diffusion: DiffusionConfig, resolution: int,
                   n_videos: int = 32, frames: int | None = None, data=None, seed: int = 0,
-                  text_encoder=None, batch: int = 8, overrides=(), codec=None) -> ValLossProxy:
+                  text_encoder=None, batch: int = 8, overrides=(), codec=None,
+                  skip: int = 0) -> ValLossProxy:
     """The search / evaluation proxy on the run's held-out real data.
 
     ``data``: the run's :class:`~sned.data.config.DataConfig` (None: the synthetic defaults),
@@ -90,15 +98,17 @@ def heldout_proxy(model: VideoUNet, diffusion: DiffusionConfig, resolution: int,
     (a folder's ``val`` split, or held-out synthetic seeds). ``seed`` draws timesteps and noise.
     Latent models pass their ``codec``: the clips are taken at the video size (``frames`` /
     ``resolution`` × the autoencoder's factors) and encoded; the proxy runs on the latents.
-    The proxy's ``source`` attribute is the held-out set's JSON-able record.
+    The proxy's ``source`` attribute is the held-out set's JSON-able record. ``skip``: leave
+    out the held-out set's first ``skip`` clips (a second set disjoint from the first ``skip``).
     """
     cfg = model.config
     data = DataConfig() if data is None else data
     frames = cfg.frames if frames is None else frames
     ft, fs = (1, 1) if codec is None else (codec.config.temporal_factor,
                                            codec.config.spatial_factor)
-    held = held_out_set(data, n_videos, frames * ft, resolution * fs, overrides=overrides)
+    held = held_out_set(data, skip + n_videos, frames * ft, resolution * fs, overrides=overrides)
     videos, captions = held.tensor()
+    videos, captions = videos[skip:], list(captions)[skip:]
     if codec is not None:
         videos = torch.cat([codec.encode(videos[i:i + batch]).cpu()
                             for i in range(0, n_videos, batch)])
@@ -108,7 +118,7 @@ def heldout_proxy(model: VideoUNet, diffusion: DiffusionConfig, resolution: int,
     else:  # the model ignores text
         emb, mask = torch.zeros(n_videos, 1, cfg.text_dim), torch.ones(n_videos, 1, dtype=bool)
     proxy = ValLossProxy(model, diffusion, videos, (emb, mask), seed=seed, batch=batch)
-    proxy.source = held.source
+    proxy.source = {**held.source, "n": n_videos, "skip": skip} if skip else held.source
     return proxy
 
 
