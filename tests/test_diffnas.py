@@ -197,7 +197,7 @@ def test_beta_falls_from_one_to_zero_and_report_compares(run):
 
 def test_report_holds_the_capped_comparison_with_intervals(run):
     _, out, _, _ = run
-    from sned.diffnas.pipeline import model_folder
+    from sned.diffnas.report import model_folder
 
     text = (out / "report.md").read_text()
     assert "## Capped comparison" in text and "DiffNAS − uniform (95 % CI)" in text

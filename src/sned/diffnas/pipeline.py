@@ -410,12 +410,6 @@ class Run:
                         files={"README.md": text, "arch.json": arch.to_json(indent=1)})
 
 
-def model_folder(out: Path, folder: Path) -> Path:
-    """``folder``, or the folder its ``same-as.json`` names (relative to the run ``out``)."""
-    same = folder / "same-as.json"
-    return out / json.loads(same.read_text())["folder"] if same.is_file() else folder
-
-
 def _write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")

@@ -83,10 +83,15 @@ def paired_ci(a, b) -> dict:
     return {"mean": m, "lo": m - 1.96 * se, "hi": m + 1.96 * se, "n": int(len(d))}
 
 
+def model_folder(out: Path, folder: Path) -> Path:
+    """``folder``, or the folder its ``same-as.json`` names (relative to the run ``out``; the
+    pipeline writes it for an arch it had retrained under another name)."""
+    same = folder / "same-as.json"
+    return out / json.loads(same.read_text())["folder"] if same.is_file() else folder
+
+
 def _score(run, folder: Path | None, model=None) -> dict:
     """Cost and final-held-out val loss (mean and per sample) of one model folder."""
-    from .pipeline import model_folder
-
     if model is None:
         folder = model_folder(run.out, folder)
         model = load_pretrained(folder, run.opts.device)
