@@ -103,6 +103,9 @@ def aggregate(runs: dict[int, Path], ratios: list[float]) -> dict:
                      "ci_vs_uniform_below_zero": bool(ci_u["hi"] < 0)},
         }
         out[key]["goal"]["met"] = all(out[key]["goal"].values())
+        # the stricter reading: the across-seed interval of the relative gap is below +1 %
+        out[key]["goal"]["within_1pct_resolved"] = bool(
+            out[key]["diffnas_vs_teacher_arch_rel"]["hi"] <= 0.01)
     return out
 
 
@@ -151,9 +154,10 @@ def main() -> None:
         seconds[seed] = time.monotonic() - ts
         print((runs[seed] / "report.md").read_text())
     ratios = [float(r) for r in args.compare.split(",")]
+    seconds_key = "seconds" if t1 - t0 > 5 else "seconds_of_this_resumed_call"
     result = {"benchmark": "bench_diffnas", "settings": vars(args),
               "teacher": teacher_info, "threads": torch.get_num_threads(),
-              "seconds": {"teacher": t1 - t0, **{f"seed{s}": v for s, v in seconds.items()}},
+              seconds_key: {"teacher": t1 - t0, **{f"seed{s}": v for s, v in seconds.items()}},
               "search": {f"seed{s}": _search_summary(f) for s, f in runs.items()},
               "caps": aggregate(runs, ratios)}
     text = json.dumps(result, indent=1) + "\n"
