@@ -31,6 +31,8 @@ COMMANDS: dict[str, Command] = {
                      "describe a config's search space: elastic layers, size, presets"),
     "cost": Command(inspect.cost_args, inspect.run_cost,
                     "params and MACs of one denoiser forward (batch 1)"),
+    "memory": Command(inspect.memory_args, inspect.run_memory,
+                      "estimate one GPU's peak training memory (JSON, GiB)"),
     "train": Command(train.train_args, train.run_train,
                      "train a supernet (SNED Algorithm 1); torchrun for multi-GPU"),
     "extract": Command(generate.extract_args, generate.run_extract,

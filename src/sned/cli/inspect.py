@@ -1,4 +1,5 @@
-"""``sned space`` and ``sned cost``: inspect a config's search space and one arch's cost."""
+"""``sned space``, ``sned cost`` and ``sned memory``: inspect a config's search space, one arch's
+cost, and one GPU's peak training memory."""
 
 from __future__ import annotations
 
@@ -82,3 +83,92 @@ def run_cost(args: argparse.Namespace) -> int:
                    decoder_macs=dec.macs)
     print(json.dumps(row))
     return 0
+
+
+def memory_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="built-in config name, YAML file or run YAML")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--preset", help="S, M, L, B or a fraction (default: the largest arch "
+                   "training runs)")
+    g.add_argument("--arch", help="arch JSON file")
+    p.add_argument("--batch", type=int, help="micro-batch per GPU (default: train.batch_size)")
+    p.add_argument("--resolution", type=int, help="video size (default: the worst of the "
+                   "config's)")
+    p.add_argument("--frames", type=int, help="frames (default: the config's)")
+    p.add_argument("--checkpointing", choices=("on", "off", "auto"),
+                   help="per-block gradient checkpointing (default: train.gradient_"
+                   "checkpointing, auto: on when it does not fit without)")
+    p.add_argument("--parallel", choices=("ddp", "fsdp"), default="ddp")
+    p.add_argument("--gpus", type=int, default=1, help="devices of the run (default 1)")
+    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                   help="device kind to estimate for (cuda: bf16 autocast by default)")
+    p.add_argument("--device-memory", type=float, metavar="GIB",
+                   help="memory of one device in GiB (default: this machine's GPU, else "
+                   f"{DEFAULT_GPU_GIB:g} GiB — an 80 GB GPU; cpu: this machine's RAM)")
+    p.add_argument("overrides", nargs="*", help="run config overrides key=value")
+
+
+DEFAULT_GPU_GIB = 80e9 / 2 ** 30
+"""``sned memory``'s device without a GPU here: an 80 GB card (A100/H100 80 GB), in GiB."""
+
+
+def run_memory(args: argparse.Namespace) -> int:
+    import torch
+
+    from .args import at_least
+    from ..space import SearchSpace
+    from ..train.config import load_run_config
+    from ..train.memory import GIB, choose_checkpointing, device_memory, estimate, fits
+
+    at_least("--batch", args.batch, 1)
+    at_least("--gpus", args.gpus, 1)
+    at_least("--frames", args.frames, 1)
+    if args.device_memory is not None and not args.device_memory > 0:
+        raise ValueError(f"--device-memory {args.device_memory:g}: must be > 0")
+    run = load_run_config(args.config, args.overrides)
+    cfg = run.model
+    if args.resolution is not None:
+        check_resolution(cfg, _model_resolution(cfg, args.resolution))
+    arch, label = None, "largest trained"
+    if args.arch or args.preset:
+        space = SearchSpace.for_run(cfg, run.train)
+        arch = Arch.load(args.arch) if args.arch else space.preset(args.preset)
+        label = args.arch or args.preset
+    if args.device_memory is not None:
+        memory = int(args.device_memory * GIB)
+    elif args.device == "cuda" and torch.cuda.is_available():
+        memory = device_memory(torch.device("cuda"))
+    elif args.device == "cuda":
+        memory = int(DEFAULT_GPU_GIB * GIB)
+    else:
+        memory = device_memory(torch.device("cpu"))
+    setting = {"on": True, "off": False, "auto": "auto", None:
+               run.train.gradient_checkpointing}[args.checkpointing]
+
+    def est(ckpt: bool):
+        return estimate(run, arch=arch, batch=args.batch, resolution=args.resolution,
+                        frames=args.frames, checkpointing=ckpt, parallel=args.parallel,
+                        gpus=args.gpus, device=args.device)
+
+    off = {}
+
+    def without():
+        off["e"] = est(False)
+        return off["e"]
+
+    ckpt = choose_checkpointing(setting, without, memory)
+    e = off["e"] if not ckpt and "e" in off else est(ckpt)
+    row = {"config": cfg.name, "arch": label, "device": args.device,
+           "device_memory_gib": round(memory / GIB, 3), "parallel": args.parallel,
+           "gpus": args.gpus, "checkpointing_setting": setting, **e.to_dict(),
+           "fits": fits(e.total, memory)}
+    print(json.dumps(row))
+    return 0
+
+
+def _model_resolution(cfg, resolution: int) -> int:
+    if getattr(cfg, "autoencoder", None) is None:
+        return resolution
+    from ..models.codec import to_latent
+
+    return to_latent(cfg, resolution)[0]

@@ -64,7 +64,12 @@ class TrainConfig:
         cfg_drop_prob: probability of dropping the caption (classifier-free guidance).
         ema_decay: EMA decay of the supernet weights (0 = no EMA).
         mixed_precision: ``auto`` (bf16 on CUDA, fp32 on CPU), ``bf16`` or ``no``.
-        gradient_checkpointing: recompute block activations in backward.
+        gradient_checkpointing: recompute each diffusion block's activations in backward:
+            ``true``, ``false`` or ``auto`` (on exactly when the memory estimate of
+            :mod:`sned.train.memory` without it does not fit the device: GPU memory, or RAM
+            on CPU).
+        allow_tf32: TF32 tensor cores for fp32 matmuls and convolutions on CUDA (the fp32
+            parts of a bf16 run, or an fp32 run); no effect on CPU.
         seed / deterministic: reproducibility (deterministic algorithms on CPU).
         log_every / checkpoint_every / keep_last: logging and checkpoint cadence.
         nan_patience: abort after this many non-finite losses in a row.
@@ -95,7 +100,8 @@ class TrainConfig:
     cfg_drop_prob: float = 0.1
     ema_decay: float = 0.9999
     mixed_precision: str = "auto"
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | str = "auto"
+    allow_tf32: bool = True
     seed: int = 0
     deterministic: bool = False
     log_every: int = 10
@@ -120,6 +126,7 @@ class TrainConfig:
             ("checkpoint_every", self.checkpoint_every >= 1), ("keep_last", self.keep_last >= 1),
             ("nan_patience", self.nan_patience >= 1), ("log_every", self.log_every >= 1),
             ("device", self.device in ("auto", "cpu", "cuda")),
+            ("gradient_checkpointing", self.gradient_checkpointing in (True, False, "auto")),
         ]
         for key, ok in checks:
             if not ok:

@@ -27,7 +27,7 @@ from torch import Tensor
 from ..arch import Arch
 from ..config import ConfigError
 from ..data.folder import SkipTally
-from ..device import resolve_device
+from ..device import apply_tf32, deterministic_env, resolve_device, tf32_flags
 from ..diffusion import Objective
 from ..store.checkpoint import load_training_state, save_checkpoint
 from ..text import TextEncoder
@@ -35,6 +35,7 @@ from .arch_sampler import Floors
 from .config import RunConfig
 from .data import make_loader
 from .masked_adamw import ActivityTracker, MaskedAdamW
+from .memory import resolve_checkpointing
 from .run_folder import RunFolder
 from .tasks import make_task, write_eval
 
@@ -82,6 +83,7 @@ class Trainer:
             raise ValueError("resume and overwrite exclude each other")
         self.run, self.cfg = run, run.train
         self.out = Path(out_dir)
+        os.environ.update(deterministic_env(self.cfg.deterministic, os.environ))  # before CUDA
         self.rank, self.world = _dist_info()
         try:
             self.device = resolve_device(self.cfg.device, flag="train.device", local_rank=int(
@@ -95,6 +97,7 @@ class Trainer:
             torch.use_deterministic_algorithms(True)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = False  # shapes change every step
+        apply_tf32(tf32_flags(self.cfg.allow_tf32, self.device.type))
         _seed_global_rngs(self.cfg.seed)  # restored on resume; python/numpy are saved too
 
         # what is trained: pixel / latent supernet, autoencoder, or a caller's task
@@ -103,7 +106,8 @@ class Trainer:
         self.sampler = getattr(self.task, "sampler", None)
         self.objective = Objective(run.diffusion)
         self.model = self.task.build_model().to(self.device)
-        self.model.gradient_checkpointing = self.cfg.gradient_checkpointing
+        self.model.gradient_checkpointing = resolve_checkpointing(
+            run, self.device, self.world, estimable=task is None)  # auto: by the estimate
         self.ddp = None
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
