@@ -5,8 +5,12 @@ freezing (masked AdamW) and plain AdamW, alternating, so the optimizer's cost is
 side. MFU = model FLOPs of the sampled archs (3 × forward MACs × 2, from the cost model) ÷ time ÷
 peak.
 
+Checkpoint writes are not timed (nor written at all): ``fit`` saves at its last step, which for
+pixel-base is a 26 GB write (and two kept need ≈ 52 GB of disk), so the benchmark's trainers
+save nothing — the timed region is the training steps and their data loading only.
+
     python benchmarks/bench_train.py --config tiny-base --steps 10
-    python benchmarks/bench_train.py --config pixel-base --steps 20 --batch 2 --peak-tflops 989
+    python benchmarks/bench_train.py --config pixel-base --steps 20 --batch 4 --peak-tflops 989
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ def run(config: str, exact: bool, steps: int, warmup: int, batch: int, frames: i
             "train.ema_decay=0.999"] + ([f"model.frames={frames}"] if frames else []) + extra
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(load_run_config(config, over), out, progress=False)
+        skipped: list[int] = []  # steps fit would have saved at: nothing written or timed
+        trainer.save = lambda: skipped.append(trainer.step)
         trainer.fit(warmup)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
@@ -46,7 +52,7 @@ def run(config: str, exact: bool, steps: int, warmup: int, batch: int, frames: i
         peak_mem = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
     return {"exact_freeze": exact, "steps_per_s": steps / seconds,
             "samples_per_s": samples / seconds, "train_flops": 6 * macs, "seconds": seconds,
-            "peak_mem_gib": peak_mem}
+            "peak_mem_gib": peak_mem, "saves_skipped": len(skipped)}
 
 
 def main() -> None:

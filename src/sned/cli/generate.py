@@ -65,7 +65,12 @@ def sample_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     add_weights_args(p)
     p.add_argument("--device", default="auto")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="autocast of the denoiser: auto = bf16 on CUDA, fp32 on CPU")
+    p.add_argument("--bf16", action="store_true", help="same as --precision bf16")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the denoisers (a supernet's arch is extracted first); "
+                        "the first denoising step compiles")
     p.add_argument("--formats", default="mp4,gif,png", help="any of mp4,gif,png")
     p.add_argument("--fps", type=float, default=8)
     p.add_argument("--out", required=True, help="output folder")
@@ -101,11 +106,27 @@ def run_sample(args: argparse.Namespace) -> int:
     presets = check.names("--preset", args.preset) if args.preset else [None]
     base, ssr = load_cascade(args.model, args.ssr, presets, args.arch, args.resolution,
                              ema=args.ema, device=device)
+    if args.compile:
+        base, ssr = compile_cascade(base, ssr)
     files = generate_videos(base, ssr, args.prompt, args.out, resolution=args.resolution,
                             frames=args.frames, steps=args.steps, scheduler=args.scheduler,
                             cfg=args.cfg, dynamic_threshold=args.dynamic_threshold,
                             aug_level=args.aug_level, seed=args.seed,
-                            dtype="bf16" if args.bf16 else None, formats=formats, fps=args.fps,
+                            dtype="bf16" if args.bf16 else args.precision, formats=formats,
+                            fps=args.fps,
                             num=args.num)
     print(json.dumps({"files": [str(f) for f in files]}, indent=1))
     return 0
+
+
+def compile_cascade(base, ssr: list) -> tuple:
+    """Every stage compiled once (:meth:`sned.loading.Denoiser.compiled`); an extracted SSR
+    that serves several steps is one model, compiled once."""
+    done: dict[int, object] = {}
+
+    def one(den):
+        key = id(den)
+        if key not in done:
+            done[key] = den.compiled()
+        return done[key]
+    return one(base), [one(s) for s in ssr]

@@ -160,7 +160,7 @@ def generate(text_embeds: Tensor, text_mask: Tensor | None = None, *, base: Stag
              dynamic_threshold: float | None | Sequence[float | None] = None,
              seed: SeedLike = 0, frames: int | None = None,
              aug_level: float | Sequence[float] = 0.2, progress: bool = True,
-             dtype: torch.dtype | str | None = None, return_stages: bool = False
+             dtype: torch.dtype | str | None = "auto", return_stages: bool = False
              ) -> Tensor | tuple[Tensor, list[Tensor]]:
     """Run the cascade: base at its resolution, then SSR steps up to ``final_resolution``.
 
@@ -180,7 +180,8 @@ def generate(text_embeds: Tensor, text_mask: Tensor | None = None, *, base: Stag
             j uses ``seed + j * SEED_STRIDE + i``); a Generator is shared by every stage.
         frames: T for every stage (default: the base config's ``frames``).
         progress: one tqdm bar per stage.
-        dtype: autocast dtype (``"bf16"`` on CUDA), see :func:`~.sampling.sample`.
+        dtype: autocast dtype (default ``"auto"``: bf16 on CUDA), see
+            :func:`~.sampling.sample`.
         return_stages: also return every stage's output.
     Returns:
         the final (B, C, T, R, R) video in [-1, 1]; with ``return_stages``, ``(video,

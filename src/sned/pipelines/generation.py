@@ -34,7 +34,7 @@ def generate_videos(base: Denoiser, ssr: list[Denoiser], prompts: list[str], out
                     resolution: int | None = None, frames: int | None = None, steps: int = 50,
                     scheduler: str = "ddim", cfg: float = 5.0,
                     dynamic_threshold: float | None = None, aug_level: float = 0.2,
-                    seed: int = 0, dtype: torch.dtype | str | None = None,
+                    seed: int = 0, dtype: torch.dtype | str | None = "auto",
                     formats=FORMATS, fps: float = 8, progress: bool = True,
                     num: int | None = None) -> list[Path]:
     """Sample ``prompts`` through ``base`` → ``ssr`` (from :func:`sned.loading.load_cascade`)

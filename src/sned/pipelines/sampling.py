@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from ..arch import Arch
+from ..device import sampling_autocast
 from ..diffusion import SAMPLERS, DiffusionConfig, Objective, make_scheduler
 from ..models.unet import VideoUNet
 
@@ -77,8 +78,11 @@ def default_resolution(model: VideoUNet, arch: Arch | None = None) -> int:
     return model.config.resolutions[0]
 
 
-def _amp_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
-    """The autocast dtype (None = no autocast) for ``dtype``."""
+def _amp_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype (None = no autocast) for ``dtype`` on ``device`` (``"auto"``: bf16
+    on CUDA, none elsewhere — :func:`sned.device.sampling_autocast`)."""
+    if dtype == "auto":
+        dtype = sampling_autocast("auto", device)
     if isinstance(dtype, str):
         if dtype not in _DTYPES:
             raise ValueError(f"dtype {dtype!r} is not one of {list(_DTYPES)}")
@@ -117,7 +121,7 @@ def sample(model: VideoUNet, text_embeds: Tensor, text_mask: Tensor | None = Non
            dynamic_threshold: float | None = None, seed: SeedLike = 0,
            frames: int | None = None, resolution: int | None = None,
            lowres: Tensor | None = None, aug_level: float | Tensor = 0.2,
-           progress: bool = True, dtype: torch.dtype | str | None = None,
+           progress: bool = True, dtype: torch.dtype | str | None = "auto",
            clamp: bool = True, desc: str | None = None) -> Tensor:
     """Generate videos for a batch of text embeddings.
 
@@ -145,8 +149,9 @@ def sample(model: VideoUNet, text_embeds: Tensor, text_mask: Tensor | None = Non
             :meth:`Objective.augment_lowres` (as in training), and the level is passed as
             ``noise_aug_level`` (Imagen samples with a fixed level, ≈ 0.2).
         progress: show a tqdm bar (``desc`` labels it).
-        dtype: autocast dtype for the model's forward (``"bf16"``/``torch.bfloat16`` — meant
-            for CUDA — or ``"fp16"``); None/``"fp32"`` = no autocast. The scheduler's state
+        dtype: autocast dtype for the model's forward: ``"auto"`` (default: bf16 on CUDA,
+            fp32 elsewhere), ``"bf16"``/``torch.bfloat16`` — meant for CUDA — or ``"fp16"``;
+            None/``"fp32"`` = no autocast. The scheduler's state
             always stays float32. A model whose weights are bf16 gets bf16 inputs.
         clamp: clamp the result to [-1, 1].
     Returns:
@@ -178,9 +183,9 @@ def sample(model: VideoUNet, text_embeds: Tensor, text_mask: Tensor | None = Non
     frames = cfg.frames if frames is None else int(frames)
     res = default_resolution(model, arch) if resolution is None else int(resolution)
 
-    amp = _amp_dtype(dtype)
     p = next(model.parameters())
     device, pdtype = p.device, p.dtype
+    amp = _amp_dtype(dtype, device)
     gens = generators(seed, b)
     sched = make_scheduler(diffusion, scheduler, dynamic_threshold)
     sched.set_timesteps(int(steps), device=device)

@@ -1,0 +1,356 @@
+"""One-shot GPU check: run it first on any GPU lent to the project (< 10 min on one H100/H200).
+
+    python benchmarks/gpu_check.py --out docs/results/gpu_check.json --md docs/results/gpu_check.md
+    python benchmarks/gpu_check.py --smoke --out /tmp/gpu_check.json   # the same code on CPU
+
+(a) **attention kernels**: a forward + backward of the supernet (bf16 autocast) with SDPA
+    restricted to flash / memory-efficient / cuDNN kernels — a math fallback raises, and fails
+    the check; then with flash alone (reported: masked cross-attention is expected to need the
+    memory-efficient kernel).
+(b) **peak memory vs the estimate**: ``torch.cuda.max_memory_allocated`` of real Trainer steps
+    (pixel-base, preset B via ``train.fixed_arch=B``, masked AdamW + EMA: batch 1 without
+    checkpointing, batch 4 and 8 with) against :func:`sned.train.memory.estimate` (CPU:
+    :func:`~sned.train.memory.measure_step_peak`'s profiler peak).
+(c) **step time and MFU** of pixel-base at 16×64×64 bf16 (batch 4 with checkpointing, batch 1
+    without): model FLOPs = 6 × forward MACs (the cost model) × clips, recomputation not
+    counted; captions are encoded before timing (host-side text encoding is not the GPU's).
+(d) **DDP**: ``torchrun --nproc_per_node 2`` on ONE GPU (gloo, both ranks on cuda:0 — NCCL
+    refuses two ranks on one device): tiny-base, sandwich, ``grad_accum=2``, checkpointing;
+    the ranks' weights must be bitwise equal afterwards.
+(e) **sampling**: bf16 DDIM latency of extracted S vs B (pixel-base, CFG, 16×64×64) and the
+    ratio (goal ≥ 2.0×).
+(f) writes the JSON (``--out``) and a markdown section (``--md``, also printed) for
+    ``docs/benchmarks.md``.
+
+``--smoke`` runs every part on the CPU with tiny-base and small sizes (``tests/test_gpu_check.py``
+runs it in the default test suite), so the script is known to work the day a GPU is lent.
+Exit status 1 when a check fails (kernels, DDP weights, memory estimate off by > 15 %).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}
+"""Dense bf16 tensor-core peaks (TFLOP/s) by GPU name fragment, for MFU."""
+
+FULL = {"config": "pixel-base", "memory_cases": [(1, False), (4, True), (8, True)],
+        "mfu_cases": [(4, True), (1, False)], "mfu_steps": 6, "frames": None, "device": "cuda",
+        "ddp_config": "tiny-base", "ddp_steps": 4, "sample_steps": 20, "sample_repeats": 3}
+SMOKE = {"config": "tiny-base", "memory_cases": [(1, False), (2, True)],
+         "mfu_cases": [(2, True)], "mfu_steps": 1, "frames": 4, "device": "cpu",
+         "ddp_config": "tiny-base", "ddp_steps": 2, "sample_steps": 2, "sample_repeats": 1}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _trainer(plan: dict, out: Path, overrides: list[str]):
+    from sned.train.config import load_run_config
+    from sned.train.trainer import Trainer
+
+    over = ["train.fixed_arch=B", "train.warmup_steps=0", "data.num_videos=32",
+            f"train.device={plan['device']}", "train.batch_size=1"] + overrides
+    if plan["frames"]:
+        over.append(f"model.frames={plan['frames']}")
+    return Trainer(load_run_config(plan["config"], over), out, progress=False)
+
+
+def _batch(trainer, n: int) -> dict:
+    from sned.data.transforms import collate
+
+    ds = trainer.task.dataset()
+    batch = collate([ds[i % len(ds)] for i in range(n)])
+    trainer._encode(batch["caption"])  # cached: host-side text encoding is not timed
+    return batch
+
+
+def _set_case(trainer, batch: int, ckpt: bool) -> None:
+    """Point an existing Trainer at another micro-batch size and checkpointing setting, at a
+    step that draws the config's largest resolution (what the estimate is for)."""
+    top = max(trainer.run.model.resolutions)
+    while trainer.sampler(trainer.step)[0][0].resolution != top:
+        trainer.step += 1
+    trainer.cfg = dataclasses.replace(trainer.cfg, batch_size=batch,
+                                      gradient_checkpointing=ckpt)
+    trainer.run = dataclasses.replace(trainer.run, train=trainer.cfg)
+    trainer.model.gradient_checkpointing = ckpt
+
+
+# --------------------------------------------------------------------------------- (a)
+def check_attention(trainer) -> dict:
+    """Forward + backward with SDPA restricted to fused kernels (no math fallback)."""
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.overrides import TorchFunctionMode
+
+    calls = {"masked": 0, "unmasked": 0}
+
+    class Count(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func is F.scaled_dot_product_attention:
+                masked = kwargs.get("attn_mask") is not None or (len(args) > 3 and
+                                                                  args[3] is not None)
+                calls["masked" if masked else "unmasked"] += 1
+            return func(*args, **kwargs)
+
+    batch = _batch(trainer, 1)
+    _set_case(trainer, 1, False)  # no recomputation: every call is a forward call
+
+    def step(backends):
+        with sdpa_kernel(backends):
+            trainer.train_step(batch)
+        _sync(trainer.device)
+
+    fused = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+             SDPBackend.CUDNN_ATTENTION]
+    result = {}
+    try:
+        with Count():
+            step(fused)
+        result["fused_only"] = "ok"
+    except RuntimeError as e:
+        result["fused_only"] = f"failed: {str(e).splitlines()[0][:300]}"
+    try:
+        step([SDPBackend.FLASH_ATTENTION])
+        result["flash_only"] = "ok"
+    except RuntimeError as e:
+        result["flash_only"] = f"failed: {str(e).splitlines()[0][:300]}"
+    result["sdpa_calls_per_step"] = calls
+    result["pass"] = result["fused_only"] == "ok" and sum(calls.values()) > 0
+    return result
+
+
+# --------------------------------------------------------------------------------- (b)
+def check_memory(trainer, plan: dict) -> list[dict]:
+    from sned.train.memory import GIB, estimate, measure_step_peak
+
+    rows = []
+    for n, ckpt in plan["memory_cases"]:
+        _set_case(trainer, n, ckpt)
+        batch = _batch(trainer, n)
+        trainer.train_step(batch)  # optimizer state exists from here on
+        measured = measure_step_peak(trainer, batch)
+        est = estimate(trainer.run, batch=n, resolution=max(trainer.run.model.resolutions),
+                       checkpointing=ckpt, device=trainer.device.type)
+        rows.append({"batch": n, "checkpointing": ckpt, "measured_gib": measured / GIB,
+                     "estimate_gib": est.total / GIB, "ratio": est.total / measured,
+                     "estimate": est.to_dict(), "pass": abs(est.total / measured - 1) <= 0.15})
+        if trainer.device.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+# --------------------------------------------------------------------------------- (c)
+def check_mfu(trainer, plan: dict, peak_tflops: float | None) -> list[dict]:
+    from sned.cost import model_cost
+
+    rows = []
+    for n, ckpt in plan["mfu_cases"]:
+        _set_case(trainer, n, ckpt)  # every timed step re-runs this step: same arch and size
+        arch = trainer.sampler(trainer.step)[0][0]
+        batch = _batch(trainer, n)
+        trainer.train_step(batch)
+        _sync(trainer.device)
+        times = []
+        for _ in range(plan["mfu_steps"]):
+            t0 = time.perf_counter()
+            trainer.train_step(batch)
+            _sync(trainer.device)
+            times.append(time.perf_counter() - t0)
+        sec = statistics.median(times)
+        macs = model_cost(trainer.run.model, arch, arch.resolution,
+                          trainer.run.model.frames).macs
+        flops = 6 * macs * n
+        rows.append({"batch": n, "checkpointing": ckpt, "step_s": sec,
+                     "model_tflop_per_step": flops / 1e12,
+                     "mfu": None if not peak_tflops else flops / sec / (peak_tflops * 1e12)})
+    return rows
+
+
+# --------------------------------------------------------------------------------- (d)
+def ddp_worker(out: str, steps: int, config: str, extra: list[str]) -> None:
+    """One torchrun rank: gloo (works for CPU and CUDA tensors; both ranks share cuda:0)."""
+    import torch.distributed as dist
+
+    from sned.train.config import load_run_config
+    from sned.train.trainer import Trainer
+
+    dist.init_process_group("gloo")
+    os.environ["LOCAL_RANK"] = "0"  # one GPU for both ranks
+    over = ["train.sampler=sandwich", "train.grad_accum=2", "train.gradient_checkpointing=true",
+            "train.batch_size=2", "train.warmup_steps=2", "train.warmup_stages=2",
+            "data.num_videos=16", "model.frames=2", "train.checkpoint_every=1000"] + extra
+    trainer = Trainer(load_run_config(config, over), Path(out) / "run", progress=False)
+    trainer.fit(steps)
+    digest = hashlib.sha256()
+    for name, p in sorted(trainer.model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(p.detach().float().cpu().numpy().tobytes())
+    hashes = [None] * dist.get_world_size()
+    dist.all_gather_object(hashes, digest.hexdigest())
+    if dist.get_rank() == 0:
+        (Path(out) / "ddp.json").write_text(json.dumps({
+            "hashes": hashes, "steps": trainer.step,
+            "checkpointing": trainer.model.gradient_checkpointing,
+            "device": str(trainer.device)}))
+    dist.destroy_process_group()
+
+
+def check_ddp(plan: dict, timeout: float) -> dict:
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--master_port", str(29500 + os.getpid() % 1000), __file__, "--ddp-worker", out,
+               "--ddp-steps", str(plan["ddp_steps"]), "--ddp-config", plan["ddp_config"],
+               f"train.device={plan['device']}"]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        seconds = time.perf_counter() - t0
+        path = Path(out) / "ddp.json"
+        if proc.returncode or not path.is_file():
+            return {"pass": False, "seconds": seconds,
+                    "error": (proc.stderr or proc.stdout)[-1500:]}
+        r = json.loads(path.read_text())
+    r["seconds"] = seconds
+    r["identical_weights"] = len(set(r["hashes"])) == 1
+    r["pass"] = r["identical_weights"] and r["checkpointing"] and r["steps"] == plan["ddp_steps"]
+    return r
+
+
+# --------------------------------------------------------------------------------- (e)
+def check_sampling(plan: dict, device: torch.device) -> dict:
+    import sned
+    from sned.pipelines import sample
+
+    torch.manual_seed(0)
+    frames = plan["frames"]
+    supernet = sned.build_supernet(plan["config"], [f"frames={frames}"] if frames else None)
+    space = sned.search_space(supernet.config)
+    cfg = supernet.config
+    text = torch.randn(1, cfg.text_len, cfg.text_dim)
+    out = {}
+    for p in ("B", "S"):
+        model = sned.extract(supernet, space.preset(p)).to(device)
+
+        def run():
+            sample(model, text, steps=plan["sample_steps"], guidance_scale=5.0, seed=0,
+                   progress=False, dtype="auto")
+        run()  # warm-up
+        times = []
+        for _ in range(plan["sample_repeats"]):
+            _sync(device)
+            t0 = time.perf_counter()
+            run()
+            _sync(device)
+            times.append(time.perf_counter() - t0)
+        out[p] = {"seconds": statistics.median(times), "params": space.cost(
+            space.preset(p)).params}
+        del model
+    from sned.device import sampling_autocast
+
+    return {"steps": plan["sample_steps"], "cfg": 5.0,
+            "precision": sampling_autocast("auto", device) or "fp32",
+            "S_s": out["S"]["seconds"], "B_s": out["B"]["seconds"],
+            "speedup_B_over_S": out["B"]["seconds"] / out["S"]["seconds"],
+            "goal": 2.0}
+
+
+# --------------------------------------------------------------------------------- (f)
+def markdown(r: dict) -> str:
+    lines = [f"## GPU check ({r['device_name']}, {r['date']}, `benchmarks/gpu_check.py"
+             f"{' --smoke' if r['smoke'] else ''}`)", "",
+             f"torch {r['torch']}; config {r['config']}; total {r['seconds']:.0f} s.", "",
+             f"- (a) attention, fused kernels only: **{r['attention']['fused_only']}**; "
+             f"flash only: {r['attention']['flash_only']}; SDPA calls per step "
+             f"{r['attention']['sdpa_calls_per_step']}.",
+             "- (b) peak memory of training steps vs `sned memory` (fixed_arch=B):", "",
+             "| batch | checkpointing | measured GiB | estimate GiB | estimate / measured |",
+             "|---|---|---|---|---|"]
+    for m in r["memory"]:
+        lines.append(f"| {m['batch']} | {m['checkpointing']} | {m['measured_gib']:.2f} | "
+                     f"{m['estimate_gib']:.2f} | {m['ratio']:.3f} |")
+    lines += ["", "- (c) training step time and MFU (6 × forward MACs per clip, no recompute):",
+              "", "| batch | checkpointing | step s | model TFLOP/step | MFU |", "|---|---|---|---|---|"]
+    for m in r["mfu"]:
+        mfu = "n/a" if m["mfu"] is None else f"{m['mfu']:.1%}"
+        lines.append(f"| {m['batch']} | {m['checkpointing']} | {m['step_s']:.3f} | "
+                     f"{m['model_tflop_per_step']:.1f} | {mfu} |")
+    d, s = r["ddp"], r["sampling"]
+    lines += ["", f"- (d) 2-rank DDP on one device (tiny-base, sandwich, grad_accum=2, "
+              f"checkpointing): identical weights **{d.get('identical_weights')}** "
+              f"({d.get('seconds', 0):.0f} s).",
+              f"- (e) sampling ({s['precision']}, {s['steps']} DDIM steps, CFG): S "
+              f"{s['S_s']:.3f} s, B {s['B_s']:.3f} s, speed-up **{s['speedup_B_over_S']:.2f}×**"
+              f" (goal ≥ {s['goal']}×).",
+              f"- checks passed: **{r['pass']}**."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--smoke", action="store_true", help="the same code on CPU, tiny sizes")
+    ap.add_argument("--out", default="docs/results/gpu_check.json")
+    ap.add_argument("--md", help="also write the markdown section here")
+    ap.add_argument("--peak-tflops", type=float, help="bf16 peak for MFU (default: by GPU name)")
+    ap.add_argument("--ddp-timeout", type=float, default=300)
+    ap.add_argument("--ddp-worker", help=argparse.SUPPRESS)
+    ap.add_argument("--ddp-steps", type=int, default=4, help=argparse.SUPPRESS)
+    ap.add_argument("--ddp-config", default="tiny-base", help=argparse.SUPPRESS)
+    args, extra = ap.parse_known_args()
+    if args.ddp_worker:
+        ddp_worker(args.ddp_worker, args.ddp_steps, args.ddp_config, extra)
+        return 0
+    plan = SMOKE if args.smoke else FULL
+    if plan["device"] == "cuda" and not torch.cuda.is_available():
+        print("gpu_check: no CUDA GPU here; use --smoke for the CPU run", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    device = torch.device(plan["device"])
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    peak = args.peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+    report = {"smoke": args.smoke, "config": plan["config"], "device_name": name,
+              "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
+              "peak_tflops": peak}
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = _trainer(plan, Path(tmp) / "run", [])
+        report["attention"] = check_attention(trainer)
+        report["memory"] = check_memory(trainer, plan)
+        report["mfu"] = check_mfu(trainer, plan, peak if device.type == "cuda" else None)
+        del trainer
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    report["ddp"] = check_ddp(plan, args.ddp_timeout)
+    report["sampling"] = check_sampling(plan, device)
+    report["seconds"] = time.perf_counter() - t0
+    report["pass"] = bool(report["attention"]["pass"] and report["ddp"]["pass"]
+                          and all(m["pass"] for m in report["memory"]))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    md = markdown(report)
+    if args.md:
+        Path(args.md).write_text(md)
+    print(md)
+    return 0 if report["pass"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
