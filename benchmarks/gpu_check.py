@@ -75,7 +75,7 @@ def _batch(trainer, n: int) -> dict:
 
     ds = trainer.task.dataset()
     batch = collate([ds[i % len(ds)] for i in range(n)])
-    trainer._encode(batch["caption"])  # cached: host-side text encoding is not timed
+    trainer.encode(batch["caption"])  # cached: host-side text encoding is not timed
     return batch
 
 
@@ -274,7 +274,8 @@ def check_sampling(plan: dict, device: torch.device) -> dict:
 def markdown(r: dict) -> str:
     lines = [f"## GPU check ({r['device_name']}, {r['date']}, `benchmarks/gpu_check.py"
              f"{' --smoke' if r['smoke'] else ''}`)", "",
-             f"torch {r['torch']}; config {r['config']}; total {r['seconds']:.0f} s.", "",
+             f"torch {r['torch']}; config {r['config']}; total {r['seconds']:.0f} s "
+             f"(per part: {r['part_seconds']}).", "",
              f"- (a) attention, fused kernels only: **{r['attention']['fused_only']}**; "
              f"flash only: {r['attention']['flash_only']}; SDPA calls per step "
              f"{r['attention']['sdpa_calls_per_step']}.",
@@ -326,19 +327,27 @@ def main() -> int:
     report = {"smoke": args.smoke, "config": plan["config"], "device_name": name,
               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
               "peak_tflops": peak}
+    part_s = report["part_seconds"] = {}
+
+    def timed(name, fn):
+        t = time.perf_counter()
+        report[name] = fn()
+        part_s[name] = round(time.perf_counter() - t, 1)
+
     with tempfile.TemporaryDirectory() as tmp:
         trainer = _trainer(plan, Path(tmp) / "run", [])
-        report["attention"] = check_attention(trainer)
-        report["memory"] = check_memory(trainer, plan)
-        report["mfu"] = check_mfu(trainer, plan, peak if device.type == "cuda" else None)
+        part_s["setup"] = round(time.perf_counter() - t0, 1)
+        timed("attention", lambda: check_attention(trainer))
+        timed("memory", lambda: check_memory(trainer, plan))
+        timed("mfu", lambda: check_mfu(trainer, plan, peak if device.type == "cuda" else None))
         del trainer
     import gc
 
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    report["ddp"] = check_ddp(plan, args.ddp_timeout)
-    report["sampling"] = check_sampling(plan, device)
+    timed("ddp", lambda: check_ddp(plan, args.ddp_timeout))
+    timed("sampling", lambda: check_sampling(plan, device))
     report["seconds"] = time.perf_counter() - t0
     report["pass"] = bool(report["attention"]["pass"] and report["ddp"]["pass"]
                           and all(m["pass"] for m in report["memory"]))

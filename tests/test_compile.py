@@ -1,14 +1,20 @@
 """Compiled serving (sned.pipelines.compile_model): extracted models compiled with
-torch.compile give eager's outputs within float rounding; supernets are refused."""
+torch.compile give eager's outputs within float rounding; supernets are refused.
+
+The compiling tests are ``slow``: inductor compiles C++ kernels for each graph; on the shared
+2-core development machine (load ≈ 7) they took 909 s and 303 s (2026-12-03) — far over the
+default suite's budget."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
 import sned
 from sned.cli import main
 from sned.pipelines import compile_model, sample
+from PIL import Image
 
 FORWARD_TOL = 1e-4  # max |compiled - eager| of one forward (inductor reorders float ops)
 SAMPLE_TOL = 1e-3  # of frames after a few DDIM steps in [-1, 1]
@@ -25,6 +31,7 @@ def static_s():
     return supernet, arch
 
 
+@pytest.mark.slow
 def test_compiled_forward_and_sampling_equal_eager(static_s):
     supernet, arch = static_s
     eager, comp = sned.extract(supernet, arch), compile_model(sned.extract(supernet, arch))
@@ -46,6 +53,7 @@ def test_compile_refuses_a_supernet(static_s):
         compile_model(supernet)
 
 
+@pytest.mark.slow
 def test_cli_sample_compile_writes_the_same_videos(static_s, tmp_path, capsys):
     supernet, arch = static_s
     folder = tmp_path / "model"
@@ -56,7 +64,5 @@ def test_cli_sample_compile_writes_the_same_videos(static_s, tmp_path, capsys):
         assert main(["sample", str(folder), "--prompt", "a red circle moving left", "--steps",
                      "2", "--formats", "png", "--out", str(out), *flag]) == 0
         files = json.loads(capsys.readouterr().out)["files"]
-        from PIL import Image
-        import numpy as np
         grids.append(np.asarray(Image.open(files[0])).astype(int))
     assert np.abs(grids[0] - grids[1]).max() <= 1  # uint8 rounding of equal frames

@@ -36,7 +36,7 @@ def test_estimate_is_within_15_percent_of_the_measured_cpu_peak(tmp_path, config
     trainer.step = next(steps)
     trainer.train_step(b1)  # allocates the optimizer state
     trainer.step = next(steps)
-    trainer._encode(b2["caption"])  # text encoding is host-side work: not in the peak
+    trainer.encode(b2["caption"])  # text encoding is host-side work: not in the peak
     measured = measure_step_peak(trainer, b2)
     est = estimate(run, resolution=top, checkpointing=ckpt, device="cpu")
     assert est.batch == batch and est.resolution == top

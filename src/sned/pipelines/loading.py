@@ -73,8 +73,8 @@ class Denoiser:
         """This denoiser as a compiled static model (:func:`sned.pipelines.compile_model`): a
         supernet is extracted at its arch first (None: the full supernet) — the same outputs
         (:func:`sned.extract`) —, so ``arch`` becomes None; label and weights stay."""
-        from .extract import extract
-        from .pipelines.compiled import compile_model
+        from ..extract import extract
+        from .compiled import compile_model
 
         model = extract(self.model, self.arch) if self.model.is_supernet else self.model
         return replace(self, model=compile_model(model, mode), arch=None)
