@@ -48,10 +48,12 @@ PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}
 
 FULL = {"config": "pixel-base", "memory_cases": [(1, False), (4, True), (8, True)],
         "mfu_cases": [(4, True), (1, False)], "mfu_steps": 6, "frames": None, "device": "cuda",
-        "ddp_config": "tiny-base", "ddp_steps": 4, "sample_steps": 20, "sample_repeats": 3}
+        "ddp_config": "tiny-base", "ddp_steps": 4, "ddp_extra": [], "sample_steps": 20,
+        "sample_repeats": 3}
 SMOKE = {"config": "tiny-base", "memory_cases": [(1, False), (2, True)],
          "mfu_cases": [(2, True)], "mfu_steps": 1, "frames": 4, "device": "cpu",
-         "ddp_config": "tiny-base", "ddp_steps": 2, "sample_steps": 2, "sample_repeats": 1}
+         "ddp_config": "tiny-base", "ddp_steps": 1, "ddp_extra": ["train.sandwich_k=0"],
+         "sample_steps": 2, "sample_repeats": 1}
 
 
 def _sync(device: torch.device) -> None:
@@ -217,7 +219,7 @@ def check_ddp(plan: dict, timeout: float) -> dict:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                "--master_port", str(29500 + os.getpid() % 1000), __file__, "--ddp-worker", out,
                "--ddp-steps", str(plan["ddp_steps"]), "--ddp-config", plan["ddp_config"],
-               f"train.device={plan['device']}"]
+               f"train.device={plan['device']}", *plan["ddp_extra"]]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         seconds = time.perf_counter() - t0
