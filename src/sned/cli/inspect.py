@@ -6,11 +6,16 @@ from __future__ import annotations
 import argparse
 import json
 
+import torch
+
 from ..arch import Arch, ArchError, check_resolution
 from ..config import load_config
 from ..cost import decoder_cost
 from ..models.codec import to_latent
 from ..space import SearchSpace
+from ..train.config import load_run_config
+from ..train.memory import GIB, choose_checkpointing, device_memory, estimate, fits
+from .args import at_least
 
 
 def space_args(p: argparse.ArgumentParser) -> None:
@@ -113,13 +118,6 @@ DEFAULT_GPU_GIB = 80e9 / 2 ** 30
 
 
 def run_memory(args: argparse.Namespace) -> int:
-    import torch
-
-    from .args import at_least
-    from ..space import SearchSpace
-    from ..train.config import load_run_config
-    from ..train.memory import GIB, choose_checkpointing, device_memory, estimate, fits
-
     at_least("--batch", args.batch, 1)
     at_least("--gpus", args.gpus, 1)
     at_least("--frames", args.frames, 1)
@@ -169,6 +167,4 @@ def run_memory(args: argparse.Namespace) -> int:
 def _model_resolution(cfg, resolution: int) -> int:
     if getattr(cfg, "autoencoder", None) is None:
         return resolution
-    from ..models.codec import to_latent
-
     return to_latent(cfg, resolution)[0]

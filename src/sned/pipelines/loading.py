@@ -26,13 +26,14 @@ import torch
 from ..arch import Arch, ArchError, ResolutionError, check_resolution
 from ..config import config_from_dict
 from ..diffusion import DiffusionConfig
-from ..extract import is_model_folder, load_pretrained, read_model_meta
+from ..extract import extract, is_model_folder, load_pretrained, read_model_meta
 from ..models.codec import codec_for, to_latent
 from ..models.unet import VideoUNet
 from ..space import SearchSpace, parse_preset
 from ..store.checkpoint import load_weights, read_state, resolve_checkpoint
 from ..store.files import CheckpointError
 from .cascade import CascadeError, Stage, cascade_resolutions
+from .compiled import compile_model
 
 if TYPE_CHECKING:
     from ..models.codec import LatentCodec
@@ -73,9 +74,6 @@ class Denoiser:
         """This denoiser as a compiled static model (:func:`sned.pipelines.compile_model`): a
         supernet is extracted at its arch first (None: the full supernet) — the same outputs
         (:func:`sned.extract`) —, so ``arch`` becomes None; label and weights stay."""
-        from ..extract import extract
-        from .compiled import compile_model
-
         model = extract(self.model, self.arch) if self.model.is_supernet else self.model
         return replace(self, model=compile_model(model, mode), arch=None)
 

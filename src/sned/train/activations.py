@@ -27,6 +27,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..arch import Arch
 from ..config import ModelConfig
+from ..models.unet import VideoUNet
 
 
 @dataclass
@@ -117,8 +118,6 @@ def trace_saved(config: ModelConfig, arch: Arch | None, batch: int, resolution: 
 
 def _trace(config, arch, batch, resolution, frames, autocast, cuda_rules) -> SavedTrace:
     from torch._subclasses.fake_tensor import FakeTensorMode
-
-    from ..models.unet import VideoUNet
 
     mode = FakeTensorMode()
     with mode:

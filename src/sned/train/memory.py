@@ -37,7 +37,11 @@ import torch
 
 from ..arch import Arch
 from ..config import ConfigError, ModelConfig
+from ..models.codec import pixel_factors, to_latent
+from ..models.unet import VideoUNet
+from ..space import SearchSpace
 from .activations import SavedTrace, trace_saved
+from .arch_sampler import fixed_arch
 
 GIB = 2 ** 30
 WORKSPACE_FACTOR = 2.0
@@ -106,8 +110,6 @@ def _model_units(config: ModelConfig, resolution: int | None, frames: int | None
     """Video ``resolution`` / ``frames`` → the denoiser's (latent configs: latent units)."""
     if config.autoencoder is None:
         return resolution, frames
-    from ..models.codec import to_latent
-
     return to_latent(config, resolution, frames)
 
 
@@ -128,8 +130,6 @@ def estimate(run, *, arch: Arch | None = None, batch: int | None = None,
         device: ``cuda`` (bf16 autocast unless ``train.mixed_precision=no``) or ``cpu`` (bf16
             only with ``train.mixed_precision=bf16``).
     """
-    from ..space import SearchSpace
-
     cfg = _unet_config(run)
     if parallel not in ("ddp", "fsdp"):
         raise ConfigError(f"parallel {parallel!r}: must be ddp or fsdp")
@@ -176,8 +176,6 @@ def estimate(run, *, arch: Arch | None = None, batch: int | None = None,
     frames_px = frames if frames is not None else cfg.frames
     res_px = resolution if resolution is not None else r
     if cfg.autoencoder is not None and resolution is None:
-        from ..models.codec import pixel_factors
-
         ft, fs = pixel_factors(cfg)
         res_px, frames_px = r * fs, (t * ft if frames is None else frames)
     return MemoryEstimate(params=p, grads=p, optimizer=2 * p,
@@ -191,8 +189,6 @@ def estimate(run, *, arch: Arch | None = None, batch: int | None = None,
 def _largest(run, space, resolution: int) -> Arch | None:
     """The largest arch training runs at ``resolution`` (None = the full supernet)."""
     if run.train.fixed_arch is not None:
-        from .arch_sampler import fixed_arch
-
         return fixed_arch(space, run.train.fixed_arch).at(resolution)
     if run.model.max_cost.get(resolution):
         return space.largest_under_cap(resolution)
@@ -203,8 +199,6 @@ _META_CACHE: dict[str, torch.nn.Module] = {}
 
 
 def _meta_model(cfg: ModelConfig) -> torch.nn.Module:
-    from ..models.unet import VideoUNet
-
     key = repr(cfg)
     if key not in _META_CACHE:
         with torch.device("meta"):
