@@ -292,7 +292,7 @@ def markdown(r: dict) -> str:
     for m in r["mfu"]:
         mfu = "n/a" if m["mfu"] is None else f"{m['mfu']:.1%}"
         lines.append(f"| {m['batch']} | {m['checkpointing']} | {m['step_s']:.3f} | "
-                     f"{m['model_tflop_per_step']:.1f} | {mfu} |")
+                     f"{m['model_tflop_per_step']:.3g} | {mfu} |")
     d, s = r["ddp"], r["sampling"]
     lines += ["", f"- (d) 2-rank DDP on one device (tiny-base, sandwich, grad_accum=2, "
               f"checkpointing): identical weights **{d.get('identical_weights')}** "
