@@ -100,15 +100,45 @@ def test_cache_hits_skip_the_model_and_return_identical_values(enc):
     counter, handle = count_forwards(enc)
     try:
         first, fmask = enc.encode(["x one", "x two", "x one"])
-        assert counter == {"calls": 2, "batch": [1, 1]}  # duplicates are encoded once
+        # duplicates are encoded once; captions of one token length share one forward
+        assert counter == {"calls": 1, "batch": [2]}
         again, amask = enc.encode(["x two", "x one"])
-        assert counter["calls"] == 2                   # all cached: no forward
+        assert counter["calls"] == 1                   # all cached: no forward
         assert torch.equal(again[0][amask[0]], first[1][fmask[1]])
         assert torch.equal(again[1][amask[1]], first[0][fmask[0]])
         enc.encode(["x three", "x one"])
-        assert counter["calls"] == 3 and counter["batch"][-1] == 1   # only the new caption
+        assert counter["calls"] == 2 and counter["batch"][-1] == 1   # only the new caption
     finally:
         handle.remove()
+
+
+def test_batches_are_one_forward_per_token_length_and_equal_captions_alone(enc):
+    """Uncached captions run in one unpadded forward per token length; each embedding equals
+    the caption encoded alone, bitwise (CPU), and precompute gives the same values."""
+    caps = ["a red circle moving left slowly", "a blue square moving up quickly",
+            "a green triangle", "a cyan circle"]
+    lengths = {len(enc.tokenize([c])["input_ids"][0]) for c in caps}
+    enc.clear_cache()
+    counter, handle = count_forwards(enc)
+    try:
+        emb, mask = enc.encode(caps)
+        assert counter["calls"] == len(lengths) < len(caps)
+        for i, c in enumerate(caps):
+            enc.clear_cache()
+            one, m = enc.encode([c])
+            assert torch.equal(one[0][m[0]], emb[i][mask[i]]), c
+        enc.clear_cache()
+        calls = counter["calls"]
+        assert enc.precompute(caps + caps[:1]) == len(caps)
+        assert counter["calls"] - calls == len(lengths)
+        again, amask = enc.encode(caps)
+        assert counter["calls"] - calls == len(lengths)  # all cached
+        assert torch.equal(again, emb) and torch.equal(amask, mask)
+        assert enc.precompute(caps) == 0
+    finally:
+        handle.remove()
+    with pytest.raises(ValueError, match="do not fit the cache"):
+        TextEncoder.precompute(enc, [f"caption {i}" for i in range(enc.cache_size + 1)])
 
 
 def test_cache_is_lru_bounded(tiny_cache):

@@ -15,9 +15,12 @@ Output convention (what :class:`sned.models.unet.VideoUNet` takes as ``encoder_h
   so every row has at least one True in its mask.
 
 Embeddings are ``last_hidden_state`` computed in fp32 under ``torch.no_grad`` with the model in
-eval mode and all parameters frozen, one caption per forward: a caption's embedding is bitwise
-the same whatever else is in the batch (needed for exact training resume). An LRU cache maps caption → un-padded (L_i, D) CPU tensor,
-so repeated captions never re-run the model.
+eval mode and all parameters frozen. Uncached captions are encoded in batches of captions with
+the same token count — one forward per length, never padded — so a caption's embedding does not
+depend on padding (on the CPU it is bitwise the embedding of the caption alone, tested; GPU
+kernels may round differently with the batch size, which is why training embeds a fixed caption
+set once, in a fixed order: :meth:`TextEncoder.precompute`). An LRU cache maps caption →
+un-padded (L_i, D) CPU tensor, so repeated captions never re-run the model.
 """
 
 from __future__ import annotations
@@ -129,21 +132,42 @@ class TextEncoder:
                               max_length=self.max_length, return_tensors="pt")
 
     @torch.no_grad()
-    def _run(self, captions: list[str]) -> list[Tensor]:
+    def _run(self, captions: list[str], batch_size: int = 64) -> list[Tensor]:
         """Encode captions with the model → un-padded (L_i, D) float32 CPU tensors.
 
-        Each caption runs alone (no padding), so its embedding is bitwise a function of the
-        caption only — not of which other captions share the batch or are already cached.
-        Padding changes the kernels' shapes and hence the rounding (~1e-6), which broke
-        bitwise resume of training (the cache is empty after a restart)."""
-        out = []
-        for caption in captions:
-            tokens = self.tokenize([caption])
-            ids = tokens["input_ids"].to(self.device)
-            mask = tokens["attention_mask"].to(self.device)
-            hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
-            out.append(hidden[0].cpu())
+        Captions are grouped by token count and each group runs in batches of up to
+        ``batch_size`` with no padding: padding changes the kernels' shapes and hence the
+        rounding (~1e-6), which broke bitwise resume of training (the cache is empty after a
+        restart)."""
+        if not captions:
+            return []
+        ids = [torch.tensor(t) for t in self.tokenizer(list(captions), truncation=True,
+                                                        max_length=self.max_length)["input_ids"]]
+        groups: dict[int, list[int]] = {}
+        for i, t in enumerate(ids):
+            groups.setdefault(len(t), []).append(i)
+        out: list[Tensor | None] = [None] * len(captions)
+        for members in groups.values():
+            for k in range(0, len(members), batch_size):
+                chunk = members[k:k + batch_size]
+                batch = torch.stack([ids[i] for i in chunk]).to(self.device)
+                hidden = self.model(input_ids=batch, attention_mask=torch.ones_like(batch)
+                                    ).last_hidden_state.float().cpu()
+                for j, i in enumerate(chunk):
+                    out[i] = hidden[j]
         return out
+
+    def precompute(self, captions: Sequence[str], batch_size: int = 64) -> int:
+        """Embed every uncached caption of ``captions`` now, in sorted order and batches (one
+        forward per ``batch_size`` captions of a token length) and keep them cached; returns
+        how many were encoded. The result depends only on the caption set."""
+        todo = sorted({str(c) for c in captions} - set(self._cache))
+        if self.cache_size < len(self._cache) + len(todo):
+            raise ValueError(f"precompute: {len(self._cache) + len(todo)} captions do not fit "
+                             f"the cache of {self.cache_size}")
+        for c, emb in zip(todo, self._run(todo, batch_size)):
+            self._cache[c] = emb
+        return len(todo)
 
     def encode(self, captions: Sequence[str] | str) -> tuple[Tensor, Tensor]:
         """Embed captions.

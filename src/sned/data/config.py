@@ -19,7 +19,9 @@ class DataConfig:
         max_objects: objects per synthetic video.
         textured_background: synthetic backgrounds with texture.
         stride: frame stride of clips (``kind=folder``).
-        num_workers: DataLoader workers.
+        num_workers: DataLoader workers; ``auto`` (the default): none when training on the
+            CPU (workers would take the cores the step computes on), else
+            ``min(8, CPUs per rank - 1)`` so decoding and rendering overlap the GPU step.
         text_encoder: local Hugging Face encoder folder; None = packaged all-MiniLM-L6-v2.
         seed: dataset seed.
         val_fraction: ``kind=folder``: share of the videos (chosen by a hash of their relative
@@ -34,7 +36,7 @@ class DataConfig:
     max_objects: int = 1
     textured_background: bool = False
     stride: int = 1
-    num_workers: int = 0
+    num_workers: int | str = "auto"
     text_encoder: str | None = None
     seed: int = 0
     val_fraction: float = 0.1
@@ -46,7 +48,19 @@ class DataConfig:
             raise ConfigError(f"data.kind {self.kind!r} must be 'synthetic' or 'folder'")
         if self.kind == "folder" and not self.root:
             raise ConfigError("data.root is required when data.kind is 'folder'")
-        if self.num_videos < 1 or self.stride < 1 or self.num_workers < 0:
+        workers = self.num_workers
+        if isinstance(workers, str) and workers != "auto":
+            try:
+                workers = int(workers, 10)
+            except ValueError:
+                raise ConfigError(f"data.num_workers: expected an integer or 'auto' (got "
+                                  f"{self.num_workers!r})") from None
+            object.__setattr__(self, "num_workers", workers)
+        if isinstance(workers, bool) or not isinstance(workers, (int, str)):
+            raise ConfigError(f"data.num_workers: expected an integer or 'auto' (got "
+                              f"{self.num_workers!r})")
+        if self.num_videos < 1 or self.stride < 1 or (isinstance(workers, int)
+                                                      and workers < 0):
             raise ConfigError("data.num_videos and data.stride must be >= 1, "
                               "data.num_workers >= 0")
 

@@ -360,6 +360,11 @@ class VideoFolderDataset(Dataset):
                           f"caption in the {source}; they get the empty caption",
                           stacklevel=3)
 
+    def caption_set(self) -> list[str]:
+        """The distinct captions items can carry (``""`` for videos without one), sorted."""
+        found = {c for caps in self.captions for c in caps}
+        return sorted(found | ({""} if any(not caps for caps in self.captions) else set()))
+
     # ---------------------------------------------------------------------------- sampling
     def set_epoch(self, epoch: int) -> None:
         """Select the clip starts (and caption choices) of another epoch."""

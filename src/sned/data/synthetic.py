@@ -324,6 +324,10 @@ class SyntheticVideoDataset(Dataset):
         return sample_attributes(rng, self.frames, self.max_objects, self.textured_background,
                                  self.split)
 
+    def caption_set(self) -> list[str]:
+        """The distinct captions of the dataset, sorted (cheap: no rendering)."""
+        return sorted({caption_for(self.attributes(i)) for i in range(self.num_videos)})
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         attrs = self.attributes(index)
         video = render(attrs, self.frames, self.resolution, self.supersample)

@@ -74,28 +74,49 @@ def _jsonable(x):
     return x
 
 
-def save_checkpoint(root: Path, step: int, model: torch.nn.Module, optimizer, ema,
-                    lr_scheduler, extra: dict, keep_last: int) -> Path:
-    """Write ``root/step-NNNNNNN`` atomically, point ``root/latest`` at it, prune old ones."""
-    final = root / f"step-{step:07d}"
+def training_tensors(model: torch.nn.Module, optimizer, ema) -> dict[str, dict[str, torch.Tensor]]:
+    """CPU copies of the model, EMA and optimizer tensors by parameter name, as
+    :func:`write_checkpoint` stores them (``{"model": …, "ema": …, "optimizer": …}``) — for a
+    model in one process (or a DDP replica). A snapshot: training may go on while it is written.
+    """
+    names = {p: n for n, p in model.named_parameters()}
+    out = {"model": _cpu_copy(model.state_dict())}
+    if ema is not None:
+        out["ema"] = _cpu_copy({n: s for (n, _), s in zip(model.named_parameters(),
+                                                          ema.shadow_params)})
+    opt = {}
+    for p, st in optimizer.state.items():
+        for k, v in st.items():
+            opt[f"{k}/{names[p]}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    out["optimizer"] = _cpu_copy(opt)
+    return out
+
+
+def _cpu_copy(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
+
+
+def snapshot(step: int, tensors: dict[str, dict[str, torch.Tensor]], lr_scheduler, ema,
+             extra: dict) -> dict:
+    """Everything a checkpoint of ``step`` holds, taken now (RNG states included): the
+    ``tensors`` of :func:`training_tensors` plus ``rng`` and the JSON ``state``."""
+    rng_t, rng_s = rng_state()
+    state = {"format": FORMAT, "step": step, "rng": rng_s,
+             "lr_scheduler": lr_scheduler.state_dict(),
+             "ema": None if ema is None else {"optimization_step": ema.optimization_step},
+             **extra}
+    return {"step": step, "tensors": {**tensors, "rng": _cpu_copy(rng_t)},
+            "state": json.loads(json.dumps(state, default=_jsonable))}
+
+
+def write_checkpoint(root: Path, snap: dict, keep_last: int) -> Path:
+    """Write a :func:`snapshot` to ``root/step-NNNNNNN`` atomically, point ``root/latest`` at
+    it, prune old ones (only file I/O: safe in a background thread)."""
+    final = root / f"step-{snap['step']:07d}"
     with atomic_folder(final) as tmp:
-        names = {p: n for n, p in model.named_parameters()}
-        _save(model.state_dict(), tmp / "model.safetensors")
-        if ema is not None:
-            _save({n: s for (n, _), s in zip(model.named_parameters(), ema.shadow_params)},
-                  tmp / "ema.safetensors")
-        opt = {}
-        for p, st in optimizer.state.items():
-            for k, v in st.items():
-                opt[f"{k}/{names[p]}"] = v if torch.is_tensor(v) else torch.tensor(v)
-        _save(opt, tmp / "optimizer.safetensors")
-        rng_t, rng_s = rng_state()
-        _save(rng_t, tmp / "rng.safetensors")
-        state = {"format": FORMAT, "step": step, "rng": rng_s,
-                 "lr_scheduler": lr_scheduler.state_dict(),
-                 "ema": None if ema is None else {"optimization_step": ema.optimization_step},
-                 **extra}
-        (tmp / "state.json").write_text(json.dumps(state, indent=1, default=_jsonable))
+        for name, tensors in snap["tensors"].items():
+            _save(tensors, tmp / f"{name}.safetensors")
+        (tmp / "state.json").write_text(json.dumps(snap["state"], indent=1))
     link_tmp = root / f".latest-{os.getpid()}"
     if link_tmp.is_symlink() or link_tmp.exists():
         link_tmp.unlink()
@@ -104,6 +125,51 @@ def save_checkpoint(root: Path, step: int, model: torch.nn.Module, optimizer, em
     for old in list_checkpoints(root)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def save_checkpoint(root: Path, step: int, model: torch.nn.Module, optimizer, ema,
+                    lr_scheduler, extra: dict, keep_last: int) -> Path:
+    """Write ``root/step-NNNNNNN`` atomically, point ``root/latest`` at it, prune old ones."""
+    snap = snapshot(step, training_tensors(model, optimizer, ema), lr_scheduler, ema, extra)
+    return write_checkpoint(root, snap, keep_last)
+
+
+class BackgroundWriter:
+    """Writes one checkpoint at a time in a thread, so rank 0 rejoins the other ranks at once
+    instead of keeping them at a barrier (or a collective) for the whole write.
+
+    ``submit`` waits for the previous write first; ``wait`` joins it. An error in the thread
+    is raised by the next ``submit`` / ``wait``. ``enabled=False`` writes in the caller.
+    """
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._thread = None
+        self._error: BaseException | None = None
+
+    def submit(self, fn, *args) -> None:
+        self.wait()
+        if not self.enabled:
+            fn(*args)
+            return
+        import threading
+
+        def run():
+            try:
+                fn(*args)
+            except BaseException as e:  # noqa: BLE001 - re-raised in the training thread
+                self._error = e
+
+        self._thread = threading.Thread(target=run, name="sned-checkpoint", daemon=False)
+        self._thread.start()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
 
 
 def step_of(folder: Path) -> int | None:
@@ -152,22 +218,34 @@ def load_weights(folder: Path, model: torch.nn.Module, ema: bool = False) -> Non
     model.load_state_dict(state)
 
 
-def load_training_state(folder: Path, model, optimizer, ema, lr_scheduler) -> dict:
-    """Restore everything :func:`save_checkpoint` wrote; returns the JSON state."""
+def load_training_state(folder: Path, model, optimizer, ema, lr_scheduler, layout=None) -> dict:
+    """Restore everything :func:`save_checkpoint` wrote; returns the JSON state.
+
+    ``layout`` places full tensors where training keeps them (:class:`sned.train.parallel.
+    Parallel`: FSDP shards); None = a model in one process (or a DDP replica)."""
     state = read_state(folder)
-    load_weights(folder, model)
     device = next(model.parameters()).device
-    params = dict(model.named_parameters())
+    if layout is None:
+        load_weights(folder, model)
+        params = dict(model.named_parameters())
+        shard = like_param = (lambda name, full: full)
+    else:
+        file = folder / "model.safetensors"
+        weights = _load(file)
+        check_state_dict(layout.expected_state(), weights, str(file), "the model")
+        layout.load_model(weights)
+        params, shard, like_param = layout.optimizer_params(), layout.shard, layout.like_param
     opt = _load(folder / "optimizer.safetensors", device)
     for key, value in opt.items():
         kind, name = key.split("/", 1)
         if name not in params:
             raise CheckpointError(f"{folder / 'optimizer.safetensors'}: unknown parameter {name}")
         p = params[name]
-        optimizer.state[p][kind] = value.cpu() if kind == "step" else value
+        optimizer.state[p][kind] = value.cpu() if kind == "step" else shard(name, value)
     if ema is not None:
         ema_state = _load(folder / "ema.safetensors", device)
-        ema.shadow_params = [ema_state[n].clone() for n, _ in model.named_parameters()]
+        ema.shadow_params = [like_param(n, ema_state[n].clone())
+                             for n, _ in model.named_parameters()]
         ema.optimization_step = state["ema"]["optimization_step"]
     lr_scheduler.load_state_dict(state["lr_scheduler"])
     set_rng_state(_load(folder / "rng.safetensors"), state["rng"])

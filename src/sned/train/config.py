@@ -74,6 +74,11 @@ class TrainConfig:
         log_every / checkpoint_every / keep_last: logging and checkpoint cadence.
         nan_patience: abort after this many non-finite losses in a row.
         device: ``auto``, ``cpu`` or ``cuda``.
+        parallel: under ``torchrun``: ``ddp`` (full replicas) or ``fsdp`` (FSDP2 shards of
+            parameters, gradients, optimizer state and EMA; :mod:`sned.train.parallel`).
+            Checkpoints are the same files in both modes (and in one process).
+        async_checkpoint: rank 0 writes checkpoints in a background thread from a CPU snapshot
+            (the other ranks never wait for the write; the next save waits for the last).
         autoencoder: latent models only — the trained autoencoder (run folder, checkpoint or
             autoencoder folder) whose latents the supernet learns to denoise.
     """
@@ -109,6 +114,8 @@ class TrainConfig:
     keep_last: int = 3
     nan_patience: int = 5
     device: str = "auto"
+    parallel: str = "ddp"
+    async_checkpoint: bool = True
     autoencoder: str | None = None
 
     def __post_init__(self) -> None:
@@ -127,6 +134,7 @@ class TrainConfig:
             ("nan_patience", self.nan_patience >= 1), ("log_every", self.log_every >= 1),
             ("device", self.device in ("auto", "cpu", "cuda")),
             ("gradient_checkpointing", self.gradient_checkpointing in (True, False, "auto")),
+            ("parallel", self.parallel in ("ddp", "fsdp")),
         ]
         for key, ok in checks:
             if not ok:

@@ -7,6 +7,9 @@ the exact sequence, with no sampler state to save.
 
 from __future__ import annotations
 
+import os
+import signal
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -76,9 +79,27 @@ class StepBatchSampler(Sampler[list[int]]):
         return 2 ** 62
 
 
+def num_workers(data: DataConfig, device: torch.device, world: int = 1) -> int:
+    """``data.num_workers`` resolved: ``auto`` = 0 on the CPU (the step computes on those
+    cores), else ``min(8, CPUs per rank - 1)`` (at least 1)."""
+    if data.num_workers != "auto":
+        return int(data.num_workers)
+    if device.type == "cpu":
+        return 0
+    per_rank = (os.cpu_count() or 2) // max(1, min(world, torch.cuda.device_count() or 1))
+    return max(1, min(8, per_rank - 1))
+
+
+def _ignore_sigint(_worker_id: int) -> None:
+    """Workers leave Ctrl-C to the training process (a terminal sends it to the whole
+    process group): the trainer finishes its step, saves and stops the workers itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def make_loader(dataset: Dataset, data: DataConfig, batch: int, seed: int, start: int,
-                rank: int = 0, world: int = 1) -> DataLoader:
-    """A loader of the batches of steps ``start, start+1, …`` for one rank.
+                rank: int = 0, world: int = 1, workers: int | None = None) -> DataLoader:
+    """A loader of the batches of steps ``start, start+1, …`` for one rank (``workers``:
+    DataLoader workers; None = ``data.num_workers`` for a CPU run).
 
     The loader gets its own generator seeded from ``(seed, start, rank)``: a DataLoader
     iterator otherwise draws its base (worker) seed from the *global* torch RNG, so creating
@@ -86,7 +107,10 @@ def make_loader(dataset: Dataset, data: DataConfig, batch: int, seed: int, start
     sampler = StepBatchSampler(len(dataset), batch, seed, start, rank, world)
     generator = torch.Generator().manual_seed(
         int(np.random.default_rng([seed, start, rank, 0x10AD]).integers(2 ** 62)))
+    if workers is None:
+        workers = num_workers(data, torch.device("cpu"), world)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
-                      num_workers=data.num_workers, persistent_workers=data.num_workers > 0,
+                      num_workers=workers, persistent_workers=workers > 0,
+                      worker_init_fn=_ignore_sigint if workers > 0 else None,
                       pin_memory=torch.cuda.is_available(), generator=generator)
 

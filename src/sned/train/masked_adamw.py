@@ -36,18 +36,25 @@ class ActivityTracker:
     def __init__(self, model: nn.Module) -> None:
         self.extents: dict[Tensor, set[Box]] = defaultdict(set)
         self._handles = []
+        # the parameters as the optimizer holds them, taken now: FSDP2 swaps unsharded copies
+        # into the modules during forward, but the regions must name the sharded originals
+        self._owned: dict[nn.Module, dict[str, Tensor]] = {}
         for module in model.modules():
-            if any(True for _ in module.parameters(recurse=False)):
+            owned = dict(module.named_parameters(recurse=False))
+            if owned:
+                self._owned[module] = owned
                 self._handles.append(module.register_forward_pre_hook(self._hook))
 
     def _hook(self, module: nn.Module, args: tuple) -> None:
+        owned = self._owned[module]
         if isinstance(module, _ELASTIC):
             views = module.active_weights(*args[1:])
-            for param, view in zip((module.weight, module.bias), views):
+            for name, view in zip(("weight", "bias"), views):
+                param = owned.get(name)
                 if param is not None and view is not None:
                     self.extents[param].add(tuple(view.shape))
         else:
-            for param in module.parameters(recurse=False):
+            for param in owned.values():
                 self.extents[param].add(tuple(param.shape))
 
     def reset(self) -> None:

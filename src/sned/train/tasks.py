@@ -55,9 +55,11 @@ from .data import build_dataset
 
 @dataclass
 class StepOutcome:
-    """What one step's forward/backward produced (gradients are in the model)."""
+    """What one step's forward/backward produced (gradients are in the model). ``losses``
+    (one per micro-batch × arch) and ``extras`` values may be device tensors (0-d): the
+    trainer reads them only when it writes the log, so a step does not wait on the host."""
 
-    losses: list[float]
+    losses: list
     resolution: int
     archs: list[Arch | None]
     floors: Floors
@@ -137,7 +139,7 @@ class DiffusionTask:
                 if i == 0 and cfg.sampler == "sandwich":
                     teacher = pred.detach()
                 (loss / (len(archs) * cfg.grad_accum)).backward()
-                losses.append(loss.item())
+                losses.append(loss.detach())
         return StepOutcome(losses, res, archs, floors, self.space.cost(archs[0]),
                            train_macs=training_macs(self.run.model, archs, n * cfg.grad_accum))
 
@@ -336,10 +338,10 @@ class AutoencoderTask:
                                         "perceptual": self.perceptual}, None,
                                        sync=micro == cfg.grad_accum - 1)
             (out["loss"] / cfg.grad_accum).backward()
-            losses.append(out["ae_loss"].item())
+            losses.append(out["ae_loss"])
             for k, v in out.items():
                 if k not in ("loss", "ae_loss"):
-                    extras[k] = extras.get(k, 0.0) + v.item() / cfg.grad_accum
+                    extras[k] = extras.get(k, 0.0) + v.double() / cfg.grad_accum
         cost = sum((autoencoder_cost(self.cfg, p, self.cfg.frames, res)
                     for p in ("encoder", "decoder")), Cost(0, 0))
         return StepOutcome(losses, res, [None], self.floors, cost, extras,

@@ -3,12 +3,17 @@
 Each optimizer step: draw the step's arch(s) and resolution (same on every rank), resize the
 batch, compute the diffusion loss of the subnet, back-propagate, and update only the sampled
 subnet's weights (masked AdamW). See :func:`train_step` for the whole step top to bottom.
+
+The step never waits on the host for logging: losses and gradient norms stay on the device and
+are read every ``log_every`` steps (:mod:`sned.train.metrics_log`). Its one device→host read
+is the decision to apply or skip the update (non-finite loss), fused under ``torchrun`` with the
+stop signal and the time budget into ONE all-reduce, so every rank stops at the same step
+(SIGTERM / SIGINT on any rank), writes one checkpoint and exits 130.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import signal
@@ -29,13 +34,16 @@ from ..config import ConfigError
 from ..data.folder import SkipTally
 from ..device import apply_tf32, deterministic_env, resolve_device, tf32_flags
 from ..diffusion import Objective
-from ..store.checkpoint import load_training_state, save_checkpoint
+from ..store.checkpoint import (BackgroundWriter, load_training_state, snapshot,
+                               write_checkpoint)
 from ..text import TextEncoder
 from .arch_sampler import Floors
 from .config import RunConfig
-from .data import make_loader
+from .data import make_loader, num_workers
 from .masked_adamw import ActivityTracker, MaskedAdamW
 from .memory import resolve_checkpointing
+from .metrics_log import MetricsLog
+from .parallel import Parallel
 from .run_folder import RunFolder
 from .tasks import make_task, write_eval
 
@@ -46,16 +54,19 @@ class TrainingError(RuntimeError):
 
 @dataclass
 class StepResult:
-    loss: float
+    """One step. ``loss`` (the mean over ranks), ``grad_norm`` and ``losses`` (this rank's,
+    per micro-batch × arch, shape (n,)) are device tensors, read when the log is written."""
+
+    loss: Tensor
     resolution: int
     archs: list[Arch]
     floors: Floors
     params: int
     macs: int
-    grad_norm: float
+    grad_norm: Tensor | float
     skipped: bool = False
-    losses: list[float] = field(default_factory=list)
-    extras: dict[str, float] = field(default_factory=dict)
+    losses: Tensor | list[float] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
     train_macs: int = 0  # forward + backward MACs of the whole step, every arch, every rank
 
 
@@ -108,17 +119,14 @@ class Trainer:
         self.model = self.task.build_model().to(self.device)
         self.model.gradient_checkpointing = resolve_checkpointing(
             run, self.device, self.world, estimable=task is None)  # auto: by the estimate
-        self.ddp = None
-        if self.world > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            self.ddp = DDP(self.model, device_ids=[self.device.index] if
-                           self.device.type == "cuda" else None, find_unused_parameters=True)
+        # DDP replicas or FSDP2 shards under torchrun (sned.train.parallel)
+        self.parallel = Parallel(self.model, self.cfg.parallel, self.device, self.world)
         params = list(self.model.parameters())
         opt_kw = dict(lr=self.cfg.lr, betas=self.cfg.betas, eps=self.cfg.eps,
                       weight_decay=self.cfg.weight_decay)
-        self.optimizer = (MaskedAdamW(params, **opt_kw) if self.cfg.exact_freeze
-                          else torch.optim.AdamW(params, **opt_kw))
+        owned = list(self.parallel.optimizer_params(local=self.cfg.exact_freeze).values())
+        self.optimizer = (MaskedAdamW(owned, **opt_kw) if self.cfg.exact_freeze
+                          else torch.optim.AdamW(owned, **opt_kw))
         self.tracker = ActivityTracker(self.model) if self.cfg.exact_freeze else None
         warm = self.cfg.lr_warmup_steps
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -135,6 +143,12 @@ class Trainer:
         self.data_skipped: dict[str, Any] = {"count": 0, "files": []}  # unreadable/short videos
         self.history: list[tuple[int, int, list[Arch]]] = []
         self._stop_signal: int | None = None
+        self._signal_time = 0.0
+        self._stop_agreed = False  # torchrun: some rank had a stop signal (all-reduced)
+        self._deadline: float | None = None
+        self._deadline_agreed = False
+        self.writer = BackgroundWriter(self.cfg.async_checkpoint)
+        self.log: MetricsLog | None = None
         self.progress = progress and self.is_main
 
         if checkpoint is not None:
@@ -146,30 +160,27 @@ class Trainer:
     def train_step(self, batch: dict) -> StepResult:
         """One optimizer step (Algorithm 1, lines 4-9); the task does forward + backward."""
         torch.manual_seed(_seed(self.cfg.seed, self.step, self.rank, 0xD0))  # dropout
+        self.parallel.zero_grad()
         self.optimizer.zero_grad(set_to_none=True)
         if self.tracker is not None:
             self.tracker.reset()
         outcome = self.task.backward(self, batch)
-        losses, res, archs, floors = (outcome.losses, outcome.resolution, outcome.archs,
-                                      outcome.floors)
-        mean_loss = float(np.mean(losses))
-        finite = all(math.isfinite(x) for x in losses)
-        if self.world > 1:  # every rank must agree to skip, and log the global mean loss
-            stats = torch.tensor([mean_loss if finite else 0.0, float(finite)],
-                                 device=self.device, dtype=torch.float64)
-            dist.all_reduce(stats)
-            finite = stats[1].item() == self.world
-            mean_loss = stats[0].item() / self.world if finite else float("nan")
+        res, archs, floors = outcome.resolution, outcome.archs, outcome.floors
+        losses = torch.stack([torch.as_tensor(x, dtype=torch.float64, device=self.device)
+                              .reshape(()) for x in outcome.losses])
+        finite, mean_loss = self._agree(losses)  # the step's one device→host read
         cost = outcome.cost
         spent = outcome.train_macs * self.world
         if not finite:
+            self.parallel.zero_grad()
             self.optimizer.zero_grad(set_to_none=True)
             return StepResult(mean_loss, res, archs, floors, cost.params, cost.macs,
                               float("nan"), skipped=True, losses=losses, train_macs=spent)
         grad_norm = self._clip()
         if self.tracker is not None:
-            self.optimizer.step(regions=self.tracker.regions())
+            self.optimizer.step(regions=self.parallel.step_regions(self.tracker.regions()))
         else:
+            self.parallel.step_regions(None)
             self.optimizer.step()
         self.lr_scheduler.step()
         if self.ema is not None:
@@ -204,22 +215,41 @@ class Trainer:
             inputs["noise_aug_level"] = level.to(self.device)
         return inputs, target, t
 
+    def _agree(self, losses: Tensor) -> tuple[bool, Tensor]:
+        """Whether every rank's losses are finite (skip the update otherwise) and the mean
+        loss over ranks (a device tensor). Under torchrun the same all-reduce carries the
+        stop flags: a signal on any rank, or rank 0's time budget, stops every rank after
+        this step (:attr:`_stop_agreed`, :attr:`_deadline_agreed`)."""
+        mean = losses.mean()
+        finite = torch.isfinite(losses).all()
+        if self.world == 1:
+            return bool(finite), mean
+        past = self.is_main and self._deadline is not None and time.monotonic() >= self._deadline
+        flags = torch.tensor([float(self._stop_signal is not None), float(past)],
+                             dtype=torch.float64).to(self.device, non_blocking=True)
+        stats = torch.cat([torch.stack([torch.where(finite, mean, 0.0), finite.double()]),
+                           flags])
+        dist.all_reduce(stats)
+        count, stop, deadline = stats[1:].tolist()
+        self._stop_agreed, self._deadline_agreed = stop > 0, deadline > 0
+        ok = count == self.world
+        return ok, stats[0] / self.world if ok else torch.full_like(mean, float("nan"))
+
     def forward(self, inputs: dict, arch: Arch | None, sync: bool):
         """The model (DDP-wrapped under torchrun) on ``inputs`` at ``arch`` (None: the task's
         own forward kwargs); ``sync=False`` skips DDP's gradient all-reduce (accumulation)."""
         kw = inputs if arch is None else {**inputs, "arch": arch}
-        if self.ddp is None:
-            return self.model(**kw)
-        ctx = nullcontext() if sync else self.ddp.no_sync()
-        with ctx:
-            return self.ddp(**kw)
+        with self.parallel.forward(sync) as module:
+            return module(**kw)
 
-    def _clip(self) -> float:
+    def _clip(self) -> Tensor:
+        """The global gradient norm (clipped to ``grad_clip`` if set), on the device."""
         params = [p for p in self.model.parameters() if p.grad is not None]
         if self.cfg.grad_clip > 0:
-            return float(torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip))
-        return float(torch.linalg.vector_norm(
-            torch.stack([torch.linalg.vector_norm(p.grad) for p in params])))
+            norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        return norm.full_tensor() if hasattr(norm, "full_tensor") else norm
 
     def autocast(self):
         """The mixed-precision context of this run (bf16 on CUDA by default; fp32 on CPU)."""
@@ -236,18 +266,30 @@ class Trainer:
         if self.text is None:
 
             self.text = TextEncoder(self.run.data.text_encoder,
-                                    max_length=self.run.model.text_len)
+                                    max_length=self.run.model.text_len, device=self.device)
             if self.text.dim != self.run.model.text_dim:
                 raise TrainingError(f"text encoder width {self.text.dim} != model.text_dim "
                                     f"{self.run.model.text_dim}")
         emb, mask = self.text.encode(list(captions))
         return emb.to(self.device), mask.to(self.device)
 
+    def _precompute_captions(self, dataset) -> None:
+        """Embed a dataset's fixed caption set once, in batches (``caption_set()``, when it
+        fits the cache): steps then never run the encoder, and each caption's embedding is
+        the same in a resumed process (the set and its batching are the same)."""
+        if not getattr(self.run.model, "conditional", False) or \
+                not hasattr(dataset, "caption_set"):
+            return
+        captions = dataset.caption_set()
+        self.encode(captions[:1])  # loads the encoder
+        if len(captions) <= self.text.cache_size:
+            self.text.precompute(captions)
+
     # ----------------------------------------------------------------------------- the loop
     def fit(self, steps: int | None = None, max_seconds: float | None = None) -> "Trainer":
         """Train until ``steps`` total optimizer steps (default: the config's), or until
         ``max_seconds`` of wall time have passed (then save and return)."""
-        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        self._deadline = None if max_seconds is None else time.monotonic() + max_seconds
         total = self.cfg.steps if steps is None else steps
         if self.step >= total:
             return self
@@ -255,8 +297,11 @@ class Trainer:
         skips = SkipTally(dataset)  # counts files skipped inside DataLoader workers too
         batch = max([self.cfg.batch_size, *self.cfg.batch_size_per_resolution.values()])
         loader = make_loader(dataset, self.run.data, batch, self.cfg.seed, self.step,
-                             self.rank, self.world)
+                             self.rank, self.world,
+                             workers=num_workers(self.run.data, self.device, self.world))
+        self._precompute_captions(dataset)
         writer = _tensorboard(self.out) if self.is_main else None
+        self.log = MetricsLog(self.out, writer, self.cfg.log_every, self.task.full_params)
         bar = _progress(self.step, total) if self.progress else None
         old_handlers = self._install_signal_handlers()
         t0, last_saved = time.perf_counter(), self.step
@@ -268,24 +313,28 @@ class Trainer:
                 self.history.append((self.step, result.resolution, result.archs))
                 self.step += 1
                 if self.is_main:
-                    self._log(result, writer, time.perf_counter() - t0)
+                    self._log(result, time.perf_counter() - t0)
                     if bar is not None:
                         bar.update(1)
-                        bar.set_postfix(loss=f"{result.loss:.4f}", res=result.resolution,
-                                        params=f"{result.params / 1e6:.2f}M",
-                                        floor=result.floors.min_ratio)
+                        _postfix(bar, self.log.last)
                 self._account_nan(result)
                 t0 = time.perf_counter()
-                done = self.step >= total or self._past(deadline)
-                if done or self.step % self.cfg.checkpoint_every == 0 or self._stop_signal:
+                stop = self._stop_agreed if self.world > 1 else self._stop_signal is not None
+                done = self.step >= total or self._past()
+                if done or self.step % self.cfg.checkpoint_every == 0 or stop:
                     self.save()
                     last_saved = self.step
-                if done or self._stop_signal:
+                if done or stop:
+                    if stop and self._stop_signal is None:
+                        self._stop_signal = signal.SIGTERM  # another rank's signal
                     break
         finally:
             if (self.world == 1 and self.step != last_saved
                     and self.nan_streak < self.cfg.nan_patience):
                 self.save()  # an exception mid-run loses nothing that finished
+            if self.is_main:
+                self.log.flush()
+            self.writer.wait()  # the last checkpoint is on disk before fit returns
             self._restore_signal_handlers(old_handlers)
             if bar is not None:
                 bar.close()
@@ -297,14 +346,12 @@ class Trainer:
                       file=sys.stderr)
         return self
 
-    def _past(self, deadline: float | None) -> bool:
-        """Whether the wall-time budget is spent (rank 0's clock decides for all ranks)."""
-        if deadline is None:
-            return False
-        flag = torch.tensor(float(time.monotonic() >= deadline), device=self.device)
+    def _past(self) -> bool:
+        """Whether the wall-time budget is spent (rank 0's clock decides for all ranks, read
+        in the step's all-reduce)."""
         if self.world > 1:
-            dist.broadcast(flag, 0)
-        return bool(flag.item())
+            return self._deadline_agreed
+        return self._deadline is not None and time.monotonic() >= self._deadline
 
     def _account_nan(self, result: StepResult) -> None:
         if not result.skipped:
@@ -322,19 +369,28 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- state
     def save(self) -> Path | None:
-        if self.world > 1:
-            dist.barrier()
+        """Checkpoint the current step (every rank calls it at the same step; no barrier).
+
+        Rank 0 takes a CPU snapshot (under FSDP all ranks first gather the full tensors) and
+        writes it in a background thread (``train.async_checkpoint``), so no rank waits for
+        the write; the next save, and the end of :meth:`fit`, wait for it. Returns the folder
+        being written (rank 0) or None."""
+        if self.parallel.mode != "fsdp" and not self.is_main:
+            return None
+        tensors = self.parallel.training_tensors(self.optimizer, self.ema)
         if not self.is_main:
             return None
-        folder = save_checkpoint(self.out / "checkpoints", self.step, self.model, self.optimizer,
-                                 self.ema, self.lr_scheduler,
-                                 {"nan_skipped": self.nan_skipped, "run": self.run.to_dict(),
-                                  "data_skipped": self.data_skipped, **self.task.state()},
-                                 self.cfg.keep_last)
+        if self.log is not None:
+            self.log.flush()  # metrics.jsonl holds every step the checkpoint has
+        snap = snapshot(self.step, tensors, self.lr_scheduler, self.ema,
+                        {"nan_skipped": self.nan_skipped, "run": self.run.to_dict(),
+                         "data_skipped": self.data_skipped, **self.task.state()})
+        root = self.out / "checkpoints"
+        self.writer.submit(write_checkpoint, root, snap, self.cfg.keep_last)
         metrics = self.task.evaluate(self)
         if metrics:
             write_eval(self.out, self.step, metrics)
-        return folder
+        return root / f"step-{self.step:07d}"
 
     def _check_run_folder(self, resume: bool, overwrite: bool) -> Path | None:
         """Read-only checks of the run folder; the checkpoint to resume from, if any."""
@@ -363,7 +419,8 @@ class Trainer:
 
     def _resume(self, folder: Path) -> None:
         state = load_training_state(folder, self.model, self.optimizer, self.ema,
-                                    self.lr_scheduler)
+                                    self.lr_scheduler,
+                                    None if self.parallel.mode == "none" else self.parallel)
         self.step = int(state["step"])
         self.nan_skipped = int(state.get("nan_skipped", 0))
         # the schedule continues at its step with this run's lr (a changed lr is noted);
@@ -376,7 +433,8 @@ class Trainer:
                                            "_last_lr": [g["lr"] for g in
                                                         self.optimizer.param_groups]})
 
-    def _log(self, r: StepResult, writer, seconds: float) -> None:
+    def _log(self, r: StepResult, seconds: float) -> None:
+        """Buffer the step's row (device tensors stay there until the log is flushed)."""
         row = {"step": self.step, "loss": r.loss, "resolution": r.resolution,
                "params": r.params, "macs": r.macs, "min_ratio": r.floors.min_ratio,
                "min_keep": r.floors.min_keep, "lr": self.lr_scheduler.get_last_lr()[0],
@@ -385,25 +443,16 @@ class Trainer:
         if len(r.losses) > 1:
             row["losses"] = r.losses
         row.update(r.extras)
-        with open(self.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
-        if writer is not None and (self.step % self.cfg.log_every == 0 or self.step == 1):
-            frac = r.params / self.task.full_params
-            bucket = min(3, int((frac - 0.4) / 0.15)) if frac > 0.4 else 0
-            writer.add_scalar("loss", r.loss, self.step)
-            writer.add_scalar(f"loss_by_resolution/{r.resolution}", r.loss, self.step)
-            writer.add_scalar(f"loss_by_cost/{['40-55', '55-70', '70-85', '85-100'][bucket]}%",
-                              r.loss, self.step)
-            writer.add_scalar("lr", row["lr"], self.step)
-            writer.add_scalar("warmup/min_ratio", r.floors.min_ratio, self.step)
-            writer.add_scalar("warmup/min_keep", r.floors.min_keep, self.step)
-            writer.add_scalar("sampled_params_M", r.params / 1e6, self.step)
+        self.log.add(row)
 
     def _install_signal_handlers(self):
         def handler(signum, frame):
-            if self._stop_signal is not None:  # second signal: stop now
+            now = time.monotonic()
+            if self._stop_signal is not None:  # second signal: stop now ...
+                if self.world > 1 and now - self._signal_time < 5.0:
+                    return  # ... unless it is torchrun relaying the terminal's Ctrl-C
                 raise KeyboardInterrupt
-            self._stop_signal = signum
+            self._stop_signal, self._signal_time = signum, now
 
         old = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -442,6 +491,12 @@ def _dist_info() -> tuple[int, int]:
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def _postfix(bar, row: dict | None) -> None:
+    if row is not None:
+        bar.set_postfix(loss=f"{row['loss']:.4f}", res=row["resolution"],
+                        params=f"{row['params'] / 1e6:.2f}M", floor=row["min_ratio"])
 
 
 def _tensorboard(out: Path):
