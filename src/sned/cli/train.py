@@ -41,11 +41,12 @@ def run_train(args: argparse.Namespace) -> int:
     except TrainingError as e:
         print(f"sned train: error: {e}", file=sys.stderr)
         return 1
+    where = args.out.rstrip("/") + "/checkpoints/latest"
+    if trainer.interrupted:  # every rank: they all stopped at the same step (one checkpoint)
+        who = "" if trainer.world == 1 else f"rank {trainer.rank}: "
+        saved = f"; saved {where}. Resume with --resume." if trainer.is_main else ""
+        print(f"sned train: {who}interrupted at step {trainer.step}{saved}", file=sys.stderr)
+        return 130
     if trainer.is_main:
-        where = args.out.rstrip("/") + "/checkpoints/latest"
-        if trainer.interrupted:
-            print(f"sned train: interrupted at step {trainer.step}; saved {where}. Resume with "
-                  f"--resume.", file=sys.stderr)
-            return 130
         print(f"sned train: done at step {trainer.step}; checkpoint {where}", file=sys.stderr)
     return 0

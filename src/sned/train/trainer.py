@@ -21,6 +21,7 @@ import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,8 @@ class Trainer:
         self._deadline: float | None = None
         self._deadline_agreed = False
         self.writer = BackgroundWriter(self.cfg.async_checkpoint)
+        self._done_group = (dist.new_group(backend="gloo", timeout=timedelta(hours=4))
+                            if self.world > 1 else None)
         self.log: MetricsLog | None = None
         self.progress = progress and self.is_main
 
@@ -334,7 +337,7 @@ class Trainer:
                 self.save()  # an exception mid-run loses nothing that finished
             if self.is_main:
                 self.log.flush()
-            self.writer.wait()  # the last checkpoint is on disk before fit returns
+            self.writer.wait()  # the last checkpoint is on disk before fit returns ...
             self._restore_signal_handlers(old_handlers)
             if bar is not None:
                 bar.close()
@@ -344,6 +347,10 @@ class Trainer:
                 print(f"[sned train] skipped {len(skips)} unreadable or too-short video files "
                       f"(listed under data_skipped in {self.out / 'checkpoints'}/*/state.json)",
                       file=sys.stderr)
+        if self._done_group is not None:
+            # ... on every rank (not after an error: a failed rank must exit); gloo with a
+            # long timeout, so a big write never times out the NCCL group
+            dist.barrier(group=self._done_group)
         return self
 
     def _past(self) -> bool:
