@@ -91,13 +91,15 @@ def test_sigterm_on_one_rank_stops_both_at_one_step_and_resumes_bitwise(tmp_path
 
 
 def _fsdp_worker(rank: int, port: int, root: str) -> None:
-    """DDP and FSDP runs of STEPS; FSDP stopped at 3 and resumed under FSDP, and under DDP."""
+    """DDP and FSDP runs of STEPS; FSDP stopped at 3 and resumed under FSDP, and (with
+    gradient checkpointing) under DDP."""
     _env(rank, port)
     codes = [_train(f"{root}/ddp", STEPS),
              _train(f"{root}/fsdp", STEPS, "train.parallel=fsdp"),
              _train(f"{root}/fsdp_resumed", 3, "train.parallel=fsdp"),
              _train(f"{root}/fsdp_resumed", STEPS, "--resume", "train.parallel=fsdp"),
-             _train(f"{root}/cross", 3, "train.parallel=fsdp"),
+             _train(f"{root}/cross", 3, "train.parallel=fsdp",
+                    "train.gradient_checkpointing=true"),
              _train(f"{root}/cross", STEPS, "--resume", "train.parallel=ddp")]
     with open(f"{root}/rank{rank}.json", "w") as f:
         json.dump(codes, f)

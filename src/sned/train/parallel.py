@@ -131,15 +131,14 @@ class Parallel:
         if ema is not None:
             full = {n: _full(s) for n, s in zip(params, ema.shadow_params)}
             out["ema"] = _cpu_copy(full) if main else {}
-        by_tensor = {id(t): n for n, t in {**params, **self._local}.items()}
         opt = {}
-        for t, st in optimizer.state.items():
-            name = by_tensor[id(t)]
-            for k, v in st.items():
+        for name, p in params.items():  # parameter order: the same collectives on every rank
+            held = self._shards()[name] if self._optimizer_local else p
+            for k, v in optimizer.state.get(held, {}).items():
                 if not torch.is_tensor(v):
                     v = torch.tensor(v)
-                elif v.dim() and not isinstance(v, _dtensor()) and v.shape == t.shape:
-                    v = _gather(v, params[name])
+                elif v.dim() and not isinstance(v, _dtensor()) and v.shape == held.shape:
+                    v = _gather(v, p)
                 opt[f"{k}/{name}"] = _full(v)
         out["optimizer"] = _cpu_copy(opt) if main else {}
         return out

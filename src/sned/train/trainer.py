@@ -45,6 +45,7 @@ from .masked_adamw import ActivityTracker, MaskedAdamW
 from .memory import resolve_checkpointing
 from .metrics_log import MetricsLog
 from .parallel import Parallel
+from .preempt import StopSignal
 from .run_folder import RunFolder
 from .tasks import make_task, write_eval
 
@@ -143,8 +144,7 @@ class Trainer:
         self.nan_skipped = 0
         self.data_skipped: dict[str, Any] = {"count": 0, "files": []}  # unreadable/short videos
         self.history: list[tuple[int, int, list[Arch]]] = []
-        self._stop_signal: int | None = None
-        self._signal_time = 0.0
+        self.stop = StopSignal(self.world)  # SIGINT / SIGTERM set a flag (sned.train.preempt)
         self._stop_agreed = False  # torchrun: some rank had a stop signal (all-reduced)
         self._deadline: float | None = None
         self._deadline_agreed = False
@@ -228,7 +228,7 @@ class Trainer:
         if self.world == 1:
             return bool(finite), mean
         past = self.is_main and self._deadline is not None and time.monotonic() >= self._deadline
-        flags = torch.tensor([float(self._stop_signal is not None), float(past)],
+        flags = torch.tensor([float(self.stop.caught), float(past)],
                              dtype=torch.float64).to(self.device, non_blocking=True)
         stats = torch.cat([torch.stack([torch.where(finite, mean, 0.0), finite.double()]),
                            flags])
@@ -306,7 +306,7 @@ class Trainer:
         writer = _tensorboard(self.out) if self.is_main else None
         self.log = MetricsLog(self.out, writer, self.cfg.log_every, self.task.full_params)
         bar = _progress(self.step, total) if self.progress else None
-        old_handlers = self._install_signal_handlers()
+        self.stop.install()
         t0, last_saved = time.perf_counter(), self.step
         try:
             for batch in loader:
@@ -322,14 +322,14 @@ class Trainer:
                         _postfix(bar, self.log.last)
                 self._account_nan(result)
                 t0 = time.perf_counter()
-                stop = self._stop_agreed if self.world > 1 else self._stop_signal is not None
+                stop = self._stop_agreed if self.world > 1 else self.stop.caught
                 done = self.step >= total or self._past()
                 if done or self.step % self.cfg.checkpoint_every == 0 or stop:
                     self.save()
                     last_saved = self.step
                 if done or stop:
-                    if stop and self._stop_signal is None:
-                        self._stop_signal = signal.SIGTERM  # another rank's signal
+                    if stop and not self.stop.caught:
+                        self.stop.signum = signal.SIGTERM  # another rank's signal
                     break
         finally:
             if (self.world == 1 and self.step != last_saved
@@ -338,7 +338,7 @@ class Trainer:
             if self.is_main:
                 self.log.flush()
             self.writer.wait()  # the last checkpoint is on disk before fit returns ...
-            self._restore_signal_handlers(old_handlers)
+            self.stop.restore()
             if bar is not None:
                 bar.close()
             if writer is not None:
@@ -452,30 +452,9 @@ class Trainer:
         row.update(r.extras)
         self.log.add(row)
 
-    def _install_signal_handlers(self):
-        def handler(signum, frame):
-            now = time.monotonic()
-            if self._stop_signal is not None:  # second signal: stop now ...
-                if self.world > 1 and now - self._signal_time < 5.0:
-                    return  # ... unless it is torchrun relaying the terminal's Ctrl-C
-                raise KeyboardInterrupt
-            self._stop_signal, self._signal_time = signum, now
-
-        old = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                old[sig] = signal.signal(sig, handler)
-            except ValueError:  # not the main thread
-                pass
-        return old
-
-    def _restore_signal_handlers(self, old) -> None:
-        for sig, h in old.items():
-            signal.signal(sig, h)
-
     @property
     def interrupted(self) -> bool:
-        return self._stop_signal is not None
+        return self.stop.caught
 
 
 def _seed_global_rngs(seed: int) -> None:
