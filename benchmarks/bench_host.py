@@ -123,7 +123,7 @@ def run(config: str, old: bool, steps: int, warmup: int, extra: list[str]) -> di
             trainer = Trainer(load_run_config(config, over), out, progress=False)
             if old:
                 trainer._precompute_captions = lambda dataset: None
-            trainer._encode = timers.wrap("text", trainer._encode)
+            trainer.encode = timers.wrap("text", trainer.encode)
             trainer._log = timers.wrap("log", trainer._log)
             trainer._precompute_captions = timers.wrap("setup", trainer._precompute_captions)
             timers.on = True

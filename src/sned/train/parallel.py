@@ -115,7 +115,7 @@ class Parallel:
 
     # --------------------------------------------------------------------------- checkpoints
     def training_tensors(self, optimizer, ema) -> dict[str, dict[str, Tensor]]:
-        """Full CPU copies by parameter name (:func:`~sned.train.checkpoint.training_tensors`);
+        """Full CPU copies by parameter name (:func:`~sned.store.checkpoint.training_tensors`);
         under FSDP every rank must call it (all-gathers) and only rank 0 gets the tensors."""
         if self.mode != "fsdp":
             return training_tensors(self.model, optimizer, ema)
