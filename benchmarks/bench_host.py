@@ -39,7 +39,6 @@ from sned.train.config import load_run_config
 from sned.train.metrics_log import MetricsLog
 from sned.train.trainer import Trainer
 
-
 # reads of device tensors by the training loop (the optimizer's step counts and the synthetic
 # renderer read CPU tensors, which stay on the CPU on a GPU run too)
 LOOP_FILES = re.compile(r"sned/train/(trainer|tasks|metrics_log|parallel)\.py$")

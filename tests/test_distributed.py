@@ -14,7 +14,6 @@ import time
 import pytest
 import torch
 import torch.multiprocessing as mp
-
 from test_trainer import assert_same_checkpoint
 
 ARGS = ["tiny-base", "--no-progress", "model.frames=2", "model.resolutions=[16]",

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sned.config import ConfigError
-from sned.train.checkpoint import BackgroundWriter
+from sned.store.checkpoint import BackgroundWriter
 from sned.train.config import DataConfig, load_run_config
 from sned.train.data import num_workers
 from sned.train.metrics_log import MetricsLog

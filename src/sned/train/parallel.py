@@ -120,8 +120,7 @@ class Parallel:
         if self.mode != "fsdp":
             return training_tensors(self.model, optimizer, ema)
         import torch.distributed as dist
-        from torch.distributed.checkpoint.state_dict import (StateDictOptions,
-                                                             get_model_state_dict)
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         main = dist.get_rank() == 0
         model = get_model_state_dict(self.model, options=StateDictOptions(
@@ -152,8 +151,7 @@ class Parallel:
         if self.mode != "fsdp":
             self.model.load_state_dict(weights)
             return
-        from torch.distributed.checkpoint.state_dict import (StateDictOptions,
-                                                             set_model_state_dict)
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
         set_model_state_dict(self.model, weights,
                              options=StateDictOptions(full_state_dict=True, strict=True))

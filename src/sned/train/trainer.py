@@ -35,8 +35,7 @@ from ..config import ConfigError
 from ..data.folder import SkipTally
 from ..device import apply_tf32, deterministic_env, resolve_device, tf32_flags
 from ..diffusion import Objective
-from ..store.checkpoint import (BackgroundWriter, load_training_state, snapshot,
-                               write_checkpoint)
+from ..store.checkpoint import BackgroundWriter, load_training_state, snapshot, write_checkpoint
 from ..text import TextEncoder
 from .arch_sampler import Floors
 from .config import RunConfig
