@@ -195,8 +195,8 @@ class Run:
     # ----------------------------------------------------------------------------- state
     def _load_state(self) -> dict:
         """The run's state: a new one, or the one in ``OUT/state.json`` when its settings and
-        teacher (path and sha256 of its weights) are this run's — else ValueError naming the
-        first setting that differs. Written before the first step (:meth:`run`), so a run
+        teacher (path and sha256 of its weights) are this run's — else ValueError naming every
+        setting that differs (or the teacher). Written before the first step (:meth:`run`), so a run
         killed at any moment is only continued by the same run."""
         path = self.out / "state.json"
         fresh = {"format": FORMAT, "teacher": str(self.teacher_dir.resolve()),

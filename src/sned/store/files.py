@@ -272,7 +272,8 @@ MODEL = OutputKind("a model folder", ("config.json", "model.safetensors", "READM
 AUTOENCODER = OutputKind("an autoencoder folder", ("config.json", "model.safetensors"),
                          marker=has_format("config.json", "sned-autoencoder"), whole=True)
 DIFFNAS = OutputKind("a DiffNAS run", ("state.json", "work", "search.json", "model", "retrain",
-                                       "uniform", "uniform-retrain", "report.md"),
+                                       "uniform", "uniform-retrain", "compare", "scores.json",
+                                       "report.md"),
                      marker=has_format("state.json", "sned-diffnas"))
 STUDY = OutputKind("a study", ("study.json", "runs", "results.json", "results.md", "cache"),
                    marker=lambda f: (f / "study.json").is_file())
