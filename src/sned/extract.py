@@ -170,8 +170,8 @@ def load_pretrained(folder: str | os.PathLike, device: str | torch.device = "cpu
 
 def refuse_existing(folder: str | os.PathLike, overwrite: bool = False,
                     inputs: Iterable = ()) -> Path:
-    """``folder`` as a Path, checked by the output-folder rule (:func:`sned.files.check_output`,
-    kind :data:`sned.files.MODEL`): OutputError (naming it and why) when it is a file, one of
+    """``folder`` as a Path, checked by the output-folder rule (:func:`sned.store.files.check_output`,
+    kind :data:`sned.store.files.MODEL`): OutputError (naming it and why) when it is a file, one of
     ``inputs`` (or inside / around one), ``.`` or a parent of it, a folder of another kind or
     with other files, or a model folder and ``overwrite`` is False. Nothing is touched."""
     folder = Path(folder)

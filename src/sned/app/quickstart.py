@@ -153,7 +153,7 @@ def stage_steps(base_steps: int) -> list[int]:
 
 
 def check_out(out: Path, overwrite: bool) -> None:
-    """The output-folder rule (:func:`sned.files.check_output`, kind ``QUICKSTART``): refuse
+    """The output-folder rule (:func:`sned.store.files.check_output`, kind ``QUICKSTART``): refuse
     (OutputError naming the folder) an ``out`` that holds a previous quickstart unless
     ``overwrite`` — then its ``runs/``, ``models/`` and ``videos/`` are removed, and nothing
     else; a file, ``.`` with ``--overwrite``, or a folder of another kind is refused."""

@@ -120,7 +120,7 @@ def load_denoiser(path: str | os.PathLike, preset: str | None = None,
             insists (True on a checkpoint without EMA weights raises CheckpointError).
         resolution: the resolution to run at, in pixels (a latent model runs at that size
             over its autoencoder's spatial factor); must be one the config serves
-            (:func:`sned.latent.served_resolution`).
+            (:func:`sned.models.codec.served_resolution`).
     """
     p = Path(path)
     if is_autoencoder_folder(p):

@@ -38,7 +38,7 @@ from .config import RunConfig, load_run_config
 
 RUN_ENTRIES = RUN.entries
 """What a run writes at the top of its folder (``--overwrite`` removes these and nothing else;
-:data:`sned.files.RUN`)."""
+:data:`sned.store.files.RUN`)."""
 FIXED_SECTIONS = ("model", "diffusion")
 """Sections a resumed run may not change: they define the network and its objective."""
 
@@ -66,7 +66,7 @@ class RunFolder:
         return RUN.own(self.out) if self.out.is_dir() else []
 
     def check_output(self, inputs: Iterable = ()) -> None:
-        """The output-folder rule (:func:`sned.files.check_output`) for continuing a run:
+        """The output-folder rule (:func:`sned.store.files.check_output`) for continuing a run:
         ``out`` is no file, no input and no folder of another kind."""
         check_output(self.out, RUN, inputs, reuse=True)
 
