@@ -6,12 +6,15 @@ the three can never disagree about betas or the prediction type.
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor
 
 from .data.transforms import resize_video
+from .store.files import CheckpointError
 
 BETA_SCHEDULES = {"linear": "linear", "scaled_linear": "scaled_linear",
                   "cosine": "squaredcos_cap_v2"}
@@ -171,3 +174,15 @@ class Objective:
         diff = pred.float() - target.float()
         per = diff.abs() if self.cfg.loss == "l1" else diff.square()
         return per.flatten(1).mean(1) * self.weights(t)
+
+
+def diffusion_of(raw, source: str | os.PathLike) -> DiffusionConfig:
+    """The diffusion config recorded in ``source`` (a model folder's ``config.json`` or a
+    checkpoint's ``state.json``); CheckpointError naming the file for anything else."""
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{source}: \"diffusion\" must be a JSON object, got "
+                              f"{json.dumps(raw)[:40]}")
+    try:
+        return DiffusionConfig(**raw)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{source}: \"diffusion\": {e}") from None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Callable, Iterable
 
 import torch
 from safetensors.torch import save_file
@@ -26,8 +27,10 @@ from .models.unet import VideoUNet
 from .nn.elastic import ElasticConv2d, ElasticGroupNorm, ElasticLinear
 from .space import SearchSpace
 from .store.files import (
+    MODEL,
     CheckpointError,
     atomic_folder,
+    check_output,
     check_state_dict,
     load_safetensors,
     read_format_json,
@@ -99,12 +102,15 @@ def weight_pairs(supernet: VideoUNet, static: VideoUNet):
 
 
 def save_pretrained(model: VideoUNet, folder: str | os.PathLike, extra: dict | None = None,
-                    files: dict[str, str] | None = None) -> Path:
+                    files: dict[str, str] | None = None,
+                    write_more: Callable[[Path], None] | None = None) -> Path:
     """Write ``folder/config.json`` and ``folder/model.safetensors`` atomically.
 
     ``model`` is an extracted model (its arch is recorded) or a supernet (saved whole).
     ``extra`` adds JSON-serialisable fields to ``config.json`` (e.g. the diffusion config);
-    ``files`` adds text files (e.g. ``README.md``, ``arch.json``) to the folder.
+    ``files`` adds text files (e.g. ``README.md``, ``arch.json``) to the folder;
+    ``write_more(tmp)`` writes anything else into the temporary folder (a latent model's
+    ``autoencoder/``), so the whole folder appears in one rename.
     """
     folder = Path(folder)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION,
@@ -118,6 +124,8 @@ def save_pretrained(model: VideoUNet, folder: str | os.PathLike, extra: dict | N
         (tmp / "config.json").write_text(json.dumps(meta, indent=1) + "\n")
         for name, text in (files or {}).items():
             (tmp / name).write_text(text)
+        if write_more is not None:
+            write_more(tmp)
     return folder
 
 
@@ -160,17 +168,15 @@ def load_pretrained(folder: str | os.PathLike, device: str | torch.device = "cpu
     return model.eval()
 
 
-def refuse_existing(folder: str | os.PathLike, overwrite: bool = False) -> Path:
-    """``folder`` as a Path; raises FileExistsError (naming it) when it already holds anything
-    and ``overwrite`` is False — nothing is touched."""
+def refuse_existing(folder: str | os.PathLike, overwrite: bool = False,
+                    inputs: Iterable = ()) -> Path:
+    """``folder`` as a Path, checked by the output-folder rule (:func:`sned.store.files.check_output`,
+    kind :data:`sned.store.files.MODEL`): OutputError (naming it and why) when it is a file, one of
+    ``inputs`` (or inside / around one), ``.`` or a parent of it, a folder of another kind or
+    with other files, or a model folder and ``overwrite`` is False. Nothing is touched."""
     folder = Path(folder)
-    if overwrite or not (folder.exists() or folder.is_symlink()):
-        return folder
-    if folder.is_dir() and not any(folder.iterdir()):
-        return folder
-    what = "a model folder" if (folder / "config.json").is_file() else "existing files"
-    raise FileExistsError(f"--out {folder} already holds {what}; choose a new --out or pass "
-                          f"--overwrite to replace it")
+    check_output(folder, MODEL, inputs, overwrite=overwrite)
+    return folder
 
 
 def model_card(den, cost, supernet_params: int) -> tuple[dict, str]:
@@ -194,26 +200,28 @@ def model_card(den, cost, supernet_params: int) -> tuple[dict, str]:
     return card, text
 
 
-def export_subnet(den, out: str | os.PathLike, overwrite: bool = False) -> Path:
+def export_subnet(den, out: str | os.PathLike, overwrite: bool = False,
+                  inputs: Iterable = ()) -> Path:
     """Extract ``den``'s subnet (a :class:`sned.loading.Denoiser` of a supernet) and save it with
-    ``arch.json`` and a ``README.md`` model card. Refuses an ``out`` that already holds files
-    unless ``overwrite`` (see :func:`refuse_existing`)."""
-    out = refuse_existing(out, overwrite)
+    ``arch.json``, a ``README.md`` model card and, for latent models, ``autoencoder/`` — all in
+    one atomic folder. Refuses an ``out`` the output-folder rule refuses (see
+    :func:`refuse_existing`; ``den.source`` always counts as an input)."""
+    out = refuse_existing(out, overwrite, [den.source, *inputs])
     space = SearchSpace(den.config)
     card, text = model_card(den, space.cost(den.arch), space.full_params)
     static = extract(den.model, den.arch)
     extra = {"diffusion": den.diffusion.to_dict(), "card": card}
     if den.data is not None:  # the training data: held-out evaluation of the folder uses it
         extra["data"] = den.data
+    write_more = None
     if den.codec is not None:  # a latent model carries its decoder and latent stats
 
         dec, frames, res = decoder_cost(den.config, den.arch.resolution)
         card.update(pixel_resolution=res, pixel_frames=frames, decoder_macs=dec.macs)
         extra["latent"] = {"autoencoder": FOLDER, **den.codec.stats.to_dict()}
-    folder = save_pretrained(static, out, extra=extra,
-                             files={"README.md": text, "arch.json": den.arch.to_json(indent=1)})
-    if den.codec is not None:
 
-        # the whole AE: sampling needs the decoder, the validation loss also the encoder
-        save_autoencoder(den.codec.ae, folder / FOLDER, den.codec.stats)
-    return folder
+        def write_more(tmp: Path) -> None:
+            # the whole AE: sampling needs the decoder, the validation loss also the encoder
+            save_autoencoder(den.codec.ae, tmp / FOLDER, den.codec.stats)
+    return save_pretrained(static, out, extra=extra, write_more=write_more,
+                           files={"README.md": text, "arch.json": den.arch.to_json(indent=1)})

@@ -242,8 +242,14 @@ class SearchSpace:
         c = self.cost(arch)
         return all(getattr(c, k) <= v for k, v in cap.items())
 
-    def validate(self, arch: Arch, check_cap: bool = True) -> Arch:
-        """Raise ArchError naming the offending field; return ``arch`` when legal."""
+    def validate(self, arch: Arch, check_cap: bool = True, source: str | None = None) -> Arch:
+        """Raise ArchError naming the offending field (and ``source``, the arch's file, when
+        given); return ``arch`` when legal."""
+        if source is not None:
+            try:
+                return self.validate(arch, check_cap)
+            except ArchError as e:
+                raise ArchError(f"{source}: {e}") from None
         validate(self.config, arch, self.specs)
         if check_cap and not self.within_cap(arch):
             c = self.cost(arch)

@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from ..models.unet import VideoUNet
 from ..pipelines.loading import load_denoiser
 from ..report import CAPTION_COLUMNS, plot_cost_quality, plot_loss_curve, write_report
 from ..search.proxy import heldout_proxy
+from ..store.files import QUICKSTART, check_output, remove_entries
 from ..train.config import load_run_config
 from ..train.trainer import Trainer
 from ..video_io import write_frame_grid, write_video
@@ -69,7 +69,6 @@ GUIDANCE = 5.0
 LATENT_SHARE = 0.1
 """Share of the wall-time budget of the latent section (:mod:`sned.app.quickstart_latent`), taken
 from the pixel supernets' training time."""
-OUTPUTS = ("runs", "models", "videos")
 
 
 @dataclass
@@ -154,14 +153,11 @@ def stage_steps(base_steps: int) -> list[int]:
 
 
 def check_out(out: Path, overwrite: bool) -> None:
-    """Refuse (FileExistsError naming the folder) an ``out`` that holds a previous quickstart,
-    unless ``overwrite``: then its ``runs/``, ``models/`` and ``videos/`` are removed."""
-    old = [out / d for d in OUTPUTS if (out / d).exists()]
-    if old and not overwrite:
-        raise FileExistsError(f"--out {out} already holds a quickstart ({old[0].name}/); choose "
-                              f"a new --out or pass --overwrite to replace it")
-    for d in old:
-        shutil.rmtree(d)
+    """The output-folder rule (:func:`sned.store.files.check_output`, kind ``QUICKSTART``): refuse
+    (OutputError naming the folder) an ``out`` that holds a previous quickstart unless
+    ``overwrite`` — then its ``runs/``, ``models/`` and ``videos/`` are removed, and nothing
+    else; a file, ``.`` with ``--overwrite``, or a folder of another kind is refused."""
+    remove_entries(out, check_output(out, QUICKSTART, overwrite=overwrite))
 
 
 # --------------------------------------------------------------------------------- workflow

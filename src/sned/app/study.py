@@ -46,6 +46,7 @@ from ..pipelines.loading import load_denoiser
 from ..pipelines.sampling import sample
 from ..search.proxy import synthetic_proxy
 from ..space import SearchSpace
+from ..store.files import STUDY, check_output
 from ..text import TextEncoder
 from ..train.arch_sampler import ArchSampler
 from ..train.config import load_run_config
@@ -292,7 +293,7 @@ def run_study(out: str | Path, plan: StudyPlan = StudyPlan(), device: str = "aut
                           f"trains text-to-video base configs")
     resolutions = tuple(cfg.resolutions)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    _check_plan_file(out, plan)
+    _check_plan_file(out, plan, i3d)
     specs = plan_runs(plan, resolutions)
     for spec in specs:  # every run config is validated before any training
         run_config(plan, spec, 0, resolutions, device)
@@ -348,10 +349,12 @@ def _train_and_evaluate(plan, spec: RunSpec, seed: int, resolutions, device, out
     return record
 
 
-def _check_plan_file(out: Path, plan: StudyPlan) -> None:
+def _check_plan_file(out: Path, plan: StudyPlan, i3d: str | None = None) -> None:
+    """The output-folder rule (no file, no input, no folder of another kind), then: a study
+    already in ``out`` must have this plan (it is resumed)."""
+    config = plan.config if Path(plan.config).suffix in (".yaml", ".yml") else None
+    check_output(out, STUDY, [config, i3d], reuse=True)
     f = out / "study.json"
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"study: --out {out} exists and is not a folder")
     if f.is_file():
         try:
             old = json.loads(f.read_text())

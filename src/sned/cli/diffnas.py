@@ -7,12 +7,15 @@ import json
 
 from ..config import parse_override
 from ..diffnas.pipeline import Options, run_diffnas
+from . import args as check
 
 
 def diffnas_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("teacher", help="trained static model folder (sned extract output)")
-    p.add_argument("--out", required=True, help="output folder (search.json, model/, "
-                                                "retrain/metrics.jsonl, report.md)")
+    p.add_argument("--out", required=True,
+                   help="output folder (state.json, search.json, model/, retrain/, report.md); "
+                        "rerunning with the same settings and teacher continues a killed run, "
+                        "any other settings are refused")
     p.add_argument("--supernet-steps", type=int, default=200,
                    help="block-wise distillation steps (default 200)")
     p.add_argument("--retrain-steps", type=int, default=200,
@@ -68,6 +71,7 @@ def run_diffnas_cmd(args: argparse.Namespace) -> int:
 
     device = (("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto"
               else args.device)
+    check.above("--max-macs", args.max_macs, 0)  # inf / nan named here, not an OverflowError
     data = dict(parse_override(item) for item in args.data)
     max_macs = None if args.max_macs is None else int(args.max_macs)
     opts = Options(args.supernet_steps, args.retrain_steps, args.budget, max_macs,

@@ -14,12 +14,13 @@ from ..device import resolve_device
 from ..extract import is_model_folder, read_model_meta
 from ..metrics.fvd import DEFAULT_MIN_FRAMES
 from ..metrics.i3d import I3DWeightsMissing, load_i3d
-from ..models.codec import is_autoencoder_folder, load_autoencoder, to_latent
+from ..models.codec import is_autoencoder_folder, load_autoencoder, served_resolution, to_latent
 from ..pipelines.loading import load_cascade, load_denoiser
 from ..report import write_report
 from ..search import Constraints, save_arch
 from ..search.driver import search_denoiser
 from ..store.checkpoint import read_state, resolve_checkpoint
+from ..store.files import EVALUATION, SEARCH, check_output
 from . import args as check
 from .args import add_weights_args
 
@@ -27,7 +28,8 @@ from .args import add_weights_args
 # --------------------------------------------------------------------------------- search
 def search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="supernet training run dir or checkpoint folder")
-    p.add_argument("--resolution", type=int, required=True)
+    p.add_argument("--resolution", type=int, required=True,
+                   help="resolution in pixels (latent supernets: the video's)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--max-params", type=float, help="parameter budget (e.g. 1.5e6)")
     g.add_argument("--max-macs", type=float, help="MACs budget per forward (batch 1)")
@@ -76,15 +78,18 @@ def check_search_args(args: argparse.Namespace) -> list[tuple[str, int]]:
 
 def run_search(args: argparse.Namespace) -> int:
 
-    save = check_search_args(args)
-    data = resolve_data(args.checkpoint, args.data)
-    den = load_denoiser(args.checkpoint, ema=args.ema)
-    res, frames = args.resolution, args.frames
-    if den.codec is not None:  # latent supernet: --resolution / --frames are video units
 
-        res, frames = to_latent(den.config, res, frames)
-    den = den.at(res)  # loaded once (the weights are the same at every resolution)
+    save = check_search_args(args)
     out = Path(args.out)
+    data = resolve_data(args.checkpoint, args.data)
+    check_output(out, SEARCH, [args.checkpoint, data.root],
+                 reuse=True)
+    den = load_denoiser(args.checkpoint, ema=args.ema)
+    frames = args.frames
+    res = served_resolution(den.config, args.resolution, den.source)  # pixels in, model units
+    if den.codec is not None:  # latent supernet: --frames are video frames
+        frames = to_latent(den.config, None, frames)[1]
+    den = den.at(res)  # loaded once (the weights are the same at every resolution)
     summary, front = search_denoiser(
         den, out, res, budget=args.budget, population=args.population,
         n_videos=args.n_videos, frames=frames,
@@ -103,6 +108,7 @@ def run_search(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------- evaluate
 FVD_METRICS = {"fvd", "kvd"}
+DEFAULT_METRICS = "fvd,kvd,caption,val_loss,latency,consistency"
 
 
 def evaluate_args(p: argparse.ArgumentParser) -> None:
@@ -112,7 +118,7 @@ def evaluate_args(p: argparse.ArgumentParser) -> None:
                                       "model folder is evaluated as it is (no --presets)")
     p.add_argument("--resolution", type=int, help="final resolution (default: the base's, or "
                                                   "the largest the SSR serves)")
-    p.add_argument("--metrics", default="fvd,kvd,caption,val_loss,latency,consistency")
+    p.add_argument("--metrics", default=DEFAULT_METRICS)
     p.add_argument("--n-videos", type=int, default=64, help="generated (and real) videos per run")
     p.add_argument("--runs", type=int, default=1, help="repeat with different seeds: mean ± std")
     p.add_argument("--frames", type=int, help="frames per video (FVD needs >= 9)")
@@ -159,6 +165,28 @@ def check_evaluate_args(args: argparse.Namespace) -> tuple[list[str | None], lis
     return presets, metrics
 
 
+AE_OPTIONS = {"--frames", "--n-videos", "--ema", "--raw", "--device", "--out"}
+"""What ``sned evaluate`` of an autoencoder takes (reconstruction on synthetic held-out clips);
+any other option given is an error, never ignored."""
+
+
+def check_autoencoder_args(args: argparse.Namespace) -> None:
+    """``sned evaluate AE``: ValueError naming the first option that does not apply."""
+    check.at_least("--frames", args.frames, 1)
+    check.at_least("--n-videos", args.n_videos, 1)
+    given = {"--ssr": args.ssr is not None, "--presets": args.presets is not None,
+             "--resolution": args.resolution is not None,
+             "--metrics": args.metrics != DEFAULT_METRICS, "--runs": args.runs != 1,
+             "--steps": args.steps != 50, "--cfg": args.cfg != 5.0, "--batch": args.batch != 16,
+             "--i3d": args.i3d is not None, "--random-features": args.random_features,
+             "--data": bool(args.data)}
+    for option, used in given.items():
+        if used:
+            raise ValueError(f"{option}: {args.checkpoint} is an autoencoder; its evaluation is "
+                             f"reconstruction PSNR/SSIM at every trained resolution and takes "
+                             f"only {', '.join(sorted(AE_OPTIONS))}")
+
+
 def load_detector(path: str | None, random_features: bool, device):
     """The FVD detector; a file that is not a detector is a ValueError naming it."""
     import pickle
@@ -179,12 +207,16 @@ def load_detector(path: str | None, random_features: bool, device):
 
 def run_evaluate(args: argparse.Namespace) -> int:
 
-    presets, metrics = check_evaluate_args(args)
-    data = resolve_data(args.checkpoint, args.data)
-    device = resolve_device(args.device)
     out = Path(args.out)
     if _is_autoencoder(args.checkpoint):
-        return _evaluate_autoencoder(args, device, out)
+        check_autoencoder_args(args)
+        check_output(out, EVALUATION, [args.checkpoint], reuse=True)
+        return _evaluate_autoencoder(args, resolve_device(args.device), out)
+    presets, metrics = check_evaluate_args(args)
+    data = resolve_data(args.checkpoint, args.data)
+    check_output(out, EVALUATION, [args.checkpoint, args.ssr, args.i3d,
+                                   data.root], reuse=True)
+    device = resolve_device(args.device)
     detector = (load_detector(args.i3d, args.random_features, device)
                 if FVD_METRICS & set(metrics) else None)
     random = bool(getattr(detector, "random_features", False))

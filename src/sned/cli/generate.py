@@ -14,6 +14,7 @@ from ..device import resolve_device
 from ..extract import export_subnet, refuse_existing
 from ..pipelines.generation import FORMATS, generate_videos
 from ..pipelines.loading import load_cascade, load_denoiser
+from ..store.files import SAMPLES, check_output
 from . import args as check
 from .args import add_weights_args
 
@@ -25,18 +26,22 @@ def extract_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--preset", help="S, M, L, B or a fraction of the supernet's params (0.75)")
     g.add_argument("--arch", help="arch JSON file (e.g. from sned search)")
     add_weights_args(p)
-    p.add_argument("--resolution", type=int, help="resolution the subnet is for (default: the "
-                                                  "config's first)")
-    p.add_argument("--out", required=True, help="output model folder (must not exist)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.add_argument("--resolution", type=int, help="resolution in pixels the subnet is for "
+                                                  "(default: the config's first; latent models: "
+                                                  "the video's, not the latent's)")
+    p.add_argument("--out", required=True, help="output model folder (new, or empty)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the model folder an earlier `sned extract` wrote at --out "
+                        "(nothing else is ever removed)")
 
 
 def run_extract(args: argparse.Namespace) -> int:
 
-    refuse_existing(args.out, args.overwrite)
+    inputs = [args.checkpoint, args.arch]
+    refuse_existing(args.out, args.overwrite, inputs)  # before anything is loaded
     den = load_denoiser(args.checkpoint, preset=args.preset, arch=args.arch, ema=args.ema,
                         resolution=args.resolution)
-    folder = export_subnet(den, args.out, overwrite=args.overwrite)
+    folder = export_subnet(den, args.out, overwrite=args.overwrite, inputs=inputs)
     print(json.dumps({"out": str(folder), **json.loads((folder / "config.json").read_text())
                       ["card"]}))
     return 0
@@ -102,6 +107,7 @@ def check_sample_args(args: argparse.Namespace) -> list[str]:
 def run_sample(args: argparse.Namespace) -> int:
 
     formats = check_sample_args(args)
+    check_output(args.out, SAMPLES, [args.model, args.ssr, args.arch], reuse=True)
     device = resolve_device(args.device)
     presets = check.names("--preset", args.preset) if args.preset else [None]
     base, ssr = load_cascade(args.model, args.ssr, presets, args.arch, args.resolution,

@@ -72,7 +72,7 @@ def run_cost(args: argparse.Namespace) -> int:
         arch = Arch.load(args.arch)
         if res is not None:
             arch = arch.at(res)
-        space.validate(arch)
+        space.validate(arch, source=args.arch)
         name = args.arch
     else:
         name = args.preset or "B"

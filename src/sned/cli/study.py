@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
+import sys
 
 from ..app.study import QUICK, StudyPlan, run_study
 
@@ -34,6 +36,18 @@ def run_study_cli(args: argparse.Namespace) -> int:
     if args.methods:
         changes["methods"] = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     plan = dataclasses.replace(plan, **changes)
-    path = run_study(args.out, plan, device=args.device, i3d=args.i3d)
+    old = signal.signal(signal.SIGTERM, _interrupt)  # also while evaluating, not only training
+    try:
+        path = run_study(args.out, plan, device=args.device, i3d=args.i3d)
+    except KeyboardInterrupt:
+        print(f"sned study: interrupted; finished runs are kept in {args.out} — rerun the same "
+              f"command to continue", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, old)
     print(f"sned study: wrote {path} and {path.with_name('results.md')}")
     return 0
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt

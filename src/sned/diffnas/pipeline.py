@@ -34,15 +34,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from ..arch import Arch
+from ..arch import Arch, resolve
 from ..cost import model_cost
 from ..data.config import DataConfig
-from ..diffusion import DiffusionConfig
+from ..diffusion import DiffusionConfig, diffusion_of
 from ..extract import extract, load_pretrained, read_model_meta, save_pretrained
 from ..models.unet import VideoUNet
-from ..store.files import CheckpointError
+from ..store.files import (DIFFNAS, CheckpointError, check_output, check_state_dict, file_sha256,
+                          load_safetensors, read_format_json)
 from ..text import TextEncoder
 from .blocks import teacher_trace
 from .data import heldout_proxy, proxy_batches
@@ -157,7 +158,16 @@ class Run:
     def __init__(self, teacher: str | os.PathLike, out: str | os.PathLike, options: Options,
                  log=print) -> None:
         self.teacher_dir, self.out, self.opts, self.log = Path(teacher), Path(out), options, log
+        self.data = options.data_config()
+        check_output(self.out, DIFFNAS, [self.teacher_dir, self.data.root, options.i3d],
+                     reuse=True)
         meta = read_model_meta(self.teacher_dir)
+        if meta.get("latent") is not None or (meta.get("model_config") or {}).get("autoencoder"):
+            raise CheckpointError(f"{self.teacher_dir} is a latent model (it denoises its "
+                                  f"autoencoder's latents); DiffNAS supports pixel base models")
+        if self.data.kind == "folder" and not Path(self.data.root).expanduser().is_dir():
+            raise ValueError(f"diffnas: --data root={self.data.root}: no such folder")
+        self.diffusion = diffusion_of(meta.get("diffusion", {}), self.teacher_dir / "config.json")
         self.teacher = load_pretrained(self.teacher_dir, device=options.device)
         if self.teacher.is_supernet:
             raise CheckpointError(f"{self.teacher_dir} holds a supernet; DiffNAS needs a "
@@ -166,10 +176,8 @@ class Run:
             raise CheckpointError(f"{self.teacher_dir}: DiffNAS supports base (text → video / "
                                   f"image) models; this is a {self.teacher.config.kind!r} model")
         self.teacher.requires_grad_(False)
-        self.diffusion = DiffusionConfig(**meta.get("diffusion", {}))
         self.cfg = self.teacher.config
         self.arch = teacher_arch(self.teacher)
-        self.data = options.data_config()
         self.spaces = [StageSpace(self.cfg, self.teacher.specs, self.arch, st, self.cfg.frames,
                                   options.ratio_list()) for st in self.teacher.stages]
         self.pools = candidate_pools(self.spaces, options.budget, options.seed)
@@ -186,29 +194,46 @@ class Run:
 
     # ----------------------------------------------------------------------------- state
     def _load_state(self) -> dict:
+        """The run's state: a new one, or the one in ``OUT/state.json`` when its settings and
+        teacher (path and sha256 of its weights) are this run's — else ValueError naming every
+        setting that differs (or the teacher). Written before the first step (:meth:`run`), so a run
+        killed at any moment is only continued by the same run."""
         path = self.out / "state.json"
         fresh = {"format": FORMAT, "teacher": str(self.teacher_dir.resolve()),
+                 "teacher_sha256": file_sha256(self.teacher_dir / "model.safetensors"),
                  "options": self.opts.to_dict(), "done": []}
         if not path.exists():
+            left = DIFFNAS.own(self.out) if self.out.is_dir() else []
+            if left:
+                raise ValueError(f"diffnas: {self.out} holds DiffNAS files ({', '.join(left)}) "
+                                 f"but no state.json: a run killed before its settings were "
+                                 f"recorded, so it cannot be continued safely; use another "
+                                 f"--out")
             return fresh
-        try:
-            state = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{path} is not valid JSON: {e}") from None
-        if state.get("format") != FORMAT:
-            raise CheckpointError(f"{path}: not a DiffNAS run state")
-        for key in ("teacher", "options"):
-            if state.get(key) != fresh[key]:
-                diff = ([k for k in fresh["options"] if state.get("options", {}).get(k)
-                         != fresh["options"][k]] if key == "options" else ["teacher"])
-                raise ValueError(f"diffnas: {self.out} holds a run with different settings "
-                                 f"({', '.join(diff)}); use another --out")
+        state = read_format_json(path, FORMAT, "DiffNAS run state")
+        saved = state.get("options") if isinstance(state.get("options"), dict) else {}
+        diff = [f"--{k.replace('_', '-')} {now!r} (started with {saved.get(k)!r})"
+                for k, now in fresh["options"].items() if saved.get(k) != now]
+        if diff:
+            raise ValueError(f"diffnas: the run in {self.out} was started with other settings: "
+                             f"{', '.join(diff)}; rerun with the same settings to continue "
+                             f"it, or use another --out")
+        for key in ("teacher", "teacher_sha256"):
+            if key in state and state[key] != fresh[key]:
+                what = "is another folder than" if key == "teacher" else \
+                    "has other weights (sha256) than"
+                raise ValueError(f"diffnas: teacher {self.teacher_dir} {what} the teacher the "
+                                 f"run in {self.out} was started with ({state[key]}); use the "
+                                 f"same teacher or another --out")
         return state
+
+    def _save_state(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        _write_atomic(self.out / "state.json", json.dumps(self.state, indent=1) + "\n")
 
     def _mark(self, stage: str) -> None:
         self.state["done"].append(stage)
-        self.out.mkdir(parents=True, exist_ok=True)
-        _write_atomic(self.out / "state.json", json.dumps(self.state, indent=1) + "\n")
+        self._save_state()
         self.log(f"diffnas: stage {stage} done")
 
     def done(self, stage: str) -> bool:
@@ -255,13 +280,17 @@ class Run:
 
     def _student(self) -> VideoUNet:
         student = init_student(self.teacher)
-        state = load_file(self.out / "work" / "student.safetensors", device=self.opts.device)
+        path = self.out / "work" / "student.safetensors"
+        state = load_safetensors(path, self.opts.device)
+        check_state_dict(student.state_dict(), state, str(path), "this teacher's student")
         student.load_state_dict(state)
         return student
 
     # ----------------------------------------------------------------------------- stages
     def run(self) -> Path:
         torch.manual_seed(self.opts.seed)
+        if not (self.out / "state.json").exists():
+            self._save_state()  # settings and teacher recorded before the first step
         if not self.done("supernet"):
             self.log(f"diffnas: block-wise supernet training, {self.opts.supernet_steps} steps")
             student = train(self._distill_task(), self.out / "work" / "supernet",
@@ -273,9 +302,8 @@ class Run:
         if not self.done("search"):
             self._search()
             self._mark("search")
-        search = json.loads((self.out / "search.json").read_text())
+        search, arch = self._read_search()
         if not self.done("retrain"):
-            arch = Arch.from_dict(search["subnet"]["arch"])
             self._retrain(arch, self.out / "model", self.out / "retrain", "diffnas")
             self._mark("retrain")
         if not self.done("baseline"):
@@ -289,6 +317,20 @@ class Run:
             write_report(self, search)
             self._mark("report")
         return self.out
+
+    def _read_search(self) -> tuple[dict, Arch]:
+        """``search.json`` and its subnet arch, checked against the teacher's config;
+        CheckpointError naming the file when it is garbled."""
+        path = self.out / "search.json"
+        try:
+            search = json.loads(path.read_text())
+            arch = Arch.from_dict(search["subnet"]["arch"])
+            resolve(self.cfg, arch)
+            int(search["subnet"]["macs"])
+        except (OSError, ValueError, KeyError, TypeError) as e:  # ArchError is a ValueError
+            raise CheckpointError(f"{path}: not a search result for teacher "
+                                  f"{self.teacher_dir} ({e})") from None
+        return search, arch
 
     def _search(self) -> None:
         student = self._student()

@@ -18,7 +18,6 @@ and the module says so (``.random_features``).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 import zipfile
@@ -29,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..store.files import file_sha256
 from .i3d_ckpt import CKPT_SUFFIXES, INSTALL_HINT, installed_checkpoint, read_flax_checkpoint
 
 NUM_CLASSES = 400
@@ -283,14 +283,6 @@ class I3DFeatureExtractor(nn.Module):
                 "source": self.source, "random_features": self.random_features}
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _is_torchscript(path: Path) -> bool:
     """TorchScript archives are zips holding ``<root>/code/`` and ``constants.pkl``."""
     if not zipfile.is_zipfile(path):
@@ -395,7 +387,7 @@ def load_i3d(path: str | os.PathLike | None = None, device: str | torch.device =
     p = Path(path).expanduser()
     if not p.is_file():
         raise I3DWeightsMissing(f"I3D weights file not found: {p} (expected {WEIGHTS_HINT})")
-    sha = _file_sha256(p)
+    sha = file_sha256(p)
     det_id = f"i3d-sha256-{sha[:16]}"
     if _is_torchscript(p):
         with warnings.catch_warnings():  # torch ≥ 2.9 deprecates TorchScript; still the format

@@ -50,9 +50,13 @@ class AutoencoderConfig:
         frames / resolutions: clip length and spatial sizes (pixels) the AE is trained at; a
             resolution is drawn per step (super-position only, no dynamic cost).
         kl_weight: weight of the KL term relative to the L1 reconstruction (LVDM ~1e-6).
-        perceptual_weights: optional local file of an LPIPS-style network ``net(x, y) ->
-            (N, ...)`` on (N, 3, H, W) frames in [-1, 1] — a ``torch.export`` program (``.pt2``)
-            or a TorchScript module; never downloaded.
+        perceptual_weights: optional local file of the perceptual network ``net(x, y) ->
+            (N, ...)`` on (N, 3, H, W) frames in [-1, 1]: an LPIPS-VGG state dict
+            (``.safetensors``, or ``.pt`` read with ``weights_only=True``;
+            :mod:`sned.metrics.perceptual`); never downloaded.
+        perceptual_trust_code: also accept a TorchScript module or ``torch.export`` program
+            (``.pt2``) as ``perceptual_weights``. Loading those RUNS CODE from the file: only
+            for files you trust (off: such files are refused unopened).
         perceptual_weight: weight of the perceptual term (when weights are given).
         disc_start: step from which a 3-D patch discriminator adds a hinge adversarial loss
             (None = no discriminator; LVDM starts at 50,001).
@@ -71,6 +75,7 @@ class AutoencoderConfig:
     resolutions: tuple[int, ...] = (256,)
     kl_weight: float = 1e-6
     perceptual_weights: str | None = None
+    perceptual_trust_code: bool = False
     perceptual_weight: float = 1.0
     disc_start: int | None = None
     disc_weight: float = 0.5
@@ -142,6 +147,8 @@ def _validate(cfg: AutoencoderConfig) -> None:
     if not cfg.kl_weight >= 0 or not cfg.perceptual_weight >= 0 or not cfg.disc_weight >= 0:
         _fail("kl_weight", (cfg.kl_weight, cfg.perceptual_weight, cfg.disc_weight),
               "loss weights must be >= 0")
+    if not isinstance(cfg.perceptual_trust_code, bool):
+        _fail("perceptual_trust_code", cfg.perceptual_trust_code, "must be true or false")
     if cfg.disc_start is not None and (not isinstance(cfg.disc_start, int) or cfg.disc_start < 0):
         _fail("disc_start", cfg.disc_start, "must be a step >= 0 or null")
 

@@ -12,7 +12,6 @@ hold the encoder and decoder (a run's copy) or only the decoder (an extracted mo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -22,12 +21,14 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
+from ..arch import ResolutionError, check_resolution
 from ..config import ConfigError
 from ..store.checkpoint import read_state, resolve_checkpoint
 from ..store.files import (
     CheckpointError,
     atomic_folder,
     check_state_dict,
+    file_sha256,
     load_safetensors,
     read_format_json,
 )
@@ -159,17 +160,22 @@ def load_autoencoder(path: str | os.PathLike, device: str | torch.device = "cpu"
         cfg = _config(meta.get("autoencoder_config"), p / "config.json")
         parts = tuple(meta.get("parts") or ("encoder", "decoder"))
         state = load_safetensors(p / "model.safetensors", device)
-        stats = None if not meta.get("latent") else LatentStats(**meta["latent"])
+        try:
+            stats = None if not meta.get("latent") else LatentStats(**meta["latent"])
+        except TypeError as e:
+            raise CheckpointError(f"{p / 'config.json'}: \"latent\": {e}") from None
         return _build(cfg, parts, state, str(p / "model.safetensors"), device), stats
 
     if not p.exists():
         raise CheckpointError(f"autoencoder {str(path)!r} does not exist")
-    try:
-        folder = resolve_checkpoint(p)
-        state_json = read_state(folder)
-    except CheckpointError:
+    if (p / "config.json").is_file() and not (p / "checkpoints").exists() \
+            and not (p / "state.json").exists():  # a folder: a garbled config.json is named
+        read_format_json(p / "config.json", FORMAT, "sned autoencoder folder")
+    folder = resolve_checkpoint(p)
+    if not (folder / "state.json").is_file():
         raise CheckpointError(f"autoencoder {str(path)!r} is not an autoencoder run, "
-                              f"checkpoint or folder") from None
+                              f"checkpoint or folder")
+    state_json = read_state(folder)  # a corrupt state.json is named
     model_raw = (state_json.get("run") or {}).get("model") or {}
     if model_raw.get("kind") != "autoencoder":
         raise CheckpointError(f"autoencoder {str(path)!r} is a checkpoint of "
@@ -200,11 +206,7 @@ def _build(cfg: AutoencoderConfig, parts, state: dict, source: str, device) -> V
 
 def folder_digest(folder: str | os.PathLike) -> str:
     """sha256 of an autoencoder folder's weights (identifies the AE a model was trained on)."""
-    h = hashlib.sha256()
-    with open(Path(folder) / "model.safetensors", "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(Path(folder) / "model.safetensors")
 
 
 def load_codec(folder: str | os.PathLike, device: str | torch.device = "cpu") -> LatentCodec:
@@ -227,6 +229,9 @@ def codec_for(path: str | os.PathLike, device: str | torch.device = "cpu"
     if (p / "config.json").is_file() and not (p / "state.json").is_file():
         meta = json.loads((p / "config.json").read_text())
         latent, root = meta.get("latent"), p
+        if latent is not None and not isinstance(latent, dict):
+            raise CheckpointError(f"{p / 'config.json'}: \"latent\" must be a JSON object "
+                                  f"(autoencoder folder and latent stats), got {latent!r}")
     else:
 
         folder = resolve_checkpoint(p)
@@ -267,3 +272,19 @@ def to_latent(cfg, resolution: int | None = None, frames: int | None = None
                          f"factor {ft} (try {max(ft, frames // ft * ft)})")
     return (None if resolution is None else resolution // fs,
             None if frames is None else frames // ft)
+
+
+def served_resolution(cfg, resolution: int, source: str | None = None) -> int:
+    """A video ``resolution`` in pixels → the model's own units (latent side for a latent
+    model), checked to be one it serves. Every command takes pixels; a ResolutionError names the
+    value and the served resolutions in pixels."""
+    factors = pixel_factors(cfg)
+    if factors is None:
+        return check_resolution(cfg, resolution, source)
+    fs = factors[1]
+    latent = resolution // fs if isinstance(resolution, int) and resolution % fs == 0 else None
+    if latent not in cfg.resolutions:
+        who = f"{source} ({cfg.name})" if source else f"config {cfg.name!r}"
+        raise ResolutionError(f"resolution {resolution} px is not served by {who}; it serves "
+                              f"{[r * fs for r in cfg.resolutions]} px")
+    return latent

@@ -40,10 +40,17 @@ def generate_videos(base: Denoiser, ssr: list[Denoiser], prompts: list[str], out
     """Sample ``prompts`` through ``base`` → ``ssr`` (from :func:`sned.loading.load_cascade`)
     and write one file per prompt and video format, plus a PNG grid of all prompts.
 
-    ``num``: videos of an unconditional latent model (default: one per prompt, else 1)."""
+    ``num``: videos of an unconditional latent model (default 1); an unconditional model given
+    prompts, or a conditional one given ``num``, is a ValueError (nothing is ignored)."""
     device = next(base.model.parameters()).device
+    if not base.config.conditional and prompts:
+        raise ValueError(f"--prompt: {base.source} is an unconditional model (it takes no "
+                         f"text); leave out --prompt and pass --num N for N videos")
+    if base.config.conditional and num is not None:
+        raise ValueError(f"--num {num}: {base.source} is text-conditional; it makes one video "
+                         f"per --prompt")
     if not base.config.conditional:
-        prompts = ["uncond"] * (num or len(prompts) or 1)
+        prompts = ["uncond"] * (num or 1)
         emb, mask = None, None
     elif not prompts:
         raise ValueError(f"no prompts: {base.source} is text-conditional; pass --prompt TEXT")

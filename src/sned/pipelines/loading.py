@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..arch import Arch, ArchError, ResolutionError, check_resolution
-from ..config import config_from_dict
-from ..diffusion import DiffusionConfig
+from ..arch import Arch, ArchError, check_resolution
+from ..config import ConfigError, config_from_dict
+from ..diffusion import DiffusionConfig, diffusion_of
 from ..extract import extract, is_model_folder, load_pretrained, read_model_meta
-from ..models.codec import codec_for, to_latent
+from ..models.codec import codec_for, is_autoencoder_folder, served_resolution
 from ..models.unet import VideoUNet
 from ..space import SearchSpace, parse_preset
 from ..store.checkpoint import load_weights, read_state, resolve_checkpoint
@@ -118,22 +118,30 @@ def load_denoiser(path: str | os.PathLike, preset: str | None = None,
             or outside those floors, raises ArchError naming what is wrong.
         ema: None = EMA weights when the checkpoint has them, raw otherwise; True / False
             insists (True on a checkpoint without EMA weights raises CheckpointError).
-        resolution: the resolution to run at; must be one the config serves
-            (:func:`sned.arch.check_resolution`).
+        resolution: the resolution to run at, in pixels (a latent model runs at that size
+            over its autoencoder's spatial factor); must be one the config serves
+            (:func:`sned.models.codec.served_resolution`).
     """
     p = Path(path)
+    if is_autoencoder_folder(p):
+        raise CheckpointError(_AE_MESSAGE.format(p))
     if is_model_folder(p):
+        meta = read_model_meta(p)
+        if resolution is not None:
+            cfg = _config_of(meta.get("model_config"), p / "config.json")
+            resolution = served_resolution(cfg, resolution, str(p))
         den = _load_folder(p, preset, arch, ema, resolution, device)
         return replace(den, codec=codec_for(p, device))
 
     folder = resolve_checkpoint(p)
     state = read_state(folder)
-    try:
-        run = state["run"]
-        cfg = config_from_dict(run["model"], f"{folder / 'state.json'}")
-        diffusion = DiffusionConfig(**run["diffusion"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{folder / 'state.json'}: {e}") from None
+    run = state.get("run")
+    if not isinstance(run, dict):
+        raise CheckpointError(f"{folder / 'state.json'}: no \"run\" config recorded")
+    cfg = _config_of(run.get("model"), folder / "state.json")
+    diffusion = diffusion_of(run.get("diffusion"), folder / "state.json")
+    if resolution is not None:
+        resolution = served_resolution(cfg, resolution, str(folder))
     has_ema = (folder / "ema.safetensors").is_file()
     if ema and not has_ema:
         raise CheckpointError(f"{folder} has no EMA weights (ema.safetensors); leave out --ema "
@@ -150,9 +158,9 @@ def load_denoiser(path: str | os.PathLike, preset: str | None = None,
 
 
 def _load_folder(p: Path, preset, arch, ema, resolution, device) -> Denoiser:
-    model = load_pretrained(p, device=device)
     meta = read_model_meta(p)
-    diffusion = DiffusionConfig(**meta.get("diffusion", {}))
+    diffusion = diffusion_of(meta.get("diffusion", {}), p / "config.json")
+    model = load_pretrained(p, device=device)
     card = meta.get("card") or {}
     weights = card.get("weights")
     if ema is not None and weights is not None and weights != ("ema" if ema else "raw"):
@@ -170,6 +178,22 @@ def _load_folder(p: Path, preset, arch, ema, resolution, device) -> Denoiser:
                     data=meta.get("data"))
 
 
+_AE_MESSAGE = ("{} is an autoencoder, not a denoiser: there is no subnet to extract or sample; "
+               "evaluate it with `sned evaluate`, or train a latent model on it "
+               "(train.autoencoder=...)")
+
+
+def _config_of(raw, source: Path):
+    """The model config recorded in ``source``; CheckpointError naming the file (an autoencoder
+    run is told apart: it has no denoiser)."""
+    if isinstance(raw, dict) and raw.get("kind") == "autoencoder":
+        raise CheckpointError(_AE_MESSAGE.format(source.parent))
+    try:
+        return config_from_dict(raw, str(source))
+    except (ConfigError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{source}: {e}") from None
+
+
 def _pick(den: Denoiser, preset, arch, resolution) -> Denoiser:
     """``den`` (a supernet) with the arch of ``preset`` / ``arch`` at ``resolution``; both lie
     inside the floors the supernet was trained to (an arch outside raises ArchError)."""
@@ -177,9 +201,10 @@ def _pick(den: Denoiser, preset, arch, resolution) -> Denoiser:
     res = check_resolution(den.config, resolution, den.source) if resolution is not None \
         else den.config.resolutions[0]
     if arch is not None:
+        source = str(arch) if not isinstance(arch, Arch) else "arch"
         a = (arch if isinstance(arch, Arch) else Arch.load(arch)).at(res)
         label = Path(str(arch)).stem if not isinstance(arch, Arch) else "arch"
-        space.check_floors(space.validate(a), str(arch) if not isinstance(arch, Arch) else "arch")
+        space.check_floors(space.validate(a, source=source), source)
     else:
         label = parse_preset(preset or "B")[0]  # canonical: "0.750" -> "0.75"
         a = space.validate(space.preset(label, res))
@@ -237,12 +262,7 @@ def _latent_base(base: Denoiser, model, ssr, preset, arch, resolution: int | Non
                            f"autoencoder); --ssr cascades are for pixel base models")
     if resolution is None:
         return base
-    latent, _ = to_latent(base.config, resolution)
-    if latent not in base.config.resolutions:
-        fs = resolution // latent
-        raise ResolutionError(f"resolution {resolution} is not served by {base.source} "
-                              f"({base.config.name}); it serves "
-                              f"{[r * fs for r in base.config.resolutions]} px")
+    latent = served_resolution(base.config, resolution, base.source)
     if base.arch is None:  # extracted: its own arch
         return base
     if arch is not None:

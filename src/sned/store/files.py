@@ -1,14 +1,17 @@
 """File helpers shared by model folders and training checkpoints: atomic folders, safetensors
-reads with clear errors, and strict state-dict matching."""
+reads with clear errors, strict state-dict matching, file identities (sha256), and the one rule
+for output folders (:func:`check_output`)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 from safetensors import SafetensorError
@@ -21,8 +24,12 @@ class CheckpointError(RuntimeError):
 
 @contextmanager
 def atomic_folder(final: Path) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success it replaces ``final``, on error it goes."""
+    """Yield a temporary sibling folder ``.tmp-<name>-<pid>``; on success it replaces ``final``
+    (one rename: everything written into it appears at once), on error it goes. Temporary
+    folders of earlier, killed writes of ``final`` (a pid no longer running) are removed."""
+    final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(final)
     tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -34,6 +41,47 @@ def atomic_folder(final: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def clean_stale_temps(final: Path) -> list[Path]:
+    """Remove ``.tmp-<final.name>-<pid>`` siblings whose process is gone (a killed write);
+    returns what was removed. A temp folder of a live process is left alone."""
+    final = Path(final)
+    prefix = f".tmp-{final.name}-"
+    gone = []
+    if not final.parent.is_dir():
+        return gone
+    for p in final.parent.iterdir():
+        pid = p.name[len(prefix):]
+        if not p.name.startswith(prefix) or not pid.isdigit() or _alive(int(pid)):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        gone.append(p)
+    return gone
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process starts the write now: an earlier one of ours is stale
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 hex digest of a file's bytes (the identity of an input's weights)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def load_safetensors(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
@@ -67,3 +115,174 @@ def read_format_json(path: Path, fmt: str, what: str) -> dict:
     if not isinstance(data, dict) or data.get("format") != fmt:
         raise CheckpointError(f"{path}: not a {what} (missing \"format\": \"{fmt}\")")
     return data
+
+
+# --------------------------------------------------------------------------------- output folders
+class OutputError(CheckpointError):
+    """An output folder the command may not write into or remove; the message names the path
+    and why (the CLI exits with status 2, nothing touched)."""
+
+
+@dataclass(frozen=True)
+class OutputKind:
+    """What one command writes into its output folder.
+
+    Attributes:
+        what: words for messages ("a training run").
+        entries: the top-level names the command writes (and may remove with ``--overwrite``).
+        marker: recognises a folder of this kind (default: any of ``entries`` present). Every
+            kind with a marker is registered: a folder another kind recognises is never
+            written into nor removed by this one.
+        whole: the folder is the command's alone and is replaced as a unit (``sned extract``):
+            a folder holding anything else is not of this kind.
+    """
+
+    what: str
+    entries: tuple[str, ...]
+    marker: Callable[[Path], bool] | None = None
+    whole: bool = False
+
+    def __post_init__(self) -> None:
+        KINDS.append(self)
+
+    def own(self, folder: Path) -> list[str]:
+        """The entries of this kind present in ``folder`` (empty folders do not count)."""
+        found = []
+        for name in self.entries:
+            p = folder / name
+            if p.is_symlink() or p.is_file() or (p.is_dir() and any(p.iterdir())):
+                found.append(name)
+        return found
+
+    def recognises(self, folder: Path) -> bool:
+        if not folder.is_dir():
+            return False
+        if self.marker is not None:
+            return bool(self.marker(folder))
+        return bool(self.own(folder))
+
+
+KINDS: list[OutputKind] = []
+"""Every output kind defined (each command's module defines its own)."""
+
+
+def has_format(name: str, *formats: str) -> Callable[[Path], bool]:
+    """A marker: ``folder/name`` is a JSON object whose ``"format"`` is one of ``formats``."""
+    def marker(folder: Path) -> bool:
+        try:
+            data = json.loads((folder / name).read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(data, dict) and data.get("format") in formats
+    return marker
+
+
+def _resolved(path: str | os.PathLike) -> Path:
+    return Path(os.path.abspath(Path(path).expanduser())).resolve()
+
+
+def check_output(out: str | os.PathLike, kind: OutputKind, inputs: Iterable = (), *,
+                 overwrite: bool = False, reuse: bool = False, option: str = "--out",
+                 hint: str | None = None) -> list[str]:
+    """The one rule for every command's output folder; read-only. Returns the entries of
+    ``kind`` the command will remove first (``overwrite``), else ``[]``.
+
+    Refused (OutputError naming the path and why):
+
+    - ``out`` is an existing file, or is, contains or lies inside one of ``inputs`` (the files
+      and folders the command reads: a run, a model folder, an arch file, a data root);
+    - ``out`` is a folder of another registered kind (a training run, a model folder, a DiffNAS
+      run, ...), or — for a ``whole`` kind — holds files that are not the kind's;
+    - ``out`` already holds this kind's entries and neither ``overwrite`` nor ``reuse`` is
+      given (``reuse``: commands that resume or update their own files in place);
+    - ``overwrite`` would remove something, or the kind is ``whole``, and ``out`` is ``.`` or
+      a parent of the working directory.
+    """
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{option} {path} is an existing file, not a folder; choose a new "
+                          f"{option}")
+    where = _resolved(path)
+    for item in inputs:
+        if item is None:
+            continue
+        src = _resolved(item)
+        if where == src or src in where.parents or where in src.parents:
+            how = ("is" if where == src else "lies inside" if src in where.parents
+                   else "contains")
+            raise OutputError(f"{option} {path} {how} the input {item}; a command never writes "
+                              f"into its own inputs — choose another {option}")
+    cwd = _resolved(".")
+    at_cwd = where == cwd or where in cwd.parents
+    if kind.whole and at_cwd:
+        raise OutputError(f"{option} {path} is the working directory or a parent of it; "
+                          f"{kind.what} is written as a folder of its own — choose a new "
+                          f"{option}")
+    if not path.is_dir() or not any(path.iterdir()):
+        return []
+    mine = kind.recognises(path)
+    if not mine:
+        other = next((k for k in KINDS if k is not kind and k.recognises(path)), None)
+        if other is not None:
+            raise OutputError(f"{option} {path} holds {other.what}, not {kind.what}; it is "
+                              f"left alone — choose another {option}")
+    if kind.whole:
+        foreign = sorted(p.name for p in path.iterdir()
+                         if p.name not in kind.entries and not p.name.startswith(".tmp-"))
+        if foreign or not mine:
+            listed = ", ".join(foreign[:5]) or "no marker"
+            raise OutputError(f"{option} {path} already holds files that are not {kind.what} "
+                              f"({listed}); it is left alone — choose a new {option}")
+    found = kind.own(path)
+    if not found or reuse:
+        return []
+    if not overwrite:
+        raise OutputError(hint or f"{option} {path} already holds {kind.what} "
+                                  f"({', '.join(found)}); choose a new {option} or pass "
+                                  f"--overwrite to replace it")
+    if not mine:
+        raise OutputError(f"--overwrite: {option} {path} holds {', '.join(found)} but is not "
+                          f"{kind.what} (not written by this command); nothing is removed — "
+                          f"choose another {option}")
+    if at_cwd:
+        raise OutputError(f"--overwrite: {option} {path} is the working directory or a parent "
+                          f"of it; refusing to remove anything there — choose a sub-folder")
+    return found
+
+
+def remove_entries(folder: Path, names: Iterable[str]) -> None:
+    """Remove the named top-level entries of ``folder`` (the ones :func:`check_output`
+    returned); a symlink is unlinked, never followed."""
+    for name in names:
+        p = Path(folder) / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+
+
+# the output kinds of every command (one table: each recognises its own folders by its markers)
+RUN = OutputKind("a training run", ("checkpoints", "metrics.jsonl", "run_config.json",
+                                    "tensorboard", "eval.jsonl", "autoencoder"),
+                 marker=lambda f: any((f / n).exists() for n in
+                                      ("checkpoints", "metrics.jsonl", "run_config.json")))
+MODEL = OutputKind("a model folder", ("config.json", "model.safetensors", "README.md",
+                                      "arch.json", "autoencoder"),
+                   marker=has_format("config.json", "sned-model"), whole=True)
+AUTOENCODER = OutputKind("an autoencoder folder", ("config.json", "model.safetensors"),
+                         marker=has_format("config.json", "sned-autoencoder"), whole=True)
+DIFFNAS = OutputKind("a DiffNAS run", ("state.json", "work", "search.json", "model", "retrain",
+                                       "uniform", "uniform-retrain", "compare", "scores.json",
+                                       "report.md"),
+                     marker=has_format("state.json", "sned-diffnas"))
+STUDY = OutputKind("a study", ("study.json", "runs", "results.json", "results.md", "cache"),
+                   marker=lambda f: (f / "study.json").is_file())
+QUICKSTART = OutputKind("a quickstart", ("runs", "models", "videos"),
+                        marker=lambda f: (f / "runs" / "base").is_dir()
+                        or (f / "models").is_dir() and (f / "videos").is_dir())
+EVALUATION = OutputKind("an evaluation", ("table.json", "report.md", "report.html", "cache"),
+                        marker=lambda f: (f / "table.json").is_file())
+SEARCH = OutputKind("a search", ("pareto.json", "pareto_random.json", "pareto.png",
+                                 "latency_table.json"),
+                    marker=lambda f: (f / "pareto.json").is_file())
+SAMPLES = OutputKind("generated videos", (), marker=lambda f: False)

@@ -29,19 +29,21 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from ..config import ConfigError
 from ..store.checkpoint import is_complete, list_checkpoints, newest_complete, read_state
-from ..store.files import CheckpointError
+from ..store.files import RUN, OutputError, check_output, remove_entries
 from .config import RunConfig, load_run_config
 
-RUN_ENTRIES = ("checkpoints", "metrics.jsonl", "run_config.json", "tensorboard")
+RUN_ENTRIES = RUN.entries
+"""What a run writes at the top of its folder (``--overwrite`` removes these and nothing else;
+:data:`sned.store.files.RUN`)."""
 FIXED_SECTIONS = ("model", "diffusion")
 """Sections a resumed run may not change: they define the network and its objective."""
 
 
-class RunFolderError(CheckpointError):
+class RunFolderError(OutputError):
     """The run folder does not allow what was asked (clobbering a run, resuming nothing,
     resuming with another model). The message names the folder and the ways on."""
 
@@ -61,32 +63,43 @@ class RunFolder:
     # ----------------------------------------------------------------------------- new runs
     def existing(self) -> list[str]:
         """The run entries present in the folder (empty for a new or unrelated folder)."""
-        found = []
-        for name in RUN_ENTRIES:
-            p = self.out / name
-            if p.is_file() or (p.is_dir() and any(p.iterdir())):
-                found.append(name)
-        return found
+        return RUN.own(self.out) if self.out.is_dir() else []
 
-    def refuse_existing(self, overwrite: bool) -> None:
-        """Raise RunFolderError if a new run would clobber one (unless ``overwrite``)."""
+    def check_output(self, inputs: Iterable = ()) -> None:
+        """The output-folder rule (:func:`sned.store.files.check_output`) for continuing a run:
+        ``out`` is no file, no input and no folder of another kind."""
+        check_output(self.out, RUN, inputs, reuse=True)
+
+    def refuse_existing(self, overwrite: bool, kind: str | None = None,
+                        inputs: Iterable = ()) -> None:
+        """Raise RunFolderError if a new run would clobber one (unless ``overwrite``), or if
+        ``--overwrite`` would remove a run of another task family than ``kind`` (a DiffNAS
+        stage is not replaced by a supernet run, nor the other way round)."""
         found = self.existing()
-        if found and not overwrite:
-            steps = list_checkpoints(self.checkpoints)
-            last = f", last checkpoint {steps[-1].name}" if steps else ""
-            raise RunFolderError(
-                f"{self.out} already holds a run ({', '.join(found)}{last}); continue it with "
+        steps = list_checkpoints(self.checkpoints)
+        last = f", last checkpoint {steps[-1].name}" if steps else ""
+        hint = (f"{self.out} already holds a run ({', '.join(found)}{last}); continue it with "
                 f"--resume, train into another --out, or pass --overwrite to replace it")
+        try:
+            self._remove = check_output(self.out, RUN, inputs, overwrite=overwrite, hint=hint)
+        except RunFolderError:
+            raise
+        except OutputError as e:
+            raise RunFolderError(str(e)) from None
+        newest = newest_complete(self.checkpoints)
+        if self._remove and newest is not None and kind is not None:
+            saved = saved_task(newest)
+            if saved is not None and _family(saved) != _family(kind):
+                raise RunFolderError(
+                    f"--overwrite: {self.out} holds a {saved!r} run ({newest.name}), not one of "
+                    f"this command's ({kind!r}); it is left alone — train into another --out")
 
     def clear(self) -> None:
         """Remove the run entries (``--overwrite``); other files in the folder stay."""
-        found = self.existing()
-        for name in found:
-            p = self.out / name
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p)
-            else:
-                p.unlink()
+        found = getattr(self, "_remove", None)
+        if found is None:
+            found = self.existing()
+        remove_entries(self.out, found)
         if found:
             self.notes.append(f"--overwrite: removed the previous run in {self.out} "
                               f"({', '.join(found)})")
@@ -111,6 +124,15 @@ class RunFolder:
         self.notes.append(f"--resume: {latest} {why}; resuming from the newest complete "
                           f"checkpoint {newest}")
         return newest
+
+    def check_task(self, checkpoint: Path, kind: str) -> None:
+        """A resumed run continues the task its checkpoints were written by: RunFolderError
+        when ``checkpoint`` records another (a DiffNAS stage is not a supernet run)."""
+        saved = saved_task(checkpoint)
+        if saved is not None and saved != kind:
+            raise RunFolderError(
+                f"--resume: {self.out} holds a {saved!r} run ({checkpoint.name}), not a {kind!r} "
+                f"run; resume it with the command that wrote it, or train into another --out")
 
     def check_config(self, checkpoint: Path, run: RunConfig) -> None:
         """Compare ``run`` with the config saved in ``checkpoint``: a changed model or
@@ -179,6 +201,21 @@ class RunFolder:
             tmp = path.with_name(f".{path.name}-{os.getpid()}")
             tmp.write_text("".join(line + "\n" for line in kept))
             os.replace(tmp, path)
+
+
+def saved_task(checkpoint: Path) -> str | None:
+    """The task kind a checkpoint was written by (None when unknown: older checkpoints of
+    ``sned train``; DiffNAS retraining checkpoints are recognised by their ``diffnas`` entry)."""
+    state = read_state(checkpoint)
+    kind = state.get("task")
+    if kind is None and "diffnas" in state:
+        return "diffnas-retrain"
+    return kind if isinstance(kind, str) else None
+
+
+def _family(kind: str) -> str:
+    """The command a task kind belongs to: ``diffnas`` stages, or ``train`` (supernets, AEs)."""
+    return "diffnas" if kind.startswith("diffnas") else "train"
 
 
 def _row(line: str) -> dict | None:

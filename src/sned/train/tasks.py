@@ -32,6 +32,7 @@ from ..config import ConfigError
 from ..cost import TRAINING_MACS_PER_FORWARD, Cost, autoencoder_cost, training_macs
 from ..data.synthetic import SyntheticVideoDataset
 from ..data.transforms import collate, resize_video
+from ..metrics.perceptual import load_perceptual
 from ..metrics.reconstruction import reconstruction_quality
 from ..models.autoencoder import (
     AutoencoderConfig,
@@ -70,17 +71,23 @@ class StepOutcome:
 
 def make_task(run):
     """The task of a :class:`~sned.train.config.RunConfig`."""
+    return task_class(run)(run)
+
+
+def task_class(run):
+    """The task class a run config names (its ``kind`` is recorded in every checkpoint, so a
+    resumed run continues the same task); ConfigError for contradicting sections."""
     if isinstance(run.model, AutoencoderConfig):
         if run.train.autoencoder is not None:
             raise ConfigError("train.autoencoder is for latent models; this run trains the "
                               f"autoencoder {run.model.name!r} itself")
-        return AutoencoderTask(run)
+        return AutoencoderTask
     if run.model.autoencoder is not None:
-        return LatentDiffusionTask(run)
+        return LatentDiffusionTask
     if run.train.autoencoder is not None:
         raise ConfigError(f"autoencoder={run.train.autoencoder}: model {run.model.name!r} is a "
                           f"pixel model (its config names no `autoencoder`)")
-    return DiffusionTask(run)
+    return DiffusionTask
 
 
 # --------------------------------------------------------------------------------- diffusion
@@ -287,18 +294,9 @@ class AutoencoderTask:
         self.cfg: AutoencoderConfig = run.model
         self.floors = Floors(1.0, 1.0)
         self.perceptual = None
-        if self.cfg.perceptual_weights is not None:
-            path = Path(self.cfg.perceptual_weights)
-            if not path.is_file():
-                raise ConfigError(f"perceptual_weights {str(path)!r} does not exist (a local "
-                                  f"TorchScript LPIPS-style network; nothing is downloaded)")
-            try:  # an exported program (.pt2) or a TorchScript module
-                self.perceptual = (torch.export.load(str(path)).module() if path.suffix == ".pt2"
-                                   else torch.jit.load(str(path), map_location="cpu").eval())
-            except (RuntimeError, ValueError) as e:
-                raise ConfigError(f"perceptual_weights {str(path)!r} is not a TorchScript module "
-                                  f"or torch.export program: {e}") from None
-            self.perceptual.requires_grad_(False)
+        if self.cfg.perceptual_weights is not None:  # no code runs unless the config says so
+            self.perceptual = load_perceptual(self.cfg.perceptual_weights,
+                                              trust_code=self.cfg.perceptual_trust_code)
         self._held_out: dict[int, Tensor] | None = None
 
     @property

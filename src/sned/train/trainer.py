@@ -46,7 +46,7 @@ from .metrics_log import MetricsLog
 from .parallel import Parallel
 from .preempt import StopSignal
 from .run_folder import RunFolder
-from .tasks import make_task, write_eval
+from .tasks import make_task, task_class, write_eval
 
 
 class TrainingError(RuntimeError):
@@ -104,7 +104,8 @@ class Trainer:
             raise ConfigError(str(e)) from None
         self.is_main = self.rank == 0
         self.folder = RunFolder(self.out)
-        checkpoint = self._check_run_folder(resume, overwrite)  # before any expensive work
+        kind = task.kind if task is not None else task_class(run).kind
+        checkpoint = self._check_run_folder(resume, overwrite, kind)  # before expensive work
         if self.cfg.deterministic:
             torch.use_deterministic_algorithms(True)
         if self.device.type == "cuda":
@@ -390,7 +391,8 @@ class Trainer:
             self.log.flush()  # metrics.jsonl holds every step the checkpoint has
         snap = snapshot(self.step, tensors, self.lr_scheduler, self.ema,
                         {"nan_skipped": self.nan_skipped, "run": self.run.to_dict(),
-                         "data_skipped": self.data_skipped, **self.task.state()})
+                         "data_skipped": self.data_skipped, "task": self.task.kind,
+                         **self.task.state()})
         root = self.out / "checkpoints"
         self.writer.submit(write_checkpoint, root, snap, self.cfg.keep_last)
         metrics = self.task.evaluate(self)
@@ -398,12 +400,16 @@ class Trainer:
             write_eval(self.out, self.step, metrics)
         return root / f"step-{self.step:07d}"
 
-    def _check_run_folder(self, resume: bool, overwrite: bool) -> Path | None:
+    def _check_run_folder(self, resume: bool, overwrite: bool, kind: str) -> Path | None:
         """Read-only checks of the run folder; the checkpoint to resume from, if any."""
+        inputs = [self.run.data.root if self.run.data.kind == "folder" else None,
+                  getattr(self.run.train, "autoencoder", None)]
         if not resume:
-            self.folder.refuse_existing(overwrite)
+            self.folder.refuse_existing(overwrite, kind, inputs)
             return None
+        self.folder.check_output(inputs)
         checkpoint = self.folder.resume_checkpoint()
+        self.folder.check_task(checkpoint, kind)
         self.folder.check_config(checkpoint, self.run)
         return checkpoint
 
