@@ -92,6 +92,12 @@ class ModelConfig:
             latents this UNet denoises; ``in_channels`` must be its latent channels, and
             ``frames`` / ``resolutions`` are then in latent units (pixel = latent × the
             autoencoder's factors).
+        zero_init_residual: the last layer of every residual branch (a ResBlock's second conv,
+            an attention's output projection, a feed-forward's output layer) starts at zero
+            (as ADM and BigNAS do), so at initialisation every block is its skip path and
+            every subnet computes the same function; the untrained outer slices of those
+            layers then add nothing to a narrow subnet's residual stream. Only the
+            initialisation changes (parameter counts and loading do not).
     """
 
     name: str = "custom"
@@ -121,6 +127,7 @@ class ModelConfig:
     ssr_residual: bool = False
     ssr_residual_scale: float = 1.0
     autoencoder: str | None = None
+    zero_init_residual: bool = True
 
     # ----------------------------------------------------------------------------- derived
     @property
@@ -178,7 +185,7 @@ def _validate(cfg: ModelConfig) -> None:
         _fail("attention_order", cfg.attention_order, f"must be a permutation of {ATTENTIONS}")
     if not isinstance(cfg.conditional, bool):
         _fail("conditional", cfg.conditional, "must be true or false")
-    for key in ("pooled_text", "ssr_residual"):
+    for key in ("pooled_text", "ssr_residual", "zero_init_residual"):
         if not isinstance(getattr(cfg, key), bool):
             _fail(key, getattr(cfg, key), "must be true or false")
     if cfg.pooled_text and not cfg.conditional:
@@ -253,7 +260,8 @@ RUN_DEFAULTS_KEY = "diffusion"
 the latent configs); the run's own diffusion section overrides them."""
 
 _FIELDS = {f.name for f in dataclasses.fields(ModelConfig)}
-_OPTIONAL_DEFAULTS = {"attention_order": ATTENTIONS, "conditional": True, "autoencoder": None}
+_OPTIONAL_DEFAULTS = {"attention_order": ATTENTIONS, "conditional": True, "autoencoder": None,
+                      "zero_init_residual": True}
 """Fields added after the first release: left out of ``to_dict`` at their defaults."""
 _LEVEL_FIELDS = {f.name for f in dataclasses.fields(LevelConfig)}
 

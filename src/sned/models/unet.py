@@ -22,7 +22,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..arch import Arch, BlockLayout, resolve, unet_blocks
 from ..config import ModelConfig
-from ..nn.blocks import DiffusionBlock
+from ..nn.blocks import DiffusionBlock, zero_init_residual_outputs
 
 
 @dataclass(frozen=True)
@@ -149,6 +149,8 @@ class VideoUNet(nn.Module):
         self.norm_out = nn.GroupNorm(c0 // config.norm_group_size, c0)
         self.conv_out = nn.Conv2d(c0, config.out_channels, 3, padding=1)
         self._layouts = layouts
+        if config.zero_init_residual:
+            zero_init_residual_outputs(self)
 
     # ----------------------------------------------------------------------------- forward
     def forward(self, sample: Tensor, timestep: Tensor, encoder_hidden_states: Tensor | None,

@@ -128,3 +128,21 @@ class DiffusionBlock(nn.Module):
         if layout is not None:
             return layout.keep
         return {c for c in self.spec.components if hasattr(self, c)}
+
+
+def zero_init_residual_outputs(model: nn.Module) -> int:
+    """Zero the last layer of every residual branch in ``model`` — each ResBlock's ``conv2``,
+    each attention's ``to_out`` and each feed-forward's ``fc2`` (weight and bias) — so every
+    block starts as its skip path (``ModelConfig.zero_init_residual``). Returns how many
+    layers were zeroed."""
+    import torch
+
+    layers = [m.conv2 for m in model.modules() if isinstance(m, ResBlock)]
+    layers += [m.to_out for m in model.modules() if isinstance(m, Attention)]
+    layers += [m.fc2 for m in model.modules() if isinstance(m, FeedForward)]
+    with torch.no_grad():
+        for layer in layers:
+            layer.weight.zero_()
+            if layer.bias is not None:
+                layer.bias.zero_()
+    return len(layers)
