@@ -12,7 +12,10 @@ that owns parameters and records, per call, the active views that the elastic la
 several archs in one step (sandwich rule) give a union of prefixes, which is split into
 disjoint boxes so no element is updated twice.
 
-Bias correction uses the parameter's step count (as ``torch.optim.SparseAdam`` does).
+Bias correction counts steps per element by default: an element's moments, bias correction
+and decay advance only on the steps where it was active, so every slice follows plain AdamW
+run on its own active steps (``per_element=False``: one count per tensor, as
+``torch.optim.SparseAdam`` does).
 """
 
 from __future__ import annotations
@@ -121,39 +124,61 @@ class MaskedAdamW(torch.optim.Optimizer):
     Call :meth:`step` with ``regions`` (from :meth:`ActivityTracker.regions`); parameters
     missing from it are not touched at all. Without ``regions`` every parameter with a
     gradient is fully active (plain AdamW semantics).
+
+    Args:
+        per_element: count steps per ELEMENT (default): each element's moments, bias
+            correction and weight decay advance only on the steps where it was active, so a
+            slice's trajectory equals plain AdamW run on its active steps alone. The counts
+            are a float32 tensor the size of the parameter (state ``active_steps``; one more
+            parameter-sized buffer). False: one step count per tensor (the bias correction of
+            a slice active in k of t steps uses t; the ablation of issue 18).
     """
 
     def __init__(self, params, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.01) -> None:
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+                 eps: float = 1e-8, weight_decay: float = 0.01, per_element: bool = True) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      per_element=per_element))
+
+    def _init_state(self, p: Tensor, per_element: bool) -> dict:
+        state = self.state[p]
+        if "exp_avg" not in state:
+            state["step"] = torch.zeros((), dtype=torch.float64)
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        if per_element and "active_steps" not in state:  # a per-tensor (older) state: every
+            # element has had the tensor's steps
+            state["active_steps"] = torch.full_like(p, float(state["step"]),
+                                                    dtype=torch.float32)
+        elif per_element and state["active_steps"].dtype != torch.float32:
+            state["active_steps"] = state["active_steps"].float()
+        return state
 
     @torch.no_grad()
     def step(self, closure=None, regions: dict[Tensor, list[tuple[slice, ...]]] | None = None):
         loss = None if closure is None else closure()
         for group in self.param_groups:
+            per_element = group.setdefault("per_element", True)
             b1, b2 = group["betas"]
-            ps, gs, ms, vs, step_sizes, denoms_c = [], [], [], [], [], []
+            ps, gs, ms, vs, ns, step_sizes, denoms_c = [], [], [], [], [], [], []
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 if regions is not None and p not in regions:
                     continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = torch.zeros((), dtype=torch.float64)
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state = self._init_state(p, per_element)
                 state["step"] += 1
                 t = float(state["step"])
-                bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
                 full = [tuple(slice(None) for _ in p.shape)]
                 for idx in (full if regions is None else regions[p]):
                     ps.append(p[idx])
                     gs.append(p.grad[idx])
                     ms.append(state["exp_avg"][idx])
                     vs.append(state["exp_avg_sq"][idx])
-                    step_sizes.append(group["lr"] / bc1)
-                    denoms_c.append(math.sqrt(bc2))
+                    if per_element:
+                        ns.append(state["active_steps"][idx])
+                    else:
+                        step_sizes.append(group["lr"] / (1 - b1 ** t))
+                        denoms_c.append(math.sqrt(1 - b2 ** t))
             if not ps:
                 continue
             if group["weight_decay"]:
@@ -162,8 +187,30 @@ class MaskedAdamW(torch.optim.Optimizer):
             torch._foreach_mul_(vs, b2)
             torch._foreach_addcmul_(vs, gs, gs, 1 - b2)
             denom = torch._foreach_sqrt(vs)
+            if per_element:
+                _per_element_update(ps, ms, denom, ns, group["lr"], b1, b2, group["eps"])
+                continue
             torch._foreach_div_(denom, denoms_c)
             torch._foreach_add_(denom, group["eps"])
             torch._foreach_mul_(denom, [1 / s for s in step_sizes])
             torch._foreach_addcdiv_(ps, ms, denom, -1.0)
         return loss
+
+
+def _per_element_update(ps: list[Tensor], ms: list[Tensor], denom: list[Tensor],
+                        ns: list[Tensor], lr: float, b1: float, b2: float, eps: float) -> None:
+    """``p -= lr · (m / (1 − b1ⁿ)) / (√v / √(1 − b2ⁿ) + eps)`` with ``n`` each element's own
+    step count (incremented here); ``denom`` holds √v and is consumed."""
+    torch._foreach_add_(ns, 1.0)
+    # 1 − bⁿ as −expm1(n·ln b): accurate in float32 where 1 − b**n would lose digits
+    bc2 = torch._foreach_mul(ns, math.log(b2))
+    torch._foreach_expm1_(bc2)
+    torch._foreach_neg_(bc2)
+    torch._foreach_sqrt_(bc2)
+    torch._foreach_div_(denom, bc2)
+    torch._foreach_add_(denom, eps)
+    bc1 = torch._foreach_mul(ns, math.log(b1))
+    torch._foreach_expm1_(bc1)
+    torch._foreach_neg_(bc1)
+    torch._foreach_mul_(denom, bc1)  # m / bc1 / d  ==  m / (d · bc1)
+    torch._foreach_addcdiv_(ps, ms, denom, -lr)
