@@ -26,9 +26,10 @@ def test_no_warmup_means_final_floors_from_step_zero():
     assert (sched.floors(0).min_ratio, sched.floors(0).min_keep) == (0.4, 0.4)
 
 
-def test_sampler_is_a_function_of_seed_and_step_and_respects_floors():
+@pytest.mark.parametrize("sampler,distinct", [("uniform", 30), ("cycle", 20)])
+def test_sampler_is_a_function_of_seed_and_step_and_respects_floors(sampler, distinct):
     space = sned.search_space("tiny-base")
-    cfg = TrainConfig(warmup_steps=300, warmup_stages=3, seed=5)
+    cfg = TrainConfig(warmup_steps=300, warmup_stages=3, seed=5, sampler=sampler)
     a, b = ArchSampler(space, cfg), ArchSampler(space, cfg)
     for step in range(0, 400, 7):
         (arch_a,), floors = a(step)
@@ -38,7 +39,7 @@ def test_sampler_is_a_function_of_seed_and_step_and_respects_floors():
             assert min(r for _, r in blk.ratios) >= floors.min_ratio - 1e-9
             assert len(blk.keep) >= floors.min_keep * len(spec.components) - 1e-9
     assert a(0)[0][0].blocks == space.largest().blocks  # floors at 100 %: the full supernet
-    assert len({a(s)[0][0] for s in range(300, 340)}) > 30
+    assert len({a(s)[0][0] for s in range(300, 340)}) > distinct
 
 
 def test_sandwich_draws_largest_smallest_and_k_random_at_one_resolution():
@@ -47,7 +48,7 @@ def test_sandwich_draws_largest_smallest_and_k_random_at_one_resolution():
     archs, floors = sampler(10)
     assert len(archs) == 4 and len({a.resolution for a in archs}) == 1
     assert archs[0].blocks == space.largest().blocks
-    assert archs[1] == space.smallest(archs[0].resolution, floors.min_ratio, floors.min_keep)
+    assert archs[1] == sampler.smallest(archs[0].resolution, floors)
 
 
 # ------------------------------------------------------------------ per-resolution cost caps
@@ -72,7 +73,7 @@ def test_sandwich_teacher_is_the_largest_arch_under_the_cap():
         costs = [space.cost(a).macs for a in archs]
         assert costs[0] > costs[1] and costs[0] >= np.median(costs), (step, costs)
         assert archs[0] == space.largest_under_cap(res)  # the teacher
-        assert archs[1] == space.smallest(res, floors.min_ratio, floors.min_keep)
+        assert archs[1] == sampler.smallest(res, floors)
     assert seen == {16, 32}
     # the largest under the cap: the first arch of the deterministic descent under it
     path = list(space.descent(32))
@@ -93,7 +94,7 @@ def test_caps_never_redraw_the_resolution():
     assert all(space.within_cap(a) for a in draws)
 
 
-@pytest.mark.parametrize("sampler", ["uniform", "sandwich"])
+@pytest.mark.parametrize("sampler", ["cycle", "uniform", "sandwich"])
 def test_every_resolution_capped_trains_through_warmup(sampler):
     """During warm-up the largest arch under the cap stands in for the full one: each capped
     resolution keeps its share of the steps, and a config capped everywhere never stops."""

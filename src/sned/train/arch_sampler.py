@@ -1,4 +1,5 @@
-"""Which subnets a training step trains: warm-up floors and the uniform / sandwich samplers.
+"""Which subnets a training step trains: warm-up floors and the cycle / uniform / sandwich
+samplers.
 
 Every draw is a pure function of ``(seed, step)``, so all DDP ranks train the same arch and
 resolution without communicating, and a resumed run continues the exact sequence.
@@ -58,9 +59,13 @@ class ArchSampler:
     stands in for the full supernet: it is what the first warm-up stage trains, what a draw
     falls back to when no arch within the floors is under the cap, and the sandwich teacher.
 
-    ``uniform``: one arch per step, uniform within the warm-up floors (the paper).
-    ``sandwich``: the largest, the smallest (at the floors) and ``sandwich_k`` random archs,
-    all at one resolution; the largest is first (the in-place distillation teacher).
+    ``cycle`` (default): one arch per step, in turn the largest, a uniform draw, the smallest
+    (:meth:`smallest`) and a uniform draw — the extremes get a quarter of the steps each,
+    which independent per-layer draws almost never reach.
+    ``uniform``: one arch per step, uniform within the warm-up floors (the paper; every layer
+    and block drawn independently, so sizes concentrate in the middle).
+    ``sandwich``: the largest, the smallest (:meth:`smallest`) and ``sandwich_k`` random
+    archs, all at one resolution; the largest is first (the in-place distillation teacher).
     ``cfg.fixed_arch``: always that arch (no warm-up; floors reported as 1.0), at the step's
     resolution.
     """
@@ -69,6 +74,7 @@ class ArchSampler:
         self.space, self.cfg, self.max_tries = space, cfg, max_tries
         self.warmup = WarmupSchedule(cfg, space.config.ratios)
         self.fixed = None if cfg.fixed_arch is None else fixed_arch(space, cfg.fixed_arch)
+        self._s_keep = self._preset_s_components()
 
     def rng(self, step: int) -> np.random.Generator:
         return np.random.default_rng([self.cfg.seed, step, 0x5EED])
@@ -80,16 +86,43 @@ class ArchSampler:
             return [Arch(res, self.fixed.blocks, self.fixed.config)], Floors(1.0, 1.0)
         floors = self.warmup.floors(step)
         top = self.space.largest_under_cap(res)
-        smallest = self.space.smallest(res, floors.min_ratio, floors.min_keep)
+        smallest = self.smallest(res, floors)
         feasible = self.space.within_cap(smallest)  # else nothing within the floors fits
         first = self._draw(rng, floors, res, top) if feasible else top
         if self.cfg.sampler == "uniform":
             return [first], floors
         if not feasible:
             return [top], floors
+        if self.cfg.sampler == "cycle":
+            return [(top, first, smallest, first)[step % 4]], floors
         archs = [top, smallest, first]
         archs += [self._draw(rng, floors, res, top) for _ in range(self.cfg.sandwich_k - 1)]
         return archs[:2 + self.cfg.sandwich_k], floors
+
+    def smallest(self, res: int, floors: Floors) -> Arch:
+        """The smallest arch a step at ``floors`` trains: every layer at the floor ratio, each
+        block keeping the components preset S keeps — plus, while the warm-up's kept-fraction
+        floor is higher, the next components in forward order up to ⌈min_keep × n⌉. It is at
+        most S's size, so the extremes the sampler trains bound every preset."""
+        blocks = []
+        for spec, keep in zip(self.space.specs, self._s_keep):
+            need = math.ceil(floors.min_keep * len(spec.components) - 1e-9)
+            extra = [c for c in spec.components if c not in keep]
+            kept = set(keep) | set(extra[:max(0, need - len(keep))])
+            blocks.append(self.space._block(spec, {slot: floors.min_ratio for slot in spec.slots},
+                                            kept))
+        return Arch(res, tuple(blocks), self.space.config.name)
+
+    def _preset_s_components(self) -> list[tuple[str, ...]]:
+        """Per block, the components preset S keeps (at the first resolution whose cap it
+        fits); the floor's first components when S fits none."""
+        for res in self.space.config.resolutions:
+            try:
+                return [b.keep for b in self.space.preset("S", res).blocks]
+            except ArchError:
+                continue
+        return [b.keep for b in self.space.smallest(None, self.space.min_ratio,
+                                                    self.space.min_keep).blocks]
 
     def _draw(self, rng: np.random.Generator, floors: Floors, res: int, top: Arch) -> Arch:
         """A uniform arch within the floors under ``res``'s cap, else the stand-in ``top``."""

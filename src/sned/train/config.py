@@ -35,6 +35,7 @@ from ..models.autoencoder import load_model_config
 from ..space import parse_preset
 
 SECTIONS = ("model", "diffusion", "data", "train")
+SAMPLERS = ("cycle", "uniform", "sandwich")
 
 
 @dataclass(frozen=True)
@@ -46,18 +47,35 @@ class TrainConfig:
         batch_size: clips per optimizer step per rank (per micro-batch).
         batch_size_per_resolution: ``{resolution: batch}`` overrides so memory stays balanced.
         grad_accum: micro-batches per optimizer step (same arch and resolution).
-        lr / weight_decay / betas / eps: AdamW; fixed lr 1e-4 as in the paper.
+        lr / weight_decay / betas / eps: AdamW; peak lr 1e-4 as in the paper.
         lr_warmup_steps: linear learning-rate warm-up.
+        lr_schedule: after the warm-up, ``cosine`` (default: decay to ``lr_floor`` × lr at the
+            last step, as BigNAS / AttentiveNAS) or ``constant`` (the paper). Supernet and
+            standalone (``fixed_arch``) runs use the same schedule.
+        lr_floor: the cosine schedule's final fraction of ``lr`` (BigNAS: ≈ 5 %).
         grad_clip: max global grad norm (0 = off).
         exact_freeze: masked AdamW that leaves inactive weights, moments and decay untouched;
             False = plain AdamW (ablation).
-        sampler: ``uniform`` (the paper) or ``sandwich`` (largest + smallest + k random).
+        adam_counts: exact freezing's step counts: ``element`` (default: each element's
+            moments and bias correction advance only when it is active) or ``tensor`` (one
+            count per parameter tensor; the ablation).
+        sampler: ``cycle`` (default, size-aware: one arch per step, in turn the largest, a
+            uniform draw, the smallest at the floors, a uniform draw), ``uniform`` (the paper:
+            every layer's ratio and every block's components drawn independently — sizes pile
+            up in the middle) or ``sandwich`` (largest + smallest + k random per step).
+            "Smallest" is the smallest arch the step's floors allow with the components preset
+            S keeps (:meth:`~sned.train.arch_sampler.ArchSampler.smallest`).
         fixed_arch: train one arch only — a preset (``S``/``M``/``L``/``B`` or a fraction
             such as ``0.75``, :func:`sned.space.parse_preset`; stored as its label) or an arch
             JSON file; the resolution is still drawn per step from the model's resolutions.
             With exact freezing this is training that static subnet alone. None = supernet.
         sandwich_k: random archs per sandwich step.
-        inplace_distill: sandwich only — smaller archs regress the largest's prediction.
+        inplace_distill: sandwich only — after the sampling warm-up, the smaller archs also
+            regress the teacher's prediction: loss = ground truth + ``distill_weight`` ×
+            distillation (before it, ground truth only: the teacher is untrained).
+        distill_weight: weight of the distillation term of the sandwich's children.
+        distill_teacher: ``largest`` (the step's largest arch, in place) or ``ema`` (the EMA
+            weights at the largest arch; needs ``ema_decay`` > 0).
         warmup_steps: sampling warm-up length (paper: 30,000); 0 = off.
         warmup_stages: number of equal steps the floors take from 100 % to the final floors.
         final_min_ratio / final_min_keep: floors after warm-up (paper: 40 %).
@@ -92,12 +110,17 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     lr_warmup_steps: int = 0
+    lr_schedule: str = "cosine"
+    lr_floor: float = 0.05
     grad_clip: float = 1.0
     exact_freeze: bool = True
-    sampler: str = "uniform"
+    adam_counts: str = "element"
+    sampler: str = "cycle"
     fixed_arch: str | float | None = None
     sandwich_k: int = 2
     inplace_distill: bool = True
+    distill_weight: float = 1.0
+    distill_teacher: str = "largest"
     warmup_steps: int = 30000
     warmup_stages: int = 6
     final_min_ratio: float = 0.4
@@ -122,7 +145,12 @@ class TrainConfig:
         checks = [
             ("steps", self.steps >= 1), ("batch_size", self.batch_size >= 1),
             ("grad_accum", self.grad_accum >= 1), ("lr", self.lr > 0),
-            ("sampler", self.sampler in ("uniform", "sandwich")),
+            ("sampler", self.sampler in SAMPLERS),
+            ("lr_schedule", self.lr_schedule in ("constant", "cosine")),
+            ("lr_floor", 0 <= self.lr_floor <= 1),
+            ("adam_counts", self.adam_counts in ("element", "tensor")),
+            ("distill_weight", self.distill_weight >= 0),
+            ("distill_teacher", self.distill_teacher in ("largest", "ema")),
             ("sandwich_k", self.sandwich_k >= 0), ("warmup_steps", self.warmup_steps >= 0),
             ("warmup_stages", self.warmup_stages >= 1),
             ("final_min_ratio", 0 < self.final_min_ratio <= 1),
@@ -141,9 +169,12 @@ class TrainConfig:
                 raise ConfigError(f"train.{key}: invalid value {getattr(self, key)!r}")
         if self.fixed_arch is not None:
             object.__setattr__(self, "fixed_arch", fixed_arch_spec(self.fixed_arch))
-        if self.fixed_arch is not None and self.sampler != "uniform":
+        if self.fixed_arch is not None and self.sampler == "sandwich":
             raise ConfigError(f"train.fixed_arch={self.fixed_arch!r} trains one arch; "
-                              f"train.sampler={self.sampler!r} does not apply (use uniform)")
+                              f"train.sampler={self.sampler!r} does not apply (use cycle or "
+                              f"uniform)")
+        if self.distill_teacher == "ema" and self.ema_decay == 0:
+            raise ConfigError("train.distill_teacher='ema' needs train.ema_decay > 0")
         for res, b in self.batch_size_per_resolution.items():
             if b < 1:
                 raise ConfigError(f"train.batch_size_per_resolution[{res}] must be >= 1 (got {b})")

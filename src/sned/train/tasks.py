@@ -125,7 +125,12 @@ class DiffusionTask:
         return {}
 
     def backward(self, trainer, batch: dict) -> StepOutcome:
-        """Draw the step's archs, then forward + backward every (micro-batch, arch)."""
+        """Draw the step's archs, then forward + backward every (micro-batch, arch).
+
+        Sandwich with ``inplace_distill``: once the sampling warm-up is over, every arch after
+        the first (the largest) learns ground truth + ``distill_weight`` × the regression of
+        the teacher's prediction — the largest's own (in place) or, with
+        ``distill_teacher=ema``, the EMA weights' at the largest arch."""
         cfg = trainer.cfg
         archs, floors = self.sampler(trainer.step)
         res = archs[0].resolution
@@ -133,22 +138,43 @@ class DiffusionTask:
         video = self.to_model_space(batch["video"][:n].to(trainer.device, non_blocking=True),
                                     res)
         emb, mask = self._encode_text(trainer, batch["caption"][:n], video.shape[0])
-        losses, teacher = [], None
+        distilling = (cfg.sampler == "sandwich" and cfg.inplace_distill
+                      and trainer.step >= cfg.warmup_steps and len(archs) > 1)
+        losses, extras = [], {}
         for micro in range(cfg.grad_accum):
             inputs, target, t = trainer.noised_inputs(video, emb, mask, micro)
+            teacher = (self._ema_prediction(trainer, inputs, archs[0])
+                       if distilling and cfg.distill_teacher == "ema" else None)
             for i, arch in enumerate(archs):
-                distill = cfg.sampler == "sandwich" and cfg.inplace_distill and i > 0
                 last = micro == cfg.grad_accum - 1 and i == len(archs) - 1
                 with trainer.autocast():
                     pred = trainer.forward(inputs, arch, sync=last)
-                    goal = teacher if distill else target
-                    loss = trainer.objective.loss(pred, goal, t).mean()
-                if i == 0 and cfg.sampler == "sandwich":
+                    loss = trainer.objective.loss(pred, target, t).mean()
+                    if distilling and i > 0:
+                        kd = trainer.objective.loss(pred, teacher, t).mean()
+                        extras["distill_loss"] = extras.get("distill_loss", 0.0) + kd.detach()
+                        total = loss + cfg.distill_weight * kd
+                    else:
+                        total = loss
+                if i == 0 and teacher is None:
                     teacher = pred.detach()
-                (loss / (len(archs) * cfg.grad_accum)).backward()
+                (total / (len(archs) * cfg.grad_accum)).backward()
                 losses.append(loss.detach())
-        return StepOutcome(losses, res, archs, floors, self.space.cost(archs[0]),
+        if "distill_loss" in extras:
+            extras["distill_loss"] /= cfg.grad_accum * (len(archs) - 1)
+        return StepOutcome(losses, res, archs, floors, self.space.cost(archs[0]), extras,
                            train_macs=training_macs(self.run.model, archs, n * cfg.grad_accum))
+
+    @torch.no_grad()
+    def _ema_prediction(self, trainer, inputs: dict, arch: Arch) -> Tensor:
+        """The EMA weights' prediction at ``arch`` (a frozen copy refreshed every step)."""
+        if getattr(self, "_ema_model", None) is None:
+            self._ema_model = self.build_model().to(trainer.device).requires_grad_(False)
+            self._ema_model.load_state_dict(trainer.model.state_dict())
+        trainer.ema.copy_to(self._ema_model.parameters())
+        self._ema_model.eval()
+        with trainer.autocast():
+            return self._ema_model(**inputs, arch=arch).detach()
 
     def _encode_text(self, trainer, captions, b: int) -> tuple[Tensor, Tensor]:
         if not self.run.model.conditional:  # the model ignores text: no encoder needed

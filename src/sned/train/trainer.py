@@ -40,6 +40,7 @@ from ..text import TextEncoder
 from .arch_sampler import Floors
 from .config import RunConfig
 from .data import make_loader, num_workers
+from .lr_schedule import lr_factor
 from .masked_adamw import ActivityTracker, MaskedAdamW
 from .memory import resolve_checkpointing
 from .metrics_log import MetricsLog
@@ -127,12 +128,12 @@ class Trainer:
         opt_kw = dict(lr=self.cfg.lr, betas=self.cfg.betas, eps=self.cfg.eps,
                       weight_decay=self.cfg.weight_decay)
         owned = list(self.parallel.optimizer_params(local=self.cfg.exact_freeze).values())
-        self.optimizer = (MaskedAdamW(owned, **opt_kw) if self.cfg.exact_freeze
-                          else torch.optim.AdamW(owned, **opt_kw))
+        self.optimizer = (MaskedAdamW(owned, **opt_kw,
+                                      per_element=self.cfg.adam_counts == "element")
+                          if self.cfg.exact_freeze else torch.optim.AdamW(owned, **opt_kw))
         self.tracker = ActivityTracker(self.model) if self.cfg.exact_freeze else None
-        warm = self.cfg.lr_warmup_steps
-        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(
+            self.cfg.lr_schedule, self.cfg.steps, self.cfg.lr_warmup_steps, self.cfg.lr_floor))
         self.ema = None
         if self.cfg.ema_decay > 0:
             from diffusers.training_utils import EMAModel
