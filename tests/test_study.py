@@ -22,7 +22,7 @@ from sned.train.trainer import Trainer
 FAST = ["model.frames=2", "data.num_videos=16", "train.batch_size=2", "train.warmup_steps=4",
         "train.warmup_stages=2", "train.ema_decay=0.99"]
 TINY = dict(steps=2, seeds=1, frames=1, batch={16: 2, 32: 1}, val_videos=2, caption_prompts=2,
-            caption_steps=1, num_videos=8)
+            caption_steps=1, num_videos=8, pairs_per_clip=2, curve_points=2)
 
 
 def test_fixed_arch_sampler_keeps_the_arch_and_draws_resolutions(tmp_path):
@@ -69,12 +69,12 @@ def test_trainer_records_training_macs_of_every_arch(tmp_path):
 
 
 def test_study_minuscule(tmp_path, capsys):
-    plan = StudyPlan(**TINY, methods=("supernet-uniform", "supernet-sandwich", "standalone"))
+    plan = StudyPlan(**TINY, methods=("supernet", "supernet-sandwich", "standalone"))
     path = run_study(tmp_path / "s", plan, device="cpu")
     data = json.loads(path.read_text())
     rows = data["rows"]
-    assert {r["method"] for r in rows} == {"supernet-uniform", "supernet-sandwich",
-                                           "standalone"}
+    assert {r["method"] for r in rows} == {"supernet", "supernet-sandwich", "standalone"}
+    assert data["meta"]["eval_pairs"] == 4
     assert len(rows) == (4 + 4 + 4 + 1) * 2  # 2 resolutions; standalone: 4 presets + matched
     for r in rows:
         assert math.isfinite(r["val_loss"]["mean"]) and r["compute"] > 0 and r["seeds"] == 1
@@ -85,18 +85,22 @@ def test_study_minuscule(tmp_path, capsys):
     def get(method, preset, res=16, budget="same-steps"):
         return next(r for r in rows if (r["method"], r["preset"], r["resolution"],
                                         r["budget"]) == (method, preset, res, budget))
-    uni, sand = get("supernet-uniform", "S")["compute"], get("supernet-sandwich", "S")["compute"]
+    uni, sand = get("supernet", "S")["compute"], get("supernet-sandwich", "S")["compute"]
     assert sand > 2 * uni  # 4 archs per step, the largest among them, vs one
     alone = [get("standalone", p)["compute"] for p in "SMLB"]
     assert alone == sorted(alone) and len(set(alone)) == 4  # same resolution draws, more MACs
     matched = get("standalone", "B", budget="matched-compute")
     assert uni <= matched["compute"] < uni + alone[-1]  # one B step at most past the target
     goal = {g["method"]: g for g in data["goal"]}
-    ratio = goal["supernet-uniform"]["compute_ratio"]["mean"]
+    ratio = goal["supernet"]["compute_ratio"]["mean"]
     assert ratio == pytest.approx(uni / sum(alone))
-    gap = goal["supernet-uniform"]["gap"]["S@32"]["mean"]
-    assert gap == pytest.approx(get("supernet-uniform", "S", 32)["val_loss"]["mean"]
-                                / get("standalone", "S", 32)["val_loss"]["mean"] - 1)
+    gap = goal["supernet"]["gap"]["S@32"]
+    assert gap["mean"] == pytest.approx(get("supernet", "S", 32)["val_loss"]["mean"]
+                                        / get("standalone", "S", 32)["val_loss"]["mean"] - 1)
+    assert gap["n"] == 1 and gap["ci95"] > 0 and gap["upper"] > gap["mean"]  # sample-paired
+    curves = {r["run"]: r["curve"] for r in data["runs"]}
+    assert sorted({c["step"] for c in curves["supernet"]}) == [1, 2]  # the learning curve
+    assert len(curves["supernet"]) == 2 * 4 * 2 and len(curves["standalone-S"]) == 2 * 2
     md = (tmp_path / "s" / "results.md").read_text()
     assert "## 16 px" in md and "Against standalone training" in md
     assert (tmp_path / "s" / "val_loss_vs_compute.png").stat().st_size > 1000
@@ -120,25 +124,53 @@ def test_goal_check_arithmetic():
                          for p, v in losses.items()]}
     records = []
     for seed in (0, 1):
-        records.append(rec("supernet-uniform", seed, 30, {"S": 1.01 + seed * 0.02, "B": 1.0}))
+        records.append(rec("supernet", seed, 30, {"S": 1.01 + seed * 0.02, "B": 1.0}))
         records += [rec("standalone", seed, c, {p: 1.0}) for p, c in zip("SMLB", (10, 20, 30, 40))]
     (g,) = goal_check(records)
     assert g["gap"]["S@16"]["values"] == pytest.approx([0.01, 0.03])
     assert g["gap"]["B@16"]["mean"] == pytest.approx(0.0)
     assert g["compute_ratio"]["mean"] == pytest.approx(0.3)
-    assert g["worst_gap"] == pytest.approx(0.02) and g["goal_met"]
+    assert g["worst_gap"] == pytest.approx(0.02)
+    # the goal is on the interval's upper end: 2 % ± t(0.975, 1) × 0.01414 / √2 is not within 3 %
+    assert g["gap"]["S@16"]["upper"] == pytest.approx(0.02 + 12.7062 * 0.01, abs=1e-4)
+    assert not g["goal_met"]
+    records[0]["rows"][0]["val_loss"] = 1.0299  # gaps 2.99 % and 3.01 %
+    records[4 + 1]["rows"][0]["val_loss"] = 1.0301
+    (g,) = goal_check(records)
+    assert g["worst_upper"] > 0.03 and not g["goal_met"]  # mean 3 %: the upper end is over
+    records[4 + 1]["rows"][0]["val_loss"] = 1.0199
+    records[0]["rows"][0]["val_loss"] = 1.0201
+    (g,) = goal_check(records)
+    assert g["worst_upper"] < 0.03 and g["goal_met"]
     records[0]["compute"] = 50  # seed 0 now costs 50 % of the four alone: mean ratio 40 %
     (g,) = goal_check(records)
-    assert g["compute_ratio"]["mean"] == pytest.approx(0.4)
+    assert g["compute_ratio"]["mean"] == pytest.approx(0.4) and g["goal_met"]
+    records[0]["compute"] = 51
+    assert not goal_check(records)[0]["goal_met"]
     # 95 % t-interval of two values 1 and 3: t(0.975, 1) = 12.706, sd √2, n 2 → 12.706
     assert t_interval([1.0, 3.0]) == pytest.approx(12.7062, abs=1e-3)
     assert t_interval([1.0]) is None
 
 
+def test_paired_gap_and_compute_to_reach():
+    from sned.study_report import paired_gap, reach_compute
+
+    alone = [1.0, 2.0, 3.0, 4.0]
+    gap, se = paired_gap([1.1, 2.2, 3.3, 4.4], alone)  # exactly 10 % worse on every pair
+    assert gap == pytest.approx(0.1) and se == pytest.approx(0.0, abs=1e-12)
+    gap, se = paired_gap([1.2, 2.0, 3.6, 4.0], alone)
+    assert gap == pytest.approx(0.08) and se > 0
+    curve = [{"preset": "S", "resolution": 16, "compute": c, "val_loss": v}
+             for c, v in ((10, 0.5), (20, 0.3), (30, 0.2))]
+    assert reach_compute(curve, "S", 16, 0.4) == 15  # halfway between the first two points
+    assert reach_compute(curve, "S", 16, 0.6) == 10
+    assert reach_compute(curve, "S", 16, 0.1) is None
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--seeds", "0"], "seeds"),
     (["--steps", "0"], "steps"),
-    (["--methods", "supernet-uniform,bogus"], "bogus"),
+    (["--methods", "supernet,bogus"], "bogus"),
     (["--config", "tiny-ssr"], "tiny-ssr"),
     (["--config", "nope.yaml"], "nope"),
 ])

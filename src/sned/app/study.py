@@ -3,24 +3,27 @@
 Every method trains through the one :class:`~sned.train.trainer.Trainer` with run-config
 overrides, on the same synthetic training set, and is evaluated the same way:
 
-- ``supernet-uniform``: SNED Algorithm 1 (one uniformly drawn subnet per step, warm-up, exact
-  freezing, super-position over the config's resolutions);
-- ``supernet-sandwich``: largest + smallest + random subnets per step;
-- ``standalone``: each preset's arch trained alone for the same steps (``train.fixed_arch``),
-  plus preset B trained for as many MACs as one ``supernet-uniform`` run (matched compute);
-- ``no-warmup`` (``train.warmup_steps=0``), ``plain-adamw`` (``train.exact_freeze=false``),
-  ``per-resolution`` (one supernet per resolution, the steps split evenly between them).
+- ``supernet``: the recipe (issue 18) — zero-init residual outputs, the size-aware ``cycle``
+  sampler, per-element exact freezing, the plan's lr schedule, warm-up, super-position;
+- ``standalone``: each preset's arch trained alone for the same steps (``train.fixed_arch``,
+  same recipe), plus preset B trained for as many MACs as one ``supernet`` run;
+- one ablation row per recipe element: ``supernet-uniform`` (the paper's per-layer uniform
+  draw), ``zero-init-off``, ``per-tensor-adam`` (one Adam step count per tensor),
+  ``constant-lr``; and ``supernet-sandwich``, ``no-warmup``, ``plain-adamw``,
+  ``per-resolution`` (one supernet per resolution, the steps split between them).
 
 Evaluation of each trained run (EMA weights), per preset and resolution: the validation-loss
-proxy on held-out synthetic clips with fixed noise and timesteps
-(:func:`sned.metrics.val_loss.synthetic_proxy`), and at the lowest resolution caption accuracy
-of sampled videos (plus FVD/KVD with real I3D weights when clips have ≥ 9 frames). Compute is
-the total training MACs the trainer records (``train_macs`` in ``metrics.jsonl``: 3 × forward
-MACs × clips, summed over every arch a step ran — :func:`sned.cost.training_macs`).
+proxy on ``val_videos × pairs_per_clip`` held-out (clip, timestep, noise) pairs per resolution —
+the same pairs for every model, so gaps pair up by sample and by seed
+(:func:`sned.metrics.val_loss.heldout_proxy`) — at ``curve_points`` points of training (the
+learning curves), and at the end caption accuracy of sampled videos at the lowest resolution
+(plus FVD/KVD with real I3D weights when clips have ≥ 9 frames). Compute is the total training
+MACs the trainer records (``train_macs`` in ``metrics.jsonl``: 3 × forward MACs × clips, summed
+over every arch a step ran — :func:`sned.cost.training_macs`).
 
 Layout of ``--out DIR``: ``study.json`` (the plan), ``runs/<run>/seed<k>/`` (training run +
-``eval.json``), ``results.json``, ``results.md``, ``val_loss_vs_compute.png``. A study
-interrupted part way resumes where it stopped when run again with the same settings.
+``eval.json``; ``runs/<run>/seed<k>-curve.json``: its learning curve), ``results.json``, ``results.md``, ``val_loss_vs_compute.png``.
+A study interrupted part way resumes where it stopped when run again with the same settings.
 """
 
 from __future__ import annotations
@@ -55,10 +58,18 @@ from ..train.trainer import Trainer
 from ..video_io import to_uint8
 from .study_report import aggregate, write_results
 
-METHODS = ("supernet-uniform", "supernet-sandwich", "standalone", "no-warmup", "plain-adamw",
-           "per-resolution")
+METHODS = ("supernet", "standalone", "supernet-uniform", "zero-init-off", "per-tensor-adam",
+           "constant-lr", "supernet-sandwich", "no-warmup", "plain-adamw", "per-resolution")
+DEFAULT_METHODS = METHODS[:6]
+"""The main comparison and the recipe's four ablations (what the default plan runs)."""
+MAIN = ("supernet", "standalone")
+"""Methods trained with every seed; the others with ``ablation_seeds``."""
 PRESETS = ("S", "M", "L", "B")
-SUPERNET_METHODS = {"supernet-uniform": ["train.sampler=uniform"],
+SUPERNET_METHODS = {"supernet": [],
+                    "supernet-uniform": ["train.sampler=uniform"],
+                    "zero-init-off": ["model.zero_init_residual=false"],
+                    "per-tensor-adam": ["train.adam_counts=tensor"],
+                    "constant-lr": ["train.lr_schedule=constant"],
                     "supernet-sandwich": ["train.sampler=sandwich"],
                     "no-warmup": ["train.warmup_steps=0"],
                     "plain-adamw": ["train.exact_freeze=false"]}
@@ -71,36 +82,47 @@ class StudyPlan:
     Attributes:
         config: model config (built-in name or YAML path).
         steps: optimizer steps of every supernet run and of every same-steps standalone run.
-        seeds: training seeds 0 … seeds-1 (data, held-out set and evaluation stay fixed).
+        seeds: training seeds 0 … seeds-1 of the main comparison (supernet vs standalone;
+            data, held-out pairs and evaluation stay fixed).
+        ablation_seeds: seeds of the other methods (0 … ablation_seeds-1, at most ``seeds``).
         frames: clip length T for training and evaluation.
         batch: clips per step at each resolution.
-        lr / lr_warmup_steps / ema_decay: optimisation (EMA weights are evaluated).
+        lr / lr_warmup_steps / lr_schedule / lr_floor / ema_decay: optimisation, the same for
+            every run (EMA weights are evaluated).
         warmup_fraction: sampling warm-up length as a fraction of each supernet run's steps.
         num_videos: synthetic training set size.
-        val_videos: held-out clips of the validation-loss proxy per resolution.
+        val_videos / pairs_per_clip: held-out clips per resolution and (timestep, noise)
+            draws per clip: ``val_videos × pairs_per_clip`` evaluation pairs per resolution.
+        curve_points: evaluations along each run (at steps/k, 2·steps/k, …, steps).
         caption_prompts / caption_steps / cfg: sampled videos for caption accuracy (DDIM).
         methods: the methods to run (a subset of :data:`METHODS`).
     """
 
     config: str = "tiny-base"
-    steps: int = 60
-    seeds: int = 2
+    steps: int = 300
+    seeds: int = 3
+    ablation_seeds: int = 1
     frames: int = 4
     batch: dict[int, int] = field(default_factory=lambda: {16: 4, 32: 1})
     lr: float = 1e-3
     lr_warmup_steps: int = 10
+    lr_schedule: str = "cosine"
+    lr_floor: float = 0.05
     ema_decay: float = 0.95
     warmup_fraction: float = 1 / 3
     num_videos: int = 2048
-    val_videos: int = 16
+    val_videos: int = 64
+    pairs_per_clip: int = 4
+    curve_points: int = 4
     caption_prompts: int = 8
     caption_steps: int = 6
     cfg: float = 3.0
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS
 
     def __post_init__(self) -> None:
-        for key in ("steps", "seeds", "frames", "val_videos", "caption_prompts",
-                    "caption_steps", "num_videos"):
+        for key in ("steps", "seeds", "ablation_seeds", "frames", "val_videos",
+                    "pairs_per_clip", "curve_points", "caption_prompts", "caption_steps",
+                    "num_videos"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"study: {key} must be >= 1 (got {getattr(self, key)})")
         bad = [m for m in self.methods if m not in METHODS]
@@ -110,6 +132,14 @@ class StudyPlan:
         if not 0 <= self.warmup_fraction < 1:
             raise ConfigError(f"study: warmup_fraction must be in [0, 1) "
                               f"(got {self.warmup_fraction})")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ConfigError(f"study: lr_schedule must be constant or cosine "
+                              f"(got {self.lr_schedule!r})")
+
+    @property
+    def eval_pairs(self) -> int:
+        """(clip, timestep, noise) evaluation pairs per resolution."""
+        return self.val_videos * self.pairs_per_clip
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -118,7 +148,7 @@ class StudyPlan:
         return d
 
 
-QUICK = StudyPlan(steps=20, seeds=1)
+QUICK = StudyPlan(steps=20, seeds=1, val_videos=16, pairs_per_clip=2, curve_points=2)
 """``--quick``: indicative numbers in a few minutes."""
 
 
@@ -145,19 +175,19 @@ def base_overrides(plan: StudyPlan, resolutions: tuple[int, ...], device: str) -
     return [f"model.frames={plan.frames}", f"model.resolutions={list(resolutions)}",
             f"data.num_videos={plan.num_videos}", f"train.lr={plan.lr}",
             f"train.lr_warmup_steps={plan.lr_warmup_steps}", f"train.ema_decay={plan.ema_decay}",
+            f"train.lr_schedule={plan.lr_schedule}", f"train.lr_floor={plan.lr_floor}",
             f"train.batch_size={max(batch.values())}",
             f"train.batch_size_per_resolution={json.dumps(batch)}",
             f"train.checkpoint_every={10 ** 9}", "train.keep_last=1", f"train.device={device}"]
 
 
 def plan_runs(plan: StudyPlan, resolutions: tuple[int, ...]) -> list[RunSpec]:
-    """The same-steps runs of one seed, ``supernet-uniform`` first (the matched-compute
-    standalone run is added after it, see :func:`matched_steps`)."""
+    """The same-steps runs of one seed, ``supernet`` first (the matched-compute standalone
+    run is added after it, see :func:`matched_steps`)."""
     warm = f"train.warmup_steps={int(plan.steps * plan.warmup_fraction)}"
-    runs = [RunSpec("supernet-uniform", "supernet-uniform",
-                    [warm] + SUPERNET_METHODS["supernet-uniform"], plan.steps, PRESETS)]
+    runs = [RunSpec("supernet", "supernet", [warm], plan.steps, PRESETS)]
     for m in plan.methods:
-        if m in SUPERNET_METHODS and m != "supernet-uniform":
+        if m in SUPERNET_METHODS and m != "supernet":
             runs.append(RunSpec(m, m, [warm] + SUPERNET_METHODS[m], plan.steps, PRESETS))
         elif m == "standalone":
             runs += [RunSpec(m, f"standalone-{p}", [f"train.fixed_arch={p}"], plan.steps, (p,))
@@ -168,6 +198,11 @@ def plan_runs(plan: StudyPlan, resolutions: tuple[int, ...]) -> list[RunSpec]:
                              [f"train.warmup_steps={int(share * plan.warmup_fraction)}"], share,
                              PRESETS, resolutions=(r,)) for r in resolutions]
     return runs
+
+
+def seeds_of(plan: StudyPlan, method: str) -> int:
+    """How many seeds ``method`` is trained with."""
+    return plan.seeds if method in MAIN else min(plan.seeds, plan.ablation_seeds)
 
 
 def run_config(plan: StudyPlan, spec: RunSpec, seed: int, resolutions: tuple[int, ...],
@@ -193,9 +228,17 @@ def matched_steps(run, target_macs: int) -> int:
 
 
 # ----------------------------------------------------------------------------- training
-def train(run, folder: Path) -> dict:
+def curve_steps(total: int, points: int) -> list[int]:
+    """The steps a run is evaluated at along training: ``points`` evenly spaced, the last at
+    ``total``."""
+    return sorted({max(1, round(total * (k + 1) / points)) for k in range(points)})
+
+
+def train(run, folder: Path, points: list[int] | None = None, on_point=None) -> dict:
     """Train (or finish training) one run; returns ``{"steps", "compute", "seconds"}`` from
-    its ``metrics.jsonl``."""
+    its ``metrics.jsonl``. With ``points``, training pauses at each of those steps (a
+    checkpoint is saved there) and ``on_point(step, compute)`` evaluates it — the learning
+    curve; points a resumed run has passed are not re-evaluated."""
     try:  # continue an interrupted run; else start afresh (clearing a run that never saved)
         RunFolder(folder).resume_checkpoint()
         resume = True
@@ -203,14 +246,22 @@ def train(run, folder: Path) -> dict:
         resume = False
     trainer = Trainer(run, folder, resume=resume, overwrite=not resume, progress=False)
     t0 = time.perf_counter()
-    trainer.fit()
-    if trainer.interrupted:
-        raise KeyboardInterrupt
+    for point in (points or [run.train.steps]):
+        if point < trainer.step:
+            continue
+        trainer.fit(steps=point)
+        if trainer.interrupted:
+            raise KeyboardInterrupt
+        if on_point is not None:
+            on_point(point, _spent(folder)["compute"])
+    return {**_spent(folder), "session_seconds": time.perf_counter() - t0}
+
+
+def _spent(folder: Path) -> dict:
     rows = [json.loads(r) for r in (folder / "metrics.jsonl").read_text().splitlines()
             if r.strip()]
     return {"steps": len(rows), "compute": int(sum(r["train_macs"] for r in rows)),
-            "seconds": float(sum(r.get("seconds", 0.0) for r in rows)),
-            "session_seconds": time.perf_counter() - t0}
+            "seconds": float(sum(r.get("seconds", 0.0) for r in rows))}
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -227,6 +278,7 @@ class Evaluator:
         self.text = TextEncoder(max_length=cfg.text_len, device=device)
         self.prompts = sample_prompts(plan.caption_prompts, seed=90_210, split="held_out")
         self.detector, self.fvd_note = self._detector(i3d)
+        self._proxies: dict = {}
 
     def _detector(self, i3d: str | None):
         if self.plan.frames < 9:
@@ -238,21 +290,37 @@ class Evaluator:
         except I3DWeightsMissing as e:
             return None, f"FVD/KVD not computed: {e}"
 
-    def __call__(self, folder: Path, presets: tuple[str, ...]) -> list[dict]:
+    def __call__(self, folder: Path, presets: tuple[str, ...], final: bool = True
+                 ) -> list[dict]:
+        """Rows ``{preset, resolution, val_loss}`` of the run in ``folder`` (its latest
+        checkpoint, EMA weights); ``final`` adds the per-pair ``losses`` and, at the caption
+        resolution, caption accuracy (and FVD/KVD)."""
 
         den = load_denoiser(folder, ema=True, device=self.device)
         model, space = den.model, den.space
         rows = []
         for res in model.config.resolutions:
-            proxy = synthetic_proxy(model, den.diffusion, res, n_videos=self.plan.val_videos,
-                                    frames=self.plan.frames, text_encoder=self.text)
+            proxy = self._proxy(model, den.diffusion, res)
             for p in presets:
                 arch = space.preset(p, res)
-                row = {"preset": p, "resolution": res, "val_loss": proxy(arch)}
-                if res == self.caption_resolution:
+                losses = proxy.per_sample(arch)
+                row = {"preset": p, "resolution": res, "val_loss": float(losses.mean())}
+                if final:
+                    row["losses"] = [round(float(x), 7) for x in losses]
+                if final and res == self.caption_resolution:
                     row.update(self._samples(model, den.diffusion, arch))
                 rows.append(row)
         return rows
+
+    def _proxy(self, model, diffusion, res: int):
+        """The held-out pairs at ``res`` — built once, the same for every model."""
+        if res not in self._proxies:
+            self._proxies[res] = synthetic_proxy(
+                model, diffusion, res, n_videos=self.plan.val_videos, frames=self.plan.frames,
+                text_encoder=self.text, pairs_per_clip=self.plan.pairs_per_clip)
+        proxy = self._proxies[res]
+        proxy.model = model
+        return proxy
 
     def _samples(self, model, diffusion, arch) -> dict:
 
@@ -303,18 +371,18 @@ def run_study(out: str | Path, plan: StudyPlan = StudyPlan(), device: str = "aut
     t_start = time.perf_counter()
     records = []
     for seed in range(plan.seeds):
-        seed_specs = list(specs)
+        seed_specs = [sp for sp in specs if seed < seeds_of(plan, sp.method)]
         for i, spec in enumerate(seed_specs):
             records.append(_train_and_evaluate(plan, spec, seed, resolutions, device, out,
                                                evaluate))
-            if spec.name == "supernet-uniform" and "standalone" in plan.methods:
+            if spec.name == "supernet" and "standalone" in plan.methods:
                 seed_specs.insert(i + 1, _matched_spec(plan, records[-1], seed, resolutions,
                                                        device))
     wall = time.perf_counter() - t_start
     rows = aggregate(records, plan)
     meta = {"plan": plan.to_dict(), "device": _device_name(device), "wall_seconds": wall,
             "fvd_note": evaluate.fvd_note, "caption_resolution": evaluate.caption_resolution,
-            "caption_prompts": len(evaluate.prompts),
+            "caption_prompts": len(evaluate.prompts), "eval_pairs": plan.eval_pairs,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     return write_results(out, rows, records, meta)
 
@@ -337,11 +405,31 @@ def _train_and_evaluate(plan, spec: RunSpec, seed: int, resolutions, device, out
             _say(f"{spec.name} seed {seed}: already done")
             return record
     _say(f"{spec.name} seed {seed}: training {spec.steps} steps")
-    trained = train(run_config(plan, spec, seed, resolutions, device), folder)
+    curve_file = folder.with_name(f"{folder.name}-curve.json")  # beside the run folder
+    curve = json.loads(curve_file.read_text()) if curve_file.is_file() else []
+    points = curve_steps(spec.steps, plan.curve_points)
+
+    def on_point(step: int, compute: int) -> None:
+        if step == spec.steps:
+            return  # the final evaluation below is the curve's last point
+        nonlocal curve
+        curve = [c for c in curve if c["step"] < step] + [
+            {"step": step, "compute": compute, **{k: r[k] for k in ("preset", "resolution",
+                                                                     "val_loss")}}
+            for r in evaluate(folder, spec.presets, final=False)]
+        curve_file.write_text(json.dumps(curve, indent=1))
+
+    trained = train(run_config(plan, spec, seed, resolutions, device), folder, points,
+                    on_point)
     t0 = time.perf_counter()
     rows = evaluate(folder, spec.presets)
+    curve = [c for c in curve if c["step"] < spec.steps] + [
+        {"step": spec.steps, "compute": trained["compute"],
+         **{k: r[k] for k in ("preset", "resolution", "val_loss")}} for r in rows]
+    curve_file.write_text(json.dumps(curve, indent=1))
     record = {"method": spec.method, "run": spec.name, "budget": spec.budget, "seed": seed,
-              **trained, "eval_seconds": time.perf_counter() - t0, "rows": rows}
+              **trained, "eval_seconds": time.perf_counter() - t0, "rows": rows,
+              "curve": curve}
     done.write_text(json.dumps(record, indent=1))
     _say(f"{spec.name} seed {seed}: {trained['steps']} steps, "
          f"{trained['compute'] / 1e12:.3f} TMACs, {trained['seconds']:.0f} s; val loss "

@@ -12,8 +12,9 @@ import numpy as np
 
 from ..report import markdown_table
 
-SUPERNETS = ("supernet-uniform", "supernet-sandwich", "no-warmup", "plain-adamw",
-             "per-resolution")
+SUPERNETS = ("supernet", "supernet-uniform", "zero-init-off", "per-tensor-adam", "constant-lr",
+             "supernet-sandwich", "no-warmup", "plain-adamw", "per-resolution")
+ORDER = ("supernet", "standalone") + SUPERNETS[1:]
 
 
 def t_interval(values: list[float], level: float = 0.95) -> float | None:
@@ -72,46 +73,101 @@ def aggregate(records: list[dict], plan) -> list[dict]:
             vals = [r[k] for _, r in items if r.get(k) is not None]
             row[k] = _stat(vals) if vals else None
         out.append(row)
-    order = {m: i for i, m in enumerate(("supernet-uniform", "supernet-sandwich", "standalone",
-                                          "no-warmup", "plain-adamw", "per-resolution"))}
+    order = {m: i for i, m in enumerate(ORDER)}
     out.sort(key=lambda r: (r["resolution"], "SMLB".index(r["preset"]), order[r["method"]],
                             r["budget"]))
     return out
 
 
+def paired_gap(sup: list[float], alone: list[float]) -> tuple[float, float]:
+    """Relative gap ``mean(sup) / mean(alone) − 1`` of two models on the same pairs, and its
+    standard error from the per-pair differences (delta method)."""
+    a, b = np.asarray(sup, dtype=float), np.asarray(alone, dtype=float)
+    gap = a.mean() / b.mean() - 1
+    if len(a) < 2:
+        return float(gap), float("nan")
+    d = a - (1 + gap) * b
+    return float(gap), float(d.std(ddof=1) / math.sqrt(len(d)) / b.mean())
+
+
+def _gap_stat(per_seed: list[tuple[float, float]]) -> dict:
+    """Gap statistics over seeds: ``values`` (one per seed), ``ci95`` the t-interval over
+    seeds (training noise and evaluation noise together) — with one seed, 1.96 × the
+    sample-paired standard error — and ``ci95_samples`` (the evaluation noise alone:
+    1.96 × the pooled per-pair standard error of the mean gap)."""
+    stat = _stat([g for g, _ in per_seed])
+    ses = [se for _, se in per_seed if math.isfinite(se)]
+    stat["ci95_samples"] = (1.96 * math.sqrt(sum(se ** 2 for se in ses)) / len(ses)
+                            if ses else None)
+    if stat["ci95"] is None:
+        stat["ci95"] = stat["ci95_samples"]
+    stat["upper"] = stat["mean"] + (stat["ci95"] or 0.0)
+    return stat
+
+
+def reach_compute(curve: list[dict], preset: str, res: int, target: float) -> int | None:
+    """Training MACs at which a run's learning curve first reaches val loss ``target`` at
+    ``preset@res`` (linear between curve points; None when it never does)."""
+    pts = sorted((c["compute"], c["val_loss"]) for c in curve
+                 if c["preset"] == preset and c["resolution"] == res)
+    prev = (0, math.inf)
+    for x, y in pts:
+        if y <= target:
+            if not math.isfinite(prev[1]):
+                return int(x)
+            return round(prev[0] + (x - prev[0]) * (prev[1] - target) / (prev[1] - y))
+        prev = (x, y)
+    return None
+
+
 def goal_check(records: list[dict]) -> list[dict]:
     """Each supernet method against standalone training, per preset and resolution, paired by
-    seed: the relative val-loss gap ``(method − standalone) / standalone`` and the compute
-    ratio ``method / (standalone S + M + L + B, same steps)``. The goal: every gap ≤ 3 % at a
-    ratio ≤ 40 %."""
+    seed and (where per-pair losses were kept) by evaluation pair: the relative val-loss gap
+    ``(method − standalone) / standalone``, the compute ratio ``method / (standalone S + M +
+    L + B, same steps)`` and ``reach``: the training compute the method's curve needs to
+    reach each standalone model's final loss, as a fraction of that standalone run's. The
+    goal: every gap's upper 95 % end ≤ 3 % at a ratio ≤ 40 %."""
     spent = method_compute(records)
-    alone = {(r["seed"], row["preset"], row["resolution"]): row["val_loss"]
+    alone = {(r["seed"], row["preset"], row["resolution"]): (row, r["compute"])
              for r in records if r["method"] == "standalone" and r["budget"] == "same-steps"
              for row in r["rows"]}
     out = []
     for method in SUPERNETS:
-        gaps: dict[tuple[str, int], list[float]] = defaultdict(list)
+        gaps: dict[tuple[str, int], list[tuple[float, float]]] = defaultdict(list)
+        reach: dict[tuple[str, int], list[float | None]] = defaultdict(list)
         ratios = []
         for r in records:
             if r["method"] != method:
                 continue
             for row in r["rows"]:
                 ref = alone.get((r["seed"], row["preset"], row["resolution"]))
-                if ref is not None:
-                    gaps[row["preset"], row["resolution"]].append(row["val_loss"] / ref - 1)
+                if ref is None:
+                    continue
+                key = row["preset"], row["resolution"]
+                if "losses" in row and "losses" in ref[0]:
+                    gaps[key].append(paired_gap(row["losses"], ref[0]["losses"]))
+                else:
+                    gaps[key].append((row["val_loss"] / ref[0]["val_loss"] - 1, float("nan")))
+                if r.get("curve"):
+                    c = reach_compute(r["curve"], *key, ref[0]["val_loss"])
+                    reach[key].append(None if c is None else c / ref[1])
         for seed in sorted({r["seed"] for r in records if r["method"] == method}):
             four = spent.get(("standalone", "same-steps", seed))
             if four:
                 ratios.append(spent[method, "same-steps", seed] / four)
         if not gaps:
             continue
-        cells = {f"{p}@{res}": _stat(v) for (p, res), v in sorted(
-            gaps.items(), key=lambda kv: (kv[0][1], "SMLB".index(kv[0][0])))}
+        order = sorted(gaps, key=lambda k: (k[1], "SMLB".index(k[0])))
+        cells = {f"{p}@{res}": _gap_stat(gaps[p, res]) for p, res in order}
+        reached = {f"{p}@{res}": (None if not reach[p, res] or None in reach[p, res]
+                                  else _stat(reach[p, res])) for p, res in order
+                   if (p, res) in reach}
         worst = max(c["mean"] for c in cells.values())
+        worst_upper = max(c["upper"] for c in cells.values())
         ratio = _stat(ratios) if ratios else None
         out.append({"method": method, "gap": cells, "worst_gap": worst,
-                    "compute_ratio": ratio,
-                    "goal_met": bool(worst <= 0.03 and ratio is not None
+                    "worst_upper": worst_upper, "compute_ratio": ratio, "reach": reached,
+                    "goal_met": bool(worst_upper <= 0.03 and ratio is not None
                                      and ratio["mean"] <= 0.40)})
     return out
 
@@ -123,6 +179,13 @@ def _pm(s: dict | None, fmt: str = "{:.4f}", scale: float = 1.0) -> str:
     if s["n"] > 1:
         text += " ± " + fmt.replace("+", "").format(s["std"] * scale)
     return text
+
+
+def _ci(s: dict | None) -> str:
+    if s is None:
+        return "–"
+    text = f"{s['mean'] * 100:+.1f} %"
+    return text + (f" ± {s['ci95'] * 100:.1f}" if s.get("ci95") is not None else "")
 
 
 def plot(path: Path, rows: list[dict]) -> Path:
@@ -178,8 +241,9 @@ def write_results(out: Path, rows: list[dict], records: list[dict], meta: dict) 
           f"(this invocation) · config {plan['config']}, {plan['frames']} frames, batch "
           f"{plan['batch']} per resolution, {plan['steps']} steps per supernet run, lr "
           f"{plan['lr']}, EMA {plan['ema_decay']}, {n} seed(s).", "",
-          f"Val loss: held-out synthetic clips ({plan['val_videos']} per resolution, fixed "
-          f"noise and stratified timesteps), EMA weights; mean ± std over {n} seed(s). Caption "
+          f"Val loss: {meta.get('eval_pairs')} held-out (clip, timestep, noise) pairs per "
+          f"resolution ({plan['val_videos']} synthetic clips × {plan.get('pairs_per_clip', 1)}"
+          f", stratified timesteps, the same pairs for every model), EMA weights; mean ± std over {n} seed(s). Caption "
           f"accuracy (colour, shape and motion all right) at {meta['caption_resolution']} px on "
           f"{meta['caption_prompts']} prompts, DDIM {plan['caption_steps']} steps, CFG "
           f"{plan['cfg']}. Compute: total training MACs (forward + backward = 3 × forward) of "
@@ -200,18 +264,25 @@ def write_results(out: Path, rows: list[dict], records: list[dict], meta: dict) 
         md += [f"## {res} px", "", markdown_table(table, cols), ""]
     if goal:
         md += ["## Against standalone training", "",
-               "Relative val-loss gap to the standalone model of the same preset trained for "
-               "the same steps, paired by seed (mean ± std; positive = worse than standalone), "
-               "and the method's compute as a fraction of training S, M, L and B alone. "
-               "Goal: every gap ≤ 3 % at ≤ 40 % of the compute.", ""]
+               f"Relative val-loss gap to the standalone model of the same preset trained for "
+               f"the same steps, paired by seed and by evaluation pair ({meta.get('eval_pairs')}"
+               f" pairs per resolution): mean ± 95 % interval (over seeds; with one seed the "
+               f"sample-paired interval); positive = worse than standalone. Compute ratio: the "
+               f"method's compute as a fraction of training S, M, L and B alone. Goal: every "
+               f"gap's upper end ≤ 3 % at ≤ 40 % of the compute.", ""]
         keys = list(goal[0]["gap"])
         gcols = [("method", "Method")] + [(k, k) for k in keys] + [("ratio", "Compute ratio"),
                                                                    ("met", "Goal met")]
-        gt = [{"method": g["method"], **{k: _pm(g["gap"].get(k), "{:+.1f} %", 100)
-                                         for k in keys},
+        gt = [{"method": g["method"], **{k: _ci(g["gap"].get(k)) for k in keys},
                "ratio": _pm(g["compute_ratio"], "{:.0%}") if g["compute_ratio"] else "–",
                "met": "yes" if g["goal_met"] else "no"} for g in goal]
         md += [markdown_table(gt, gcols), ""]
+        md += ["Training compute the method needs to reach each standalone model's final val "
+               "loss (from its learning curve), as a fraction of that standalone run's compute "
+               "(– = not reached within the run):", ""]
+        rt = [{"method": g["method"], **{k: (_pm(g["reach"][k], "{:.2f}") if g["reach"].get(k)
+                                             else "–") for k in keys}} for g in goal]
+        md += [markdown_table(rt, [("method", "Method")] + [(k, k) for k in keys]), ""]
     md += ["![val loss vs compute](val_loss_vs_compute.png)", ""]
     (out / "results.md").write_text("\n".join(md))
     return path

@@ -15,14 +15,17 @@ def study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true",
                    help="a few minutes, 1 seed: indicative numbers only")
     p.add_argument("--config", default="tiny-base", help="base model config (name or YAML)")
-    p.add_argument("--seeds", type=int, help="training seeds (default 2; --quick 1)")
-    p.add_argument("--steps", type=int, help="steps per supernet run (default 60; --quick 20)")
-    p.add_argument("--methods", help="comma-separated subset of: supernet-uniform, "
-                                     "supernet-sandwich, standalone, no-warmup, plain-adamw, "
-                                     "per-resolution (default: all)")
+    p.add_argument("--seeds", type=int, help="seeds of supernet vs standalone (default 3; "
+                                              "--quick 1)")
+    p.add_argument("--steps", type=int, help="steps per run (default 300; --quick 20)")
+    p.add_argument("--methods", help="comma-separated subset of: supernet, standalone, "
+                                     "supernet-uniform, zero-init-off, per-tensor-adam, "
+                                     "constant-lr, supernet-sandwich, no-warmup, plain-adamw, "
+                                     "per-resolution (default: the first six)")
     p.add_argument("--i3d", help="I3D weights for FVD/KVD (or SNED_I3D_WEIGHTS); only used "
                                  "when clips have >= 9 frames")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--ablation-seeds", type=int, help="seeds of the ablation methods (default 1)")
 
 
 def run_study_cli(args: argparse.Namespace) -> int:
@@ -33,6 +36,8 @@ def run_study_cli(args: argparse.Namespace) -> int:
         changes["seeds"] = args.seeds
     if args.steps is not None:
         changes["steps"] = args.steps
+    if args.ablation_seeds is not None:
+        changes["ablation_seeds"] = args.ablation_seeds
     if args.methods:
         changes["methods"] = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     plan = dataclasses.replace(plan, **changes)

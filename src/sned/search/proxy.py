@@ -60,7 +60,6 @@ class ValLossProxy:
         self.evaluations = 0
         self.source: dict | None = None  # the held-out set's record (heldout_proxy)
 
-    @torch.no_grad()
     def __call__(self, arch: Arch | None) -> float:
         losses = self.per_sample(arch)
         total = sum(float(losses[i:i + self.batch].sum())
@@ -90,7 +89,7 @@ class ValLossProxy:
 def heldout_proxy(model: VideoUNet, diffusion: DiffusionConfig, resolution: int,
                   n_videos: int = 32, frames: int | None = None, data=None, seed: int = 0,
                   text_encoder=None, batch: int = 8, overrides=(), codec=None,
-                  skip: int = 0) -> ValLossProxy:
+                  skip: int = 0, pairs_per_clip: int = 1) -> ValLossProxy:
     """The search / evaluation proxy on the run's held-out real data.
 
     ``data``: the run's :class:`~sned.data.config.DataConfig` (None: the synthetic defaults),
@@ -100,6 +99,8 @@ def heldout_proxy(model: VideoUNet, diffusion: DiffusionConfig, resolution: int,
     ``resolution`` × the autoencoder's factors) and encoded; the proxy runs on the latents.
     The proxy's ``source`` attribute is the held-out set's JSON-able record. ``skip``: leave
     out the held-out set's first ``skip`` clips (a second set disjoint from the first ``skip``).
+    ``pairs_per_clip``: each clip is evaluated at that many (timestep, noise) draws — the
+    proxy holds ``n_videos × pairs_per_clip`` pairs (timesteps stratified over all of them).
     """
     cfg = model.config
     data = DataConfig() if data is None else data
@@ -117,6 +118,9 @@ def heldout_proxy(model: VideoUNet, diffusion: DiffusionConfig, resolution: int,
         emb, mask = enc.encode(list(captions))
     else:  # the model ignores text
         emb, mask = torch.zeros(n_videos, 1, cfg.text_dim), torch.ones(n_videos, 1, dtype=bool)
+    if pairs_per_clip > 1:
+        videos = videos.repeat(pairs_per_clip, *([1] * (videos.dim() - 1)))
+        emb, mask = emb.repeat(pairs_per_clip, 1, 1), mask.repeat(pairs_per_clip, 1)
     proxy = ValLossProxy(model, diffusion, videos, (emb, mask), seed=seed, batch=batch)
     proxy.source = {**held.source, "n": n_videos, "skip": skip} if skip else held.source
     return proxy
