@@ -171,6 +171,8 @@ def test_paired_gap_and_compute_to_reach():
     (["--seeds", "0"], "seeds"),
     (["--steps", "0"], "steps"),
     (["--methods", "supernet,bogus"], "bogus"),
+    (["--resolutions", "24"], "24"),
+    (["--resolutions", "x"], "resolutions"),
     (["--config", "tiny-ssr"], "tiny-ssr"),
     (["--config", "nope.yaml"], "nope"),
 ])

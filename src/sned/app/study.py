@@ -86,6 +86,8 @@ class StudyPlan:
             data, held-out pairs and evaluation stay fixed).
         ablation_seeds: seeds of the other methods (0 … ablation_seeds-1, at most ``seeds``).
         frames: clip length T for training and evaluation.
+        resolutions: the resolutions trained and evaluated (None: the config's; a subset
+            such as ``(16,)`` is the single-resolution study).
         batch: clips per step at each resolution.
         lr / lr_warmup_steps / lr_schedule / lr_floor / ema_decay: optimisation, the same for
             every run (EMA weights are evaluated).
@@ -103,6 +105,7 @@ class StudyPlan:
     seeds: int = 3
     ablation_seeds: int = 1
     frames: int = 4
+    resolutions: tuple[int, ...] | None = None
     batch: dict[int, int] = field(default_factory=lambda: {16: 4, 32: 1})
     lr: float = 1e-3
     lr_warmup_steps: int = 10
@@ -145,6 +148,7 @@ class StudyPlan:
         d = dataclasses.asdict(self)
         d["batch"] = {str(k): v for k, v in self.batch.items()}
         d["methods"] = list(self.methods)
+        d["resolutions"] = None if self.resolutions is None else list(self.resolutions)
         return d
 
 
@@ -359,7 +363,11 @@ def run_study(out: str | Path, plan: StudyPlan = StudyPlan(), device: str = "aut
     if cfg.kind != "base":
         raise ConfigError(f"study: config {cfg.name!r} is a {cfg.kind} model; the study "
                           f"trains text-to-video base configs")
-    resolutions = tuple(cfg.resolutions)
+    resolutions = tuple(cfg.resolutions if plan.resolutions is None else plan.resolutions)
+    bad = [r for r in resolutions if r not in cfg.resolutions]
+    if bad or not resolutions:
+        raise ConfigError(f"study: resolutions {list(resolutions)} must be a non-empty subset "
+                          f"of config {cfg.name!r} resolutions {list(cfg.resolutions)}")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     _check_plan_file(out, plan, i3d)
     specs = plan_runs(plan, resolutions)

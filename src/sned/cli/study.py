@@ -8,6 +8,7 @@ import signal
 import sys
 
 from ..app.study import QUICK, StudyPlan, run_study
+from ..config import ConfigError
 
 
 def study_args(p: argparse.ArgumentParser) -> None:
@@ -25,17 +26,28 @@ def study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--i3d", help="I3D weights for FVD/KVD (or SNED_I3D_WEIGHTS); only used "
                                  "when clips have >= 9 frames")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--resolutions", help="comma-separated subset of the config's resolutions "
+                                         "(default: all), e.g. 16")
+    p.add_argument("--curve-points", type=int, help="evaluations along each run (the learning "
+                                                     "curve; default 4, --quick 2)")
     p.add_argument("--ablation-seeds", type=int, help="seeds of the ablation methods (default 1)")
 
 
 def run_study_cli(args: argparse.Namespace) -> int:
-
     plan = QUICK if args.quick else StudyPlan()
     changes = {"config": args.config}
     if args.seeds is not None:
         changes["seeds"] = args.seeds
     if args.steps is not None:
         changes["steps"] = args.steps
+    if args.resolutions:
+        try:
+            changes["resolutions"] = tuple(int(r) for r in args.resolutions.split(","))
+        except ValueError:
+            raise ConfigError(f"--resolutions {args.resolutions!r}: comma-separated "
+                              f"integers") from None
+    if args.curve_points is not None:
+        changes["curve_points"] = args.curve_points
     if args.ablation_seeds is not None:
         changes["ablation_seeds"] = args.ablation_seeds
     if args.methods:
