@@ -192,16 +192,17 @@ def test_python_dash_m_sees_lazily_registered_commands():
 
 
 @pytest.mark.slow
-def test_quick_study_writes_both_files_with_all_six_methods(tmp_path):
-    """Issue 12's done-when: ``sned study --quick`` writes results.json and results.md with all
-    six methods (the matched-compute standalone row included), every row with a finite val
-    loss and its compute, at every preset and resolution (2.4 min measured on 2 loaded cores)."""
+def test_quick_study_writes_both_files_with_the_recipe_and_its_ablations(tmp_path):
+    """``sned study --quick`` writes results.json and results.md with the default methods (the
+    recipe, standalone with its matched-compute row, and the four ablations), every row with a
+    finite val loss and its compute, at every preset and resolution, the goal with intervals
+    and learning curves."""
     out = tmp_path / "q"
     assert main(["study", "--quick", "--out", str(out)]) == 0
     data = json.loads((out / "results.json").read_text())
     rows = data["rows"]
-    methods = ("supernet-uniform", "supernet-sandwich", "standalone", "no-warmup",
-               "plain-adamw", "per-resolution")
+    methods = ("supernet", "standalone", "supernet-uniform", "zero-init-off",
+               "per-tensor-adam", "constant-lr")
     assert {r["method"] for r in rows} == set(methods)
     keys = {(r["method"], r["budget"], r["preset"], r["resolution"]) for r in rows}
     assert len(keys) == len(rows)
@@ -215,6 +216,11 @@ def test_quick_study_writes_both_files_with_all_six_methods(tmp_path):
         assert math.isfinite(r["val_loss"]["mean"]) and r["val_loss"]["n"] == 1
         assert isinstance(r["compute"], int) and r["compute"] > 0
         assert r["seeds"] == 1 and r["steps"] >= 1
+    assert data["meta"]["eval_pairs"] == 32
+    for g in data["goal"]:
+        assert set(g["gap"]) == {f"{p}@{r}" for p in "SMLB" for r in (16, 32)}
+        assert all(c["ci95"] is not None and c["n"] == 1 for c in g["gap"].values())
+    assert all(len({c["step"] for c in r["curve"]}) == 2 for r in data["runs"])
     md = (out / "results.md").read_text()
     assert "## 16 px" in md and "## 32 px" in md and "Against standalone training" in md
     for m in methods:
