@@ -234,7 +234,8 @@ def run_config(model, diffusion, data: DataConfig, *, steps: int, batch_size: in
     """The run config of a DiffNAS training stage: constant lr, no weight decay, global grad
     clip ``grad_clip`` (0 = off: the supernet clips per stage itself), checkpoints about every
     tenth of the run (the last two kept)."""
-    train = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=0.0,
+    train = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, lr_schedule="constant",
+                        weight_decay=0.0,
                         grad_clip=grad_clip, exact_freeze=exact_freeze, warmup_steps=0,
                         ema_decay=ema_decay, seed=seed, device=device,
                         checkpoint_every=max(1, steps // 10), keep_last=2, log_every=10)
