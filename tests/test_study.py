@@ -153,7 +153,7 @@ def test_goal_check_arithmetic():
 
 
 def test_paired_gap_and_compute_to_reach():
-    from sned.study_report import paired_gap, reach_compute
+    from sned.app.study_report import paired_gap, reach_compute
 
     alone = [1.0, 2.0, 3.0, 4.0]
     gap, se = paired_gap([1.1, 2.2, 3.3, 4.4], alone)  # exactly 10 % worse on every pair
