@@ -63,8 +63,14 @@ def test_resume_notes_changed_settings_and_applies_them(tmp_path, capsys):
     trainer = Trainer(run, out, resume=True, progress=False)
     err = capsys.readouterr().err
     assert "train.lr 0.0001 -> 0.0003" in err and "train.steps 2 -> 3" in err
-    assert [g["lr"] for g in trainer.optimizer.param_groups] == [3e-4]
-    assert trainer.lr_scheduler.get_last_lr() == [3e-4]
+    # the new lr at the resumed step of the (default cosine) schedule over the new steps
+    from sned.train.lr_schedule import lr_factor
+
+    cfg = trainer.cfg
+    want = 3e-4 * lr_factor(cfg.lr_schedule, 3, cfg.lr_warmup_steps, cfg.lr_floor)(2)
+    assert cfg.lr_schedule == "cosine" and want < 3e-4
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == [pytest.approx(want)]
+    assert trainer.lr_scheduler.get_last_lr() == [pytest.approx(want)]
 
 
 def test_resume_restores_the_warmup_lr(tmp_path):
