@@ -81,24 +81,51 @@ def weight_pairs(supernet: VideoUNet, static: VideoUNet):
     the elastic layers' active views at the static layer's sizes, whole tensors otherwise.
 
     Copying right to left is extraction; left to right writes a static model back into the
-    supernet views it occupies (DiffNAS's student initialisation).
+    supernet views it occupies (DiffNAS's student initialisation, image-to-video transfer).
+    """
+    for _name, view, tensor in named_weight_pairs(supernet, static):
+        yield view, tensor
+
+
+class LayerMismatch(ValueError):
+    """A static model's layer has no counterpart in a supernet, or does not fit its slice.
+    The message names the layer and both shapes."""
+
+
+def named_weight_pairs(supernet: VideoUNet, static: VideoUNet, skip=None):
+    """:func:`weight_pairs` with the tensor's name: ``(name, supernet view, static tensor)``.
+
+    ``skip(name) -> bool`` leaves out modules of ``static`` by name. Raises
+    :class:`LayerMismatch` naming the first layer of ``static`` (in module order) that
+    ``supernet`` lacks or whose tensor does not fit the supernet's (sliced) one.
     """
     sup_modules = dict(supernet.named_modules())
     for name, module in static.named_modules():
         own = dict(module.named_parameters(recurse=False))
-        if not own:
+        if not own or (skip is not None and skip(name)):
             continue
-        src = sup_modules[name]
-        views = _active_weights_like(src, module)
-        if views is not None:
-            yield views[0], module.weight
-            if views[1] is not None:
-                yield views[1], module.bias
-        else:
-            for pname, param in own.items():
-                yield getattr(src, pname), param
+        src = sup_modules.get(name)
+        if src is None:
+            shapes = {k: tuple(v.shape) for k, v in own.items()}
+            raise LayerMismatch(f"layer {name} {shapes} has no counterpart in the supernet")
+        try:
+            views = _active_weights_like(src, module)
+        except (ValueError, AttributeError) as e:
+            theirs = getattr(getattr(src, "weight", None), "shape", None)
+            raise LayerMismatch(f"layer {name}: weight {tuple(module.weight.shape)} does not "
+                                f"fit the supernet's {theirs and tuple(theirs)} ({e})") from None
+        pairs = ([("weight", views[0], module.weight)]
+                 + ([("bias", views[1], module.bias)] if "bias" in own else [])
+                 if views is not None else
+                 [(p, getattr(src, p, None), t) for p, t in own.items()])
+        for pname, view, tensor in pairs:
+            if view is None or tuple(view.shape) != tuple(tensor.shape):
+                theirs = None if view is None else tuple(view.shape)
+                raise LayerMismatch(f"layer {name}.{pname}: {tuple(tensor.shape)} vs the "
+                                    f"supernet's {theirs}")
+            yield f"{name}.{pname}" if name else pname, view, tensor
     for name, buf in static.named_buffers():
-        yield supernet.get_buffer(name), buf
+        yield name, supernet.get_buffer(name), buf
 
 
 def save_pretrained(model: VideoUNet, folder: str | os.PathLike, extra: dict | None = None,

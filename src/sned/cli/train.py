@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from ..train.config import load_run_config
@@ -22,6 +23,11 @@ def train_args(p: argparse.ArgumentParser) -> None:
     how.add_argument("--overwrite", action="store_true",
                      help="replace a run already in OUT (without it, training into a folder "
                           "that holds a run is refused)")
+    p.add_argument("--init-from", metavar="SOURCE",
+                   help="start the supernet from an image model: a training run, checkpoint or "
+                        "model folder (supernet or extracted) of a config with the same spatial "
+                        "structure and no temporal layers, e.g. a `sned train tiny-image` run "
+                        "for tiny-base (= train.init_from; step 0 only)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*",
                    help="section.key=value overrides, e.g. train.lr=2e-4 data.kind=folder "
@@ -34,6 +40,9 @@ def run_train(args: argparse.Namespace) -> int:
     if args.steps is not None:
         overrides.append(f"train.steps={args.steps}")
     run = load_run_config(args.config, overrides)
+    if args.init_from is not None:  # set after parsing: a path is not a YAML value
+        run = dataclasses.replace(run, train=dataclasses.replace(run.train,
+                                                                 init_from=args.init_from))
     trainer = Trainer(run, args.out, resume=args.resume, overwrite=args.overwrite,
                       progress=not args.no_progress)
     try:

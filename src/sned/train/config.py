@@ -99,6 +99,12 @@ class TrainConfig:
             (the other ranks never wait for the write; the next save waits for the last).
         autoencoder: latent models only — the trained autoencoder (run folder, checkpoint or
             autoencoder folder) whose latents the supernet learns to denoise.
+        init_from: start the supernet from an image model (run folder, checkpoint or model
+            folder of a supernet or an extracted model with the same spatial structure; see
+            :mod:`sned.train.transfer`). Applies at step 0 only; a resumed run keeps its weights.
+        image_fraction: share of each batch trained as images (joint image-video training):
+            that many clips give one frame each, run with the temporal layers off (frames = 1,
+            the arch without temporal attention). 0 = videos only.
     """
 
     steps: int = 1000
@@ -140,6 +146,8 @@ class TrainConfig:
     parallel: str = "ddp"
     async_checkpoint: bool = True
     autoencoder: str | None = None
+    init_from: str | None = None
+    image_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -163,6 +171,7 @@ class TrainConfig:
             ("device", self.device in ("auto", "cpu", "cuda")),
             ("gradient_checkpointing", self.gradient_checkpointing in (True, False, "auto")),
             ("parallel", self.parallel in ("ddp", "fsdp")),
+            ("image_fraction", 0.0 <= self.image_fraction <= 1.0),
         ]
         for key, ok in checks:
             if not ok:

@@ -120,6 +120,9 @@ class Trainer:
         self.sampler = getattr(self.task, "sampler", None)
         self.objective = Objective(run.diffusion)
         self.model = self.task.build_model().to(self.device)
+        self.init_record: dict | None = None  # image-to-video transfer (train.init_from)
+        if checkpoint is None and self.cfg.init_from is not None:
+            self._init_from(self.cfg.init_from)  # before EMA, optimizer and FSDP copy it
         self.model.gradient_checkpointing = resolve_checkpointing(
             run, self.device, self.world, estimable=task is None)  # auto: by the estimate
         # DDP replicas or FSDP2 shards under torchrun (sned.train.parallel)
@@ -159,6 +162,19 @@ class Trainer:
             self._resume(checkpoint)
         self._prepare_run_folder(overwrite)
         self.task.start(self)
+
+    def _init_from(self, source: str) -> None:
+        """Write the image model ``source`` into the fresh supernet (before EMA and optimizer
+        copy it); errors name the source and the layer, before the run folder exists."""
+        from ..models.unet import VideoUNet
+        from .transfer import init_from
+
+        if not isinstance(self.model, VideoUNet) or not self.model.is_supernet:
+            raise ConfigError(f"train.init_from={source}: starts a diffusion supernet from an "
+                              f"image model; this run trains a {type(self.model).__name__}")
+        transfer = init_from(self.model, source, diffusion=self.run.diffusion)
+        self.init_record = transfer.to_dict()
+        self.folder.notes.append(transfer.summary())
 
     # ----------------------------------------------------------------------------- the step
     def train_step(self, batch: dict) -> StepResult:
@@ -393,7 +409,8 @@ class Trainer:
         snap = snapshot(self.step, tensors, self.lr_scheduler, self.ema,
                         {"nan_skipped": self.nan_skipped, "run": self.run.to_dict(),
                          "data_skipped": self.data_skipped, "task": self.task.kind,
-                         **self.task.state()})
+                         **self.task.state(),
+                         **({"init_from": self.init_record} if self.init_record else {})})
         root = self.out / "checkpoints"
         self.writer.submit(write_checkpoint, root, snap, self.cfg.keep_last)
         metrics = self.task.evaluate(self)
@@ -435,6 +452,7 @@ class Trainer:
                                     self.lr_scheduler,
                                     None if self.parallel.mode == "none" else self.parallel)
         self.step = int(state["step"])
+        self.init_record = state.get("init_from")
         self.nan_skipped = int(state.get("nan_skipped", 0))
         # the schedule continues at its step with this run's lr (a changed lr is noted);
         # LambdaLR.load_state_dict restores neither, so set both here
