@@ -168,6 +168,14 @@ class Arch:
             return self
         return Arch(int(resolution), self.blocks, self.config)
 
+    def without(self, component: str) -> "Arch":
+        """The same subnet with ``component`` dropped in every block (ratios kept): e.g.
+        ``without("temporal_attn")`` is how joint image-video training runs images. A block
+        left with no attention drops its feed-forward too (the block rule)."""
+        blocks = tuple(BlockArch(tuple(c for c in b.keep if c != component), b.ratios, b.kernel)
+                       for b in self.blocks)
+        return Arch(self.resolution, blocks, self.config)
+
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_json(indent=1) + "\n")
 

@@ -209,7 +209,9 @@ TRAINING_MACS_PER_FORWARD = 3
 twice the forward: gradients with respect to activations and to weights)."""
 
 
-def training_macs(cfg: ModelConfig, archs: list[Arch], samples: int) -> int:
+def training_macs(cfg: ModelConfig, archs: list[Arch], samples: int, frames: int | None = None
+                  ) -> int:
     """MACs of one training step that runs every arch of ``archs`` on ``samples`` clips each
-    (forward + backward, at each arch's resolution and the config's frames)."""
-    return TRAINING_MACS_PER_FORWARD * samples * sum(model_cost(cfg, a).macs for a in archs)
+    (forward + backward, at each arch's resolution and ``frames``, default the config's)."""
+    return TRAINING_MACS_PER_FORWARD * samples * sum(model_cost(cfg, a, frames=frames).macs
+                                                     for a in archs)

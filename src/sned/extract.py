@@ -224,6 +224,13 @@ def model_card(den, cost, supernet_params: int) -> tuple[dict, str]:
             f"{cost.params:,} | {cost.macs:,} | {cost.params / supernet_params:.1%} |\n\n"
             f"Load with `sned.load_pretrained(folder)`; sample with `sned sample folder "
             f"--prompt ...`.\n")
+    init = getattr(den, "init_from", None)
+    if init:  # image-to-video transfer: the run's starting point
+        card["init_from"] = {k: init.get(k) for k in ("path", "weights_file", "sha256", "kind",
+                                                      "config", "weights")}
+        text += (f"\nThe supernet started from the image model `{init.get('path')}` "
+                 f"({init.get('config')}, {init.get('kind')}; weights sha256 "
+                 f"`{init.get('sha256')}`).\n")
     return card, text
 
 

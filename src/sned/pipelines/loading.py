@@ -54,6 +54,8 @@ class Denoiser:
             :attr:`space`); None when not recorded (a model folder).
         data: the ``data`` section it was trained with (held-out evaluation data; recorded in
             extracted folders); None when not recorded.
+        init_from: the image model the run started from (``train.init_from``: path, sha256 of
+            its weights, …; :mod:`sned.train.transfer`); None for runs from scratch.
     """
 
     model: VideoUNet
@@ -65,6 +67,7 @@ class Denoiser:
     codec: "LatentCodec | None" = None
     train: dict | None = None
     data: dict | None = None
+    init_from: dict | None = None
 
     @property
     def config(self):
@@ -153,7 +156,8 @@ def load_denoiser(path: str | os.PathLike, preset: str | None = None,
     load_weights(folder, model, ema=use_ema)
     model.eval()
     den = _pick(Denoiser(model, None, diffusion, str(folder), "B", train=run.get("train"),
-                         data=run.get("data")), preset, arch, resolution)
+                         data=run.get("data"), init_from=state.get("init_from")),
+                preset, arch, resolution)
     return replace(den, weights="ema" if use_ema else "raw", codec=codec_for(folder, device))
 
 
@@ -168,14 +172,15 @@ def _load_folder(p: Path, preset, arch, ema, resolution, device) -> Denoiser:
                               f"chooses between the weights of a training checkpoint")
     if model.is_supernet:
         return _pick(Denoiser(model, None, diffusion, str(p), "B", weights, data=meta.get("data"),
-                              train=meta.get("train")), preset, arch, resolution)
+                              train=meta.get("train"), init_from=card.get("init_from")),
+                     preset, arch, resolution)
     if preset is not None or arch is not None:
         raise ArchError(f"{p} is an extracted model ({_label(model, card)}); --preset/--arch "
                         f"only apply to supernet checkpoints")
     if resolution is not None:
         check_resolution(model.config, resolution, str(p))
     return Denoiser(model, None, diffusion, str(p), _label(model, card), weights,
-                    data=meta.get("data"))
+                    data=meta.get("data"), init_from=card.get("init_from"))
 
 
 _AE_MESSAGE = ("{} is an autoencoder, not a denoiser: there is no subnet to extract or sample; "

@@ -91,6 +91,20 @@ def task_class(run):
 
 
 # --------------------------------------------------------------------------------- diffusion
+@dataclass
+class _Part:
+    """Clips (B, C, T, H, W) of one step run the same way: videos, or one-frame images with
+    the temporal layers off (``stream`` 1: its own noise stream)."""
+
+    video: Tensor
+    emb: Tensor
+    mask: Tensor
+    archs: list[Arch]
+    weight: float          # share of the step's samples
+    frames: int | None     # for the cost model (None = the config's)
+    stream: int
+
+
 class DiffusionTask:
     """The pixel-space supernet (SNED Algorithm 1)."""
 
@@ -130,40 +144,80 @@ class DiffusionTask:
         Sandwich with ``inplace_distill``: once the sampling warm-up is over, every arch after
         the first (the largest) learns ground truth + ``distill_weight`` × the regression of
         the teacher's prediction — the largest's own (in place) or, with
-        ``distill_teacher=ema``, the EMA weights' at the largest arch."""
+        ``distill_teacher=ema``, the EMA weights' at the largest arch.
+
+        With ``train.image_fraction`` the last clips of the batch each give one frame, run as
+        images (frames = 1, every arch without its temporal attention); the step's loss is
+        the per-sample mean over videos and images."""
         cfg = trainer.cfg
         archs, floors = self.sampler(trainer.step)
         res = archs[0].resolution
         n = cfg.batch_for(res)
         video = self.to_model_space(batch["video"][:n].to(trainer.device, non_blocking=True),
                                     res)
-        emb, mask = self._encode_text(trainer, batch["caption"][:n], video.shape[0])
+        n = video.shape[0]
+        emb, mask = self._encode_text(trainer, batch["caption"][:n], n)
+        parts = self._parts(trainer, video, emb, mask, archs)
         distilling = (cfg.sampler == "sandwich" and cfg.inplace_distill
                       and trainer.step >= cfg.warmup_steps and len(archs) > 1)
         losses, extras = [], {}
         for micro in range(cfg.grad_accum):
-            inputs, target, t = trainer.noised_inputs(video, emb, mask, micro)
-            teacher = (self._ema_prediction(trainer, inputs, archs[0])
-                       if distilling and cfg.distill_teacher == "ema" else None)
-            for i, arch in enumerate(archs):
+            noised = [trainer.noised_inputs(p.video, p.emb, p.mask,
+                                            micro + p.stream * cfg.grad_accum) for p in parts]
+            teachers = [self._ema_prediction(trainer, inputs, p.archs[0])
+                        if distilling and cfg.distill_teacher == "ema" else None
+                        for p, (inputs, _, _) in zip(parts, noised)]
+            for i in range(len(archs)):
                 last = micro == cfg.grad_accum - 1 and i == len(archs) - 1
-                with trainer.autocast():
-                    pred = trainer.forward(inputs, arch, sync=last)
-                    loss = trainer.objective.loss(pred, target, t).mean()
-                    if distilling and i > 0:
-                        kd = trainer.objective.loss(pred, teacher, t).mean()
-                        extras["distill_loss"] = extras.get("distill_loss", 0.0) + kd.detach()
-                        total = loss + cfg.distill_weight * kd
-                    else:
-                        total = loss
-                if i == 0 and teacher is None:
-                    teacher = pred.detach()
-                (total / (len(archs) * cfg.grad_accum)).backward()
-                losses.append(loss.detach())
+                step_loss = None
+                for j, (part, (inputs, target, t)) in enumerate(zip(parts, noised)):
+                    w = part.weight if len(parts) > 1 else None  # share of the samples
+                    with trainer.autocast():
+                        pred = trainer.forward(inputs, part.archs[i],
+                                               sync=last and j == len(parts) - 1)
+                        loss = trainer.objective.loss(pred, target, t).mean()
+                        if distilling and i > 0:
+                            kd = trainer.objective.loss(pred, teachers[j], t).mean()
+                            kd_part = kd.detach() if w is None else kd.detach() * w
+                            extras["distill_loss"] = extras.get("distill_loss", 0.0) + kd_part
+                            total = loss + cfg.distill_weight * kd
+                        else:
+                            total = loss
+                    if i == 0 and teachers[j] is None:
+                        teachers[j] = pred.detach()
+                    total = total if w is None else total * w
+                    (total / (len(archs) * cfg.grad_accum)).backward()
+                    part_loss = loss.detach() if w is None else loss.detach() * w
+                    step_loss = part_loss if step_loss is None else step_loss + part_loss
+                losses.append(step_loss)
         if "distill_loss" in extras:
             extras["distill_loss"] /= cfg.grad_accum * (len(archs) - 1)
+        if parts[-1].stream:
+            extras["image_clips"] = parts[-1].video.shape[0]
+        macs = sum(training_macs(self.run.model, p.archs, p.video.shape[0] * cfg.grad_accum,
+                                 frames=p.frames) for p in parts)
         return StepOutcome(losses, res, archs, floors, self.space.cost(archs[0]), extras,
-                           train_macs=training_macs(self.run.model, archs, n * cfg.grad_accum))
+                           train_macs=macs)
+
+    def _parts(self, trainer, video: Tensor, emb: Tensor, mask: Tensor, archs: list[Arch]
+               ) -> list[_Part]:
+        """The step's video part and (``train.image_fraction``) image part: the last
+        ``round(fraction × n)`` clips, one frame each (drawn per sample from the step's seed),
+        run at frames = 1 without temporal attention."""
+        n = video.shape[0]
+        k = round(trainer.cfg.image_fraction * n)
+        parts = []
+        if k < n:
+            parts.append(_Part(video[:n - k], emb[:n - k], mask[:n - k], archs,
+                               (n - k) / n, None, 0))
+        if k:
+            rng = np.random.default_rng([trainer.cfg.seed, trainer.step, trainer.rank, 0x1A6E])
+            frame = torch.as_tensor(rng.integers(0, video.shape[2], k), device=video.device)
+            clips = video[n - k:]
+            images = clips[torch.arange(k, device=video.device), :, frame].unsqueeze(2)
+            parts.append(_Part(images, emb[n - k:], mask[n - k:],
+                               [a.without("temporal_attn") for a in archs], k / n, 1, 1))
+        return parts
 
     @torch.no_grad()
     def _ema_prediction(self, trainer, inputs: dict, arch: Arch) -> Tensor:
@@ -193,6 +247,10 @@ class LatentDiffusionTask(DiffusionTask):
     def __init__(self, run) -> None:
         super().__init__(run)
 
+        if run.train.image_fraction:
+            raise ConfigError(f"train.image_fraction={run.train.image_fraction}: latent "
+                              f"models encode whole clips (the autoencoder compresses time); "
+                              f"joint image-video training is for pixel models")
         if run.train.autoencoder is None:
             raise ConfigError(f"model {run.model.name!r} is a latent model: pass "
                               f"autoencoder=PATH (a trained autoencoder run folder, checkpoint "

@@ -103,6 +103,12 @@ def init_from(model: VideoUNet, source: str | os.PathLike, diffusion=None,
     if not path.exists():
         raise TransferError(f"train.init_from: {str(path)!r} does not exist (expected an image "
                             f"model's training run, checkpoint or model folder)")
+    from ..latent import is_autoencoder_folder
+
+    if is_autoencoder_folder(path):
+        raise TransferError(f"train.init_from={path} is an autoencoder folder "
+                            f"({path / 'config.json'}); --init-from takes an image diffusion "
+                            f"model")
     try:
         den = load_denoiser(path, ema=ema)
     except (CheckpointError, ConfigError, ArchError, ValueError, KeyError) as e:
