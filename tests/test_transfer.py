@@ -112,6 +112,9 @@ def test_mismatching_sources_are_errors_naming_the_layer():
             "components: [resblock, cross_attn]}, {mult: 3, blocks: 1, components: [resblock, "
             "cross_attn, spatial_attn]}]"]))
     assert all(torch.equal(before[k], v) for k, v in video.state_dict().items())
+    # a one-frame run of the video config: its temporal layers are listed, not copied
+    record = transfer_weights(video, sned.build_supernet("tiny-base", TINY + ["frames=1"]))
+    assert "blocks.0.temporal_attn" in record.dropped and record.notes
 
 
 def test_cli_init_from_a_run_and_an_extracted_folder_then_resume_and_card(tmp_path):
@@ -189,3 +192,15 @@ def test_joint_image_video_training_runs_images_without_temporal_layers(tmp_path
     assert half.extras == {"image_clips": 2} and "image_clips" not in video.extras
     assert any(g is not None and g.any() for g in grads)
     assert only_images.train_macs < half.train_macs < video.train_macs
+
+
+@pytest.mark.parametrize("video, image", [("tiny-base", "tiny-image"),
+                                          ("pixel-base", "pixel-image")])
+def test_built_in_image_configs_are_their_video_configs_counterparts(video, image):
+    target = sned.build_supernet(video, device="meta")
+    record = transfer_weights(target, sned.build_supernet(image, device="meta"))
+    assert record.new and all(n.endswith((".temporal_attn", ".ff")) for n in record.new)
+    assert record.copied_params + sum(
+        p.numel() for n, p in target.named_parameters()
+        if any(n.startswith(m + ".") for m in record.new)) == sum(
+        p.numel() for p in target.parameters())
