@@ -122,6 +122,29 @@ def summarise(seeds: list[dict], steps: int) -> dict:
     return out
 
 
+def markdown(result: dict) -> str:
+    """The summary as a markdown table (mean ± 95 % t-interval over seeds)."""
+    def pm(st, fmt="{:.4f}"):
+        ci = st["ci95"]
+        return fmt.format(st["mean"]) + ("" if ci is None else " ± " + fmt.format(ci))
+
+    s, n = result["summary"], result["setting"]["scratch_steps"]
+    lines = ["| preset @ px | scratch final | transfer final | transfer − scratch | video steps "
+             "to reach scratch's final (per seed) |", "|---|---|---|---|---|"]
+    for key, row in s.items():
+        if "@" not in key:
+            continue
+        reach = ", ".join("—" if r is None else str(r)
+                          for r in row["video_steps_to_reach_scratch_final"])
+        lines.append(f"| {key} | {pm(row['scratch'])} | {pm(row['transfer'])} | "
+                     f"{pm(row['difference'], '{:+.4f}')} | {reach} (of {n}) |")
+    lines.append("")
+    lines.append(f"Caption accuracy (all attributes, mean over presets): scratch "
+                 f"{pm(s['caption_accuracy_scratch'], '{:.3f}')}, transfer "
+                 f"{pm(s['caption_accuracy_transfer'], '{:.3f}')}. Goal met: {s['goal_met']}.")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", default="bench-transfer")
@@ -133,7 +156,11 @@ def main() -> None:
     p.add_argument("--caption-prompts", type=int, default=16)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="also write the results here")
+    p.add_argument("--report", help="only print the markdown table of a results JSON")
     args = p.parse_args()
+    if args.report:
+        print(markdown(json.loads(Path(args.report).read_text())))
+        return
 
     from sned.study import Evaluator, StudyPlan
     from sned.train.config import load_run_config
@@ -173,7 +200,7 @@ def main() -> None:
     (out / "transfer.json").write_text(text)
     if args.json:
         Path(args.json).write_text(text)
-    print(json.dumps(result["summary"], indent=1))
+    print(markdown(result))
     print(f"wall {result['wall_seconds']:.0f} s")
 
 
