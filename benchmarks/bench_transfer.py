@@ -3,7 +3,7 @@
 Per seed: ``scratch`` trains tiny-base for ``--steps`` steps; ``transfer`` trains tiny-image
 (the image counterpart, one-frame clips of the same videos) for ``--image-steps`` steps and
 then tiny-base from it (``train.init_from``) for the rest, so image + video steps = scratch
-steps. Everything else is the study's (:class:`sned.study.StudyPlan` recipe, data and
+steps. Everything else is the study's (:class:`sned.app.study.StudyPlan` recipe, data and
 evaluation): EMA weights, the held-out validation-loss proxy per preset and resolution every
 ``--eval-every`` steps (``--val-videos`` clips), and at the end the study's evaluator (its val
 loss and caption accuracy of sampled videos at the lowest resolution).
@@ -32,7 +32,7 @@ PRESETS = ("S", "M", "L", "B")
 
 
 def overrides(plan, device: str, steps: int, seed: int, frames: int | None = None) -> list[str]:
-    from sned.study import base_overrides
+    from sned.app.study import base_overrides
 
     ov = base_overrides(plan, (16, 32), device) + [
         f"train.seed={seed}", f"train.steps={steps}",
@@ -51,8 +51,8 @@ class Curve:
         self.text = TextEncoder(max_length=16)
 
     def __call__(self, folder: Path) -> dict:
-        from sned.loading import load_denoiser
-        from sned.metrics.val_loss import synthetic_proxy
+        from sned.pipelines.loading import load_denoiser
+        from sned.search.proxy import synthetic_proxy
 
         den = load_denoiser(folder, ema=True)
         out = {}
@@ -95,7 +95,7 @@ def first_reach(rows: list[dict], res: str, preset: str, goal: float) -> int | N
 
 
 def summarise(seeds: list[dict], steps: int) -> dict:
-    from sned.study_report import t_interval
+    from sned.app.study_report import t_interval
 
     def stat(v):
         return {"mean": float(np.mean(v)), "ci95": t_interval(v), "values": v}
@@ -162,7 +162,7 @@ def main() -> None:
         print(markdown(json.loads(Path(args.report).read_text())))
         return
 
-    from sned.study import Evaluator, StudyPlan
+    from sned.app.study import Evaluator, StudyPlan
     from sned.train.config import load_run_config
 
     plan = StudyPlan(steps=args.steps, seeds=args.seeds, val_videos=args.val_videos,

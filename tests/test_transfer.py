@@ -153,7 +153,7 @@ def test_cli_mismatched_sources_exit_2_without_creating_the_run(tmp_path, capsys
     ssr = sned.save_pretrained(sned.build_supernet("tiny-ssr"), tmp_path / "ssr")
     other = sned.save_pretrained(sned.build_supernet("tiny-image", ["model_channels=48"]),
                                  tmp_path / "wide")
-    from sned.latent import save_autoencoder
+    from sned.models.codec import save_autoencoder
     from sned.models.autoencoder import VideoAutoencoder, load_autoencoder_config
 
     ae = save_autoencoder(VideoAutoencoder(load_autoencoder_config("tiny-ae")), tmp_path / "ae")

@@ -32,7 +32,7 @@ from torch import nn
 from ..arch import Arch, ArchError, BlockArch, unet_blocks
 from ..config import ConfigError
 from ..extract import LayerMismatch, extract, named_weight_pairs
-from ..files import CheckpointError
+from ..store.files import CheckpointError
 from ..models.unet import VideoUNet
 
 TEMPORAL = "temporal_attn"
@@ -97,13 +97,13 @@ def init_from(model: VideoUNet, source: str | os.PathLike, diffusion=None,
     weights when it has them (as every command), True / False insist. Raises
     :class:`TransferError` naming the file, the layer or the key; ``model`` is untouched then.
     """
-    from ..loading import load_denoiser
+    from ..pipelines.loading import load_denoiser
 
     path = Path(source)
     if not path.exists():
         raise TransferError(f"train.init_from: {str(path)!r} does not exist (expected an image "
                             f"model's training run, checkpoint or model folder)")
-    from ..latent import is_autoencoder_folder
+    from ..models.codec import is_autoencoder_folder
 
     if is_autoencoder_folder(path):
         raise TransferError(f"train.init_from={path} is an autoencoder folder "
