@@ -73,9 +73,10 @@ def test_step0_video_prediction_equals_image_prediction_per_frame_for_several_ar
 def test_a_static_source_fills_the_prefix_slices_and_wider_subnets_add_nothing():
     image, video = _models(seed=3)
     ispace = sned.search_space(image.config)
-    iarch = ispace.preset("M")
+    iarch = ispace.preset("S")  # drops components: they start at zero output
     static = sned.extract(image, iarch)
-    transfer_weights(video, static)
+    record = transfer_weights(video, static)
+    assert any(n.endswith(("cross_attn", "spatial_attn", "resblock")) for n in record.new)
     kw = sned.example_inputs(video, batch=2, frames=3, seed=2)
     ref = _per_frame(static, kw, None)
     specs = sned.search_space(video.config).specs
@@ -87,10 +88,6 @@ def test_a_static_source_fills_the_prefix_slices_and_wider_subnets_add_nothing()
             ratios = tuple((s, 1.0 if ratios_full or s not in r else r[s]) for s in spec.slots)
             blocks.append(sned.BlockArch(keep, ratios))
         arch = sned.Arch(iarch.resolution, tuple(blocks), video.config.name)
-        try:
-            image_arch(arch, image.config)
-        except ArchError:
-            pytest.skip("preset M keeps no attention in a block with a feed-forward")
         y = video(**kw, arch=arch)
         assert (y - ref).abs().max() <= 1e-5 * ref.abs().max()
 
@@ -118,7 +115,7 @@ def test_mismatching_sources_are_errors_naming_the_layer():
 
 
 def test_cli_init_from_a_run_and_an_extracted_folder_then_resume_and_card(tmp_path):
-    img, vid, folder = tmp_path / "img", tmp_path / "vid", tmp_path / "img-M"
+    img, vid, folder = tmp_path / "img", tmp_path / "vid", tmp_path / "img-S"
     assert main(["train", "tiny-image", "--out", str(img), "--steps", "1", "--no-progress",
                  *SMALL]) == 0
     assert main(["train", "tiny-base", "--out", str(vid), "--steps", "1", "--no-progress",
@@ -130,7 +127,7 @@ def test_cli_init_from_a_run_and_an_extracted_folder_then_resume_and_card(tmp_pa
     assert rec["sha256"] == file_sha256(src_file) and rec["path"] == str(img.resolve())
     assert "blocks.0.temporal_attn" in rec["new_zero_output"]
     # resume does not read the source again (it may be gone)
-    assert main(["extract", str(img), "--preset", "M", "--out", str(folder)]) == 0
+    assert main(["extract", str(img), "--preset", "S", "--out", str(folder)]) == 0
     shutil.rmtree(img)
     assert main(["train", "tiny-base", "--out", str(vid), "--steps", "2", "--no-progress",
                  "--resume", "--init-from", str(img), *SMALL, "model.frames=2"]) == 0

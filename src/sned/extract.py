@@ -114,10 +114,12 @@ def named_weight_pairs(supernet: VideoUNet, static: VideoUNet, skip=None):
             theirs = getattr(getattr(src, "weight", None), "shape", None)
             raise LayerMismatch(f"layer {name}: weight {tuple(module.weight.shape)} does not "
                                 f"fit the supernet's {theirs and tuple(theirs)} ({e})") from None
-        pairs = ([("weight", views[0], module.weight)]
-                 + ([("bias", views[1], module.bias)] if "bias" in own else [])
-                 if views is not None else
-                 [(p, getattr(src, p, None), t) for p, t in own.items()])
+        if views is None:  # a plain layer: whole tensors
+            pairs = [(p, getattr(src, p, None), t) for p, t in own.items()]
+        else:
+            pairs = [("weight", views[0], module.weight)]
+            if "bias" in own:
+                pairs.append(("bias", views[1], module.bias))
         for pname, view, tensor in pairs:
             if view is None or tuple(view.shape) != tuple(tensor.shape):
                 theirs = None if view is None else tuple(view.shape)

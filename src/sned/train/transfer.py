@@ -8,8 +8,9 @@ views extraction reads, so a static model's smaller weights land in the prefix s
 elastic ones. What has no counterpart starts so that its branch outputs zero:
 
 * each temporal attention's output projection, each feed-forward that only exists in the
-  target (a block whose only attention is temporal) and the pooled-text projection when the
-  source has none are zeroed — a temporal branch then returns its input;
+  target (a block whose only attention is temporal), the pooled-text projection when the
+  source has none, and the output layer of every component an extracted source dropped are
+  zeroed — such a branch then returns its input;
 * for a static source, the input columns of every residual branch's output layer (ResBlock
   ``conv2``, attention ``to_out``, feed-forward ``fc2``) beyond the source's width are zeroed,
   so a wider subnet adds nothing the source did not compute.
@@ -213,14 +214,14 @@ def _is_temporal(name: str) -> bool:
 def _new_modules(target: VideoUNet, covered: set[str], source: VideoUNet, label: str
                  ) -> list[str]:
     """Target modules that got nothing from the source; only branches that can start at zero
-    output (temporal attention, a feed-forward of a block whose only attention is temporal,
-    the pooled-text projection) may be new — any other is a TransferError naming it."""
+    output may be new (see :func:`_zeroable`) — any other is a TransferError naming it."""
+    specs = unet_blocks(source.config)
     new: list[str] = []
     for name, param in target.named_parameters():
         if name in covered:
             continue
         module = name.rsplit(".", 1)[0]
-        branch = _zeroable(target, module)
+        branch = _zeroable(target, module, specs)
         if branch is None:
             raise TransferError(f"train.init_from={label} ({source.config.name}) does not fit "
                                 f"{target.config.name}: layer {name} {tuple(param.shape)} has no "
@@ -230,23 +231,27 @@ def _new_modules(target: VideoUNet, covered: set[str], source: VideoUNet, label:
     return new
 
 
-def _zeroable(target: VideoUNet, module: str) -> str | None:
-    """The zero-output branch ``module`` belongs to, or None."""
+def _zeroable(target: VideoUNet, module: str, source_specs) -> str | None:
+    """The zero-output branch ``module`` belongs to, or None: a temporal attention; a
+    feed-forward of a block whose only attention is temporal; a component the source's config
+    has but an extracted source dropped; the pooled-text projection."""
     parts = module.split(".")
     if parts[0] == "text_pool":
         return "text_pool"
-    if parts[0] == "blocks" and len(parts) >= 3 and parts[2] in (TEMPORAL, "ff"):
-        block = target.blocks[int(parts[1])]
-        if parts[2] == "ff" and any(a != TEMPORAL for a in block.spec.attentions):
-            return None  # this block's FF has a counterpart in a matching source
-        return ".".join(parts[:3])
-    return None
+    if parts[0] != "blocks" or len(parts) < 3:
+        return None
+    comp, block = parts[2], target.blocks[int(parts[1])]
+    ours = comp == TEMPORAL or (comp == "ff" and all(a == TEMPORAL
+                                                    for a in block.spec.attentions))
+    dropped = comp in source_specs[int(parts[1])].slots
+    return ".".join(parts[:3]) if ours or dropped else None
 
 
 def zero_output(module: nn.Module) -> None:
-    """Zero what ``module`` adds to its residual stream (attention ``to_out``, FF ``fc2``, a
-    linear projection itself)."""
-    last = getattr(module, "to_out", None) or getattr(module, "fc2", None) or module
+    """Zero what ``module`` adds to its residual stream (attention ``to_out``, FF ``fc2``,
+    ResBlock ``conv2``, a linear projection itself)."""
+    last = next((getattr(module, n) for n in ("to_out", "fc2", "conv2") if hasattr(module, n)),
+                module)
     with torch.no_grad():
         last.weight.zero_()
         if last.bias is not None:
