@@ -67,8 +67,10 @@ class Curve:
         return out
 
 
-def train_curve(run, folder: Path, every: int, curve: Curve, offset: int = 0) -> list[dict]:
-    """Train ``run`` in chunks of ``every`` steps; evaluate at step 0 and after each chunk."""
+def train_curve(run, folder: Path, every: int, curve: Curve, offset: int = 0,
+                at_zero: bool = True) -> list[dict]:
+    """Train ``run`` in chunks of ``every`` steps; evaluate after each chunk (and at step 0
+    unless ``at_zero`` is False)."""
     from sned.train.trainer import Trainer
 
     shutil.rmtree(folder, ignore_errors=True)
@@ -76,8 +78,9 @@ def train_curve(run, folder: Path, every: int, curve: Curve, offset: int = 0) ->
     tr.save()
     rows, macs, t0 = [], 0, time.perf_counter()
     while True:
-        rows.append({"video_steps": tr.step, "total_steps": offset + tr.step,
-                     "train_macs": macs, "val_loss": curve(folder)})
+        if tr.step or at_zero:
+            rows.append({"video_steps": tr.step, "total_steps": offset + tr.step,
+                         "train_macs": macs, "val_loss": curve(folder)})
         if tr.step >= run.train.steps:
             break
         tr.fit(steps=min(run.train.steps, tr.step + every))
@@ -148,12 +151,13 @@ def markdown(result: dict) -> str:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", default="bench-transfer")
-    p.add_argument("--steps", type=int, default=240, help="scratch steps = image + video steps")
-    p.add_argument("--image-steps", type=int, default=120)
+    p.add_argument("--steps", type=int, default=160, help="scratch steps = image + video steps")
+    p.add_argument("--image-steps", type=int, default=80)
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--eval-every", type=int, default=20)
-    p.add_argument("--val-videos", type=int, default=64)
-    p.add_argument("--caption-prompts", type=int, default=16)
+    p.add_argument("--eval-every", type=int, default=20, help="transfer run's evaluations")
+    p.add_argument("--scratch-eval-every", type=int, default=40)
+    p.add_argument("--val-videos", type=int, default=32)
+    p.add_argument("--caption-prompts", type=int, default=8)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--report", help="only print the markdown table of a results JSON")
@@ -176,11 +180,13 @@ def main() -> None:
         print(f"seed {seed}", flush=True)
         rec = {"seed": seed}
         scratch = load_run_config("tiny-base", overrides(plan, args.device, args.steps, seed))
-        rec["scratch"] = train_curve(scratch, out / f"scratch-{seed}", args.eval_every, curve)
+        rec["scratch"] = train_curve(scratch, out / f"scratch-{seed}", args.scratch_eval_every,
+                                     curve, at_zero=False)
         rec["scratch_final"] = evaluate(out / f"scratch-{seed}", PRESETS)
         image = load_run_config("tiny-image", overrides(plan, args.device, args.image_steps,
                                                         seed, frames=1))
-        rec["image"] = train_curve(image, out / f"image-{seed}", args.image_steps, curve)
+        rec["image"] = train_curve(image, out / f"image-{seed}", args.image_steps, curve,
+                                   at_zero=False)
         video = load_run_config("tiny-base", overrides(plan, args.device, video_steps, seed) + [
             f"train.init_from={out / f'image-{seed}'}"])
         rec["transfer"] = train_curve(video, out / f"transfer-{seed}", args.eval_every, curve,
@@ -191,6 +197,7 @@ def main() -> None:
     result = {"setting": {"config": "tiny-base", "image_config": "tiny-image",
                           "scratch_steps": args.steps, "image_steps": args.image_steps,
                           "video_steps": video_steps, "eval_every": args.eval_every,
+                          "scratch_eval_every": args.scratch_eval_every,
                           "val_videos": args.val_videos, "plan": plan.to_dict(),
                           "threads": torch.get_num_threads(), "device": args.device},
               "wall_seconds": time.perf_counter() - t_start,
