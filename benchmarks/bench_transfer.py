@@ -194,19 +194,19 @@ def main() -> None:
         rec["image_macs"] = rec["image"][-1]["train_macs"]
         rec["transfer_final"] = evaluate(out / f"transfer-{seed}", PRESETS)
         seeds.append(rec)
-    result = {"setting": {"config": "tiny-base", "image_config": "tiny-image",
-                          "scratch_steps": args.steps, "image_steps": args.image_steps,
-                          "video_steps": video_steps, "eval_every": args.eval_every,
-                          "scratch_eval_every": args.scratch_eval_every,
-                          "val_videos": args.val_videos, "plan": plan.to_dict(),
-                          "threads": torch.get_num_threads(), "device": args.device},
-              "wall_seconds": time.perf_counter() - t_start,
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "summary": summarise(seeds, args.steps), "seeds": seeds}
-    text = json.dumps(result, indent=1)
-    (out / "transfer.json").write_text(text)
-    if args.json:
-        Path(args.json).write_text(text)
+        result = {"setting": {"config": "tiny-base", "image_config": "tiny-image",
+                              "scratch_steps": args.steps, "image_steps": args.image_steps,
+                              "video_steps": video_steps, "eval_every": args.eval_every,
+                              "scratch_eval_every": args.scratch_eval_every,
+                              "val_videos": args.val_videos, "plan": plan.to_dict(),
+                              "threads": torch.get_num_threads(), "device": args.device},
+                  "wall_seconds": time.perf_counter() - t_start,
+                  "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                  "summary": summarise(seeds, args.steps), "seeds": seeds}
+        text = json.dumps(result, indent=1)  # after every seed: a partial result survives
+        (out / "transfer.json").write_text(text)
+        if args.json:
+            Path(args.json).write_text(text)
     print(markdown(result))
     print(f"wall {result['wall_seconds']:.0f} s")
 
