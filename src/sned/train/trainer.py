@@ -35,6 +35,7 @@ from ..config import ConfigError
 from ..data.folder import SkipTally
 from ..device import apply_tf32, deterministic_env, resolve_device, tf32_flags
 from ..diffusion import Objective
+from ..models.unet import VideoUNet
 from ..store.checkpoint import BackgroundWriter, load_training_state, snapshot, write_checkpoint
 from ..text import TextEncoder
 from .arch_sampler import Floors
@@ -48,6 +49,7 @@ from .parallel import Parallel
 from .preempt import StopSignal
 from .run_folder import RunFolder
 from .tasks import make_task, task_class, write_eval
+from .transfer import init_from
 
 
 class TrainingError(RuntimeError):
@@ -166,9 +168,6 @@ class Trainer:
     def _init_from(self, source: str) -> None:
         """Write the image model ``source`` into the fresh supernet (before EMA and optimizer
         copy it); errors name the source and the layer, before the run folder exists."""
-        from ..models.unet import VideoUNet
-        from .transfer import init_from
-
         if not isinstance(self.model, VideoUNet) or not self.model.is_supernet:
             raise ConfigError(f"train.init_from={source}: starts a diffusion supernet from an "
                               f"image model; this run trains a {type(self.model).__name__}")

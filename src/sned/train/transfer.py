@@ -33,8 +33,10 @@ from torch import nn
 from ..arch import Arch, ArchError, BlockArch, unet_blocks
 from ..config import ConfigError
 from ..extract import LayerMismatch, extract, named_weight_pairs
-from ..store.files import CheckpointError
+from ..models.codec import is_autoencoder_folder
 from ..models.unet import VideoUNet
+from ..pipelines.loading import load_denoiser
+from ..store.files import CheckpointError
 
 TEMPORAL = "temporal_attn"
 FUNCTION_KEYS = ("kind", "conditional", "head_dim", "norm_group_size", "text_dim",
@@ -98,14 +100,10 @@ def init_from(model: VideoUNet, source: str | os.PathLike, diffusion=None,
     weights when it has them (as every command), True / False insist. Raises
     :class:`TransferError` naming the file, the layer or the key; ``model`` is untouched then.
     """
-    from ..pipelines.loading import load_denoiser
-
     path = Path(source)
     if not path.exists():
         raise TransferError(f"train.init_from: {str(path)!r} does not exist (expected an image "
                             f"model's training run, checkpoint or model folder)")
-    from ..models.codec import is_autoencoder_folder
-
     if is_autoencoder_folder(path):
         raise TransferError(f"train.init_from={path} is an autoencoder folder "
                             f"({path / 'config.json'}); --init-from takes an image diffusion "
