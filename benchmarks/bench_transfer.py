@@ -129,7 +129,8 @@ def markdown(result: dict) -> str:
     """The summary as a markdown table (mean ± 95 % t-interval over seeds)."""
     def pm(st, fmt="{:.4f}"):
         ci = st["ci95"]
-        return fmt.format(st["mean"]) + ("" if ci is None else " ± " + fmt.format(ci))
+        return fmt.format(st["mean"]) + ("" if ci is None else " ± " + fmt.replace("+", "")
+                                          .format(ci))
 
     s, n = result["summary"], result["setting"]["scratch_steps"]
     lines = ["| preset @ px | scratch final | transfer final | transfer − scratch | video steps "
@@ -154,6 +155,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=160, help="scratch steps = image + video steps")
     p.add_argument("--image-steps", type=int, default=80)
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seed-start", type=int, default=0, help="first seed (split seeds over runs)")
+    p.add_argument("--merge", nargs="+", help="only merge the seeds of these results JSONs "
+                                              "(same setting) into --json")
     p.add_argument("--eval-every", type=int, default=20, help="transfer run's evaluations")
     p.add_argument("--scratch-eval-every", type=int, default=40)
     p.add_argument("--val-videos", type=int, default=32)
@@ -164,6 +168,20 @@ def main() -> None:
     args = p.parse_args()
     if args.report:
         print(markdown(json.loads(Path(args.report).read_text())))
+        return
+    if args.merge:
+        parts = [json.loads(Path(f).read_text()) for f in args.merge]
+        def same(st):  # the seed count of a part does not change its seeds' numbers
+            return {**st, "plan": {**st["plan"], "seeds": None}}
+
+        if any(same(p_["setting"]) != same(parts[0]["setting"]) for p_ in parts):
+            raise SystemExit("bench_transfer --merge: the results have different settings")
+        seeds = sorted((s_ for p_ in parts for s_ in p_["seeds"]), key=lambda s_: s_["seed"])
+        result = {**parts[0], "wall_seconds": sum(p_["wall_seconds"] for p_ in parts),
+                  "summary": summarise(seeds, parts[0]["setting"]["scratch_steps"]),
+                  "seeds": seeds, "merged_from": args.merge}
+        Path(args.json).write_text(json.dumps(result, indent=1))
+        print(markdown(result))
         return
 
     from sned.app.study import Evaluator, StudyPlan
@@ -176,7 +194,7 @@ def main() -> None:
     curve, evaluate = Curve(plan, args.val_videos), Evaluator(plan, 16, out, args.device)
     video_steps = args.steps - args.image_steps
     t_start, seeds = time.perf_counter(), []
-    for seed in range(args.seeds):
+    for seed in range(args.seed_start, args.seed_start + args.seeds):
         print(f"seed {seed}", flush=True)
         rec = {"seed": seed}
         scratch = load_run_config("tiny-base", overrides(plan, args.device, args.steps, seed))
