@@ -133,8 +133,9 @@ def markdown(result: dict) -> str:
                                           .format(ci))
 
     s, n = result["summary"], result["setting"]["scratch_steps"]
-    lines = ["| preset @ px | scratch final | transfer final | transfer − scratch | video steps "
-             "to reach scratch's final (per seed) |", "|---|---|---|---|---|"]
+    head = ("| preset @ px | scratch final | transfer final | transfer − scratch | video steps "
+            "to reach scratch's final (per seed) |")
+    lines = [head, "|---|---|---|---|---|"]
     for key, row in s.items():
         if "@" not in key:
             continue

@@ -10,7 +10,7 @@ import torch
 import sned
 from sned.arch import ArchError
 from sned.cli import main
-from sned.train.transfer import (TransferError, file_sha256, image_arch, transfer_weights)
+from sned.train.transfer import TransferError, file_sha256, image_arch, transfer_weights
 
 TINY = ["model_channels=16", "heads=[1,2,2]", "time_embed_dim=32", "resolutions=[16]"]
 SMALL = [f"model.{o}" for o in TINY] + ["train.batch_size=2", "data.num_videos=8",
@@ -29,7 +29,7 @@ def _models(seed=0):
 def _per_frame(image, kw, arch):
     """The image model run on every frame of kw's clips alone: (B, C, T, H, W)."""
     b, c, t, h, w = kw["sample"].shape
-    rep = lambda x: x.repeat_interleave(t, 0)  # noqa: E731
+    rep = lambda x: x.repeat_interleave(t, 0)
     y = image(sample=kw["sample"].transpose(1, 2).reshape(b * t, c, 1, h, w),
               timestep=rep(kw["timestep"]), encoder_hidden_states=rep(kw["encoder_hidden_states"]),
               encoder_attention_mask=rep(kw["encoder_attention_mask"]),
@@ -104,10 +104,10 @@ def test_mismatching_sources_are_errors_naming_the_layer():
         with pytest.raises(TransferError, match=match):
             transfer_weights(video, source)
     with pytest.raises(TransferError, match=r"blocks\.\d+\.\w+.* has no counterpart"):
-        transfer_weights(video, sned.build_supernet("tiny-image", TINY + [
-            "levels=[{mult: 1, blocks: 1, components: [resblock]}, {mult: 2, blocks: 1, "
-            "components: [resblock, cross_attn]}, {mult: 3, blocks: 1, components: [resblock, "
-            "cross_attn, spatial_attn]}]"]))
+        levels = ("levels=[{mult: 1, blocks: 1, components: [resblock]}, {mult: 2, blocks: 1, "
+                  "components: [resblock, cross_attn]}, {mult: 3, blocks: 1, components: "
+                  "[resblock, cross_attn, spatial_attn]}]")
+        transfer_weights(video, sned.build_supernet("tiny-image", [*TINY, levels]))
     assert all(torch.equal(before[k], v) for k, v in video.state_dict().items())
     # a one-frame run of the video config: its temporal layers are listed, not copied
     record = transfer_weights(video, sned.build_supernet("tiny-base", TINY + ["frames=1"]))
@@ -150,8 +150,8 @@ def test_cli_mismatched_sources_exit_2_without_creating_the_run(tmp_path, capsys
     ssr = sned.save_pretrained(sned.build_supernet("tiny-ssr"), tmp_path / "ssr")
     other = sned.save_pretrained(sned.build_supernet("tiny-image", ["model_channels=48"]),
                                  tmp_path / "wide")
-    from sned.models.codec import save_autoencoder
     from sned.models.autoencoder import VideoAutoencoder, load_autoencoder_config
+    from sned.models.codec import save_autoencoder
 
     ae = save_autoencoder(VideoAutoencoder(load_autoencoder_config("tiny-ae")), tmp_path / "ae")
     cases = [(tmp_path / "missing", "does not exist"), (ssr, "'ssr' model"),

@@ -168,7 +168,7 @@ class Arch:
             return self
         return Arch(int(resolution), self.blocks, self.config)
 
-    def without(self, component: str) -> "Arch":
+    def without(self, component: str) -> Arch:
         """The same subnet with ``component`` dropped in every block (ratios kept): e.g.
         ``without("temporal_attn")`` is how joint image-video training runs images. A block
         left with no attention drops its feed-forward too (the block rule)."""
