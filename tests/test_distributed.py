@@ -91,15 +91,20 @@ def test_sigterm_on_one_rank_stops_both_at_one_step_and_resumes_bitwise(tmp_path
 
 def _fsdp_worker(rank: int, port: int, root: str) -> None:
     """DDP and FSDP runs of STEPS; FSDP stopped at 3 and resumed under FSDP, and (with
-    gradient checkpointing) under DDP."""
+    gradient checkpointing) under DDP.
+
+    The stop is a run of 3 steps resumed to STEPS, so the lr schedule must not depend on
+    ``train.steps``: the default cosine decays over them (a 3-step run has other lrs in its
+    first 3 steps than a 6-step one); constant lr keeps the legs the same run."""
     _env(rank, port)
-    codes = [_train(f"{root}/ddp", STEPS),
-             _train(f"{root}/fsdp", STEPS, "train.parallel=fsdp"),
-             _train(f"{root}/fsdp_resumed", 3, "train.parallel=fsdp"),
-             _train(f"{root}/fsdp_resumed", STEPS, "--resume", "train.parallel=fsdp"),
-             _train(f"{root}/cross", 3, "train.parallel=fsdp",
+    lr = "train.lr_schedule=constant"
+    codes = [_train(f"{root}/ddp", STEPS, lr),
+             _train(f"{root}/fsdp", STEPS, lr, "train.parallel=fsdp"),
+             _train(f"{root}/fsdp_resumed", 3, lr, "train.parallel=fsdp"),
+             _train(f"{root}/fsdp_resumed", STEPS, lr, "--resume", "train.parallel=fsdp"),
+             _train(f"{root}/cross", 3, lr, "train.parallel=fsdp",
                     "train.gradient_checkpointing=true"),
-             _train(f"{root}/cross", STEPS, "--resume", "train.parallel=ddp")]
+             _train(f"{root}/cross", STEPS, lr, "--resume", "train.parallel=ddp")]
     with open(f"{root}/rank{rank}.json", "w") as f:
         json.dump(codes, f)
     torch.distributed.destroy_process_group()
