@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.abc
+import importlib.machinery
 import importlib.util
 import sys
 import warnings
@@ -58,6 +59,9 @@ MOVED_MODULES = {
 class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Resolves an old module path (:data:`MOVED_MODULES`) to the module at its new path."""
 
+    def __init__(self) -> None:
+        self._specs: dict[str, importlib.machinery.ModuleSpec] = {}
+
     def find_spec(self, name, path=None, target=None):
         if name not in MOVED_MODULES:
             return None
@@ -68,7 +72,6 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         warnings.warn(f"{spec.name} moved to {new}; the old path goes away in the next release",
                       DeprecationWarning, stacklevel=3)
         module = importlib.import_module(new)
-        self._specs = getattr(self, "_specs", {})
         self._specs[new] = module.__spec__  # the import system overwrites it with the alias's
         return module
 
