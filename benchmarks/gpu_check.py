@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -214,12 +215,12 @@ def ddp_worker(out: str, steps: int, config: str, extra: list[str]) -> None:
     dist.destroy_process_group()
 
 
-def check_ddp(plan: dict, timeout: float) -> dict:
+def check_ddp(plan: dict, timeout: float, overrides: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                "--master_port", str(29500 + os.getpid() % 1000), __file__, "--ddp-worker", out,
                "--ddp-steps", str(plan["ddp_steps"]), "--ddp-config", plan["ddp_config"],
-               f"train.device={plan['device']}", *plan["ddp_extra"]]
+               f"train.device={plan['device']}", *plan["ddp_extra"], *overrides]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         seconds = time.perf_counter() - t0
@@ -273,34 +274,57 @@ def check_sampling(plan: dict, device: torch.device) -> dict:
 
 
 # --------------------------------------------------------------------------------- (f)
+def _error(part) -> str | None:
+    return part.get("error") if isinstance(part, dict) else None
+
+
 def markdown(r: dict) -> str:
+    """The ``docs/benchmarks.md`` section; a part that raised shows its error instead."""
     lines = [f"## GPU check ({r['device_name']}, {r['date']}, `benchmarks/gpu_check.py"
              f"{' --smoke' if r['smoke'] else ''}`)", "",
              f"torch {r['torch']}; config {r['config']}; total {r['seconds']:.0f} s "
-             f"(per part: {r['part_seconds']}).", "",
-             f"- (a) attention, fused kernels only: **{r['attention']['fused_only']}**; "
-             f"flash only: {r['attention']['flash_only']}; SDPA calls per step "
-             f"{r['attention']['sdpa_calls_per_step']}.",
-             "- (b) peak memory of training steps vs `sned memory` (fixed_arch=B):", "",
-             "| batch | checkpointing | measured GiB | estimate GiB | estimate / measured |",
-             "|---|---|---|---|---|"]
-    for m in r["memory"]:
-        lines.append(f"| {m['batch']} | {m['checkpointing']} | {m['measured_gib']:.2f} | "
-                     f"{m['estimate_gib']:.2f} | {m['ratio']:.3f} |")
-    lines += ["", "- (c) training step time and MFU (6 × forward MACs per clip, no recompute):",
-              "", "| batch | checkpointing | step s | model TFLOP/step | MFU |", "|---|---|---|---|---|"]
-    for m in r["mfu"]:
-        mfu = "n/a" if m["mfu"] is None else f"{m['mfu']:.1%}"
-        lines.append(f"| {m['batch']} | {m['checkpointing']} | {m['step_s']:.3f} | "
-                     f"{m['model_tflop_per_step']:.3g} | {mfu} |")
+             f"(per part: {r['part_seconds']}).", ""]
+    a = r["attention"]
+    if _error(a) and "fused_only" not in a:
+        lines.append(f"- (a) attention: **error** {_error(a)}")
+    else:
+        lines.append(f"- (a) attention, fused kernels only: **{a['fused_only']}**; flash only: "
+                     f"{a['flash_only']}; SDPA calls per step {a['sdpa_calls_per_step']}.")
+    if _error(r["memory"]):
+        lines.append(f"- (b) peak memory: **error** {_error(r['memory'])}")
+    else:
+        lines += ["- (b) peak memory of training steps vs `sned memory` (fixed_arch=B):", "",
+                  "| batch | checkpointing | measured GiB | estimate GiB | estimate / measured |",
+                  "|---|---|---|---|---|"]
+        for m in r["memory"]:
+            lines.append(f"| {m['batch']} | {m['checkpointing']} | {m['measured_gib']:.2f} | "
+                         f"{m['estimate_gib']:.2f} | {m['ratio']:.3f} |")
+        lines.append("")
+    if _error(r["mfu"]):
+        lines.append(f"- (c) step time and MFU: **error** {_error(r['mfu'])}")
+    else:
+        lines += ["- (c) training step time and MFU (6 × forward MACs per clip, no recompute):",
+                  "", "| batch | checkpointing | step s | model TFLOP/step | MFU |",
+                  "|---|---|---|---|---|"]
+        for m in r["mfu"]:
+            mfu = "n/a" if m["mfu"] is None else f"{m['mfu']:.1%}"
+            lines.append(f"| {m['batch']} | {m['checkpointing']} | {m['step_s']:.3f} | "
+                         f"{m['model_tflop_per_step']:.3g} | {mfu} |")
+        lines.append("")
     d, s = r["ddp"], r["sampling"]
-    lines += ["", f"- (d) 2-rank DDP on one device (tiny-base, sandwich, grad_accum=2, "
-              f"checkpointing): identical weights **{d.get('identical_weights')}** "
-              f"({d.get('seconds', 0):.0f} s).",
-              f"- (e) sampling ({s['precision']}, {s['steps']} DDIM steps, CFG): S "
-              f"{s['S_s']:.3f} s, B {s['B_s']:.3f} s, speed-up **{s['speedup_B_over_S']:.2f}×**"
-              f" (goal ≥ {s['goal']}×).",
-              f"- checks passed: **{r['pass']}**."]
+    if "identical_weights" in d:
+        lines.append(f"- (d) 2-rank DDP on one device (tiny-base, sandwich, grad_accum=2, "
+                     f"checkpointing): identical weights **{d['identical_weights']}** "
+                     f"({d['seconds']:.0f} s).")
+    else:
+        lines.append(f"- (d) 2-rank DDP: **failed** {(_error(d) or d.get('error', ''))[-400:]}")
+    if _error(s):
+        lines.append(f"- (e) sampling: **error** {_error(s)}")
+    else:
+        lines.append(f"- (e) sampling ({s['precision']}, {s['steps']} DDIM steps, CFG): S "
+                     f"{s['S_s']:.3f} s, B {s['B_s']:.3f} s, speed-up "
+                     f"**{s['speedup_B_over_S']:.2f}×** (goal ≥ {s['goal']}×).")
+    lines.append(f"- checks passed: **{r['pass']}**.")
     return "\n".join(lines) + "\n"
 
 
@@ -331,13 +355,26 @@ def main() -> int:
               "peak_tflops": peak}
     part_s = report["part_seconds"] = {}
 
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
     def timed(name, fn):
+        """Run one part; a part that raises is recorded (``error``) and the next one runs.
+        The JSON is rewritten after every part, so a run cut short keeps what it measured."""
         t = time.perf_counter()
-        report[name] = fn()
+        try:
+            report[name] = fn()
+        except Exception as err:  # noqa: BLE001 - one broken part must not hide the others
+            report[name] = {"pass": False, "error": f"{type(err).__name__}: {err}"[:1500],
+                            "traceback": traceback.format_exc()[-3000:]}
+            print(f"gpu_check: part {name} failed:\n{report[name]['traceback']}",
+                  file=sys.stderr)
         part_s[name] = round(time.perf_counter() - t, 1)
+        print(f"gpu_check: {name} done in {part_s[name]} s", file=sys.stderr, flush=True)
+        out.write_text(json.dumps(report, indent=1))
 
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = _trainer(plan, Path(tmp) / "run", [])
+        trainer = _trainer(plan, Path(tmp) / "run", extra)
         part_s["setup"] = round(time.perf_counter() - t0, 1)
         timed("attention", lambda: check_attention(trainer))
         timed("memory", lambda: check_memory(trainer, plan))
@@ -348,13 +385,12 @@ def main() -> int:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    timed("ddp", lambda: check_ddp(plan, args.ddp_timeout))
+    timed("ddp", lambda: check_ddp(plan, args.ddp_timeout, extra))
     timed("sampling", lambda: check_sampling(plan, device))
     report["seconds"] = time.perf_counter() - t0
     report["pass"] = bool(report["attention"]["pass"] and report["ddp"]["pass"]
+                          and isinstance(report["memory"], list)
                           and all(m["pass"] for m in report["memory"]))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     md = markdown(report)
     if args.md:

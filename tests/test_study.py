@@ -22,7 +22,7 @@ from sned.train.trainer import Trainer
 FAST = ["model.frames=2", "data.num_videos=16", "train.batch_size=2", "train.warmup_steps=4",
         "train.warmup_stages=2", "train.ema_decay=0.99"]
 TINY = dict(steps=2, seeds=1, frames=1, batch={16: 2, 32: 1}, val_videos=2, caption_prompts=2,
-            caption_steps=1, num_videos=8, pairs_per_clip=2, curve_points=2)
+            caption_steps=1, num_videos=8, pairs_per_clip=2, curve_points=2, resolutions=None)
 
 
 def test_fixed_arch_sampler_keeps_the_arch_and_draws_resolutions(tmp_path):
@@ -115,6 +115,26 @@ def test_study_minuscule(tmp_path, capsys):
     with pytest.raises(ConfigError, match="other settings"):
         run_study(tmp_path / "s", StudyPlan(**{**TINY, "steps": 3}), device="cpu")
     assert path.read_text() == before
+
+
+def test_study_jobs_give_the_sequential_results(tmp_path):
+    """``--jobs 2``: the same runs (the matched-compute run after its supernet), in the same
+    order, with the same compute and val losses as one job; a bad jobs value is refused."""
+    plan = StudyPlan(**TINY, methods=("supernet", "standalone"))
+    one = json.loads(run_study(tmp_path / "one", plan, device="cpu").read_text())
+    two = json.loads(run_study(tmp_path / "two", plan, device="cpu", jobs=2).read_text())
+    assert [(r["run"], r["seed"], r["steps"]) for r in two["runs"]] == \
+        [(r["run"], r["seed"], r["steps"]) for r in one["runs"]]
+    assert [r["run"] for r in one["runs"]][:2] == ["supernet", "standalone-B-matched"]
+    for a, b in zip(one["rows"], two["rows"], strict=True):
+        assert (a["method"], a["preset"], a["resolution"], a["compute"]) == \
+            (b["method"], b["preset"], b["resolution"], b["compute"])
+        assert b["val_loss"]["mean"] == pytest.approx(a["val_loss"]["mean"], rel=1e-4)
+    assert two["meta"]["jobs"] == 2 and "2 job(s)" in two["meta"]["device"]
+    with pytest.raises(ConfigError, match="jobs"):
+        run_study(tmp_path / "bad", plan, device="cpu", jobs=0)
+    assert main(["study", "--out", str(tmp_path / "bad2"), "--jobs", "two"]) == 2
+    assert not (tmp_path / "bad2").exists()
 
 
 def test_goal_check_arithmetic():

@@ -56,6 +56,7 @@ from ..train.config import load_run_config
 from ..train.run_folder import RunFolder, RunFolderError
 from ..train.trainer import Trainer
 from ..video_io import to_uint8
+from .study_jobs import run_in_workers, threads_per_job
 from .study_report import aggregate, write_results
 
 METHODS = ("supernet", "standalone", "supernet-uniform", "zero-init-off", "per-tensor-adam",
@@ -79,6 +80,12 @@ SUPERNET_METHODS = {"supernet": [],
 class StudyPlan:
     """Everything that decides a study's numbers (saved as ``study.json``).
 
+    The defaults are the plateau-horizon plan sized to about 2 hours on a 2-core machine (two
+    1-thread jobs, ``sned study --jobs 2``): 2,000 steps at 16 px, 3 seeds of supernet vs
+    standalone, one seed of each recipe ablation. Left out to fit: 32 px, more ablation
+    seeds and the non-recipe ablations (``--resolutions 16,32``, ``--ablation-seeds``,
+    ``--methods`` add them).
+
     Attributes:
         config: model config (built-in name or YAML path).
         steps: optimizer steps of every supernet run and of every same-steps standalone run.
@@ -101,11 +108,11 @@ class StudyPlan:
     """
 
     config: str = "tiny-base"
-    steps: int = 300
+    steps: int = 2000
     seeds: int = 3
     ablation_seeds: int = 1
     frames: int = 4
-    resolutions: tuple[int, ...] | None = None
+    resolutions: tuple[int, ...] | None = (16,)
     batch: dict[int, int] = field(default_factory=lambda: {16: 4, 32: 1})
     lr: float = 1e-3
     lr_warmup_steps: int = 10
@@ -116,7 +123,7 @@ class StudyPlan:
     num_videos: int = 2048
     val_videos: int = 64
     pairs_per_clip: int = 4
-    curve_points: int = 4
+    curve_points: int = 8
     caption_prompts: int = 8
     caption_steps: int = 6
     cfg: float = 3.0
@@ -152,8 +159,10 @@ class StudyPlan:
         return d
 
 
-QUICK = StudyPlan(steps=20, seeds=1, val_videos=16, pairs_per_clip=2, curve_points=2)
-"""``--quick``: indicative numbers in a few minutes."""
+QUICK = StudyPlan(steps=20, seeds=1, resolutions=None, val_videos=16, pairs_per_clip=2,
+                  curve_points=2)
+"""``--quick``: indicative numbers in a few minutes (both of tiny-base's resolutions)."""
+
 
 
 @dataclass
@@ -352,8 +361,10 @@ class Evaluator:
 
 # ----------------------------------------------------------------------------- the study
 def run_study(out: str | Path, plan: StudyPlan = StudyPlan(), device: str = "auto",
-              i3d: str | None = None) -> Path:
+              i3d: str | None = None, jobs: int = 1) -> Path:
     """Train and evaluate every run of ``plan``; write ``results.json`` / ``results.md``.
+    ``jobs > 1`` trains that many runs at once in worker processes (:mod:`.study_jobs`); the
+    results do not depend on it.
 
     Returns the path of ``results.json``. Raises ConfigError (before any training) when the
     plan is invalid or ``out`` holds a study with other settings.
@@ -368,6 +379,8 @@ def run_study(out: str | Path, plan: StudyPlan = StudyPlan(), device: str = "aut
     if bad or not resolutions:
         raise ConfigError(f"study: resolutions {list(resolutions)} must be a non-empty subset "
                           f"of config {cfg.name!r} resolutions {list(cfg.resolutions)}")
+    if jobs < 1:
+        raise ConfigError(f"study: jobs must be >= 1 (got {jobs})")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     _check_plan_file(out, plan, i3d)
     specs = plan_runs(plan, resolutions)
@@ -375,22 +388,35 @@ def run_study(out: str | Path, plan: StudyPlan = StudyPlan(), device: str = "aut
         run_config(plan, spec, 0, resolutions, device)
     out.mkdir(parents=True, exist_ok=True)
     (out / "study.json").write_text(json.dumps(plan.to_dict(), indent=1))
-    evaluate = Evaluator(plan, min(resolutions), out, device, i3d)
     t_start = time.perf_counter()
-    records = []
-    for seed in range(plan.seeds):
-        seed_specs = [sp for sp in specs if seed < seeds_of(plan, sp.method)]
-        for i, spec in enumerate(seed_specs):
-            records.append(_train_and_evaluate(plan, spec, seed, resolutions, device, out,
-                                               evaluate))
-            if spec.name == "supernet" and "standalone" in plan.methods:
-                seed_specs.insert(i + 1, _matched_spec(plan, records[-1], seed, resolutions,
-                                                       device))
+    tasks = [((seed, i), spec, seed) for seed in range(plan.seeds)
+             for i, spec in enumerate(specs) if seed < seeds_of(plan, spec.method)]
+
+    def follow_up(task, record: dict) -> list:
+        """The matched-compute standalone run follows its seed's supernet run."""
+        (seed, i), spec, _ = task
+        if spec.name != "supernet" or "standalone" not in plan.methods:
+            return []
+        return [((seed, i + 0.5), _matched_spec(plan, record, seed, resolutions, device), seed)]
+
+    if jobs > 1:
+        records, (fvd_note, caption_res, prompts) = run_in_workers(
+            plan, resolutions, device, out, i3d, jobs, tasks, follow_up)
+    else:
+        evaluate = Evaluator(plan, min(resolutions), out, device, i3d)
+        records, queue = [], list(tasks)
+        while queue:
+            task = queue.pop(0)
+            records.append(_train_and_evaluate(plan, task[1], task[2], resolutions, device,
+                                               out, evaluate))
+            queue[:0] = follow_up(task, records[-1])
+        fvd_note, caption_res, prompts = (evaluate.fvd_note, evaluate.caption_resolution,
+                                          len(evaluate.prompts))
     wall = time.perf_counter() - t_start
     rows = aggregate(records, plan)
-    meta = {"plan": plan.to_dict(), "device": _device_name(device), "wall_seconds": wall,
-            "fvd_note": evaluate.fvd_note, "caption_resolution": evaluate.caption_resolution,
-            "caption_prompts": len(evaluate.prompts), "eval_pairs": plan.eval_pairs,
+    meta = {"plan": plan.to_dict(), "device": _device_name(device, jobs), "jobs": jobs,
+            "wall_seconds": wall, "fvd_note": fvd_note, "caption_resolution": caption_res,
+            "caption_prompts": prompts, "eval_pairs": plan.eval_pairs,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     return write_results(out, rows, records, meta)
 
@@ -463,12 +489,13 @@ def _check_plan_file(out: Path, plan: StudyPlan, i3d: str | None = None) -> None
                               f" differ); use another --out or the same settings to resume")
 
 
-def _device_name(device: str) -> str:
+def _device_name(device: str, jobs: int = 1) -> str:
     import os
     import platform
 
     if device.startswith("cuda"):
-        return torch.cuda.get_device_name()
+        return f"{torch.cuda.get_device_name()}, {jobs} job(s)"
+    threads = threads_per_job(jobs) if jobs > 1 else torch.get_num_threads()
     return (f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores visible, "
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+            f"torch {torch.__version__}, {jobs} job(s) × {threads} thread(s)")
 

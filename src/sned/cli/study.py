@@ -18,7 +18,7 @@ def study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="tiny-base", help="base model config (name or YAML)")
     p.add_argument("--seeds", type=int, help="seeds of supernet vs standalone (default 3; "
                                               "--quick 1)")
-    p.add_argument("--steps", type=int, help="steps per run (default 300; --quick 20)")
+    p.add_argument("--steps", type=int, help="steps per run (default 2000; --quick 20)")
     p.add_argument("--methods", help="comma-separated subset of: supernet, standalone, "
                                      "supernet-uniform, zero-init-off, per-tensor-adam, "
                                      "constant-lr, supernet-sandwich, no-warmup, plain-adamw, "
@@ -27,9 +27,12 @@ def study_args(p: argparse.ArgumentParser) -> None:
                                  "when clips have >= 9 frames")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--resolutions", help="comma-separated subset of the config's resolutions "
-                                         "(default: all), e.g. 16")
+                                         "(default 16; --quick: all), e.g. 16,32")
     p.add_argument("--curve-points", type=int, help="evaluations along each run (the learning "
                                                      "curve; default 4, --quick 2)")
+    p.add_argument("--jobs", default="auto",
+                   help="runs trained at once in worker processes, each with cores/jobs torch "
+                        "threads (default auto: one per CPU core on CPU, 1 on a GPU)")
     p.add_argument("--ablation-seeds", type=int, help="seeds of the ablation methods (default 1)")
 
 
@@ -53,9 +56,10 @@ def run_study_cli(args: argparse.Namespace) -> int:
     if args.methods:
         changes["methods"] = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     plan = dataclasses.replace(plan, **changes)
+    jobs = _jobs(args.jobs, args.device)
     old = signal.signal(signal.SIGTERM, _interrupt)  # also while evaluating, not only training
     try:
-        path = run_study(args.out, plan, device=args.device, i3d=args.i3d)
+        path = run_study(args.out, plan, device=args.device, i3d=args.i3d, jobs=jobs)
     except KeyboardInterrupt:
         print(f"sned study: interrupted; finished runs are kept in {args.out} — rerun the same "
               f"command to continue", file=sys.stderr)
@@ -64,6 +68,20 @@ def run_study_cli(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, old)
     print(f"sned study: wrote {path} and {path.with_name('results.md')}")
     return 0
+
+
+def _jobs(value: str, device: str) -> int:
+    """``--jobs``: an integer, or ``auto`` — one job per CPU core on CPU, 1 on a GPU."""
+    import os
+
+    import torch
+
+    if value == "auto":
+        on_gpu = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+        return 1 if on_gpu else max(1, os.cpu_count() or 1)
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"--jobs {value!r}: a positive integer or 'auto'")
+    return int(value)
 
 
 def _interrupt(signum, frame) -> None:
