@@ -1,7 +1,8 @@
 """How many study training steps per second a machine gives, 1 run alone vs K runs side by side.
 
     python benchmarks/bench_study_throughput.py --device cpu --jobs 1,2 --steps 20
-    python benchmarks/bench_study_throughput.py --device cuda --jobs 1,4,8 --steps 60
+    python benchmarks/bench_study_throughput.py --device cuda --jobs 1,4,8 --steps 60 \
+        data.num_workers=0     # key=value: run-config overrides of every job
 
 Each job is one process training the study's default ``supernet`` run (``sned study``'s run
 config: tiny-base, 4 frames, the plan's batch per resolution, ``--resolutions``) with one CPU
@@ -14,7 +15,6 @@ one run, so the ratios hold on a noisy machine.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import multiprocessing as mp
 import os
@@ -26,7 +26,7 @@ from pathlib import Path
 
 
 def _worker(device: str, resolutions: tuple[int, ...], method: str, steps: int, warm: int,
-            text_encoder: str | None, start, queue) -> None:
+            overrides: list[str], start, queue) -> None:
     import torch
 
     torch.set_num_threads(1)
@@ -35,10 +35,7 @@ def _worker(device: str, resolutions: tuple[int, ...], method: str, steps: int, 
 
     plan = StudyPlan(steps=steps + warm)
     spec = next(s for s in plan_runs(plan, resolutions) if s.name == method)
-    run = run_config(plan, spec, 0, resolutions, device)
-    if text_encoder:
-        run = dataclasses.replace(run, data=dataclasses.replace(run.data,
-                                                                text_encoder=text_encoder))
+    run = run_config(plan, spec, 0, resolutions, device, extra=overrides)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(run, Path(tmp) / "run", progress=False)
         trainer.fit(steps=warm)
@@ -54,7 +51,7 @@ def measure(jobs: int, args) -> dict:
     ctx = mp.get_context("spawn")
     start, queue = ctx.Barrier(jobs), ctx.Queue()
     procs = [ctx.Process(target=_worker, args=(args.device, args.resolutions, args.method,
-                                               args.steps, args.warm, args.text_encoder,
+                                               args.steps, args.warm, args.overrides,
                                                start, queue))
              for _ in range(jobs)]
     for p in procs:
@@ -75,10 +72,8 @@ def main() -> int:
     ap.add_argument("--resolutions", default="16", help="e.g. 16 or 16,32")
     ap.add_argument("--method", default="supernet", help="a run name of the study plan, e.g. "
                                                          "supernet or standalone-B")
-    ap.add_argument("--text-encoder", help="local Hugging Face encoder folder (default: the "
-                                           "packaged MiniLM)")
     ap.add_argument("--out", help="write the rows as JSON here")
-    args = ap.parse_args()
+    args, args.overrides = ap.parse_known_args()  # key=value run-config overrides
     args.resolutions = tuple(int(r) for r in args.resolutions.split(","))
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     rows = []

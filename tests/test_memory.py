@@ -83,7 +83,12 @@ def test_checkpointing_shrinks_activations_and_parts_scale_with_batch():
     assert on2.activations < off2.activations / 2
     assert 1.8 < off2.activations / off1.activations < 2.2
     assert off2.params == off1.params == on2.params  # weights do not depend on the batch
-    assert off2.optimizer == 2 * off2.params and off2.ddp_buckets == 0
+    # per-element Adam counts (the default): moments + counts, two update temporaries
+    assert off2.optimizer == 3 * off2.params and off2.update_temp == 2 * off2.params
+    assert off2.ddp_buckets == 0
+    tensor = estimate(load_run_config("tiny-base", ["model.frames=4", "train.adam_counts=tensor"]),
+                      batch=2, resolution=32, device="cpu")
+    assert tensor.optimizer == 2 * tensor.params and tensor.update_temp == tensor.params
     ddp = estimate(run, batch=2, resolution=32, device="cpu", gpus=2)
     fsdp = estimate(run, batch=2, resolution=32, device="cpu", gpus=2, parallel="fsdp")
     assert ddp.ddp_buckets == ddp.params and fsdp.params == off2.params // 2

@@ -219,11 +219,12 @@ def seeds_of(plan: StudyPlan, method: str) -> int:
 
 
 def run_config(plan: StudyPlan, spec: RunSpec, seed: int, resolutions: tuple[int, ...],
-               device: str, steps: int | None = None):
-
+               device: str, steps: int | None = None, extra: list[str] = ()):
+    """The run config of ``spec`` at ``seed``; ``extra`` overrides come last (benchmarks)."""
     res = spec.resolutions or resolutions
     return load_run_config(plan.config, base_overrides(plan, res, device) + spec.overrides + [
-        f"train.seed={seed}", f"train.steps={spec.steps if steps is None else steps}"])
+        f"train.seed={seed}", f"train.steps={spec.steps if steps is None else steps}",
+        *extra])
 
 
 def matched_steps(run, target_macs: int) -> int:

@@ -200,17 +200,20 @@ class MaskedAdamW(torch.optim.Optimizer):
 def _per_element_update(ps: list[Tensor], ms: list[Tensor], denom: list[Tensor],
                         ns: list[Tensor], lr: float, b1: float, b2: float, eps: float) -> None:
     """``p -= lr · (m / (1 − b1ⁿ)) / (√v / √(1 − b2ⁿ) + eps)`` with ``n`` each element's own
-    step count (incremented here); ``denom`` holds √v and is consumed."""
+    step count (incremented here); ``denom`` holds √v and is consumed. One more buffer the
+    size of the active slices holds both bias corrections in turn (the update's temporaries
+    are ``denom`` + that buffer: what :func:`sned.train.memory.estimate` counts)."""
     torch._foreach_add_(ns, 1.0)
     # 1 − bⁿ as −expm1(n·ln b): accurate in float32 where 1 − b**n would lose digits
-    bc2 = torch._foreach_mul(ns, math.log(b2))
-    torch._foreach_expm1_(bc2)
-    torch._foreach_neg_(bc2)
-    torch._foreach_sqrt_(bc2)
-    torch._foreach_div_(denom, bc2)
+    bc = torch._foreach_mul(ns, math.log(b2))
+    torch._foreach_expm1_(bc)
+    torch._foreach_neg_(bc)
+    torch._foreach_sqrt_(bc)
+    torch._foreach_div_(denom, bc)
     torch._foreach_add_(denom, eps)
-    bc1 = torch._foreach_mul(ns, math.log(b1))
-    torch._foreach_expm1_(bc1)
-    torch._foreach_neg_(bc1)
-    torch._foreach_mul_(denom, bc1)  # m / bc1 / d  ==  m / (d · bc1)
+    torch._foreach_copy_(bc, ns)  # the same buffer, now for 1 − b1ⁿ
+    torch._foreach_mul_(bc, math.log(b1))
+    torch._foreach_expm1_(bc)
+    torch._foreach_neg_(bc)
+    torch._foreach_mul_(denom, bc)  # m / bc1 / d  ==  m / (d · bc1)
     torch._foreach_addcdiv_(ps, ms, denom, -lr)

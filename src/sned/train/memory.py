@@ -4,7 +4,8 @@
 
 * ``params`` — the fp32 supernet weights (every weight, whatever the arch: the supernet is
   resident), ``grads`` — their fp32 gradients (a sliced weight gets a full-size gradient),
-  ``optimizer`` — AdamW's two moments (``MaskedAdamW`` or plain), ``ema`` — the EMA copy;
+  ``optimizer`` — AdamW's two moments (``MaskedAdamW`` or plain) and, with per-element
+  step counts (``train.adam_counts=element``, the default), the counts, ``ema`` — the EMA copy;
 * ``ddp_buckets`` — DDP's gradient buckets, a second fp32 copy of the gradients (more than one
   GPU, ``parallel="ddp"``); with ``parallel="fsdp"`` the four parts above are split over the
   GPUs and ``fsdp_unsharded`` holds the all-gathered weights and gradients of
@@ -14,8 +15,9 @@
   micro-batch × resolution; with ``checkpointing`` the blocks' inputs plus one recomputed block;
 * ``workspace`` — backward's transient buffers (gradients of activations, kernel outputs):
   :data:`WORKSPACE_FACTOR` × the largest saved tensor;
-* ``update_temp`` — the update's temporaries (the EMA's foreach difference, the optimizer's
-  denominators): one fp32 copy of the weights.
+* ``update_temp`` — the update's temporaries (the optimizer's denominators and, with per-element
+  counts, its bias corrections; the EMA's foreach difference after it): two fp32 copies of the
+  weights with per-element counts, else one (measured on an H200: ``docs/benchmarks.md``).
 
 The step peaks either in backward (``activations + workspace``) or in the update
 (``update_temp``); ``total`` = the fixed parts + ``grads`` + the larger phase (``phase``). It is
@@ -178,10 +180,14 @@ def estimate(run, *, arch: Arch | None = None, batch: int | None = None,
     if cfg.autoencoder is not None and resolution is None:
         ft, fs = pixel_factors(cfg)
         res_px, frames_px = r * fs, (t * ft if frames is None else frames)
-    return MemoryEstimate(params=p, grads=p, optimizer=2 * p,
+    # MaskedAdamW with per-element counts keeps a third parameter-sized state (active_steps)
+    # and its update holds two parameter-sized temporaries (√v, the bias corrections); the
+    # other optimizers one (√v) — the EMA's foreach difference runs after them, also one
+    counts = run.train.exact_freeze and run.train.adam_counts == "element"
+    return MemoryEstimate(params=p, grads=p, optimizer=(3 if counts else 2) * p,
                           ema=p if run.train.ema_decay > 0 else 0, ddp_buckets=ddp,
                           fsdp_unsharded=unsharded, activations=need + teacher,
-                          workspace=workspace, update_temp=p,
+                          workspace=workspace, update_temp=(2 if counts else 1) * p,
                           backward=backward + teacher + workspace, checkpointing=checkpointing,
                           batch=n, resolution=res_px, frames=frames_px)
 
