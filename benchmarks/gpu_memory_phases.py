@@ -17,6 +17,7 @@ cpu`` only checks that the code runs.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import tempfile
@@ -91,7 +92,9 @@ def measure_case(config: str, batch: int, ckpt: bool, overrides: list[str]) -> d
                **{f"{k}_peak_gib": v / GIB for k, v in phases.items()},
                "step_peak_gib": max(phases.values()) / GIB, "estimate_gib": est.total / GIB,
                "estimate": est.to_dict()}
-        del tr
+        tr.optimizer.step, tr.ema.step = opt_step, ema_step
+        del tr, opt_step, ema_step, wrapped_opt, wrapped_ema
+    gc.collect()  # the trainer's cycles (optimizer ↔ scheduler) hold its GPU memory until then
     if cuda:
         torch.cuda.empty_cache()
     return row

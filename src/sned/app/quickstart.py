@@ -31,18 +31,15 @@ from ..data.synthetic import held_out_prompts
 from ..device import resolve_device
 from ..extract import export_subnet
 from ..metrics.i3d import I3DWeightsMissing, load_i3d
-from ..models.inputs import example_inputs
-from ..models.unet import VideoUNet
 from ..pipelines.loading import load_denoiser
 from ..report import CAPTION_COLUMNS, plot_cost_quality, plot_loss_curve, write_report
 from ..search.proxy import heldout_proxy
 from ..store.files import QUICKSTART, check_output, remove_entries
-from ..train.config import load_run_config
-from ..train.trainer import Trainer
 from ..video_io import write_frame_grid, write_video
 from .evaluation import EvalSettings, evaluate_preset
 from .quickstart_latent import run_latent
 from .quickstart_latent import section_latent as latent
+from .timed_training import train_for
 
 # 8-frame clips (the configs' length) and small batches keep a 2-core CPU busy with many small
 # steps: the supernets need several hundred steps to draw coloured moving shapes.
@@ -103,47 +100,13 @@ def _say(msg: str) -> None:
 
 
 # --------------------------------------------------------------------------------- training
-def _calibrate(run, device: torch.device) -> float:
-    """Seconds per training step of the largest subnet (3 timed forward+backward passes)."""
-    torch.manual_seed(0)
-    model = VideoUNet(run.model).to(device).train()
-    res = max(run.model.resolutions)
-    kw = example_inputs(model, batch=run.train.batch_for(res), resolution=res)
-    times = []
-    for _ in range(3):
-        t = time.perf_counter()
-        model(**kw).square().mean().backward()
-        times.append(time.perf_counter() - t)
-    # resolutions are drawn uniformly and subnets are smaller on average than B
-    return sorted(times)[1] * 0.75
-
-
 def train_supernet(name: str, config: str, overrides: list[str], out: Path, seconds: float,
                    device: torch.device, max_steps: int | None = None) -> Path:
-    """Train ``config`` for about ``seconds``; the warm-up takes the first third of the steps."""
-    probe = load_run_config(config, overrides)
-    step_s = _calibrate(probe, device)
-    steps = max(20, int(seconds / step_s))
-    if max_steps:
-        steps = min(steps, max_steps)
-    run = load_run_config(config, overrides + [f"train.steps={steps}",
-                                               f"train.warmup_steps={max(1, steps // 3)}",
-                                               f"train.device={device.type}"])
-    _say(f"training {name} supernet ({config}): ~{steps} steps in ≤ {seconds:.0f} s "
-         f"(warm-up {steps // 3} steps)")
-    trainer = Trainer(run, out, progress=True, overwrite=True)  # a rerun starts afresh
-    trainer.fit(max_seconds=seconds)
-    if trainer.interrupted:
-        raise KeyboardInterrupt
+    """Train ``config`` for about ``seconds`` (:func:`~sned.app.timed_training.train_for`: the
+    steps planned from measured steps, the warm-up their first third)."""
+    train_for(config, overrides, out, seconds, device, max_steps, progress=True,
+              say=lambda msg: _say(f"{name} supernet: {msg}"))
     return out
-
-
-def _initial_supernet(run_dir: Path, device: torch.device):
-    """The supernet exactly as training initialised it (same seed), for before/after losses."""
-    raw = json.loads((run_dir / "run_config.json").read_text())
-    run = load_run_config(raw)
-    torch.manual_seed(run.train.seed)
-    return VideoUNet(run.model).to(device).eval()
 
 
 def stage_steps(base_steps: int) -> list[int]:

@@ -19,10 +19,9 @@ import torch
 from ..extract import export_subnet
 from ..models.codec import load_autoencoder
 from ..pipelines.loading import load_denoiser
-from ..train.config import load_run_config
-from ..train.trainer import Trainer
 from ..video_io import write_video
 from .evaluation import EvalSettings, evaluate_autoencoder, evaluate_preset
+from .timed_training import train_for
 
 PRESETS = ("B", "0.75", "0.5")
 QUICK_AE = ["model.frames=4", "data.num_videos=1024", "train.batch_size=4", "train.lr=1e-3",
@@ -33,28 +32,18 @@ AE_SHARE = 0.4
 """Share of the latent section's training time spent on the autoencoder."""
 
 
-def _train(config: str, overrides: list[str], out: Path, seconds: float, device,
-           max_steps: int | None) -> None:
-
-    steps = max_steps or 100_000  # the wall-time budget ends it
-    run = load_run_config(config, overrides + [f"train.steps={steps}",
-                                               f"train.warmup_steps={max(1, steps // 3)}",
-                                               f"train.device={device.type}"])
-    trainer = Trainer(run, out, progress=False)
-    trainer.fit(max_seconds=seconds)
-    if trainer.interrupted:
-        raise KeyboardInterrupt
-
-
 def run_latent(out: Path, seconds: float, device: torch.device, sample_steps: int,
                max_steps: int | None = None, videos: int = 2) -> dict:
     """Train, extract, sample and measure; returns ``{"rows", "ae", "steps"}`` (also written
     to ``out/latent_results.json``)."""
     runs, models, vids = out / "runs", out / "models", out / "videos"
     print(f"[quickstart] latent: tiny-ae then tiny-latent in ≤ {seconds:.0f} s", flush=True)
-    _train("tiny-ae", QUICK_AE, runs / "ae", AE_SHARE * seconds, device, max_steps)
-    _train("tiny-latent", QUICK_LATENT + [f"autoencoder={runs / 'ae'}"], runs / "latent",
-           (1 - AE_SHARE) * seconds, device, max_steps)
+    def say(msg: str) -> None:
+        print(f"[quickstart] latent: {msg}", flush=True)
+
+    train_for("tiny-ae", QUICK_AE, runs / "ae", AE_SHARE * seconds, device, max_steps, say=say)
+    train_for("tiny-latent", QUICK_LATENT + [f"autoencoder={runs / 'ae'}"], runs / "latent",
+              (1 - AE_SHARE) * seconds, device, max_steps, say=say)
     ae, _ = load_autoencoder(runs / "ae", device)
     ae_rows = evaluate_autoencoder(ae, n_videos=4)
     media: list[tuple[str, str]] = []
