@@ -32,6 +32,7 @@ import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -400,19 +401,19 @@ def run_study(out: str | Path, plan: StudyPlan = StudyPlan(), device: str = "aut
             return []
         return [((seed, i + 0.5), _matched_spec(plan, record, seed, resolutions, device), seed)]
 
+    make_evaluator = partial(Evaluator, plan, min(resolutions), out, device, i3d)
+    run_task = partial(_run_task, plan, resolutions, device, out)
     if jobs > 1:
         records, (fvd_note, caption_res, prompts) = run_in_workers(
-            plan, resolutions, device, out, i3d, jobs, tasks, follow_up)
+            jobs, tasks, follow_up, make_evaluator, run_task, _describe)
     else:
-        evaluate = Evaluator(plan, min(resolutions), out, device, i3d)
+        evaluate = make_evaluator()
         records, queue = [], list(tasks)
         while queue:
             task = queue.pop(0)
-            records.append(_train_and_evaluate(plan, task[1], task[2], resolutions, device,
-                                               out, evaluate))
+            records.append(run_task(task[1], task[2], evaluate))
             queue[:0] = follow_up(task, records[-1])
-        fvd_note, caption_res, prompts = (evaluate.fvd_note, evaluate.caption_resolution,
-                                          len(evaluate.prompts))
+        fvd_note, caption_res, prompts = _describe(evaluate)
     wall = time.perf_counter() - t_start
     rows = aggregate(records, plan)
     meta = {"plan": plan.to_dict(), "device": _device_name(device, jobs), "jobs": jobs,
@@ -420,6 +421,15 @@ def run_study(out: str | Path, plan: StudyPlan = StudyPlan(), device: str = "aut
             "caption_prompts": prompts, "eval_pairs": plan.eval_pairs,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     return write_results(out, rows, records, meta)
+
+
+def _run_task(plan, resolutions, device, out: Path, spec: RunSpec, seed: int,
+              evaluate: Evaluator) -> dict:
+    return _train_and_evaluate(plan, spec, seed, resolutions, device, out, evaluate)
+
+
+def _describe(evaluate: Evaluator) -> tuple[str | None, int, int]:
+    return evaluate.fvd_note, evaluate.caption_resolution, len(evaluate.prompts)
 
 
 def _matched_spec(plan: StudyPlan, uniform: dict, seed: int, resolutions, device) -> RunSpec:

@@ -14,36 +14,26 @@ import multiprocessing as mp
 import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from pathlib import Path
 
 import torch
 
 Task = tuple[tuple, object, int]
 """``(order key, RunSpec, seed)``: the key sorts records as the sequential study would."""
 
-_EVALUATOR = None
-_ARGS: tuple = ()
+_WORKER: dict = {}
 
 
-def _init(plan, caption_resolution: int, out: Path, device: str, i3d: str | None,
-          threads: int) -> None:
-    global _EVALUATOR, _ARGS
-    from .study import Evaluator
-
+def _init(make_evaluator: Callable, run_task: Callable, threads: int) -> None:
     torch.set_num_threads(threads)
-    _EVALUATOR = Evaluator(plan, caption_resolution, out, device, i3d)
-    _ARGS = (plan, out, device)
+    _WORKER.update(evaluator=make_evaluator(), run_task=run_task)
 
 
-def _job(spec, seed: int, resolutions: tuple[int, ...]) -> dict:
-    from .study import _train_and_evaluate
-
-    plan, out, device = _ARGS
-    return _train_and_evaluate(plan, spec, seed, resolutions, device, out, _EVALUATOR)
+def _job(spec, seed: int) -> dict:
+    return _WORKER["run_task"](spec, seed, _WORKER["evaluator"])
 
 
-def _note() -> tuple[str | None, int, int]:
-    return _EVALUATOR.fvd_note, _EVALUATOR.caption_resolution, len(_EVALUATOR.prompts)
+def _describe(describe: Callable):
+    return describe(_WORKER["evaluator"])
 
 
 def threads_per_job(jobs: int) -> int:
@@ -52,12 +42,14 @@ def threads_per_job(jobs: int) -> int:
     return int(env) if env.isdigit() and int(env) > 0 else max(1, (os.cpu_count() or 1) // jobs)
 
 
-def run_in_workers(plan, resolutions: tuple[int, ...], device: str, out: Path,
-                   i3d: str | None, jobs: int, tasks: Iterable[Task],
-                   follow_up: Callable[[Task, dict], list[Task]]):
-    """Run ``tasks`` on ``jobs`` workers; ``follow_up(task, record)`` may add tasks once one
-    finishes (the matched-compute run needs its supernet's compute). Returns the records in
-    order-key order and the evaluator's ``(fvd_note, caption_resolution, caption_prompts)``.
+def run_in_workers(jobs: int, tasks: Iterable[Task],
+                   follow_up: Callable[[Task, dict], list[Task]], make_evaluator: Callable,
+                   run_task: Callable, describe: Callable):
+    """Run ``tasks`` on ``jobs`` workers. Each worker builds its evaluator once
+    (``make_evaluator()``) and runs a task as ``run_task(spec, seed, evaluator)`` → record;
+    ``follow_up(task, record)`` may add tasks once one finishes (the matched-compute run needs
+    its supernet's compute). The callables must pickle (module-level functions, partials).
+    Returns the records in order-key order and ``describe(evaluator)`` of one worker.
 
     Ctrl-C reaches every worker (one process group): each saves its run and stops; the
     exception is raised here after they have, so a rerun resumes every unfinished run.
@@ -65,11 +57,11 @@ def run_in_workers(plan, resolutions: tuple[int, ...], device: str, out: Path,
     ctx = mp.get_context("spawn")  # no fork of a process that may hold CUDA or OpenMP state
     done: list[tuple[tuple, dict]] = []
     with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init, initargs=(
-            plan, min(resolutions), out, device, i3d, threads_per_job(jobs))) as pool:
-        note = pool.submit(_note)
+            make_evaluator, run_task, threads_per_job(jobs))) as pool:
+        note = pool.submit(_describe, describe)
         pending: dict[Future, Task] = {}
         for key, spec, seed in tasks:
-            pending[pool.submit(_job, spec, seed, resolutions)] = (key, spec, seed)
+            pending[pool.submit(_job, spec, seed)] = (key, spec, seed)
         try:
             while pending:
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -78,7 +70,7 @@ def run_in_workers(plan, resolutions: tuple[int, ...], device: str, out: Path,
                     record = fut.result()
                     done.append((task[0], record))
                     for key, spec, seed in follow_up(task, record):
-                        pending[pool.submit(_job, spec, seed, resolutions)] = (key, spec, seed)
+                        pending[pool.submit(_job, spec, seed)] = (key, spec, seed)
         except BaseException:
             for fut in pending:
                 fut.cancel()
