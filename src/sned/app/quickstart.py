@@ -124,7 +124,7 @@ def check_out(out: Path, overwrite: bool) -> None:
 
 
 # --------------------------------------------------------------------------------- workflow
-def quickstart(out: str | Path = "quickstart", minutes: float = 8.0, device: str = "auto",
+def quickstart(out: str | Path = "quickstart", minutes: float = 7.5, device: str = "auto",
                prompts: int | None = None, sample_steps: int = SAMPLE_STEPS,
                max_steps: int | None = None, overwrite: bool = False) -> Path:
     """Run the whole workflow; returns the path of ``report.html``.

@@ -10,8 +10,8 @@ from . import args as check
 
 def quickstart_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="quickstart", help="output folder (default ./quickstart)")
-    p.add_argument("--minutes", type=float, default=8.0,
-                   help="wall-time budget; training takes ~70 %% of it")
+    p.add_argument("--minutes", type=float, default=7.5,
+                   help="wall-time budget (default 7.5); training takes ~55 %% of it")
     p.add_argument("--device", default="auto", help="auto (GPU if present), cpu or cuda")
     p.add_argument("--prompts", type=int, help="held-out prompts sampled per preset (default: "
                                                "all 36)")
