@@ -31,10 +31,12 @@ from ..data.synthetic import held_out_prompts
 from ..device import resolve_device
 from ..extract import export_subnet
 from ..metrics.i3d import I3DWeightsMissing, load_i3d
+from ..models.unet import VideoUNet
 from ..pipelines.loading import load_denoiser
 from ..report import CAPTION_COLUMNS, plot_cost_quality, plot_loss_curve, write_report
 from ..search.proxy import heldout_proxy
 from ..store.files import QUICKSTART, check_output, remove_entries
+from ..train.config import load_run_config
 from ..video_io import write_frame_grid, write_video
 from .evaluation import EvalSettings, evaluate_preset
 from .quickstart_latent import run_latent
@@ -107,6 +109,14 @@ def train_supernet(name: str, config: str, overrides: list[str], out: Path, seco
     train_for(config, overrides, out, seconds, device, max_steps, progress=True,
               say=lambda msg: _say(f"{name} supernet: {msg}"))
     return out
+
+
+def _initial_supernet(run_dir: Path, device: torch.device):
+    """The supernet exactly as training initialised it (same seed), for before/after losses."""
+    raw = json.loads((run_dir / "run_config.json").read_text())
+    run = load_run_config(raw)
+    torch.manual_seed(run.train.seed)
+    return VideoUNet(run.model).to(device).eval()
 
 
 def stage_steps(base_steps: int) -> list[int]:
