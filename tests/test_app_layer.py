@@ -238,3 +238,36 @@ def test_resize_video_has_one_home():
     v = torch.rand(2, 3, 4, 32, 32)
     assert tuple(transforms.resize_video(v, 16).shape) == (2, 3, 4, 16, 16)
     assert np.isclose(float(transforms.resize_video(torch.ones(1, 3, 2, 8, 8), 4).mean()), 1.0)
+
+
+def test_no_module_reads_a_name_it_never_binds():
+    """A coarse static check (per file, not per scope): every name a module reads is a builtin
+    or bound somewhere in that file (import, def, class, assignment, argument). It catches a
+    helper deleted while a caller still uses it — a path only a slow test would reach."""
+    import ast
+    import builtins
+    from pathlib import Path
+
+    import sned
+
+    dunder = {"__file__", "__name__", "__doc__", "__spec__", "__path__"}
+    missing = {}
+    for f in Path(sned.__file__).parent.rglob("*.py"):
+        tree = ast.parse(f.read_text())
+        bound = set(dir(builtins)) | dunder
+        for n in ast.walk(tree):
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                bound.add(n.name)
+            elif isinstance(n, (ast.Import, ast.ImportFrom)):
+                bound.update((a.asname or a.name).split(".")[0] for a in n.names)
+            elif isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load):
+                bound.add(n.id)
+            elif isinstance(n, ast.arg):
+                bound.add(n.arg)
+            elif isinstance(n, ast.ExceptHandler) and n.name:
+                bound.add(n.name)
+        read = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)
+                and isinstance(n.ctx, ast.Load)}
+        if read - bound:
+            missing[f.name] = sorted(read - bound)
+    assert missing == {}
