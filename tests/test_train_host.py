@@ -73,6 +73,7 @@ def test_num_workers_auto_and_bad_values():
 
 
 def test_stop_signal_sets_a_flag_then_a_second_stops_now():
+    previous = signal.getsignal(signal.SIGINT)  # SIG_IGN when started in the background
     stop = StopSignal(world=1)
     stop.install()
     try:
@@ -82,7 +83,7 @@ def test_stop_signal_sets_a_flag_then_a_second_stops_now():
             signal.raise_signal(signal.SIGINT)
     finally:
         stop.restore()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is previous  # the handler from before, restored
     relayed = StopSignal(world=2)  # torchrun relays the terminal's Ctrl-C as SIGTERM
     relayed.install()
     try:

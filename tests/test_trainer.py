@@ -122,6 +122,7 @@ def test_nan_steps_are_skipped_then_abort(tmp_path, monkeypatch):
 
 
 def test_sigint_saves_and_stops_cleanly(tmp_path, monkeypatch):
+    previous = signal.getsignal(signal.SIGINT)  # SIG_IGN when started in the background
     trainer = Trainer(_run(), tmp_path / "r", progress=False)
     step = trainer.train_step
 
@@ -135,7 +136,7 @@ def test_sigint_saves_and_stops_cleanly(tmp_path, monkeypatch):
     trainer.fit(50)
     assert trainer.interrupted and trainer.step == 2
     assert (tmp_path / "r" / "checkpoints" / "latest").resolve().name == "step-0000002"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is previous  # the handler from before, restored
 
 
 def test_sandwich_with_distillation_and_ssr_trains(tmp_path):
