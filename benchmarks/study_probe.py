@@ -44,7 +44,7 @@ def main() -> int:
     spec = RunSpec("supernet", args.name, base.overrides + args.overrides, plan.steps, PRESETS)
     out = Path(args.out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    record = _train_and_evaluate(plan, spec, args.seed, resolutions, "cpu", out,
+    record = _train_and_evaluate(plan, resolutions, "cpu", out, spec, args.seed,
                                  Evaluator(plan, min(resolutions), out, "cpu"))
     runs = study / "runs"
     supernet = json.loads((runs / "supernet" / f"seed{args.seed}" / "eval.json").read_text())

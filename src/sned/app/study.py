@@ -154,7 +154,6 @@ QUICK = StudyPlan(steps=20, seeds=1, resolutions=None, val_videos=16, pairs_per_
 """``--quick``: indicative numbers in a few minutes (both of tiny-base's resolutions)."""
 
 
-
 @dataclass
 class RunSpec:
     """One training run of a method (per seed)."""
@@ -309,7 +308,7 @@ def run_study(out: str | Path, plan: StudyPlan = StudyPlan(), device: str = "aut
         return [((seed, i + 0.5), _matched_spec(plan, record, seed, resolutions, device), seed)]
 
     make_evaluator = partial(Evaluator, plan, min(resolutions), out, device, i3d)
-    run_task = partial(_run_task, plan, resolutions, device, out)
+    run_task = partial(_train_and_evaluate, plan, resolutions, device, out)
     if jobs > 1:
         records, (fvd_note, caption_res, prompts) = run_in_workers(
             jobs, tasks, follow_up, make_evaluator, run_task, _describe)
@@ -330,11 +329,6 @@ def run_study(out: str | Path, plan: StudyPlan = StudyPlan(), device: str = "aut
     return write_results(out, rows, records, meta)
 
 
-def _run_task(plan, resolutions, device, out: Path, spec: RunSpec, seed: int,
-              evaluate: Evaluator) -> dict:
-    return _train_and_evaluate(plan, spec, seed, resolutions, device, out, evaluate)
-
-
 def _describe(evaluate: Evaluator) -> tuple[str | None, int, int]:
     return evaluate.fvd_note, evaluate.caption_resolution, len(evaluate.prompts)
 
@@ -347,8 +341,10 @@ def _matched_spec(plan: StudyPlan, uniform: dict, seed: int, resolutions, device
     return spec
 
 
-def _train_and_evaluate(plan, spec: RunSpec, seed: int, resolutions, device, out: Path,
+def _train_and_evaluate(plan, resolutions, device, out: Path, spec: RunSpec, seed: int,
                         evaluate: Evaluator) -> dict:
+    """Train (or resume) one (run, seed) into ``out/runs/<run>/seed<k>`` and evaluate it;
+    returns its record (cached in ``eval.json``)."""
     folder = out / "runs" / spec.name / f"seed{seed}"
     done = folder / "eval.json"
     if done.is_file():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -60,8 +61,6 @@ def train_for(config: str, overrides: list[str], out: Path, seconds: float,
     """Train ``config`` into ``out`` for about ``seconds`` (the probe included): the steps are
     planned from :func:`step_seconds`, the warm-up is their first third. Returns the planned
     steps. A rerun starts afresh (``out`` is the caller's own folder)."""
-    import time
-
     t0 = time.monotonic()
     warm_s, after_s = step_seconds(config, overrides, device)
     left = seconds - (time.monotonic() - t0)
