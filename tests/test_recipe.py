@@ -149,3 +149,141 @@ def test_trainer_logs_the_cosine_lr_for_supernet_and_standalone(tmp_path, fixed)
     lrs = [r["lr"] for r in rows]  # the lr after each step: the next step's
     assert lrs[0] == pytest.approx(1e-3) and lrs[-2] == pytest.approx(1e-4)
     assert lrs[1:-1] == sorted(lrs[1:-1], reverse=True)
+
+
+# ------------------------------------------------------------------ sample what you ship
+def test_default_sampler_draws_the_served_family_at_m_and_l_sizes():
+    """After warm-up the default sampler's draws other than the largest and the smallest are
+    archs of the served family (the descent path), each the family's arch at its own param
+    fraction, and >= 10 % of 400 of them lie within ±5 points of M's and of L's fraction."""
+    from sned.train.arch_sampler import ArchSampler
+    from sned.train.config import TrainConfig
+
+    cfg = TrainConfig(warmup_steps=40, warmup_stages=2)
+    space = SearchSpace.for_run("tiny-base", cfg)
+    sampler = ArchSampler(space, cfg)
+    assert cfg.sampler == "cycle" and cfg.draw == "descent"
+    family = {a.blocks for a in space.descent()}
+    full = space.full_params
+    steps = [s for s in range(40, 840) if s % 4 in (1, 3)]  # the cycle's random positions
+    draws = [sampler(s)[0][0] for s in steps]
+    assert len(draws) == 400
+    fracs = np.array([space.cost(a).params / full for a in draws])
+    for a, f in zip(draws, fracs):
+        assert a.blocks in family
+        assert a == space.family_arch(f, a.resolution)
+    for p in "ML":
+        target = space.cost(space.preset(p)).params / full
+        assert np.mean(np.abs(fracs - target) <= 0.05) >= 0.10, p
+    assert fracs.min() < 0.45 and fracs.max() > 0.95  # the whole range [smallest, 1]
+    # the extremes stay in the cycle; per-layer uniform draws stay an option (never on it)
+    assert sampler(40)[0][0] == space.largest_under_cap(sampler(40)[0][0].resolution)
+    uni = ArchSampler(space, TrainConfig(warmup_steps=0, draw="uniform"))
+    assert sum(uni(s)[0][0].blocks in family for s in range(1, 81, 2)) <= 2
+
+
+def test_presets_are_the_served_family_at_their_fractions():
+    space = SearchSpace("tiny-base")
+    for name, frac in (("S", 0.4), ("M", 0.6), ("L", 0.8), ("B", 1.0)):
+        assert space.preset(name, 16) == space.family_arch(frac, 16)
+    params, archs = space.family()
+    assert list(params) == sorted(params, reverse=True) and archs[0] == space.largest()
+
+
+def test_parent_phase_trains_the_largest_then_warms_up():
+    from sned.train.arch_sampler import ArchSampler
+    from sned.train.config import TrainConfig
+
+    cfg = TrainConfig(steps=90, parent_fraction=1 / 3, warmup_steps=30, warmup_stages=2)
+    space = SearchSpace.for_run("tiny-base", cfg)
+    sampler = ArchSampler(space, cfg)
+    assert sampler.parent_steps == 30
+    for s in range(30):
+        (a,), floors = sampler(s)
+        assert a == space.largest_under_cap(a.resolution) and floors.min_ratio == 1.0
+        assert not sampler.distilling(s)
+    assert sampler(45)[1].min_ratio < 1.0 and not sampler.distilling(59)
+    assert sampler.distilling(60)
+    with pytest.raises(ConfigError, match="parent_fraction"):
+        TrainConfig(parent_fraction=0.5, fixed_arch="B")
+
+
+# ------------------------------------------------------------------ distillation, every sampler
+def _one_step_setup(tmp_path, overrides):
+    from sned.data.transforms import collate
+    from sned.train.config import load_run_config
+    from sned.train.trainer import Trainer
+
+    run = load_run_config("tiny-base", [
+        "model.frames=2", "data.num_videos=4", "train.batch_size=2", "train.warmup_steps=4",
+        "train.warmup_stages=2", "model.resolutions=[16]", "train.mixed_precision='no'",
+        "train.device=cpu"] + overrides)
+    trainer = Trainer(run, tmp_path / "run", progress=False)
+    batch = collate([trainer.task.dataset()[i] for i in range(2)])
+    return trainer, batch
+
+
+def _grads(model):
+    return [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p)
+            for p in model.parameters()]
+
+
+@pytest.mark.parametrize("teacher", ["largest", "ema"])
+def test_cycle_child_learns_ground_truth_plus_weighted_teacher_term(tmp_path, teacher):
+    """A cycle step past the warm-up that draws a child: its gradient is that of
+    mse(child, target) + w × mse(child, teacher) with the teacher's prediction computed by
+    hand on the same batch, noise and timesteps; train_macs adds the teacher's forward."""
+    trainer, batch = _one_step_setup(tmp_path, ["train.distill_weight=0.3",
+                                                f"train.distill_teacher={teacher}"])
+    model, task = trainer.model, trainer.task
+    with torch.no_grad():  # weights away from zero-init, and an EMA unlike them
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    trainer.step = 5  # past the warm-up, position 1 of the cycle: a random draw
+    (child,), _ = task.sampler(5)
+    top = task.sampler.teacher(16)
+    assert child != top and task.sampler.distilling(5)
+    model.zero_grad(set_to_none=True)
+    out = task.backward(trainer, batch)
+    got = _grads(model)
+
+    model.zero_grad(set_to_none=True)
+    video = task.to_model_space(batch["video"][:2], 16)
+    emb, mask = trainer.encode(batch["caption"][:2])
+    inputs, target, t = trainer.noised_inputs(video, emb, mask, 0)
+    with torch.no_grad():
+        if teacher == "ema":
+            ema = VideoUNet(trainer.run.model)
+            ema.load_state_dict(model.state_dict())
+            trainer.ema.copy_to(ema.parameters())
+            want_teacher = ema.eval()(**inputs, arch=top)
+        else:
+            want_teacher = model(**inputs, arch=top)
+    pred = model(**inputs, arch=child)
+    w_t = trainer.objective.weights(t)
+    gt = ((pred - target) ** 2).flatten(1).mean(1) * w_t
+    kd = ((pred - want_teacher) ** 2).flatten(1).mean(1) * w_t
+    (gt.mean() + 0.3 * kd.mean()).backward()
+    want = _grads(model)
+    assert float(out.losses[0]) == pytest.approx(float(gt.detach().mean()), rel=1e-5)
+    assert float(out.extras["distill_loss"]) == pytest.approx(float(kd.detach().mean()), rel=1e-5)
+    assert float(kd.detach().mean()) > 1e-4  # the teacher term is not trivially zero
+    for g, h in zip(got, want):
+        torch.testing.assert_close(g, h, rtol=1e-4, atol=1e-7)
+    space = task.space
+    assert out.train_macs == 3 * 2 * space.cost(child).macs + 2 * space.cost(top).macs
+
+
+def test_no_distillation_before_warmup_or_when_off_or_for_the_teacher(tmp_path):
+    trainer, batch = _one_step_setup(tmp_path, ["train.inplace_distill=false"])
+    trainer.step = 5
+    out = trainer.task.backward(trainer, batch)
+    (child,), _ = trainer.task.sampler(5)
+    assert "distill_loss" not in out.extras
+    assert out.train_macs == 3 * 2 * trainer.task.space.cost(child).macs
+    trainer, batch = _one_step_setup(tmp_path / "b", [])
+    trainer.step = 4  # position 0 of the cycle: the largest (the teacher) itself
+    out = trainer.task.backward(trainer, batch)
+    assert "distill_loss" not in out.extras
+    trainer.step = 1  # inside the warm-up
+    assert "distill_loss" not in trainer.task.backward(trainer, batch).extras

@@ -114,7 +114,7 @@ class SearchSpace:
         if not any(r >= self.min_ratio - 1e-9 for r in self.ratios):
             raise ValueError(f"min_ratio {min_ratio} is above every ratio choice {self.ratios}")
         self._full_params = self.cost(self.largest()).params
-        self._preset_cache: dict[float, Arch] = {}
+        self._family: tuple[np.ndarray, list[Arch]] | None = None
         self._top_cache: dict[int, Arch] = {}
 
     # ----------------------------------------------------------------------------- structure
@@ -269,19 +269,54 @@ class SearchSpace:
         inside what training samples. Raises ArchError when it is over ``resolution``'s cap.
         """
         _, frac = parse_preset(name)
-        if frac not in self._preset_cache:
-            target = frac * self._full_params
-            best, best_gap = None, math.inf
-            for arch, cost in self._walk():
-                gap = abs(cost.params - target)
-                if gap < best_gap:
-                    best, best_gap = arch, gap
-                if cost.params <= target:
-                    break
-            self._preset_cache[frac] = best
-        arch = self._preset_cache[frac]
         res = self.config.resolutions[0] if resolution is None else resolution
-        return self.validate(arch.at(res))
+        return self.validate(self.family_arch(frac, res))
+
+    # ----------------------------------------------------------------------------- the family
+    def family(self) -> tuple[np.ndarray, list[Arch]]:
+        """The served family: every arch of :meth:`descent` (at the config's first
+        resolution) with its parameter count, params non-increasing — the one definition
+        presets (:meth:`preset`), search seeds and the training sampler's draws
+        (:class:`~sned.train.arch_sampler.ArchSampler`) use. Computed once per space."""
+        if self._family is None:
+            archs, params = [], []
+            for arch, cost in self._walk():
+                archs.append(arch)
+                params.append(cost.params)
+            self._family = (np.asarray(params, dtype=np.int64), archs)
+        return self._family
+
+    def family_arch(self, fraction: float, resolution: int | None = None,
+                    fit_cap: bool = False) -> Arch:
+        """The served family's arch at ``fraction`` of the supernet's parameters: the arch on
+        :meth:`descent` whose parameter count is closest to ``fraction`` × :attr:`full_params`
+        (ties: the larger, i.e. the first on the path). With ``fit_cap``, the first arch at or
+        after it on the path that is under ``resolution``'s cost cap (ArchError when none is).
+
+        Returns:
+            Arch at ``resolution`` (default the config's first); not validated against the cap
+            unless ``fit_cap``.
+        """
+        params, archs = self.family()
+        target = float(fraction) * self._full_params
+        j = int(np.searchsorted(-params, -target, side="left"))  # first with params <= target
+        if j >= len(params):
+            i = len(params) - 1
+        elif j == 0:
+            i = 0
+        else:  # the first arch holding the params of arch j-1 (ties: the first on the path)
+            k = int(np.searchsorted(-params, -params[j - 1], side="left"))
+            i = k if abs(params[k] - target) <= abs(params[j] - target) else j
+        i = int(np.searchsorted(-params, -params[i], side="left"))
+        res = self.config.resolutions[0] if resolution is None else resolution
+        if not fit_cap:
+            return archs[i].at(res)
+        for arch in archs[i:]:
+            if self.within_cap(arch.at(res)):
+                return arch.at(res)
+        raise ArchError(f"no arch of the served family at or below {fraction:.3g} of the params "
+                        f"is under the cost cap {self.config.max_cost.get(res)} at resolution "
+                        f"{res} of config {self.config.name!r}")
 
     def largest_under_cap(self, resolution: int | None = None) -> Arch:
         """The largest arch training runs at ``resolution``: the full supernet when it is under

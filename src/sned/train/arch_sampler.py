@@ -59,8 +59,8 @@ class ArchSampler:
     stands in for the full supernet: it is what the first warm-up stage trains, what a draw
     falls back to when no arch within the floors is under the cap, and the sandwich teacher.
 
-    ``cycle`` (default): one arch per step, in turn the largest, a uniform draw, the smallest
-    (:meth:`smallest`) and a uniform draw — the extremes get a quarter of the steps each,
+    ``cycle`` (default): one arch per step, in turn the largest, a random draw, the smallest
+    (:meth:`smallest`) and a random draw — the extremes get a quarter of the steps each,
     which independent per-layer draws almost never reach.
     ``uniform``: one arch per step, uniform within the warm-up floors (the paper; every layer
     and block drawn independently, so sizes concentrate in the middle).
@@ -68,6 +68,17 @@ class ArchSampler:
     archs, all at one resolution; the largest is first (the in-place distillation teacher).
     ``cfg.fixed_arch``: always that arch (no warm-up; floors reported as 1.0), at the step's
     resolution.
+
+    The random draws of ``cycle`` and ``sandwich`` (``cfg.draw``): ``descent`` (default, "sample
+    what you ship") — a parameter fraction F uniform in [F(smallest), F(largest under the
+    cap)], then the served family's arch at F (:meth:`SearchSpace.family_arch` of the space
+    with the step's floors: the descent-path arch whose params are closest to F, ties the
+    larger; the first one under the cap at or after it). After the warm-up the floors are the
+    run's, so every draw is an arch of the family presets are taken from. ``uniform``: the
+    per-layer uniform draw of the ``uniform`` sampler.
+
+    ``cfg.parent_fraction``: its first :attr:`parent_steps` steps train only the largest
+    (floors reported as 1.0); the warm-up and the cycle start after them.
     """
 
     def __init__(self, space: SearchSpace, cfg: TrainConfig, max_tries: int = 200) -> None:
@@ -75,6 +86,8 @@ class ArchSampler:
         self.warmup = WarmupSchedule(cfg, space.config.ratios)
         self.fixed = None if cfg.fixed_arch is None else fixed_arch(space, cfg.fixed_arch)
         self._s_keep = self._preset_s_components()
+        self.parent_steps = round(cfg.parent_fraction * cfg.steps) if self.fixed is None else 0
+        self._floor_spaces: dict[tuple, tuple[SearchSpace, float, float]] = {}
 
     def rng(self, step: int) -> np.random.Generator:
         return np.random.default_rng([self.cfg.seed, step, 0x5EED])
@@ -84,20 +97,33 @@ class ArchSampler:
         res = int(rng.choice(self.space.config.resolutions))
         if self.fixed is not None:
             return [Arch(res, self.fixed.blocks, self.fixed.config)], Floors(1.0, 1.0)
-        floors = self.warmup.floors(step)
         top = self.space.largest_under_cap(res)
+        if step < self.parent_steps:
+            return [top], Floors(1.0, 1.0)
+        floors = self.warmup.floors(step - self.parent_steps)
         smallest = self.smallest(res, floors)
         feasible = self.space.within_cap(smallest)  # else nothing within the floors fits
-        first = self._draw(rng, floors, res, top) if feasible else top
         if self.cfg.sampler == "uniform":
-            return [first], floors
+            return [self._draw(rng, floors, res, top) if feasible else top], floors
         if not feasible:
             return [top], floors
+        draw = self._draw if self.cfg.draw == "uniform" else self._draw_family
+        first = draw(rng, floors, res, top, smallest)
         if self.cfg.sampler == "cycle":
             return [(top, first, smallest, first)[step % 4]], floors
         archs = [top, smallest, first]
-        archs += [self._draw(rng, floors, res, top) for _ in range(self.cfg.sandwich_k - 1)]
+        archs += [draw(rng, floors, res, top, smallest) for _ in range(self.cfg.sandwich_k - 1)]
         return archs[:2 + self.cfg.sandwich_k], floors
+
+    def teacher(self, res: int) -> Arch:
+        """The distillation teacher at ``res``: the largest arch under its cap."""
+        return self.space.largest_under_cap(res)
+
+    def distilling(self, step: int) -> bool:
+        """Whether ``step``'s children learn the teacher's prediction (``inplace_distill``,
+        past the parent phase and the sampling warm-up; never for ``fixed_arch``)."""
+        return (self.fixed is None and self.cfg.inplace_distill
+                and step >= self.parent_steps + self.cfg.warmup_steps)
 
     def smallest(self, res: int, floors: Floors) -> Arch:
         """The smallest arch a step at ``floors`` trains: every layer at the floor ratio, each
@@ -124,7 +150,27 @@ class ArchSampler:
         return [b.keep for b in self.space.smallest(None, self.space.min_ratio,
                                                     self.space.min_keep).blocks]
 
-    def _draw(self, rng: np.random.Generator, floors: Floors, res: int, top: Arch) -> Arch:
+    def _draw_family(self, rng: np.random.Generator, floors: Floors, res: int, top: Arch,
+                     smallest: Arch) -> Arch:
+        """The served family's arch at a parameter fraction drawn uniformly between
+        ``smallest``'s and ``top``'s, on the descent path of the space with ``floors``."""
+        key = (floors, res)
+        if key not in self._floor_spaces:
+            ratio = max(floors.min_ratio, self.space.min_ratio)
+            keep = max(floors.min_keep, self.space.min_keep)
+            space = (self.space if (ratio, keep) == (self.space.min_ratio, self.space.min_keep)
+                     else SearchSpace(self.space.config, ratio, keep))
+            lo, hi = (self.space.cost(a).params / self.space.full_params for a in (smallest, top))
+            self._floor_spaces[key] = (space, min(lo, hi), hi)
+        space, lo, hi = self._floor_spaces[key]
+        fraction = float(rng.uniform(lo, hi))
+        try:
+            return space.family_arch(fraction, res, fit_cap=True)
+        except ArchError:
+            return top
+
+    def _draw(self, rng: np.random.Generator, floors: Floors, res: int, top: Arch,
+              smallest: Arch | None = None) -> Arch:
         """A uniform arch within the floors under ``res``'s cap, else the stand-in ``top``."""
         try:
             return self.space.sample(rng, floors.min_ratio, floors.min_keep, resolution=res,

@@ -36,6 +36,7 @@ from ..space import parse_preset
 
 SECTIONS = ("model", "diffusion", "data", "train")
 SAMPLERS = ("cycle", "uniform", "sandwich")
+DRAWS = ("descent", "uniform")
 
 
 @dataclass(frozen=True)
@@ -60,22 +61,34 @@ class TrainConfig:
             moments and bias correction advance only when it is active) or ``tensor`` (one
             count per parameter tensor; the ablation).
         sampler: ``cycle`` (default, size-aware: one arch per step, in turn the largest, a
-            uniform draw, the smallest at the floors, a uniform draw), ``uniform`` (the paper:
+            random draw, the smallest at the floors, a random draw), ``uniform`` (the paper:
             every layer's ratio and every block's components drawn independently — sizes pile
             up in the middle) or ``sandwich`` (largest + smallest + k random per step).
             "Smallest" is the smallest arch the step's floors allow with the components preset
             S keeps (:meth:`~sned.train.arch_sampler.ArchSampler.smallest`).
+        draw: how ``cycle`` and ``sandwich`` draw their random archs: ``descent`` (default:
+            the served family — the :meth:`~sned.space.SearchSpace.descent` arch at a
+            parameter fraction drawn uniformly between the smallest's and the largest's,
+            :meth:`~sned.space.SearchSpace.family_arch`) or ``uniform`` (per-layer uniform,
+            as the ``uniform`` sampler).
         fixed_arch: train one arch only — a preset (``S``/``M``/``L``/``B`` or a fraction
             such as ``0.75``, :func:`sned.space.parse_preset`; stored as its label) or an arch
             JSON file; the resolution is still drawn per step from the model's resolutions.
             With exact freezing this is training that static subnet alone. None = supernet.
         sandwich_k: random archs per sandwich step.
-        inplace_distill: sandwich only — after the sampling warm-up, the smaller archs also
-            regress the teacher's prediction: loss = ground truth + ``distill_weight`` ×
-            distillation (before it, ground truth only: the teacher is untrained).
-        distill_weight: weight of the distillation term of the sandwich's children.
-        distill_teacher: ``largest`` (the step's largest arch, in place) or ``ema`` (the EMA
-            weights at the largest arch; needs ``ema_decay`` > 0).
+        inplace_distill: every sampler — after the sampling warm-up, every arch a step trains
+            other than the largest (under the resolution's cap) also regresses the teacher's
+            prediction on the same full batch: loss = ground truth + ``distill_weight`` ×
+            distillation (before it, ground truth only: the teacher is untrained). A step
+            that does not train the largest runs the teacher's forward without gradient; its
+            MACs are counted in ``train_macs``. Not for ``fixed_arch`` runs.
+        distill_weight: weight of the distillation term of the children.
+        distill_teacher: ``largest`` (the largest arch with the current weights: in place)
+            or ``ema`` (the EMA weights at the largest arch; needs ``ema_decay`` > 0).
+        parent_fraction: the once-for-all route inside one run: the first
+            ``round(parent_fraction × steps)`` steps train only the largest arch (the parent),
+            then the sampling warm-up (``warmup_steps``, counted from the parent phase's end)
+            and the supernet phase shrink it with distillation. 0 = off.
         warmup_steps: sampling warm-up length (paper: 30,000); 0 = off.
         warmup_stages: number of equal steps the floors take from 100 % to the final floors.
         final_min_ratio / final_min_keep: floors after warm-up (paper: 40 %).
@@ -122,11 +135,13 @@ class TrainConfig:
     exact_freeze: bool = True
     adam_counts: str = "element"
     sampler: str = "cycle"
+    draw: str = "descent"
     fixed_arch: str | float | None = None
     sandwich_k: int = 2
     inplace_distill: bool = True
     distill_weight: float = 1.0
     distill_teacher: str = "largest"
+    parent_fraction: float = 0.0
     warmup_steps: int = 30000
     warmup_stages: int = 6
     final_min_ratio: float = 0.4
@@ -153,7 +168,8 @@ class TrainConfig:
         checks = [
             ("steps", self.steps >= 1), ("batch_size", self.batch_size >= 1),
             ("grad_accum", self.grad_accum >= 1), ("lr", self.lr > 0),
-            ("sampler", self.sampler in SAMPLERS),
+            ("sampler", self.sampler in SAMPLERS), ("draw", self.draw in DRAWS),
+            ("parent_fraction", 0 <= self.parent_fraction < 1),
             ("lr_schedule", self.lr_schedule in ("constant", "cosine")),
             ("lr_floor", 0 <= self.lr_floor <= 1),
             ("adam_counts", self.adam_counts in ("element", "tensor")),
@@ -182,6 +198,10 @@ class TrainConfig:
             raise ConfigError(f"train.fixed_arch={self.fixed_arch!r} trains one arch; "
                               f"train.sampler={self.sampler!r} does not apply (use cycle or "
                               f"uniform)")
+        if self.fixed_arch is not None and self.parent_fraction:
+            raise ConfigError(f"train.parent_fraction={self.parent_fraction} grows a supernet "
+                              f"from its largest arch; train.fixed_arch={self.fixed_arch!r} "
+                              f"trains one arch")
         if self.distill_teacher == "ema" and self.ema_decay == 0:
             raise ConfigError("train.distill_teacher='ema' needs train.ema_decay > 0")
         for res, b in self.batch_size_per_resolution.items():

@@ -165,7 +165,8 @@ def estimate(run, *, arch: Arch | None = None, batch: int | None = None,
     p = sum(q.numel() for q in model.parameters()) * 4 // shard
     block_grads = [sum(q.numel() for q in b.parameters()) * 4 // shard for b in model.blocks]
     outside_grads = p - sum(block_grads)
-    teacher = tr.output if run.train.sampler == "sandwich" else 0  # the detached prediction
+    distills = run.train.inplace_distill and run.train.fixed_arch is None
+    teacher = tr.output if distills else 0  # the teacher's detached prediction
     # backward meets the blocks in reverse: block i's saved set is alive while blocks > i have
     # their gradients (and block i gets its own); gradients outside blocks count throughout
     backward = max(alive + outside_grads + sum(block_grads[i:])

@@ -29,7 +29,8 @@ from torch import Tensor, nn
 
 from ..arch import Arch
 from ..config import ConfigError
-from ..cost import TRAINING_MACS_PER_FORWARD, Cost, autoencoder_cost, training_macs
+from ..cost import (TRAINING_MACS_PER_FORWARD, Cost, autoencoder_cost, model_cost,
+                    training_macs)
 from ..data.synthetic import SyntheticVideoDataset
 from ..data.transforms import collate, resize_video
 from ..metrics.perceptual import load_perceptual
@@ -100,6 +101,7 @@ class _Part:
     emb: Tensor
     mask: Tensor
     archs: list[Arch]
+    teacher: Arch          # the distillation teacher's arch (run the same way)
     weight: float          # share of the step's samples
     frames: int | None     # for the cost model (None = the config's)
     stream: int
@@ -141,10 +143,14 @@ class DiffusionTask:
     def backward(self, trainer, batch: dict) -> StepOutcome:
         """Draw the step's archs, then forward + backward every (micro-batch, arch).
 
-        Sandwich with ``inplace_distill``: once the sampling warm-up is over, every arch after
-        the first (the largest) learns ground truth + ``distill_weight`` × the regression of
-        the teacher's prediction — the largest's own (in place) or, with
-        ``distill_teacher=ema``, the EMA weights' at the largest arch.
+        With ``inplace_distill`` (every sampler), once the sampling warm-up is over
+        (:meth:`ArchSampler.distilling`), every arch other than the teacher (the largest under
+        the resolution's cap) learns ground truth + ``distill_weight`` × the regression of the
+        teacher's prediction on the same full batch, noise and timesteps — the largest's own
+        with the current weights (in place) or, with ``distill_teacher=ema``, the EMA
+        weights' at the largest arch. When the step trains the largest first (sandwich) its
+        prediction is the teacher; otherwise the teacher runs a forward without gradient,
+        counted in ``train_macs`` (forward only: 1 × its MACs per clip).
 
         With ``train.image_fraction`` the last clips of the batch each give one frame, run as
         images (frames = 1, every arch without its temporal attention); the step's loss is
@@ -157,16 +163,20 @@ class DiffusionTask:
                                     res)
         n = video.shape[0]
         emb, mask = self._encode_text(trainer, batch["caption"][:n], n)
-        parts = self._parts(trainer, video, emb, mask, archs)
-        distilling = (cfg.sampler == "sandwich" and cfg.inplace_distill
-                      and trainer.step >= cfg.warmup_steps and len(archs) > 1)
-        losses, extras = [], {}
+        parts = self._parts(trainer, video, emb, mask, archs, self.sampler.teacher(res))
+        teacher = self.sampler.teacher(res)
+        students = [i for i, a in enumerate(archs) if a != teacher]
+        distilling = self.sampler.distilling(trainer.step) and bool(students)
+        in_place = cfg.distill_teacher == "largest" and archs[0] == teacher
+        losses, extras, teacher_forwards = [], {}, 0
         for micro in range(cfg.grad_accum):
             noised = [trainer.noised_inputs(p.video, p.emb, p.mask,
                                             micro + p.stream * cfg.grad_accum) for p in parts]
-            teachers = [self._ema_prediction(trainer, inputs, p.archs[0])
-                        if distilling and cfg.distill_teacher == "ema" else None
-                        for p, (inputs, _, _) in zip(parts, noised)]
+            teachers = [None] * len(parts)
+            if distilling and not in_place:
+                teachers = [self._teacher_prediction(trainer, inputs, p.teacher)
+                            for p, (inputs, _, _) in zip(parts, noised)]
+                teacher_forwards += 1
             for i in range(len(archs)):
                 last = micro == cfg.grad_accum - 1 and i == len(archs) - 1
                 step_loss = None
@@ -176,14 +186,14 @@ class DiffusionTask:
                         pred = trainer.forward(inputs, part.archs[i],
                                                sync=last and j == len(parts) - 1)
                         loss = trainer.objective.loss(pred, target, t).mean()
-                        if distilling and i > 0:
+                        if distilling and i in students:
                             kd = trainer.objective.loss(pred, teachers[j], t).mean()
                             kd_part = kd.detach() if w is None else kd.detach() * w
                             extras["distill_loss"] = extras.get("distill_loss", 0.0) + kd_part
                             total = loss + cfg.distill_weight * kd
                         else:
                             total = loss
-                    if i == 0 and teachers[j] is None:
+                    if distilling and in_place and i == 0:
                         teachers[j] = pred.detach()
                     total = total if w is None else total * w
                     (total / (len(archs) * cfg.grad_accum)).backward()
@@ -191,16 +201,18 @@ class DiffusionTask:
                     step_loss = part_loss if step_loss is None else step_loss + part_loss
                 losses.append(step_loss)
         if "distill_loss" in extras:
-            extras["distill_loss"] /= cfg.grad_accum * (len(archs) - 1)
+            extras["distill_loss"] /= cfg.grad_accum * len(students)
         if parts[-1].stream:
             extras["image_clips"] = parts[-1].video.shape[0]
         macs = sum(training_macs(self.run.model, p.archs, p.video.shape[0] * cfg.grad_accum,
                                  frames=p.frames) for p in parts)
+        macs += teacher_forwards * sum(p.video.shape[0] * model_cost(
+            self.run.model, p.teacher, frames=p.frames).macs for p in parts)
         return StepOutcome(losses, res, archs, floors, self.space.cost(archs[0]), extras,
                            train_macs=macs)
 
-    def _parts(self, trainer, video: Tensor, emb: Tensor, mask: Tensor, archs: list[Arch]
-               ) -> list[_Part]:
+    def _parts(self, trainer, video: Tensor, emb: Tensor, mask: Tensor, archs: list[Arch],
+               teacher: Arch) -> list[_Part]:
         """The step's video part and (``train.image_fraction``) image part: the last
         ``round(fraction × n)`` clips, one frame each (drawn per sample from the step's seed),
         run at frames = 1 without temporal attention."""
@@ -208,7 +220,7 @@ class DiffusionTask:
         k = round(trainer.cfg.image_fraction * n)
         parts = []
         if k < n:
-            parts.append(_Part(video[:n - k], emb[:n - k], mask[:n - k], archs,
+            parts.append(_Part(video[:n - k], emb[:n - k], mask[:n - k], archs, teacher,
                                (n - k) / n, None, 0))
         if k:
             rng = np.random.default_rng([trainer.cfg.seed, trainer.step, trainer.rank, 0x1A6E])
@@ -216,8 +228,18 @@ class DiffusionTask:
             clips = video[n - k:]
             images = clips[torch.arange(k, device=video.device), :, frame].unsqueeze(2)
             parts.append(_Part(images, emb[n - k:], mask[n - k:],
-                               [a.without("temporal_attn") for a in archs], k / n, 1, 1))
+                               [a.without("temporal_attn") for a in archs],
+                               teacher.without("temporal_attn"), k / n, 1, 1))
         return parts
+
+    @torch.no_grad()
+    def _teacher_prediction(self, trainer, inputs: dict, arch: Arch) -> Tensor:
+        """The teacher's prediction at ``arch``: the EMA weights' (``distill_teacher=ema``)
+        or the current weights' (no gradient, no DDP sync)."""
+        if trainer.cfg.distill_teacher == "ema":
+            return self._ema_prediction(trainer, inputs, arch)
+        with trainer.autocast():
+            return trainer.forward(inputs, arch, sync=False).detach()
 
     @torch.no_grad()
     def _ema_prediction(self, trainer, inputs: dict, arch: Arch) -> Tensor:
