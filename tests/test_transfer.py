@@ -99,7 +99,9 @@ def test_mismatching_sources_are_errors_naming_the_layer():
              (sned.build_supernet("tiny-ssr"), "'ssr' model"),
              (sned.build_supernet("tiny-base", TINY + ["head_dim=8", "heads=[2,4,4]"]),
               "head_dim"),
-             (sned.build_supernet("tiny-base", TINY), "video model")]
+             (sned.build_supernet("tiny-base", TINY + ["attention_order=[cross_attn, "
+                                                       "temporal_attn, spatial_attn]"]),
+              "attention_order")]
     for source, match in cases:
         with pytest.raises(TransferError, match=match):
             transfer_weights(video, source)
@@ -201,3 +203,38 @@ def test_built_in_image_configs_are_their_video_configs_counterparts(video, imag
         p.numel() for n, p in target.named_parameters()
         if any(n.startswith(m + ".") for m in record.new)) == sum(
         p.numel() for p in target.parameters())
+
+
+@pytest.mark.parametrize("source", ["fixed-B", "extracted-B", "supernet"])
+def test_grow_from_a_trained_video_model_equals_it_under_b_at_step_0(tmp_path, source):
+    """``sned train tiny-base --init-from RUN`` with RUN a ``train.fixed_arch=B`` run (or an
+    extracted B folder, or a supernet run): at step 0 the supernet under B predicts what that
+    model predicts (<= 1e-5), temporal layers included."""
+    from sned.pipelines.loading import load_denoiser
+    from sned.train.config import load_run_config
+    from sned.train.trainer import Trainer
+
+    run_b = tmp_path / "b"
+    fixed = [] if source == "supernet" else ["train.fixed_arch=B"]
+    assert main(["train", "tiny-base", "--out", str(run_b), "--steps", "2", "--no-progress",
+                 *SMALL, "model.frames=2", "train.ema_decay=0.5", *fixed]) == 0
+    src = run_b
+    if source == "extracted-B":
+        src = tmp_path / "b-folder"
+        assert main(["extract", str(run_b), "--preset", "B", "--out", str(src)]) == 0
+    den = load_denoiser(src)
+    run = load_run_config("tiny-base", SMALL + ["model.frames=2", f"train.init_from={src}"])
+    model = Trainer(run, tmp_path / "grown", progress=False).model.eval()
+    b = sned.search_space(run.model).preset("B", 16)
+    kw = sned.example_inputs(model, batch=2, resolution=16, frames=2, seed=3)
+    with torch.no_grad():
+        want = den.model.eval()(**kw, **({"arch": b} if den.model.is_supernet else {}))
+        got = model(**kw, arch=b)
+    assert want.abs().max() > 1e-3
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    # the CLI starts and records it; the temporal layers were copied, not zeroed
+    out = tmp_path / "cli"
+    assert main(["train", "tiny-base", "--out", str(out), "--steps", "1", "--no-progress",
+                 "--init-from", str(src), *SMALL, "model.frames=2"]) == 0
+    rec = json.loads((out / "checkpoints" / "latest" / "state.json").read_text())["init_from"]
+    assert rec["new_zero_output"] == [] and rec["dropped"] == []

@@ -24,10 +24,11 @@ def train_args(p: argparse.ArgumentParser) -> None:
                      help="replace a run already in OUT (without it, training into a folder "
                           "that holds a run is refused)")
     p.add_argument("--init-from", metavar="SOURCE",
-                   help="start the supernet from an image model: a training run, checkpoint or "
+                   help="start the supernet from a trained model: a training run, checkpoint or "
                         "model folder (supernet or extracted) of a config with the same spatial "
-                        "structure and no temporal layers, e.g. a `sned train tiny-image` run "
-                        "for tiny-base (= train.init_from; step 0 only)")
+                        "structure — an image model (e.g. a `sned train tiny-image` run for "
+                        "tiny-base) or a video model of the family (e.g. a "
+                        "train.fixed_arch=B run) (= train.init_from; step 0 only)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*",
                    help="section.key=value overrides, e.g. train.lr=2e-4 data.kind=folder "

@@ -112,8 +112,9 @@ class TrainConfig:
             (the other ranks never wait for the write; the next save waits for the last).
         autoencoder: latent models only — the trained autoencoder (run folder, checkpoint or
             autoencoder folder) whose latents the supernet learns to denoise.
-        init_from: start the supernet from an image model (run folder, checkpoint or model
-            folder of a supernet or an extracted model with the same spatial structure; see
+        init_from: start the supernet from a trained model (run folder, checkpoint or model
+            folder of a supernet or an extracted model with the same spatial structure: an
+            image model, or a video model of the family such as a ``fixed_arch=B`` run; see
             :mod:`sned.train.transfer`). Applies at step 0 only; a resumed run keeps its weights.
         image_fraction: share of each batch trained as images (joint image-video training):
             that many clips give one frame each, run with the temporal layers off (frames = 1,

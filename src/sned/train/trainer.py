@@ -166,11 +166,12 @@ class Trainer:
         self.task.start(self)
 
     def _init_from(self, source: str) -> None:
-        """Write the image model ``source`` into the fresh supernet (before EMA and optimizer
-        copy it); errors name the source and the layer, before the run folder exists."""
+        """Write the model ``source`` (image, or video of the family) into the fresh supernet
+        (before EMA and optimizer copy it); errors name the source and the layer, before the
+        run folder exists."""
         if not isinstance(self.model, VideoUNet) or not self.model.is_supernet:
-            raise ConfigError(f"train.init_from={source}: starts a diffusion supernet from an "
-                              f"image model; this run trains a {type(self.model).__name__}")
+            raise ConfigError(f"train.init_from={source}: starts a diffusion supernet from a "
+                              f"diffusion model; this run trains a {type(self.model).__name__}")
         transfer = init_from(self.model, source, diffusion=self.run.diffusion)
         self.init_record = transfer.to_dict()
         self.folder.notes.append(transfer.summary())

@@ -1,8 +1,12 @@
-"""Image-to-video transfer: start a video supernet from an image diffusion model (SNED §3.4).
+"""Start a video supernet from a trained model of its family: image-to-video transfer (SNED
+§3.4), or growing a supernet from a trained video model (the once-for-all route).
 
-The source is an image model of the same family — a training run / checkpoint / model folder
-of a supernet or of an extracted (static) model whose config has the target's spatial
-structure and no temporal layers (or ``frames: 1``). Every source weight is written into the
+The source is a training run / checkpoint / model folder of a supernet or of an extracted
+(static) model whose config has the target's spatial structure: an image model (no temporal
+layers, or ``frames: 1``), or a video model of the same family — e.g. a ``train.fixed_arch=B``
+run, a supernet run or an extracted B folder; a video source's temporal layers are copied
+too, so at step 0 the supernet under the source's arch equals the source (``tests/
+test_transfer.py``). Every source weight is written into the
 target supernet through :func:`sned.extract.named_weight_pairs` — the same ``active_weights``
 views extraction reads, so a static model's smaller weights land in the prefix slices of the
 elastic ones. What has no counterpart starts so that its branch outputs zero:
@@ -15,8 +19,8 @@ elastic ones. What has no counterpart starts so that its branch outputs zero:
   ``conv2``, attention ``to_out``, feed-forward ``fc2``) beyond the source's width are zeroed,
   so a wider subnet adds nothing the source did not compute.
 
-At step 0 the video supernet under ``arch`` then predicts, for every frame of a clip, what the
-image model predicts for that frame alone under :func:`image_arch` ``(arch)`` (same noise,
+At step 0 the video supernet under ``arch`` then predicts, for every frame of a clip, what an
+image source predicts for that frame alone under :func:`image_arch` ``(arch)`` (same noise,
 timestep and text) — see ``tests/test_transfer.py``.
 """
 
@@ -92,8 +96,9 @@ class Transfer:
 # --------------------------------------------------------------------------------- loading
 def init_from(model: VideoUNet, source: str | os.PathLike, diffusion=None,
               ema: bool | None = None) -> Transfer:
-    """Load ``source`` (a run folder, checkpoint or model folder of an image model) and write
-    it into the supernet ``model`` in place; returns the :class:`Transfer` record.
+    """Load ``source`` (a run folder, checkpoint or model folder of an image model or of a
+    same-family video model) and write it into the supernet ``model`` in place; returns the
+    :class:`Transfer` record.
 
     ``diffusion``: the target run's :class:`~sned.diffusion.DiffusionConfig` (a different
     source schedule or prediction type is noted). ``ema``: None = the source checkpoint's EMA
@@ -102,12 +107,11 @@ def init_from(model: VideoUNet, source: str | os.PathLike, diffusion=None,
     """
     path = Path(source)
     if not path.exists():
-        raise TransferError(f"train.init_from: {str(path)!r} does not exist (expected an image "
-                            f"model's training run, checkpoint or model folder)")
+        raise TransferError(f"train.init_from: {str(path)!r} does not exist (expected a "
+                            f"diffusion model's training run, checkpoint or model folder)")
     if is_autoencoder_folder(path):
         raise TransferError(f"train.init_from={path} is an autoencoder folder "
-                            f"({path / 'config.json'}); --init-from takes an image diffusion "
-                            f"model")
+                            f"({path / 'config.json'}); --init-from takes a diffusion model")
     try:
         den = load_denoiser(path, ema=ema)
     except (CheckpointError, ConfigError, ArchError, ValueError, KeyError) as e:
@@ -147,24 +151,26 @@ def file_sha256(path: Path) -> str:
 @torch.no_grad()
 def transfer_weights(target: VideoUNet, source: VideoUNet, record: dict | None = None,
                      label: str = "the source") -> Transfer:
-    """Write the image model ``source`` (supernet or extracted) into the supernet ``target``.
+    """Write ``source`` (an image model, or a video model of the target's family; supernet or
+    extracted) into the supernet ``target``.
 
     Checks first, copies after: on a TransferError ``target`` is unchanged.
     """
     if not target.is_supernet:
         raise TypeError("transfer_weights needs a target supernet (VideoUNet built from a config)")
-    _check_configs(target.config, source.config, label)
+    video = _check_configs(target.config, source.config, label)
     static = extract(source, None) if source.is_supernet else source
     kind = "supernet" if source.is_supernet else "extracted"
     result = Transfer({"path": label, "kind": kind, "config": source.config.name,
                        **(record or {})})
-    skip = {name for name, _ in static.named_modules() if _is_temporal(name)}
+    skip = set() if video else {name for name, _ in static.named_modules()
+                                if _is_temporal(name)}
     if skip:  # a frames: 1 source with temporal layers: they acted per frame
         result.dropped = sorted({n.split(f".{TEMPORAL}")[0] + f".{TEMPORAL}" for n in skip})
         result.notes.append("the source's temporal layers ran on one frame and are not copied; "
                             "the video model does not equal the source exactly")
     try:
-        pairs = list(named_weight_pairs(target, static, skip=_is_temporal))
+        pairs = list(named_weight_pairs(target, static, skip=None if video else _is_temporal))
     except LayerMismatch as e:
         raise TransferError(f"train.init_from={label} ({source.config.name}) does not fit "
                             f"{target.config.name}: {e}") from None
@@ -184,7 +190,9 @@ def transfer_weights(target: VideoUNet, source: VideoUNet, record: dict | None =
     return result
 
 
-def _check_configs(target, source, label: str) -> None:
+def _check_configs(target, source, label: str) -> bool:
+    """Raise TransferError when ``source`` cannot start ``target``; True for a video source
+    (temporal layers and frames > 1: every layer copies), False for an image source."""
     if source.kind != target.kind:
         raise TransferError(f"train.init_from={label} is a {source.kind!r} model "
                             f"({source.name}); the target {target.name} is {target.kind!r}")
@@ -193,16 +201,14 @@ def _check_configs(target, source, label: str) -> None:
             raise TransferError(f"train.init_from={label} ({source.name}) does not fit "
                                 f"{target.name}: config key {key} is {getattr(source, key)!r} in "
                                 f"the source, {getattr(target, key)!r} in the target")
-    order = [a for a in target.attention_order if a != TEMPORAL]
-    if [a for a in source.attention_order if a != TEMPORAL] != order:
+    video = source.frames > 1 and any(TEMPORAL in s.components for s in unet_blocks(source))
+    drop = () if video else (TEMPORAL,)
+    order = [a for a in target.attention_order if a not in drop]
+    if [a for a in source.attention_order if a not in drop] != order:
         raise TransferError(f"train.init_from={label}: attention_order "
                             f"{list(source.attention_order)} differs from the target's "
                             f"{list(target.attention_order)}")
-    has_temporal = any(TEMPORAL in s.components for s in unet_blocks(source))
-    if has_temporal and source.frames > 1:
-        raise TransferError(f"train.init_from={label} ({source.name}) is a video model (frames "
-                            f"{source.frames}, temporal layers); --init-from starts a video "
-                            f"model from an image model (frames: 1 or no temporal layers)")
+    return video
 
 
 def _is_temporal(name: str) -> bool:
