@@ -3,14 +3,27 @@
 Every method trains through the one :class:`~sned.train.trainer.Trainer` with run-config
 overrides, on the same synthetic training set, and is evaluated the same way:
 
-- ``supernet``: the recipe (issue 18) — zero-init residual outputs, the size-aware ``cycle``
-  sampler, per-element exact freezing, the plan's lr schedule, warm-up, super-position;
+- ``supernet``: the recipe (issues 18 and 26) — zero-init residual outputs, the size-aware
+  ``cycle`` sampler whose random draws are the served family (``train.draw=descent``),
+  in-place distillation from the largest after the warm-up, per-element exact freezing, the
+  plan's lr schedule, warm-up, super-position;
 - ``standalone``: each preset's arch trained alone for the same steps (``train.fixed_arch``,
   same recipe), plus preset B trained for as many MACs as one ``supernet`` run;
-- one ablation row per recipe element: ``supernet-uniform`` (the paper's per-layer uniform
-  draw), ``zero-init-off``, ``per-tensor-adam`` (one Adam step count per tensor),
-  ``constant-lr``; and ``supernet-sandwich``, ``no-warmup``, ``plain-adamw``,
-  ``per-resolution`` (one supernet per resolution, the steps split between them).
+- the recipe's ablations (issue 26): ``uniform-draws`` (the cycle's random draws per-layer
+  uniform), ``no-distill``, ``previous-recipe`` (both: issue 18's default),
+  ``parent-third`` / ``parent-two-thirds`` (``train.parent_fraction``: B alone for that share
+  of the steps, then shrink), ``grown-from-B`` (``train.init_from`` the seed's standalone B
+  run, then ``grow_fraction`` × steps of supernet training; B's compute is counted in its
+  total);
+- issue 18's ablations: ``supernet-uniform`` (the paper's per-layer uniform sampler),
+  ``zero-init-off``, ``per-tensor-adam`` (one Adam step count per tensor), ``constant-lr``;
+  and ``supernet-sandwich``, ``no-warmup``, ``plain-adamw``, ``per-resolution`` (one supernet
+  per resolution, the steps split between them).
+
+Horizons: every run trains ``steps`` (N); with ``plateau_seeds`` the supernet and the
+standalone runs are trained again at 2N, each with its own full lr schedule — the plateau test
+(final loss N → 2N) and the compute at which the supernet reaches each standalone loss
+(interpolated in log-compute between its final losses at N and 2N) come from those.
 
 Evaluation of each trained run (EMA weights), per preset and resolution: the validation-loss
 proxy on ``val_videos × pairs_per_clip`` held-out (clip, timestep, noise) pairs per resolution —
@@ -49,14 +62,24 @@ from .study_eval import Evaluator
 from .study_jobs import run_in_workers, threads_per_job
 from .study_report import aggregate, write_results
 
-METHODS = ("supernet", "standalone", "supernet-uniform", "zero-init-off", "per-tensor-adam",
-           "constant-lr", "supernet-sandwich", "no-warmup", "plain-adamw", "per-resolution")
-DEFAULT_METHODS = METHODS[:6]
-"""The main comparison and the recipe's four ablations (what the default plan runs)."""
+METHODS = ("supernet", "standalone", "uniform-draws", "no-distill", "previous-recipe",
+           "parent-third", "parent-two-thirds", "grown-from-B", "supernet-uniform",
+           "zero-init-off", "per-tensor-adam", "constant-lr", "supernet-sandwich", "no-warmup",
+           "plain-adamw", "per-resolution")
+DEFAULT_METHODS = METHODS[:8]
+"""The main comparison and issue 26's ablations (what the default plan runs)."""
 MAIN = ("supernet", "standalone")
 """Methods trained with every seed; the others with ``ablation_seeds``."""
 PRESETS = ("S", "M", "L", "B")
+PARENT = {"parent-third": 1 / 3, "parent-two-thirds": 2 / 3}
+"""Parent-phase ablations: ``train.parent_fraction``."""
 SUPERNET_METHODS = {"supernet": [],
+                    "uniform-draws": ["train.draw=uniform"],
+                    "no-distill": ["train.inplace_distill=false"],
+                    "previous-recipe": ["train.draw=uniform", "train.inplace_distill=false"],
+                    "parent-third": [f"train.parent_fraction={PARENT['parent-third']:.6f}"],
+                    "parent-two-thirds": [
+                        f"train.parent_fraction={PARENT['parent-two-thirds']:.6f}"],
                     "supernet-uniform": ["train.sampler=uniform"],
                     "zero-init-off": ["model.zero_init_residual=false"],
                     "per-tensor-adam": ["train.adam_counts=tensor"],
@@ -70,11 +93,11 @@ SUPERNET_METHODS = {"supernet": [],
 class StudyPlan:
     """Everything that decides a study's numbers (saved as ``study.json``).
 
-    The defaults are the plateau-horizon plan sized to about 2 hours on a 2-core machine (two
-    1-thread jobs, ``sned study --jobs 2``): 2,000 steps at 16 px, 3 seeds of supernet vs
-    standalone, one seed of each recipe ablation. Left out to fit: 32 px, more ablation
-    seeds and the non-recipe ablations (``--resolutions 16,32``, ``--ablation-seeds``,
-    ``--methods`` add them).
+    The defaults: 2,000 steps at 16 px, 3 seeds of supernet vs standalone, one seed of each
+    issue-26 ablation, no second horizon (about 2 hours on a 2-core machine with
+    ``--jobs 2``). The decisive plan (``docs/training.md``) adds ``--seeds 5
+    --plateau-seeds``. Left out to fit: 32 px, more ablation seeds and the older ablations
+    (``--resolutions 16,32``, ``--ablation-seeds``, ``--methods`` add them).
 
     Attributes:
         config: model config (built-in name or YAML path).
@@ -83,6 +106,13 @@ class StudyPlan:
             data, held-out pairs and evaluation stay fixed).
         ablation_seeds: seeds of the other methods (0 … ablation_seeds-1, at most ``seeds``).
         frames: clip length T for training and evaluation.
+        max_objects: objects per synthetic clip (1 to that many; training and held-out
+            sets alike) — with ``frames``, the study's task: more objects and frames separate
+            the presets more (standalone B vs S).
+        plateau_seeds: seeds (0 …) of the second horizon 2N: the supernet and standalone S and
+            B trained again for 2 × ``steps`` (their own full schedules); 0 = one horizon.
+        plateau_seeds_ml: seeds of standalone M and L at 2N (at most ``plateau_seeds``).
+        grow_fraction: ``grown-from-B``'s supernet steps as a fraction of ``steps``.
         resolutions: the resolutions trained and evaluated (None: the config's; a subset
             such as ``(16,)`` is the single-resolution study).
         batch: clips per step at each resolution.
@@ -102,6 +132,10 @@ class StudyPlan:
     seeds: int = 3
     ablation_seeds: int = 1
     frames: int = 4
+    max_objects: int = 1
+    plateau_seeds: int = 0
+    plateau_seeds_ml: int = 1
+    grow_fraction: float = 1 / 3
     resolutions: tuple[int, ...] | None = (16,)
     batch: dict[int, int] = field(default_factory=lambda: {16: 4, 32: 1})
     lr: float = 1e-3
@@ -129,12 +163,25 @@ class StudyPlan:
         if bad or not self.methods:
             raise ConfigError(f"study: unknown method {bad[0] if bad else None!r}; methods are "
                               f"{list(METHODS)}")
+        for key in ("plateau_seeds", "plateau_seeds_ml"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"study: {key} must be >= 0 (got {getattr(self, key)})")
+        if not 1 <= self.max_objects <= 8:
+            raise ConfigError(f"study: max_objects must be in [1, 8] (got {self.max_objects})")
+        if not 0 < self.grow_fraction <= 1:
+            raise ConfigError(f"study: grow_fraction must be in (0, 1] "
+                              f"(got {self.grow_fraction})")
         if not 0 <= self.warmup_fraction < 1:
             raise ConfigError(f"study: warmup_fraction must be in [0, 1) "
                               f"(got {self.warmup_fraction})")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ConfigError(f"study: lr_schedule must be constant or cosine "
                               f"(got {self.lr_schedule!r})")
+
+    @property
+    def horizons(self) -> list[int]:
+        """The horizons trained: N (``steps``) and, with ``plateau_seeds``, 2N."""
+        return [self.steps] + ([2 * self.steps] if self.plateau_seeds else [])
 
     @property
     def eval_pairs(self) -> int:
@@ -165,6 +212,10 @@ class RunSpec:
     presets: tuple[str, ...]  # presets this run is evaluated at
     budget: str = "same-steps"
     resolutions: tuple[int, ...] | None = None  # None: the config's
+    horizon: int = 0          # the plan horizon (N or 2N) this run belongs to; 0: ``steps``
+    seeds: int | None = None  # None: seeds_of(plan, method)
+    init_from: str | None = None  # train.init_from (grown-from-B: the seed's standalone B)
+    parent_compute: int = 0   # training MACs of the parent it starts from (counted in its total)
 
 
 def _say(msg: str) -> None:
@@ -175,7 +226,8 @@ def _say(msg: str) -> None:
 def base_overrides(plan: StudyPlan, resolutions: tuple[int, ...], device: str) -> list[str]:
     batch = {r: plan.batch.get(r, min(plan.batch.values())) for r in resolutions}
     return [f"model.frames={plan.frames}", f"model.resolutions={list(resolutions)}",
-            f"data.num_videos={plan.num_videos}", f"train.lr={plan.lr}",
+            f"data.num_videos={plan.num_videos}", f"data.max_objects={plan.max_objects}",
+            f"train.lr={plan.lr}",
             f"train.lr_warmup_steps={plan.lr_warmup_steps}", f"train.ema_decay={plan.ema_decay}",
             f"train.lr_schedule={plan.lr_schedule}", f"train.lr_floor={plan.lr_floor}",
             f"train.batch_size={max(batch.values())}",
@@ -183,37 +235,71 @@ def base_overrides(plan: StudyPlan, resolutions: tuple[int, ...], device: str) -
             f"train.checkpoint_every={10 ** 9}", "train.keep_last=1", f"train.device={device}"]
 
 
+def _warm(plan: StudyPlan, steps: int, parent: float = 0.0) -> str:
+    """The sampling warm-up of a supernet run of ``steps`` (after its parent phase)."""
+    return f"train.warmup_steps={int((steps - round(parent * steps)) * plan.warmup_fraction)}"
+
+
 def plan_runs(plan: StudyPlan, resolutions: tuple[int, ...]) -> list[RunSpec]:
-    """The same-steps runs of one seed, ``supernet`` first (the matched-compute standalone
-    run is added after it, see :func:`matched_steps`)."""
-    warm = f"train.warmup_steps={int(plan.steps * plan.warmup_fraction)}"
-    runs = [RunSpec("supernet", "supernet", [warm], plan.steps, PRESETS)]
+    """The runs of a seed: the same-steps runs of horizon N, ``supernet`` first (the
+    matched-compute standalone run is added after it, see :func:`matched_steps`;
+    ``grown-from-B`` after standalone B, :func:`grown_spec`), then those of horizon 2N."""
+    n = plan.steps
+    runs = [RunSpec("supernet", "supernet", [_warm(plan, n)], n, PRESETS, horizon=n)]
     for m in plan.methods:
         if m in SUPERNET_METHODS and m != "supernet":
-            runs.append(RunSpec(m, m, [warm] + SUPERNET_METHODS[m], plan.steps, PRESETS))
+            runs.append(RunSpec(m, m, [_warm(plan, n, PARENT.get(m, 0.0))] + SUPERNET_METHODS[m],
+                                n, PRESETS, horizon=n))
         elif m == "standalone":
-            runs += [RunSpec(m, f"standalone-{p}", [f"train.fixed_arch={p}"], plan.steps, (p,))
-                     for p in PRESETS]
+            runs += [RunSpec(m, f"standalone-{p}", [f"train.fixed_arch={p}"], n, (p,),
+                             horizon=n) for p in PRESETS]
         elif m == "per-resolution":
             share = max(1, plan.steps // len(resolutions))
             runs += [RunSpec(m, f"per-resolution-{r}",
                              [f"train.warmup_steps={int(share * plan.warmup_fraction)}"], share,
-                             PRESETS, resolutions=(r,)) for r in resolutions]
+                             PRESETS, resolutions=(r,), horizon=n) for r in resolutions]
+    if plan.plateau_seeds:
+        long = 2 * n
+        runs.append(RunSpec("supernet", f"supernet@{long}", [_warm(plan, long)], long, PRESETS,
+                            horizon=long, seeds=min(plan.seeds, plan.plateau_seeds)))
+        if "standalone" in plan.methods:
+            runs += [RunSpec("standalone", f"standalone-{p}@{long}", [f"train.fixed_arch={p}"],
+                             long, (p,), horizon=long,
+                             seeds=min(plan.seeds, plan.plateau_seeds if p in "SB" else
+                                       min(plan.plateau_seeds, plan.plateau_seeds_ml)))
+                     for p in PRESETS]
     return runs
 
 
+def grown_spec(plan: StudyPlan, parent: dict, folder: Path) -> RunSpec:
+    """``grown-from-B``: the supernet started from the seed's standalone B run (``folder``,
+    its record ``parent``), trained ``grow_fraction`` × steps; B's compute is its parent's."""
+    steps = max(1, round(plan.steps * plan.grow_fraction))
+    return RunSpec("grown-from-B", "grown-from-B", [_warm(plan, steps)], steps, PRESETS,
+                   horizon=plan.steps, init_from=str(folder),
+                   parent_compute=int(parent["compute"]))
+
+
 def seeds_of(plan: StudyPlan, method: str) -> int:
-    """How many seeds ``method`` is trained with."""
+    """How many seeds ``method`` is trained with (at horizon N)."""
     return plan.seeds if method in MAIN else min(plan.seeds, plan.ablation_seeds)
+
+
+def seeds_of_spec(plan: StudyPlan, spec: RunSpec) -> int:
+    return seeds_of(plan, spec.method) if spec.seeds is None else spec.seeds
 
 
 def run_config(plan: StudyPlan, spec: RunSpec, seed: int, resolutions: tuple[int, ...],
                device: str, steps: int | None = None, extra: list[str] = ()):
     """The run config of ``spec`` at ``seed``; ``extra`` overrides come last (benchmarks)."""
     res = spec.resolutions or resolutions
-    return load_run_config(plan.config, base_overrides(plan, res, device) + spec.overrides + [
+    run = load_run_config(plan.config, base_overrides(plan, res, device) + spec.overrides + [
         f"train.seed={seed}", f"train.steps={spec.steps if steps is None else steps}",
         *extra])
+    if spec.init_from is not None:  # a path is not a YAML value: set after parsing
+        run = dataclasses.replace(run, train=dataclasses.replace(run.train,
+                                                                 init_from=spec.init_from))
+    return run
 
 
 def matched_steps(run, target_macs: int) -> int:
@@ -298,14 +384,20 @@ def run_study(out: str | Path, plan: StudyPlan = StudyPlan(), device: str = "aut
     (out / "study.json").write_text(json.dumps(plan.to_dict(), indent=1))
     t_start = time.perf_counter()
     tasks = [((seed, i), spec, seed) for seed in range(plan.seeds)
-             for i, spec in enumerate(specs) if seed < seeds_of(plan, spec.method)]
+             for i, spec in enumerate(specs) if seed < seeds_of_spec(plan, spec)]
 
     def follow_up(task, record: dict) -> list:
-        """The matched-compute standalone run follows its seed's supernet run."""
+        """The matched-compute standalone run follows its seed's supernet run; grown-from-B
+        follows its seed's standalone B run."""
         (seed, i), spec, _ = task
-        if spec.name != "supernet" or "standalone" not in plan.methods:
-            return []
-        return [((seed, i + 0.5), _matched_spec(plan, record, seed, resolutions, device), seed)]
+        if spec.name == "supernet" and "standalone" in plan.methods:
+            return [((seed, i + 0.5), _matched_spec(plan, record, seed, resolutions, device),
+                     seed)]
+        if (spec.name == "standalone-B" and "grown-from-B" in plan.methods
+                and seed < seeds_of(plan, "grown-from-B")):
+            folder = out.resolve() / "runs" / spec.name / f"seed{seed}"
+            return [((seed, i + 0.5), grown_spec(plan, record, folder), seed)]
+        return []
 
     make_evaluator = partial(Evaluator, plan, min(resolutions), out, device, i3d)
     run_task = partial(_train_and_evaluate, plan, resolutions, device, out)
@@ -321,12 +413,27 @@ def run_study(out: str | Path, plan: StudyPlan = StudyPlan(), device: str = "aut
             queue[:0] = follow_up(task, records[-1])
         fvd_note, caption_res, prompts = _describe(evaluate)
     wall = time.perf_counter() - t_start
-    rows = aggregate(records, plan)
+    main = [r for r in records if r.get("horizon", plan.steps) == plan.steps]
+    rows = aggregate(main, plan)
     meta = {"plan": plan.to_dict(), "device": _device_name(device, jobs), "jobs": jobs,
+            "horizons": plan.horizons, "seeds": seeds_run(records, plan.steps),
             "wall_seconds": wall, "fvd_note": fvd_note, "caption_resolution": caption_res,
             "caption_prompts": prompts, "eval_pairs": plan.eval_pairs,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     return write_results(out, rows, records, meta)
+
+
+def seeds_run(records: list[dict], steps: int) -> dict[str, dict[str, int]]:
+    """``meta.seeds``: per method (``standalone-P`` per preset), the seeds trained at each
+    horizon, ``{method: {"N": seeds, "2N": seeds}}``."""
+    out: dict[str, dict[str, set]] = {}
+    for r in records:
+        if r["budget"] != "same-steps":
+            continue
+        name = r["run"].split("@")[0] if r["method"] == "standalone" else r["method"]
+        h = "N" if r.get("horizon", steps) == steps else "2N"
+        out.setdefault(name, {}).setdefault(h, set()).add(r["seed"])
+    return {m: {h: len(s) for h, s in v.items()} for m, v in out.items()}
 
 
 def _describe(evaluate: Evaluator) -> tuple[str | None, int, int]:
@@ -335,7 +442,7 @@ def _describe(evaluate: Evaluator) -> tuple[str | None, int, int]:
 
 def _matched_spec(plan: StudyPlan, uniform: dict, seed: int, resolutions, device) -> RunSpec:
     spec = RunSpec("standalone", "standalone-B-matched", ["train.fixed_arch=B"], 1, ("B",),
-                   budget="matched-compute")
+                   budget="matched-compute", horizon=plan.steps)
     spec.steps = matched_steps(run_config(plan, spec, seed, resolutions, device),
                                uniform["compute"])
     return spec
@@ -376,8 +483,9 @@ def _train_and_evaluate(plan, resolutions, device, out: Path, spec: RunSpec, see
          **{k: r[k] for k in ("preset", "resolution", "val_loss")}} for r in rows]
     curve_file.write_text(json.dumps(curve, indent=1))
     record = {"method": spec.method, "run": spec.name, "budget": spec.budget, "seed": seed,
-              **trained, "eval_seconds": time.perf_counter() - t0, "rows": rows,
-              "curve": curve}
+              "horizon": spec.horizon or plan.steps, **trained,
+              "parent_compute": spec.parent_compute,
+              "eval_seconds": time.perf_counter() - t0, "rows": rows, "curve": curve}
     done.write_text(json.dumps(record, indent=1))
     _say(f"{spec.name} seed {seed}: {trained['steps']} steps, "
          f"{trained['compute'] / 1e12:.3f} TMACs, {trained['seconds']:.0f} s; val loss "

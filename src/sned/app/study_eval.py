@@ -74,7 +74,8 @@ class Evaluator:
         if res not in self._proxies:
             self._proxies[res] = synthetic_proxy(
                 model, diffusion, res, n_videos=self.plan.val_videos, frames=self.plan.frames,
-                text_encoder=self.text, pairs_per_clip=self.plan.pairs_per_clip)
+                data=DataConfig(max_objects=self.plan.max_objects), text_encoder=self.text,
+                pairs_per_clip=self.plan.pairs_per_clip)
         proxy = self._proxies[res]
         proxy.model = model
         return proxy
@@ -95,7 +96,8 @@ class Evaluator:
 
     def _fvd(self, frames: np.ndarray) -> dict:
 
-        held = held_out_set(DataConfig(), len(frames), self.plan.frames, self.caption_resolution)
+        held = held_out_set(DataConfig(max_objects=self.plan.max_objects), len(frames),
+                            self.plan.frames, self.caption_resolution)
         real = real_set_stats(held, self.out / "cache", self.detector, device=self.device)
         fake = compute_features([frames], self.detector, device=self.device, keep_features=True)
         scores = fvd_kvd(real, fake)

@@ -12,8 +12,10 @@ import numpy as np
 
 from ..report import markdown_table
 
-SUPERNETS = ("supernet", "supernet-uniform", "zero-init-off", "per-tensor-adam", "constant-lr",
-             "supernet-sandwich", "no-warmup", "plain-adamw", "per-resolution")
+SUPERNETS = ("supernet", "uniform-draws", "no-distill", "previous-recipe", "parent-third",
+             "parent-two-thirds", "grown-from-B", "supernet-uniform", "zero-init-off",
+             "per-tensor-adam", "constant-lr", "supernet-sandwich", "no-warmup", "plain-adamw",
+             "per-resolution")
 ORDER = ("supernet", "standalone") + SUPERNETS[1:]
 
 
@@ -35,10 +37,11 @@ def _stat(values: list[float]) -> dict:
 
 def method_compute(records: list[dict]) -> dict[tuple[str, str, int], int]:
     """Training MACs of each (method, budget, seed): every run of the method summed (the
-    per-resolution method's two supernets together)."""
+    per-resolution method's two supernets together), plus the parent a run started from
+    (``parent_compute``: grown-from-B's standalone B)."""
     total: dict[tuple[str, str, int], int] = defaultdict(int)
     for r in records:
-        total[r["method"], r["budget"], r["seed"]] += r["compute"]
+        total[r["method"], r["budget"], r["seed"]] += r["compute"] + r.get("parent_compute", 0)
     return dict(total)
 
 
@@ -131,8 +134,11 @@ def goal_check(records: list[dict]) -> list[dict]:
     alone = {(r["seed"], row["preset"], row["resolution"]): (row, r["compute"])
              for r in records if r["method"] == "standalone" and r["budget"] == "same-steps"
              for row in r["rows"]}
+    horizon = max((r.get("horizon", r.get("steps", 0)) for r in records
+                   if r["method"] == "standalone"), default=None)
     out = []
     for method in SUPERNETS:
+        of_spread: dict[tuple[str, int], list[tuple[float, float]]] = defaultdict(list)
         gaps: dict[tuple[str, int], list[tuple[float, float]]] = defaultdict(list)
         reach: dict[tuple[str, int], list[float | None]] = defaultdict(list)
         ratios = []
@@ -148,6 +154,13 @@ def goal_check(records: list[dict]) -> list[dict]:
                     gaps[key].append(paired_gap(row["losses"], ref[0]["losses"]))
                 else:
                     gaps[key].append((row["val_loss"] / ref[0]["val_loss"] - 1, float("nan")))
+                s_b = [alone.get((r["seed"], p, row["resolution"])) for p in "SB"]
+                if None not in s_b:
+                    spread = s_b[0][0]["val_loss"] - s_b[1][0]["val_loss"]
+                    scale = ref[0]["val_loss"] / spread if spread else float("nan")
+                    of_spread[key].append(((row["val_loss"] - ref[0]["val_loss"]) / spread
+                                           if spread else float("nan"),
+                                           gaps[key][-1][1] * scale))
                 if r.get("curve"):
                     c = reach_compute(r["curve"], *key, ref[0]["val_loss"])
                     reach[key].append(None if c is None else c / ref[1])
@@ -165,11 +178,127 @@ def goal_check(records: list[dict]) -> list[dict]:
         worst = max(c["mean"] for c in cells.values())
         worst_upper = max(c["upper"] for c in cells.values())
         ratio = _stat(ratios) if ratios else None
-        out.append({"method": method, "gap": cells, "worst_gap": worst,
+        spread_cells = {f"{p}@{res}": _gap_stat(of_spread[p, res]) for p, res in order
+                        if of_spread.get((p, res))}
+        out.append({"method": method, "horizon": horizon, "gap": cells,
+                    "gap_of_spread": spread_cells, "spread": spreads(records),
+                    "worst_gap": worst,
                     "worst_upper": worst_upper, "compute_ratio": ratio, "reach": reached,
                     "goal_met": bool(worst_upper <= 0.03 and ratio is not None
                                      and ratio["mean"] <= 0.40)})
     return out
+
+
+def spreads(records: list[dict]) -> dict[str, dict]:
+    """Per resolution, how much better standalone B is than standalone S: ``(S − B) / B`` of
+    the same-steps standalone runs, per seed (``{"16": stat}``) — the scale of
+    ``gap_of_spread``."""
+    by: dict[tuple[int, int], dict[str, float]] = defaultdict(dict)
+    for r in records:
+        if r["method"] == "standalone" and r["budget"] == "same-steps":
+            for row in r["rows"]:
+                by[r["seed"], row["resolution"]][row["preset"]] = row["val_loss"]
+    out: dict[int, list[float]] = defaultdict(list)
+    for (seed, res), v in sorted(by.items()):
+        if "S" in v and "B" in v:
+            out[res].append(v["S"] / v["B"] - 1)
+    return {str(res): _stat(vals) for res, vals in sorted(out.items())}
+
+
+def _mean_by_seed(records, method) -> dict:
+    """``{(preset, res): {seed: (val_loss, compute)}}`` of a method's same-steps records."""
+    out: dict[tuple[str, int], dict[int, tuple[float, int]]] = defaultdict(dict)
+    for r in records:
+        if r["method"] != method or r["budget"] != "same-steps":
+            continue
+        for row in r["rows"]:
+            out[row["preset"], row["resolution"]][r["seed"]] = (
+                row["val_loss"], r["compute"] + r.get("parent_compute", 0))
+    return out
+
+
+def log_reach(points: list[tuple[float, float]], target: float) -> dict:
+    """The compute at which a loss-vs-compute path through ``points`` ((compute, final loss)
+    of separate runs, ascending compute) reaches ``target``: linear in log-compute between
+    consecutive points. ``{"macs", "bound"}``: bound ``"reached"`` (interpolated),
+    ``"at_most"`` (already at the first point: macs is that point's) or ``"above"`` (not
+    reached by the last point: macs None)."""
+    pts = sorted(points)
+    if not pts:
+        return {"macs": None, "bound": "above"}
+    if pts[0][1] <= target:
+        return {"macs": int(pts[0][0]), "bound": "at_most"}
+    for (c0, l0), (c1, l1) in zip(pts, pts[1:]):
+        if l1 <= target:
+            x = math.log(c0) + (math.log(c1) - math.log(c0)) * (l0 - target) / (l0 - l1)
+            return {"macs": int(round(math.exp(x))), "bound": "reached"}
+    return {"macs": None, "bound": "above"}
+
+
+def plateau(records: list[dict], horizons: list[int]) -> dict:
+    """The plateau test and compute-to-reach from separate horizons (each run its own full
+    schedule). ``change``: per method (supernet, standalone) and preset@res, the final loss at
+    2N over N − 1, paired by the seeds trained at both (``plateaued``: |change| < 3 %).
+    ``reach``: per supernet method trained at both horizons and preset@res, the compute at
+    which its final losses (mean over seeds, at N and 2N) reach each standalone horizon's
+    mean final loss, interpolated in log-compute (:func:`log_reach`), also as a fraction of
+    that standalone run's compute (``of_standalone``) and of the four standalone runs'
+    (``of_four``) at that horizon."""
+    if len(horizons) < 2:
+        return {}
+    at = {h: [r for r in records if r.get("horizon", horizons[0]) == h] for h in horizons}
+    n, n2 = horizons[0], horizons[1]
+    change: dict[str, dict] = {}
+    for method in ("standalone", "supernet"):
+        a, b = _mean_by_seed(at[n], method), _mean_by_seed(at[n2], method)
+        cells = {}
+        for key in sorted(set(a) & set(b), key=lambda k: (k[1], "SMLB".index(k[0]))):
+            seeds = sorted(set(a[key]) & set(b[key]))
+            if not seeds:
+                continue
+            lo = float(np.mean([a[key][s][0] for s in seeds]))
+            hi = float(np.mean([b[key][s][0] for s in seeds]))
+            cells[f"{key[0]}@{key[1]}"] = {
+                "N": lo, "2N": hi, "change": hi / lo - 1, "seeds": len(seeds),
+                "plateaued": bool(abs(hi / lo - 1) < 0.03)}
+        if cells:
+            change[method] = cells
+    reach: dict[str, dict] = {}
+    alone = {h: _mean_by_seed(at[h], "standalone") for h in horizons}
+    four = {h: float(np.mean(list(_four(at[h]).values()))) if _four(at[h]) else None
+            for h in horizons}
+    for method in SUPERNETS:
+        sup = {h: _mean_by_seed(at[h], method) for h in horizons}
+        if not all(sup[h] for h in horizons):
+            continue
+        cells = {}
+        for key in sup[n]:
+            pts = [(float(np.mean([c for _, c in sup[h][key].values()])),
+                    float(np.mean([v for v, _ in sup[h][key].values()])))
+                   for h in horizons if sup[h].get(key)]
+            for h in horizons:
+                ref = alone[h].get(key)
+                if not ref:
+                    continue
+                target = float(np.mean([v for v, _ in ref.values()]))
+                spent = float(np.mean([c for _, c in ref.values()]))
+                got = log_reach(pts, target)
+                frac = None if got["macs"] is None else got["macs"] / spent
+                cells[f"{key[0]}@{key[1]}@{h}"] = {
+                    **got, "target": target, "of_standalone": frac,
+                    "of_four": (None if got["macs"] is None or not four[h]
+                                else got["macs"] / four[h])}
+        reach[method] = cells
+    return {"horizons": horizons, "change": change, "reach": reach}
+
+
+def _four(records: list[dict]) -> dict[int, int]:
+    """Per seed, the compute of the four same-steps standalone runs (seeds with all four)."""
+    runs: dict[int, dict[str, int]] = defaultdict(dict)
+    for r in records:
+        if r["method"] == "standalone" and r["budget"] == "same-steps":
+            runs[r["seed"]][r["rows"][0]["preset"]] = r["compute"]
+    return {s: sum(v.values()) for s, v in runs.items() if len(v) == 4}
 
 
 def _pm(s: dict | None, fmt: str = "{:.4f}", scale: float = 1.0) -> str:
@@ -186,6 +315,41 @@ def _ci(s: dict | None) -> str:
         return "–"
     text = f"{s['mean'] * 100:+.1f} %"
     return text + (f" ± {s['ci95'] * 100:.1f}" if s.get("ci95") is not None else "")
+
+
+def _ci_plain(s: dict | None) -> str:
+    if s is None:
+        return "–"
+    text = f"{s['mean']:+.2f}"
+    return text + (f" ± {s['ci95']:.2f}" if s.get("ci95") is not None else "")
+
+
+def _plateau_md(plat: dict) -> list[str]:
+    n, n2 = plat["horizons"][:2]
+    md = [f"## Horizons {n} and {n2} steps (separate runs, each its own schedule)", "",
+          f"Final val loss at {n} and {n2} steps (mean over the seeds trained at both); "
+          f"plateaued = changed by less than 3 %.", ""]
+    rows = [{"method": m, "cell": k, "n": f"{c['N']:.4f}", "n2": f"{c['2N']:.4f}",
+             "change": f"{c['change'] * 100:+.1f} %", "seeds": str(c["seeds"]),
+             "plat": "yes" if c["plateaued"] else "no"}
+            for m, cells in plat["change"].items() for k, c in cells.items()]
+    md += [markdown_table(rows, [("method", "Method"), ("cell", "Preset"), ("n", f"{n}"),
+                                 ("n2", f"{n2}"), ("change", "Change"), ("seeds", "Seeds"),
+                                 ("plat", "Plateaued")]), ""]
+    md += ["Compute at which the supernet's final losses (at the two horizons, interpolated in "
+           "log-compute) reach each standalone model's final loss at a horizon, as a fraction "
+           "of training the four alone to that horizon (≤: already at the shorter horizon; "
+           "> : not by the longer):", ""]
+    rt = []
+    for m, cells in plat["reach"].items():
+        for k, c in cells.items():
+            text = "> 2N" if c["macs"] is None else (
+                ("≤ " if c["bound"] == "at_most" else "") + f"{c['of_four']:.0%}"
+                if c["of_four"] is not None else f"{c['macs'] / 1e12:.2f} TMACs")
+            rt.append({"method": m, "cell": k, "reach": text})
+    md += [markdown_table(rt, [("method", "Method"), ("cell", "Preset@res@standalone steps"),
+                               ("reach", "Compute to reach")]), ""]
+    return md
 
 
 def plot(path: Path, rows: list[dict]) -> Path:
@@ -227,12 +391,21 @@ def plot(path: Path, rows: list[dict]) -> Path:
 
 
 def write_results(out: Path, rows: list[dict], records: list[dict], meta: dict) -> Path:
-    """``results.json`` (rows, goal check, per-run records, meta), ``results.md`` and the plot."""
-    goal = goal_check(records)
+    """``results.json`` (rows and goal check at the first horizon, per-run records, meta; with
+    a second horizon its rows and goal under ``horizons`` and the plateau test under
+    ``plateau``), ``results.md`` and the plot."""
+    horizons = meta.get("horizons") or [meta["plan"]["steps"]]
+    main = [r for r in records if r.get("horizon", horizons[0]) == horizons[0]]
+    goal = goal_check(main)
+    longer = {}
+    for h in horizons[1:]:
+        recs = [r for r in records if r.get("horizon") == h]
+        longer[str(h)] = {"rows": aggregate(recs, None), "goal": goal_check(recs)}
+    plat = plateau(records, horizons)
     runs = [{k: v for k, v in r.items() if k != "rows"} for r in records]
     path = out / "results.json"
-    path.write_text(json.dumps({"meta": meta, "rows": rows, "goal": goal, "runs": runs},
-                               indent=1))
+    path.write_text(json.dumps({"meta": meta, "rows": rows, "goal": goal, "runs": runs,
+                                "horizons": longer, "plateau": plat}, indent=1))
     plot(out / "val_loss_vs_compute.png", rows)
     plan = meta["plan"]
     n = plan["seeds"]
@@ -283,6 +456,16 @@ def write_results(out: Path, rows: list[dict], records: list[dict], meta: dict) 
         rt = [{"method": g["method"], **{k: (_pm(g["reach"][k], "{:.2f}") if g["reach"].get(k)
                                              else "–") for k in keys}} for g in goal]
         md += [markdown_table(rt, [("method", "Method")] + [(k, k) for k in keys]), ""]
+        spread = goal[0].get("spread") or {}
+        md += ["The same gaps as a fraction of the standalone S–B difference (S − B of the "
+               "same seed; 1.0 = as far from standalone as S is from B): " + ", ".join(
+                   f"standalone B is {_ci(v).replace('%', '% better than S')} at {res} px"
+                   for res, v in spread.items()) + ".", ""]
+        st = [{"method": g["method"], **{k: _ci_plain(g["gap_of_spread"].get(k))
+                                         for k in keys}} for g in goal]
+        md += [markdown_table(st, [("method", "Method")] + [(k, k) for k in keys]), ""]
+    if plat:
+        md += _plateau_md(plat)
     md += ["![val loss vs compute](val_loss_vs_compute.png)", ""]
     (out / "results.md").write_text("\n".join(md))
     return path

@@ -20,9 +20,11 @@ def study_args(p: argparse.ArgumentParser) -> None:
                                               "--quick 1)")
     p.add_argument("--steps", type=int, help="steps per run (default 2000; --quick 20)")
     p.add_argument("--methods", help="comma-separated subset of: supernet, standalone, "
-                                     "supernet-uniform, zero-init-off, per-tensor-adam, "
-                                     "constant-lr, supernet-sandwich, no-warmup, plain-adamw, "
-                                     "per-resolution (default: the first six)")
+                                     "uniform-draws, no-distill, previous-recipe, parent-third, "
+                                     "parent-two-thirds, grown-from-B, supernet-uniform, "
+                                     "zero-init-off, per-tensor-adam, constant-lr, "
+                                     "supernet-sandwich, no-warmup, plain-adamw, per-resolution "
+                                     "(default: the first eight)")
     p.add_argument("--i3d", help="I3D weights for FVD/KVD (or SNED_I3D_WEIGHTS); only used "
                                  "when clips have >= 9 frames")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -34,6 +36,14 @@ def study_args(p: argparse.ArgumentParser) -> None:
                    help="runs trained at once in worker processes, each with cores/jobs torch "
                         "threads (default auto: one per CPU core on CPU, 1 on a GPU)")
     p.add_argument("--ablation-seeds", type=int, help="seeds of the ablation methods (default 1)")
+    p.add_argument("--plateau-seeds", type=int,
+                   help="seeds of the second horizon (2 × steps: supernet, standalone S and B; "
+                        "default 0 = none)")
+    p.add_argument("--plateau-seeds-ml", type=int,
+                   help="seeds of standalone M and L at the second horizon (default 1)")
+    p.add_argument("--frames", type=int, help="clip length of the study's task (default 4)")
+    p.add_argument("--max-objects", type=int,
+                   help="objects per synthetic clip of the study's task (default 1)")
 
 
 def run_study_cli(args: argparse.Namespace) -> int:
@@ -51,8 +61,9 @@ def run_study_cli(args: argparse.Namespace) -> int:
                               f"integers") from None
     if args.curve_points is not None:
         changes["curve_points"] = args.curve_points
-    if args.ablation_seeds is not None:
-        changes["ablation_seeds"] = args.ablation_seeds
+    for key in ("ablation_seeds", "plateau_seeds", "plateau_seeds_ml", "frames", "max_objects"):
+        if getattr(args, key) is not None:
+            changes[key] = getattr(args, key)
     if args.methods:
         changes["methods"] = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     plan = dataclasses.replace(plan, **changes)
