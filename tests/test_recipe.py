@@ -287,3 +287,20 @@ def test_no_distillation_before_warmup_or_when_off_or_for_the_teacher(tmp_path):
     assert "distill_loss" not in out.extras
     trainer.step = 1  # inside the warm-up
     assert "distill_loss" not in trainer.task.backward(trainer, batch).extras
+
+
+def test_the_teacher_forward_leaves_exact_freezing_intact(tmp_path):
+    """A distilling child step updates exactly the elements the same step without
+    distillation updates: the teacher's forward (no gradient) activates no weight."""
+    changed = []
+    for i, distill in enumerate(("true", "false")):
+        trainer, batch = _one_step_setup(tmp_path / str(i),
+                                         [f"train.inplace_distill={distill}"])
+        trainer.step = 5  # a child, past the warm-up
+        before = [p.detach().clone() for p in trainer.model.parameters()]
+        out = trainer.train_step(batch)
+        assert ("distill_loss" in out.extras) == (distill == "true")
+        changed.append([(p.detach() != b) for p, b in zip(trainer.model.parameters(), before)])
+    assert sum(int(m.sum()) for m in changed[0]) > 0
+    for on, off in zip(*changed):
+        assert torch.equal(on, off)

@@ -275,15 +275,15 @@ def test_python_dash_m_sees_lazily_registered_commands():
 @pytest.mark.slow
 def test_quick_study_writes_both_files_with_the_recipe_and_its_ablations(tmp_path):
     """``sned study --quick`` writes results.json and results.md with the default methods (the
-    recipe, standalone with its matched-compute row, and the four ablations), every row with a
+    recipe, standalone with its matched-compute row, and issue 26's ablations), every row with a
     finite val loss and its compute, at every preset and resolution, the goal with intervals
     and learning curves."""
     out = tmp_path / "q"
     assert main(["study", "--quick", "--out", str(out)]) == 0
     data = json.loads((out / "results.json").read_text())
     rows = data["rows"]
-    methods = ("supernet", "standalone", "supernet-uniform", "zero-init-off",
-               "per-tensor-adam", "constant-lr")
+    methods = ("supernet", "standalone", "uniform-draws", "no-distill", "previous-recipe",
+               "parent-third", "parent-two-thirds", "grown-from-B")
     assert {r["method"] for r in rows} == set(methods)
     keys = {(r["method"], r["budget"], r["preset"], r["resolution"]) for r in rows}
     assert len(keys) == len(rows)
@@ -292,7 +292,7 @@ def test_quick_study_writes_both_files_with_the_recipe_and_its_ablations(tmp_pat
             for m in methods:
                 assert (m, "same-steps", p, res) in keys
         assert ("standalone", "matched-compute", "B", res) in keys
-    assert len(rows) == 2 * (5 * 4 + 4 + 1)
+    assert len(rows) == 2 * (7 * 4 + 4 + 1)
     for r in rows:
         assert math.isfinite(r["val_loss"]["mean"]) and r["val_loss"]["n"] == 1
         assert isinstance(r["compute"], int) and r["compute"] > 0
@@ -308,3 +308,5 @@ def test_quick_study_writes_both_files_with_the_recipe_and_its_ablations(tmp_pat
         assert f"| {m} |" in md
     assert (out / "val_loss_vs_compute.png").stat().st_size > 1000
     assert data["meta"]["plan"]["steps"] == 20 and data["meta"]["wall_seconds"] > 0
+    assert data["meta"]["horizons"] == [20] and data["meta"]["seeds"]["supernet"] == {"N": 1}
+    assert all(set(g["gap_of_spread"]) == set(g["gap"]) for g in data["goal"])

@@ -34,7 +34,9 @@ Box = tuple[int, ...]  # prefix extents, one per dimension
 
 
 class ActivityTracker:
-    """Records the active prefix of every parameter touched by forwards since :meth:`reset`."""
+    """Records the active prefix of every parameter touched by forwards with gradient since
+    :meth:`reset` (a forward without gradient, such as a distillation teacher's, updates
+    nothing)."""
 
     def __init__(self, model: nn.Module) -> None:
         self.extents: dict[Tensor, set[Box]] = defaultdict(set)
@@ -49,6 +51,8 @@ class ActivityTracker:
                 self._handles.append(module.register_forward_pre_hook(self._hook))
 
     def _hook(self, module: nn.Module, args: tuple) -> None:
+        if not torch.is_grad_enabled():
+            return  # a forward without gradient (a distillation teacher's) activates nothing
         owned = self._owned[module]
         if isinstance(module, _ELASTIC):
             views = module.active_weights(*args[1:])
