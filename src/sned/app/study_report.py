@@ -129,7 +129,13 @@ def goal_check(records: list[dict]) -> list[dict]:
     ``(method − standalone) / standalone``, the compute ratio ``method / (standalone S + M +
     L + B, same steps)`` and ``reach``: the training compute the method's curve needs to
     reach each standalone model's final loss, as a fraction of that standalone run's. The
-    goal: every gap's upper 95 % end ≤ 3 % at a ratio ≤ 40 %."""
+    goal: every gap's upper 95 % end ≤ 3 % at a ratio ≤ 40 %.
+
+    ``gap_of_spread``: the same gaps as a fraction of the standalone S–B difference of the
+    seed, ``(method − standalone) / (standalone S − standalone B)`` (1.0: as far from
+    standalone as S is from B; with one seed its interval is the sample-paired one scaled by
+    standalone / spread, the spread's own noise left out); ``spread``: per resolution,
+    ``(S − B) / B`` of the standalone runs; ``horizon``: the standalone runs' steps."""
     spent = method_compute(records)
     alone = {(r["seed"], row["preset"], row["resolution"]): (row, r["compute"])
              for r in records if r["method"] == "standalone" and r["budget"] == "same-steps"
