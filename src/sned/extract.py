@@ -1,17 +1,29 @@
-"""Subnet extraction and the standalone model folder (``config.json`` + ``model.safetensors``).
+"""Subnet extraction and the standalone model folder.
 
 :func:`extract` builds a plain :class:`~sned.models.unet.VideoUNet` at exactly the arch's active
 sizes and fills it through the elastic layers' ``active_weights`` — the very views the
-supernet's forward uses. :func:`save_pretrained` / :func:`load_pretrained` write and read the
-folder without any search-space machinery; writes are atomic (temp folder + rename).
-:func:`export_subnet` is what ``sned extract`` writes: the folder plus ``arch.json`` and a
-``README.md`` model card (and, for latent models, the autoencoder and latent statistics).
+supernet's forward uses. :func:`save_pretrained` / :func:`load_pretrained` write and read a
+model folder without any search-space machinery; writes are atomic (temp folder + rename).
+
+Folder layouts, all read by :func:`load_pretrained` / :func:`read_model_meta`:
+
+* a diffusers model folder (what :func:`save_pretrained` writes, and ``VideoUNet.save_pretrained``):
+  ``config.json`` (``_class_name: VideoUNet``; ``model_config``, ``arch``, ``supernet`` and the
+  free ``sned`` metadata) + ``diffusion_pytorch_model.safetensors``;
+* a pipeline folder (what ``sned extract`` writes, :mod:`sned.pipelines.diffusers_pipeline`):
+  ``model_index.json`` + ``unet/`` (the above) + ``scheduler/`` (+ ``vae/``, ``ssr_unet/``);
+* the 0.1 layout (``"format": "sned-model"`` config.json + ``model.safetensors``): still read
+  (converted on load, with a note), written by :func:`save_legacy` / ``sned extract --legacy``.
+
+:func:`export_subnet` is what ``sned extract`` writes: the pipeline folder plus ``arch.json``
+and a ``README.md`` model card with hub front-matter.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -19,7 +31,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from .arch import Arch, full_layout, resolve, unet_blocks
+from .arch import Arch, full_layout, resolve
 from .config import ConfigError, config_from_dict
 from .cost import decoder_cost
 from .models.codec import FOLDER, save_autoencoder
@@ -38,6 +50,9 @@ from .store.files import (
 
 FORMAT = "sned-model"
 FORMAT_VERSION = 1
+WEIGHTS = "diffusion_pytorch_model.safetensors"
+"""diffusers' weights file name (``ModelMixin.save_pretrained``)."""
+LEGACY_WEIGHTS = "model.safetensors"
 
 
 def _active_weights_like(sup: nn.Module, static: nn.Module):
@@ -69,8 +84,9 @@ def extract(supernet: VideoUNet, arch: Arch | None = None) -> VideoUNet:
         layouts = resolve(cfg, arch, supernet.specs)
     p = next(supernet.parameters())
     with torch.device("meta"):
-        static = VideoUNet(cfg, layouts, arch)
-    static = static.to_empty(device=p.device).to(p.dtype)
+        static = VideoUNet(cfg, arch, supernet=False, layouts=layouts)
+    static = static.to_empty(device=p.device)
+    static = nn.Module.to(static, p.dtype)  # (ModelMixin.to warns on every dtype cast)
     for view, dst in weight_pairs(supernet, static):
         dst.copy_(view)
     return static.eval()
@@ -133,14 +149,42 @@ def named_weight_pairs(supernet: VideoUNet, static: VideoUNet, skip=None):
 def save_pretrained(model: VideoUNet, folder: str | os.PathLike, extra: dict | None = None,
                     files: dict[str, str] | None = None,
                     write_more: Callable[[Path], None] | None = None) -> Path:
-    """Write ``folder/config.json`` and ``folder/model.safetensors`` atomically.
+    """Write ``model`` as a diffusers model folder (``config.json`` +
+    ``diffusion_pytorch_model.safetensors``, via ``model.save_pretrained``) atomically.
 
     ``model`` is an extracted model (its arch is recorded) or a supernet (saved whole).
-    ``extra`` adds JSON-serialisable fields to ``config.json`` (e.g. the diffusion config);
+    ``extra`` adds JSON-serialisable metadata (e.g. the diffusion config) under the config's
+    ``sned`` key (what :func:`read_model_meta` returns at top level);
     ``files`` adds text files (e.g. ``README.md``, ``arch.json``) to the folder;
-    ``write_more(tmp)`` writes anything else into the temporary folder (a latent model's
-    ``autoencoder/``), so the whole folder appears in one rename.
+    ``write_more(tmp)`` writes anything else into the temporary folder, so the whole folder
+    appears in one rename. ``VideoUNet.from_pretrained(folder)`` loads it.
     """
+    folder = Path(folder)
+    with atomic_folder(folder) as tmp:
+        write_model(model, tmp, extra)
+        for name, text in (files or {}).items():
+            (tmp / name).write_text(text)
+        if write_more is not None:
+            write_more(tmp)
+    return folder
+
+
+def write_model(model: VideoUNet, folder: Path, extra: dict | None = None) -> None:
+    """``model.save_pretrained(folder)`` with ``extra`` merged into its ``sned`` metadata (the
+    model's own config is left as it was)."""
+    before = dict(model.diffusers_config.get("sned") or {})
+    model.register_to_config(sned=json.loads(json.dumps({**before, **(extra or {})})))
+    try:
+        model.save_pretrained(folder, safe_serialization=True)
+    finally:
+        model.register_to_config(sned=before)
+
+
+def save_legacy(model: VideoUNet, folder: str | os.PathLike, extra: dict | None = None,
+                files: dict[str, str] | None = None,
+                write_more: Callable[[Path], None] | None = None) -> Path:
+    """The 0.1 layout: ``config.json`` (``"format": "sned-model"``) + ``model.safetensors``
+    (``sned extract --legacy``, for tools that read it)."""
     folder = Path(folder)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION,
             "model_config": model.config.to_dict(),
@@ -149,7 +193,7 @@ def save_pretrained(model: VideoUNet, folder: str | os.PathLike, extra: dict | N
     meta.update(extra or {})
     with atomic_folder(folder) as tmp:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
+        save_file(state, tmp / LEGACY_WEIGHTS, metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(meta, indent=1) + "\n")
         for name, text in (files or {}).items():
             (tmp / name).write_text(text)
@@ -158,39 +202,91 @@ def save_pretrained(model: VideoUNet, folder: str | os.PathLike, extra: dict | N
     return folder
 
 
+def is_pipeline_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds a diffusers pipeline (``model_index.json``)."""
+    return (Path(path) / "model_index.json").is_file()
+
+
 def is_model_folder(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a model folder (``config.json``, no ``state.json``: not a run)."""
-    return (Path(path) / "config.json").is_file() and not (Path(path) / "state.json").is_file()
+    """Whether ``path`` is a model folder (``config.json`` or ``model_index.json``, no
+    ``state.json``: not a run)."""
+    p = Path(path)
+    return ((p / "config.json").is_file() or is_pipeline_folder(p)) \
+        and not (p / "state.json").is_file()
+
+
+def unet_folder(folder: str | os.PathLike) -> Path:
+    """The folder holding the denoiser's ``config.json``: ``unet/`` of a pipeline folder, else
+    ``folder`` itself."""
+    folder = Path(folder)
+    return folder / "unet" if is_pipeline_folder(folder) else folder
+
+
+def weights_file(folder: str | os.PathLike) -> Path:
+    """The denoiser's weights file in a model folder of any layout."""
+    sub = unet_folder(folder)
+    return sub / LEGACY_WEIGHTS if (sub / LEGACY_WEIGHTS).is_file() else sub / WEIGHTS
 
 
 def read_model_meta(folder: str | os.PathLike) -> dict:
+    """The folder's metadata in one shape, whatever its layout: ``model_config``, ``supernet``,
+    ``arch`` and the recorded extras (``diffusion``, ``card``, ``data``, ``latent``) at top
+    level; ``layout`` says which it was (``diffusers`` | ``pipeline`` | ``sned-model``).
+    CheckpointError names the file when it is none of them."""
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"model folder {str(folder)!r} does not exist")
-    meta = read_format_json(folder / "config.json", FORMAT, "sned model folder")
-    return meta
+    pipeline = is_pipeline_folder(folder)
+    path = unet_folder(folder) / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: not a sned model folder")
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON: {e}") from None
+    if isinstance(raw, dict) and raw.get("_class_name") == "VideoUNet":
+        meta = dict(raw.get("sned") or {})
+        meta.update(format=FORMAT, model_config=raw.get("model_config"),
+                    supernet=bool(raw.get("supernet")), arch=raw.get("arch"),
+                    layout="pipeline" if pipeline else "diffusers")
+        return meta
+    if isinstance(raw, dict) and raw.get("_class_name") == "UNet2DModel":
+        raise CheckpointError(f"{path} is a diffusers UNet2DModel: convert it first with "
+                              f"`sned import {path.parent} --out DIR`")
+    meta = read_format_json(path, FORMAT, "sned model folder")
+    return {**meta, "layout": FORMAT}
+
+
+_NOTED: set[str] = set()
 
 
 def load_pretrained(folder: str | os.PathLike, device: str | torch.device = "cpu",
                     dtype: torch.dtype | None = None) -> VideoUNet:
-    """Rebuild a model saved by :func:`save_pretrained` (no supernet needed for subnets)."""
+    """Rebuild a model saved by :func:`save_pretrained` (no supernet needed for subnets), from
+    any layout :func:`read_model_meta` reads (a pipeline folder gives its ``unet``). A 0.1
+    ``sned-model`` folder is converted on load (a one-time note says how to rewrite it)."""
     folder = Path(folder)
     meta = read_model_meta(folder)
+    cfg_path = unet_folder(folder) / "config.json"
     try:
-        cfg = config_from_dict(meta["model_config"], f"{folder / 'config.json'}")
+        cfg = config_from_dict(meta["model_config"], f"{cfg_path}")
         arch = None if meta.get("arch") is None else Arch.from_dict(meta["arch"])
-    except (KeyError, ConfigError, ValueError) as e:
-        raise CheckpointError(f"{folder / 'config.json'}: {e}") from None
-    if meta.get("supernet"):
-        layouts = None
-    else:
-        layouts = ([full_layout(s) for s in unet_blocks(cfg)] if arch is None
-                   else resolve(cfg, arch))
-    weights = folder / "model.safetensors"
+    except (KeyError, TypeError, ConfigError, ValueError) as e:
+        raise CheckpointError(f"{cfg_path}: {e}") from None
+    if meta["layout"] == FORMAT and str(folder) not in _NOTED:
+        _NOTED.add(str(folder))
+        warnings.warn(f"{folder} is a sned 0.1 model folder (\"format\": \"sned-model\"); "
+                      f"read and converted. Rewrite it in the diffusers layout with "
+                      f"sned.save_pretrained(sned.load_pretrained(folder), new_folder)",
+                      FutureWarning, stacklevel=2)
+    weights = weights_file(folder)
     state = load_safetensors(weights, device)
+    extras = {k: v for k, v in meta.items()
+              if k not in ("format", "format_version", "model_config", "supernet", "arch",
+                           "layout")}
     with torch.device("meta"):
-        model = VideoUNet(cfg, layouts, arch)
-    check_state_dict(model.state_dict(), state, str(weights), str(folder / "config.json"))
+        model = VideoUNet(cfg, arch, supernet=bool(meta.get("supernet")), sned=extras)
+    check_state_dict(model.state_dict(), state, str(weights), str(cfg_path))
     model.load_state_dict(state, assign=True)
     if dtype is not None:
         model = model.to(dtype)
