@@ -191,7 +191,8 @@ class VideoUNet(ModelMixin, ConfigMixin):
         self.conv_in = nn.Conv2d(config.in_channels + config.conditioning_channels, c0, 3,
                                  padding=1)
         blocks = [DiffusionBlock(s, e, config.text_dim, config.head_dim, config.norm_group_size,
-                                 config.dropout, None if layouts is None else layouts[i])
+                                 config.dropout, None if layouts is None else layouts[i],
+                                 cfg=config)
                   for i, s in enumerate(self.specs)]
         self.blocks = nn.ModuleList(blocks)
         n = len(config.levels)
@@ -201,7 +202,7 @@ class VideoUNet(ModelMixin, ConfigMixin):
         self.upsamplers = nn.ModuleList(
             nn.Conv2d(config.level_width(i), config.level_width(i), 3, padding=1)
             for i in range(1, n))
-        self.norm_out = nn.GroupNorm(c0 // config.norm_group_size, c0)
+        self.norm_out = nn.GroupNorm(config.groups(c0), c0, eps=config.norm_eps)
         self.conv_out = nn.Conv2d(c0, config.out_channels, 3, padding=1)
         self._layouts = layouts
         if config.zero_init_residual:
