@@ -304,8 +304,33 @@ def refuse_existing(folder: str | os.PathLike, overwrite: bool = False,
     return folder
 
 
+def front_matter(card: dict, license: str = "apache-2.0") -> str:
+    """The YAML front-matter a model hub indexes, from a card dict: ``library_name: sned``,
+    ``pipeline_tag`` (text-to-video / text-to-image; none for unconditional models),
+    ``license``, ``tags`` and ``base_model`` where the card records one (a DiffNAS teacher, an
+    image model a video supernet started from, an imported diffusers model)."""
+    import yaml
+
+    frames = card.get("pixel_frames") or card.get("frames") or 1
+    meta: dict = {"library_name": "sned", "license": license}
+    if card.get("conditional", True):
+        meta["pipeline_tag"] = "text-to-video" if frames > 1 else "text-to-image"
+    tags = ["sned", "diffusers", "video-diffusion" if frames > 1 else "image-diffusion"]
+    if card.get("subnet"):
+        tags.append(f"sned-subnet-{card['subnet']}")
+    if card.get("kind") == "ssr":
+        tags.append("super-resolution")
+    if card.get("latent"):
+        tags.append("latent-diffusion")
+    meta["tags"] = tags + list(card.get("tags") or [])
+    if card.get("base_model"):
+        meta["base_model"] = card["base_model"]
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n\n"
+
+
 def model_card(den, cost, supernet_params: int) -> tuple[dict, str]:
-    """The card of an exported subnet: a JSON dict (kept in ``config.json``) and README text.
+    """The card of an exported subnet: a JSON dict (kept in the unet's ``config.json``) and
+    README text (with hub front-matter, :func:`front_matter`).
 
     ``den`` is a :class:`sned.loading.Denoiser`; ``cost`` its :class:`~sned.cost.Cost`.
     ``card["subnet"]`` is the preset label (``S`` …) that ``sned sample`` puts in file names.
@@ -313,19 +338,22 @@ def model_card(den, cost, supernet_params: int) -> tuple[dict, str]:
     card = {"config": den.config.name, "kind": den.config.kind, "subnet": den.label,
             "resolution": den.arch.resolution, "frames": den.config.frames,
             "params": cost.params, "macs": cost.macs, "supernet_params": supernet_params,
-            "weights": den.weights, "source": den.source}
+            "weights": den.weights, "source": den.source,
+            "conditional": den.config.conditional}
     text = (f"# sned subnet: {den.config.name} / {den.label}\n\n"
             f"Extracted from `{den.source}` ({den.weights} weights).\n\n"
             f"| kind | resolution | frames | params | MACs / forward (batch 1) | of supernet |\n"
             f"|---|---|---|---|---|---|\n"
             f"| {den.config.kind} | {card['resolution']} | {card['frames']} | "
             f"{cost.params:,} | {cost.macs:,} | {cost.params / supernet_params:.1%} |\n\n"
-            f"Load with `sned.load_pretrained(folder)`; sample with `sned sample folder "
-            f"--prompt ...`.\n")
+            f"Load with `sned.SnedPipeline.from_pretrained(folder)` (or "
+            f"`sned.load_pretrained(folder)` for the denoiser); sample with `sned sample "
+            f"folder --prompt ...`.\n")
     init = getattr(den, "init_from", None)
     if init:  # image-to-video transfer: the run's starting point
         card["init_from"] = {k: init.get(k) for k in ("path", "weights_file", "sha256", "kind",
-                                                      "config", "weights")}
+                                                      "config", "weights", "base_model")}
+        card["base_model"] = init.get("base_model") or init.get("path")
         text += (f"\nThe supernet started from the image model `{init.get('path')}` "
                  f"({init.get('config')}, {init.get('kind')}; weights sha256 "
                  f"`{init.get('sha256')}`).\n")
@@ -333,27 +361,47 @@ def model_card(den, cost, supernet_params: int) -> tuple[dict, str]:
 
 
 def export_subnet(den, out: str | os.PathLike, overwrite: bool = False,
-                  inputs: Iterable = ()) -> Path:
-    """Extract ``den``'s subnet (a :class:`sned.loading.Denoiser` of a supernet) and save it with
-    ``arch.json``, a ``README.md`` model card and, for latent models, ``autoencoder/`` — all in
-    one atomic folder. Refuses an ``out`` the output-folder rule refuses (see
-    :func:`refuse_existing`; ``den.source`` always counts as an input)."""
+                  inputs: Iterable = (), legacy: bool = False) -> Path:
+    """Extract ``den``'s subnet (a :class:`sned.loading.Denoiser` of a supernet) and save it: a
+    base model as a diffusers pipeline folder (:func:`sned.pipelines.diffusers_pipeline.pipeline_from_denoiser`:
+    ``model_index.json``, ``unet/``, ``scheduler/``, for latent models ``vae/``) with
+    ``arch.json`` and a ``README.md`` model card — all in one atomic folder; an SSR model (a
+    cascade stage, ``SnedPipeline``'s ``ssr_unet``) as a diffusers model folder
+    (:func:`save_pretrained`) with the same two files. ``legacy`` writes
+    the 0.1 layout instead (``config.json`` + ``model.safetensors`` + ``autoencoder/``).
+    Refuses an ``out`` the output-folder rule refuses (see :func:`refuse_existing`;
+    ``den.source`` always counts as an input)."""
     out = refuse_existing(out, overwrite, [den.source, *inputs])
     space = SearchSpace(den.config)
     card, text = model_card(den, space.cost(den.arch), space.full_params)
+    if den.codec is not None:
+        dec, frames, res = decoder_cost(den.config, den.arch.resolution)
+        card.update(pixel_resolution=res, pixel_frames=frames, decoder_macs=dec.macs,
+                    latent=True)
+    files = {"README.md": front_matter(card) + text, "arch.json": den.arch.to_json(indent=1)}
+    if not legacy and den.config.kind == "ssr":  # a cascade stage: a diffusers model folder
+        extra = {"diffusion": den.diffusion.to_dict(), "card": card}
+        if den.data is not None:
+            extra["data"] = den.data
+        return save_pretrained(extract(den.model, den.arch), out, extra=extra, files=files)
+    if not legacy:
+        from .pipelines.diffusers_pipeline import pipeline_from_denoiser
+
+        pipe = pipeline_from_denoiser(den, card=card)
+        with atomic_folder(out) as tmp:
+            pipe.save_pretrained(tmp, safe_serialization=True)
+            for name, content in files.items():
+                (tmp / name).write_text(content)
+        return out
     static = extract(den.model, den.arch)
     extra = {"diffusion": den.diffusion.to_dict(), "card": card}
     if den.data is not None:  # the training data: held-out evaluation of the folder uses it
         extra["data"] = den.data
     write_more = None
     if den.codec is not None:  # a latent model carries its decoder and latent stats
-
-        dec, frames, res = decoder_cost(den.config, den.arch.resolution)
-        card.update(pixel_resolution=res, pixel_frames=frames, decoder_macs=dec.macs)
         extra["latent"] = {"autoencoder": FOLDER, **den.codec.stats.to_dict()}
 
         def write_more(tmp: Path) -> None:
             # the whole AE: sampling needs the decoder, the validation loss also the encoder
             save_autoencoder(den.codec.ae, tmp / FOLDER, den.codec.stats)
-    return save_pretrained(static, out, extra=extra, write_more=write_more,
-                           files={"README.md": text, "arch.json": den.arch.to_json(indent=1)})
+    return save_legacy(static, out, extra=extra, write_more=write_more, files=files)

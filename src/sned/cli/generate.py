@@ -11,7 +11,7 @@ import argparse
 import json
 
 from ..device import resolve_device
-from ..extract import export_subnet, refuse_existing
+from ..extract import export_subnet, read_model_meta, refuse_existing
 from ..pipelines.generation import FORMATS, generate_videos
 from ..pipelines.loading import load_cascade, load_denoiser
 from ..store.files import SAMPLES, check_output
@@ -33,6 +33,9 @@ def extract_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace the model folder an earlier `sned extract` wrote at --out "
                         "(nothing else is ever removed)")
+    p.add_argument("--legacy", action="store_true",
+                   help="write the 0.1 layout (config.json + model.safetensors) instead of the "
+                        "diffusers pipeline folder (model_index.json, unet/, scheduler/)")
 
 
 def run_extract(args: argparse.Namespace) -> int:
@@ -41,9 +44,9 @@ def run_extract(args: argparse.Namespace) -> int:
     refuse_existing(args.out, args.overwrite, inputs)  # before anything is loaded
     den = load_denoiser(args.checkpoint, preset=args.preset, arch=args.arch, ema=args.ema,
                         resolution=args.resolution)
-    folder = export_subnet(den, args.out, overwrite=args.overwrite, inputs=inputs)
-    print(json.dumps({"out": str(folder), **json.loads((folder / "config.json").read_text())
-                      ["card"]}))
+    folder = export_subnet(den, args.out, overwrite=args.overwrite, inputs=inputs,
+                           legacy=args.legacy)
+    print(json.dumps({"out": str(folder), **read_model_meta(folder)["card"]}))
     return 0
 
 
