@@ -159,6 +159,10 @@ def _load_diffusers_autoencoder(p: Path, device) -> tuple[VideoAutoencoder, Late
     weights = p / "diffusion_pytorch_model.safetensors"
     state = load_safetensors(weights, device)
     scale, shift = raw.get("scaling_factor"), raw.get("shift_factor")
+    for key, v in (("scaling_factor", scale), ("shift_factor", shift)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise CheckpointError(f"{p / 'config.json'}: \"{key}\" must be a number (the "
+                                  f"latent normalisation), got {v!r}")
     stats = None if scale is None else LatentStats(float(scale), -float(shift or 0.0))
     ae = _build(cfg, parts, state, str(weights), device)
     ae.register_to_config(scaling_factor=scale, shift_factor=shift)
