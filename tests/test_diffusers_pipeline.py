@@ -137,3 +137,29 @@ def test_from_supernet_and_old_layout_folders(runs, tmp_path, folders):
     for f in (folders / "S", tmp_path / "old"):
         assert main(["sample", str(f), "--prompt", PROMPT, "--steps", "1", "--frames", "2",
                      "--formats", "gif", "--out", str(tmp_path / f"v-{f.name}")]) == 0
+
+
+def test_latent_pipeline_from_an_extracted_latent_model(tmp_path):
+    from sned.pipelines.diffusers_pipeline import SnedLatentPipeline
+    from sned.pipelines.latent import sample_latent
+
+    ae, run, out = tmp_path / "ae", tmp_path / "latent", tmp_path / "m"
+    common = ["--no-progress", "--steps", "1", "train.batch_size=2", "train.ema_decay=0",
+              "data.num_videos=8"]
+    assert main(["train", "tiny-ae", "--out", str(ae), *common, "train.lr_warmup_steps=0",
+                 "model.resolutions=[8, 16]", "model.frames=4"]) == 0
+    assert main(["train", "tiny-latent", "--out", str(run), *common, f"autoencoder={ae}"]) == 0
+    assert main(["extract", str(run), "--preset", "B", "--out", str(out)]) == 0
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["_class_name"] == "SnedLatentPipeline"
+    assert index["vae"] == ["sned", "VideoAutoencoder"]
+    pipe = SnedLatentPipeline.from_pretrained(out)
+    frames = pipe(num_videos_per_prompt=2, num_inference_steps=2, progress=False,
+                  generator=torch.Generator().manual_seed(0)).frames
+    den = load_denoiser(run, preset="B")
+    assert frames.shape == (2, den.codec.pixel_frames(den.config.frames), 16, 16, 3)
+    ref = sample_latent(den.model, den.codec, batch=2, arch=den.arch, diffusion=den.diffusion,
+                        steps=2, seed=torch.Generator().manual_seed(0), progress=False)
+    ref = ((ref + 1) / 2).clamp(0, 1).permute(0, 2, 3, 4, 1).numpy()
+    np.testing.assert_allclose(frames, ref, atol=1e-5)
+    assert load_denoiser(out).codec is not None  # `sned sample` reads the folder's vae/
