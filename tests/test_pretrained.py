@@ -109,3 +109,15 @@ def test_legacy_sned_model_folders_still_load(tiny_base, tmp_path):
         warnings.simplefilter("ignore")
         sned.save_pretrained(sned.load_pretrained(folder), tmp_path / "new")  # the conversion
     assert VideoUNet.from_pretrained(tmp_path / "new").arch == arch
+
+
+def test_diffusers_sharding_and_torch_dtype(tiny_base, tmp_path):
+    static = sned.extract(tiny_base, sned.search_space("tiny-base").preset("S"))
+    static.save_pretrained(tmp_path / "sh", max_shard_size="200KB")
+    assert len(list((tmp_path / "sh").glob("diffusion_pytorch_model-*.safetensors"))) > 1
+    half = VideoUNet.from_pretrained(tmp_path / "sh", torch_dtype=torch.bfloat16)
+    assert next(half.parameters()).dtype == torch.bfloat16
+    for loaded in (VideoUNet.from_pretrained(tmp_path / "sh"),
+                   sned.load_pretrained(tmp_path / "sh")):  # sned reads the shards too
+        for k, v in static.state_dict().items():
+            assert torch.equal(v, loaded.state_dict()[k]), k

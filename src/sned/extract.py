@@ -228,6 +228,23 @@ def weights_file(folder: str | os.PathLike) -> Path:
     return sub / LEGACY_WEIGHTS if (sub / LEGACY_WEIGHTS).is_file() else sub / WEIGHTS
 
 
+def _read_weights(path: Path, device) -> dict:
+    """The tensors of ``path``, or of every shard its diffusers index
+    (``diffusion_pytorch_model.safetensors.index.json``, ``save_pretrained(max_shard_size=)``)
+    names when ``path`` itself is absent."""
+    index = path.with_name(path.name + ".index.json")
+    if path.is_file() or not index.is_file():
+        return load_safetensors(path, device)
+    try:
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{index}: not a safetensors shard index ({e})") from None
+    state: dict = {}
+    for name in shards:
+        state.update(load_safetensors(path.parent / name, device))
+    return state
+
+
 def read_model_meta(folder: str | os.PathLike) -> dict:
     """The folder's metadata in one shape, whatever its layout: ``model_config``, ``supernet``,
     ``arch`` and the recorded extras (``diffusion``, ``card``, ``data``, ``latent``) at top
@@ -280,7 +297,7 @@ def load_pretrained(folder: str | os.PathLike, device: str | torch.device = "cpu
                       f"sned.save_pretrained(sned.load_pretrained(folder), new_folder)",
                       FutureWarning, stacklevel=2)
     weights = weights_file(folder)
-    state = load_safetensors(weights, device)
+    state = _read_weights(weights, device)
     extras = {k: v for k, v in meta.items()
               if k not in ("format", "format_version", "model_config", "supernet", "arch",
                            "layout")}
