@@ -43,6 +43,9 @@ def import_args(p: argparse.ArgumentParser) -> None:
                    help="frames of the video supernet config written to OUT/video.yaml")
     p.add_argument("--base-model", help="hub id of the source for the card's base_model "
                                         "(default: the source's _name_or_path when it is one)")
+    p.add_argument("--license", default="other",
+                   help="license of the source weights for the card (default 'other': sned "
+                        "cannot know it)")
 
 
 def source_diffusion(source: Path) -> tuple[DiffusionConfig, str]:
@@ -119,7 +122,7 @@ def run_import(args: argparse.Namespace) -> int:
             f"{out} --out RUN`\n")
     with atomic_folder(out) as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
-        (tmp / "README.md").write_text(front_matter(card) + text)
+        (tmp / "README.md").write_text(front_matter(card, args.license) + text)
         (tmp / "arch.json").write_text(model.arch.to_json(indent=1) + "\n")
         (tmp / "video.yaml").write_text(
             "# video supernet of the imported model's family (sned import)\n"
