@@ -380,7 +380,8 @@ def model_card(den, cost, supernet_params: int) -> tuple[dict, str]:
 def export_subnet(den, out: str | os.PathLike, overwrite: bool = False,
                   inputs: Iterable = (), legacy: bool = False) -> Path:
     """Extract ``den``'s subnet (a :class:`sned.loading.Denoiser` of a supernet) and save it: a
-    base model as a diffusers pipeline folder (:func:`sned.pipelines.diffusers_pipeline.pipeline_from_denoiser`:
+    base model as a diffusers pipeline folder
+    (:func:`sned.pipelines.diffusers_pipeline.pipeline_from_denoiser`:
     ``model_index.json``, ``unet/``, ``scheduler/``, for latent models ``vae/``) with
     ``arch.json`` and a ``README.md`` model card — all in one atomic folder; an SSR model (a
     cascade stage, ``SnedPipeline``'s ``ssr_unet``) as a diffusers model folder

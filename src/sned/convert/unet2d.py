@@ -107,7 +107,7 @@ def config_from_unet2d(conf: Mapping, name: str = "imported") -> ModelConfig:
     head_dim = head_dim or 1
     levels, heads = [], []
     for i, (d, ch) in enumerate(zip(down, boc)):
-        if d not in ATTN_BLOCKS and d not in PLAIN_BLOCKS or (ATTN_BLOCKS | PLAIN_BLOCKS)[d] != "down":
+        if (ATTN_BLOCKS | PLAIN_BLOCKS).get(d) != "down":
             _refuse(f"down_blocks.{i}", "type", d, "has no sned counterpart (supported: "
                                                    "DownBlock2D, AttnDownBlock2D)")
         u = up[len(boc) - 1 - i]

@@ -448,9 +448,10 @@ class Run:
                 "conditional": self.cfg.conditional, "tags": ["diffnas"],
                 "base_model": (read_model_meta(self.teacher_dir).get("card") or {}).get(
                     "base_model") or str(self.teacher_dir)}
-        text = front_matter(card) + (f"# sned DiffNAS subnet ({label})\n\nFrom teacher `{self.teacher_dir}`: "
-                f"{cost.params:,} params ({cost.params / self.teacher_cost.params:.1%}), "
-                f"{cost.macs:,} MACs ({cost.macs / self.teacher_cost.macs:.1%}).\n")
+        text = front_matter(card) + (
+            f"# sned DiffNAS subnet ({label})\n\nFrom teacher `{self.teacher_dir}`: "
+            f"{cost.params:,} params ({cost.params / self.teacher_cost.params:.1%}), "
+            f"{cost.macs:,} MACs ({cost.macs / self.teacher_cost.macs:.1%}).\n")
         save_pretrained(model, folder, extra={"diffusion": self.diffusion.to_dict(),
                                               "card": card},
                         files={"README.md": text, "arch.json": arch.to_json(indent=1)})

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 
 class ResBlock(nn.Module):
-    """GroupNorm → SiLU → conv(1×3×3) → [+ emb] → GroupNorm → [scale-shift(t)] → SiLU → conv, + skip.
+    """GroupNorm → SiLU → conv → [+ emb] → GroupNorm → [scale-shift(t)] → SiLU → conv, + skip.
 
     The hidden width (conv1 out, norm2, the time-embedding projections, conv2 in) is elastic;
     the in/out widths are fixed. ``time_embedding="scale_shift"`` (ADM) applies

@@ -19,7 +19,6 @@ from .latent import sample_latent
 from .sampling import SeedLike, default_resolution, generators, initial_noise, sample
 
 
-
 def __getattr__(name: str):
     if name in ("SnedPipeline", "SnedLatentPipeline", "SnedPipelineOutput"):
         from . import diffusers_pipeline
@@ -27,5 +26,6 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'sned.pipelines' has no attribute {name!r}")
 
 
-__all__ = ["CascadeError", "SnedLatentPipeline", "SnedPipeline", "compile_model", "SEED_STRIDE", "SeedLike", "Stage", "cascade_resolutions",
+__all__ = ["CascadeError", "SnedLatentPipeline", "SnedPipeline", "compile_model", "SEED_STRIDE",
+           "SeedLike", "Stage", "cascade_resolutions",
            "default_resolution", "generate", "generators", "initial_noise", "sample", "sample_latent"]

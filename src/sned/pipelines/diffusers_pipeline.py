@@ -35,7 +35,8 @@ from sned.models.unet import VideoUNet
 from sned.pipelines.cascade import Stage, generate
 from sned.pipelines.latent import sample_latent
 
-__all__ = ["HUB_LATENT_MODULE", "HUB_MODULE", "SnedLatentPipeline", "SnedPipeline", "SnedPipelineOutput",
+__all__ = ["HUB_LATENT_MODULE", "HUB_MODULE", "SnedLatentPipeline", "SnedPipeline",
+           "SnedPipelineOutput",
            "pipeline_from_denoiser"]
 
 _HUB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hub")
@@ -153,9 +154,9 @@ class SnedPipeline(_SnedBase):
                  text_encoder=None, tokenizer=None) -> None:
         super().__init__()
         if unet.config.kind != "base" or unet.config.autoencoder is not None:
+            latent = ", latent: use SnedLatentPipeline" if unet.config.autoencoder else ""
             raise ValueError(f"SnedPipeline's unet must be a pixel base model (config "
-                             f"{unet.config.name!r} is {unet.config.kind!r}"
-                             f"{', latent: use SnedLatentPipeline' if unet.config.autoencoder else ''})")
+                             f"{unet.config.name!r} is {unet.config.kind!r}{latent})")
         if ssr_unet is not None and ssr_unet.config.kind != "ssr":
             raise ValueError(f"ssr_unet must be an SSR model (config {ssr_unet.config.name!r} "
                              f"is {ssr_unet.config.kind!r})")
