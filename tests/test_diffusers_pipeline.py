@@ -127,6 +127,13 @@ def test_from_supernet_and_old_layout_folders(runs, tmp_path, folders):
     a = pipe(PROMPT, generator=torch.Generator().manual_seed(0), **kw).frames
     b = loaded(PROMPT, generator=torch.Generator().manual_seed(0), **kw).frames
     np.testing.assert_array_equal(a, b)
+    cascade = SnedPipeline.from_supernet(runs / "base", preset="S", ssr=runs / "ssr")
+    same = SnedPipeline.from_pretrained(folders / "S",
+                                        ssr_unet=sned.VideoUNet.from_pretrained(folders / "ssr"))
+    a, b = (p(PROMPT, height=32, generator=torch.Generator().manual_seed(0), **kw).frames
+            for p in (cascade, same))
+    assert a.shape == (1, 2, 32, 32, 3)
+    np.testing.assert_array_equal(a, b)
     assert main(["extract", str(runs / "base"), "--preset", "S", "--legacy",
                  "--out", str(tmp_path / "old")]) == 0
     assert json.loads((tmp_path / "old" / "config.json").read_text())["format"] == "sned-model"

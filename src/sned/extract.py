@@ -15,8 +15,8 @@ Folder layouts, all read by :func:`load_pretrained` / :func:`read_model_meta`:
 * the 0.1 layout (``"format": "sned-model"`` config.json + ``model.safetensors``): still read
   (converted on load, with a note), written by :func:`save_legacy` / ``sned extract --legacy``.
 
-:func:`export_subnet` is what ``sned extract`` writes: the pipeline folder plus ``arch.json``
-and a ``README.md`` model card with hub front-matter.
+``sned extract`` writes through :func:`sned.pipelines.export.export_subnet`: the pipeline folder
+plus ``arch.json`` and a ``README.md`` model card with hub front-matter (:func:`model_card`).
 """
 
 from __future__ import annotations
@@ -33,11 +33,8 @@ from torch import nn
 
 from .arch import Arch, full_layout, resolve
 from .config import ConfigError, config_from_dict
-from .cost import decoder_cost
-from .models.codec import FOLDER, save_autoencoder
 from .models.unet import VideoUNet
 from .nn.elastic import ElasticConv2d, ElasticGroupNorm, ElasticLinear
-from .space import SearchSpace
 from .store.files import (
     MODEL,
     CheckpointError,
@@ -375,51 +372,3 @@ def model_card(den, cost, supernet_params: int) -> tuple[dict, str]:
                  f"({init.get('config')}, {init.get('kind')}; weights sha256 "
                  f"`{init.get('sha256')}`).\n")
     return card, text
-
-
-def export_subnet(den, out: str | os.PathLike, overwrite: bool = False,
-                  inputs: Iterable = (), legacy: bool = False) -> Path:
-    """Extract ``den``'s subnet (a :class:`sned.loading.Denoiser` of a supernet) and save it: a
-    base model as a diffusers pipeline folder
-    (:func:`sned.pipelines.diffusers_pipeline.pipeline_from_denoiser`:
-    ``model_index.json``, ``unet/``, ``scheduler/``, for latent models ``vae/``) with
-    ``arch.json`` and a ``README.md`` model card — all in one atomic folder; an SSR model (a
-    cascade stage, ``SnedPipeline``'s ``ssr_unet``) as a diffusers model folder
-    (:func:`save_pretrained`) with the same two files. ``legacy`` writes
-    the 0.1 layout instead (``config.json`` + ``model.safetensors`` + ``autoencoder/``).
-    Refuses an ``out`` the output-folder rule refuses (see :func:`refuse_existing`;
-    ``den.source`` always counts as an input)."""
-    out = refuse_existing(out, overwrite, [den.source, *inputs])
-    space = SearchSpace(den.config)
-    card, text = model_card(den, space.cost(den.arch), space.full_params)
-    if den.codec is not None:
-        dec, frames, res = decoder_cost(den.config, den.arch.resolution)
-        card.update(pixel_resolution=res, pixel_frames=frames, decoder_macs=dec.macs,
-                    latent=True)
-    files = {"README.md": front_matter(card) + text, "arch.json": den.arch.to_json(indent=1)}
-    if not legacy and den.config.kind == "ssr":  # a cascade stage: a diffusers model folder
-        extra = {"diffusion": den.diffusion.to_dict(), "card": card}
-        if den.data is not None:
-            extra["data"] = den.data
-        return save_pretrained(extract(den.model, den.arch), out, extra=extra, files=files)
-    if not legacy:
-        from .pipelines.diffusers_pipeline import pipeline_from_denoiser
-
-        pipe = pipeline_from_denoiser(den, card=card)
-        with atomic_folder(out) as tmp:
-            pipe.save_pretrained(tmp, safe_serialization=True)
-            for name, content in files.items():
-                (tmp / name).write_text(content)
-        return out
-    static = extract(den.model, den.arch)
-    extra = {"diffusion": den.diffusion.to_dict(), "card": card}
-    if den.data is not None:  # the training data: held-out evaluation of the folder uses it
-        extra["data"] = den.data
-    write_more = None
-    if den.codec is not None:  # a latent model carries its decoder and latent stats
-        extra["latent"] = {"autoencoder": FOLDER, **den.codec.stats.to_dict()}
-
-        def write_more(tmp: Path) -> None:
-            # the whole AE: sampling needs the decoder, the validation loss also the encoder
-            save_autoencoder(den.codec.ae, tmp / FOLDER, den.codec.stats)
-    return save_legacy(static, out, extra=extra, write_more=write_more, files=files)

@@ -11,7 +11,8 @@ import argparse
 import json
 
 from ..device import resolve_device
-from ..extract import export_subnet, read_model_meta, refuse_existing
+from ..extract import read_model_meta, refuse_existing
+from ..pipelines.export import export_subnet
 from ..pipelines.generation import FORMATS, generate_videos
 from ..pipelines.loading import load_cascade, load_denoiser
 from ..store.files import SAMPLES, check_output
