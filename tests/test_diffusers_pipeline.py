@@ -170,3 +170,21 @@ def test_latent_pipeline_from_an_extracted_latent_model(tmp_path):
     ref = ((ref + 1) / 2).clamp(0, 1).permute(0, 2, 3, 4, 1).numpy()
     np.testing.assert_allclose(frames, ref, atol=1e-5)
     assert load_denoiser(out).codec is not None  # `sned sample` reads the folder's vae/
+
+
+def test_extract_a_whole_cascade_into_one_folder(runs, folders, tmp_path):
+    out = tmp_path / "cascade"
+    assert main(["extract", str(runs / "base"), "--preset", "S", "--ssr", str(runs / "ssr"),
+                 "--out", str(out)]) == 0
+    assert json.loads((out / "model_index.json").read_text())["ssr_unet"] == ["sned",
+                                                                              "VideoUNet"]
+    pipe = SnedPipeline.from_pretrained(out)
+    same = SnedPipeline.from_pretrained(folders / "S",
+                                        ssr_unet=sned.VideoUNet.from_pretrained(folders / "ssr"))
+    kw = dict(num_frames=2, height=32, num_inference_steps=1, progress=False)
+    a, b = (p(PROMPT, generator=torch.Generator().manual_seed(0), **kw).frames
+            for p in (pipe, same))
+    np.testing.assert_array_equal(a, b)
+    assert main(["extract", str(runs / "ssr"), "--preset", "S", "--ssr", str(runs / "ssr"),
+                 "--out", str(tmp_path / "bad")]) == 2  # the base must be a base model
+    assert not (tmp_path / "bad").exists()

@@ -24,7 +24,7 @@ __all__ = ["export_subnet"]
 
 
 def export_subnet(den, out: str | os.PathLike, overwrite: bool = False,
-                  inputs: Iterable = (), legacy: bool = False) -> Path:
+                  inputs: Iterable = (), legacy: bool = False, ssr=None) -> Path:
     """Extract ``den``'s subnet (a :class:`sned.loading.Denoiser` of a supernet) and save it: a
     base model as a diffusers pipeline folder
     (:func:`sned.pipelines.diffusers_pipeline.pipeline_from_denoiser`:
@@ -33,9 +33,17 @@ def export_subnet(den, out: str | os.PathLike, overwrite: bool = False,
     cascade stage, ``SnedPipeline``'s ``ssr_unet``) as a diffusers model folder
     (:func:`save_pretrained`) with the same two files. ``legacy`` writes
     the 0.1 layout instead (``config.json`` + ``model.safetensors`` + ``autoencoder/``).
+    ``ssr``: a :class:`~sned.pipelines.loading.Denoiser` of an SSR model whose subnet becomes
+    the pipeline's ``ssr_unet`` (one folder for the whole cascade; its card lists both).
     Refuses an ``out`` the output-folder rule refuses (see :func:`refuse_existing`;
     ``den.source`` always counts as an input)."""
-    out = refuse_existing(out, overwrite, [den.source, *inputs])
+    out = refuse_existing(out, overwrite, [den.source, *inputs,
+                                           *([] if ssr is None else [ssr.source])])
+    if ssr is not None and (legacy or den.codec is not None or den.config.kind != "base"):
+        raise ValueError(f"--ssr: a cascade folder needs a pixel base model and the pipeline "
+                         f"layout ({den.source} is {den.config.kind!r}"
+                         f"{', latent' if den.codec is not None else ''}"
+                         f"{', --legacy' if legacy else ''})")
     space = SearchSpace(den.config)
     card, text = model_card(den, space.cost(den.arch), space.full_params)
     if den.codec is not None:
@@ -49,7 +57,18 @@ def export_subnet(den, out: str | os.PathLike, overwrite: bool = False,
             extra["data"] = den.data
         return save_pretrained(extract(den.model, den.arch), out, extra=extra, files=files)
     if not legacy:
-        pipe = pipeline_from_denoiser(den, card=card)
+        if ssr is not None:
+            ssr_space = SearchSpace(ssr.config)
+            ssr_cost = ssr_space.cost(ssr.arch) if ssr.arch is not None else None
+            card["ssr"] = {"config": ssr.config.name, "subnet": ssr.label,
+                           "source": ssr.source, "resolution": ssr.resolution,
+                           "params": None if ssr_cost is None else ssr_cost.params,
+                           "macs": None if ssr_cost is None else ssr_cost.macs}
+            files["README.md"] += (f"\nSSR stage (`ssr_unet/`): {ssr.config.name} / {ssr.label} "
+                                   f"from `{ssr.source}`"
+                                   + ("" if ssr_cost is None else
+                                      f", {ssr_cost.params:,} params") + ".\n")
+        pipe = pipeline_from_denoiser(den, ssr, card=card)
         with atomic_folder(out) as tmp:
             pipe.save_pretrained(tmp, safe_serialization=True)
             for name, content in files.items():
