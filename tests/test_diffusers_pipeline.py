@@ -170,6 +170,11 @@ def test_latent_pipeline_from_an_extracted_latent_model(tmp_path):
     ref = ((ref + 1) / 2).clamp(0, 1).permute(0, 2, 3, 4, 1).numpy()
     np.testing.assert_allclose(frames, ref, atol=1e-5)
     assert load_denoiser(out).codec is not None  # `sned sample` reads the folder's vae/
+    from sned.pipelines.diffusers_pipeline import HUB_LATENT_MODULE
+
+    plain = DiffusionPipeline.from_pretrained(out, custom_pipeline=HUB_LATENT_MODULE,
+                                              trust_remote_code=True)
+    assert type(plain) is SnedLatentPipeline
 
 
 def test_extract_a_whole_cascade_into_one_folder(runs, folders, tmp_path):

@@ -158,6 +158,10 @@ class VideoUNet(ModelMixin, ConfigMixin):
             raise TypeError("VideoUNet needs a model_config (a ModelConfig or its dict)")
         config = (model_config if isinstance(model_config, ModelConfig)
                   else config_from_dict(dict(model_config), "VideoUNet config"))
+        if isinstance(arch, list):  # the 0.1 call VideoUNet(cfg, layouts, arch)
+            raise TypeError("VideoUNet(model_config, arch, supernet, sned, *, layouts): pass "
+                            "layouts= by keyword (VideoUNet(cfg, arch, supernet=False, "
+                            "layouts=layouts))")
         if arch is not None:
             arch = _slot_ordered(arch if isinstance(arch, Arch) else Arch.from_dict(arch),
                                  unet_blocks(config))
