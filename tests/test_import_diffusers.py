@@ -10,6 +10,7 @@ from diffusers import UNet2DModel
 import sned
 from sned.cli import main
 from sned.convert import UnmappableError, config_from_unet2d, convert_unet2d
+from sned.extract import read_model_meta
 
 # small DDPM/ADM-family configs: with / without attention levels, channel multipliers,
 # norm_num_groups, attention_head_dim, both time-embedding forms, norm_eps, in/out channels
@@ -143,3 +144,19 @@ def test_cli_refuses_unmappable_before_writing(tmp_path, capsys):
     assert not out.exists()
     assert main(["import", str(tmp_path / "missing"), "--out", str(out)]) == 2
     assert not out.exists()
+
+
+def test_import_a_ddpm_pipeline_folder_keeps_its_schedule(tmp_path, capsys):
+    from diffusers import DDPMPipeline, DDPMScheduler
+
+    unet = random_unet(CONFIGS["no-attention"])
+    sched = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction")
+    DDPMPipeline(unet=unet, scheduler=sched).save_pretrained(tmp_path / "pipe")
+    out = tmp_path / "m"
+    assert main(["import", str(tmp_path / "pipe"), "--out", str(out)]) == 0
+    meta = read_model_meta(out)
+    assert meta["diffusion"]["beta_schedule"] == "cosine"
+    assert meta["diffusion"]["prediction_type"] == "v_prediction"
+    conf = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
+    assert conf["beta_schedule"] == "squaredcos_cap_v2"
+    assert diffusers_vs_sned(unet, sned.load_pretrained(out)) <= 1e-5
