@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from .arch import Arch, full_layout, resolve, unet_blocks
@@ -32,8 +31,10 @@ from .store.files import (
     atomic_folder,
     check_output,
     check_state_dict,
+    expected_digest,
     load_safetensors,
     read_format_json,
+    save_safetensors,
 )
 
 FORMAT = "sned-model"
@@ -148,8 +149,8 @@ def save_pretrained(model: VideoUNet, folder: str | os.PathLike, extra: dict | N
             "arch": None if model.arch is None else model.arch.to_dict()}
     meta.update(extra or {})
     with atomic_folder(folder) as tmp:
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
+        meta["digests"] = {"model.safetensors": save_safetensors(model.state_dict(),
+                                                                 tmp / "model.safetensors")}
         (tmp / "config.json").write_text(json.dumps(meta, indent=1) + "\n")
         for name, text in (files or {}).items():
             (tmp / name).write_text(text)
@@ -187,7 +188,8 @@ def load_pretrained(folder: str | os.PathLike, device: str | torch.device = "cpu
         layouts = ([full_layout(s) for s in unet_blocks(cfg)] if arch is None
                    else resolve(cfg, arch))
     weights = folder / "model.safetensors"
-    state = load_safetensors(weights, device)
+    state = load_safetensors(weights, device, expected_digest(weights, meta.get("digests"),
+                                                              folder / "config.json"))
     with torch.device("meta"):
         model = VideoUNet(cfg, layouts, arch)
     check_state_dict(model.state_dict(), state, str(weights), str(folder / "config.json"))
