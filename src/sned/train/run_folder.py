@@ -13,9 +13,14 @@ Rules (``sned train``):
 
 - a new run (no ``--resume``) refuses a folder that holds any of these, touching nothing,
   unless ``--overwrite`` (then they are removed first);
+- nothing the run reads (:func:`run_inputs`: ``data.root``, ``train.autoencoder``,
+  ``train.init_from``, ``model.perceptual_weights``) may be, contain or lie inside ``OUT``;
 - ``--resume`` needs a complete checkpoint; a dangling ``latest`` falls back to the newest
   complete ``step-*`` (with a note); the model and diffusion sections must equal the
   checkpoint's (an error names the first key that changed); data/train changes are noted;
+  the world size (ranks) must equal the checkpoint's — the global batch would change —
+  unless the change is allowed explicitly (``--allow-world-size-change``), and then it is
+  recorded in the run (``world_changes`` in ``state.json``);
 - on start, temporary folders of interrupted saves (``.tmp-step-*``) are removed, and on
   resume a torn last row of ``metrics.jsonl`` is dropped, as are rows past the resumed step.
 
@@ -153,6 +158,32 @@ class RunFolder:
             listed = ", ".join(f"{k} {old!r} -> {new!r}" for k, old, new in changed)
             self.notes.append(f"--resume: settings changed since {checkpoint.name}: {listed}")
 
+    def check_world(self, checkpoint: Path, world: int, run: RunConfig,
+                    allow: bool = False) -> list[dict]:
+        """A resumed run keeps its world size (ranks) and so its global batch: RunFolderError
+        when ``world`` differs from the one ``checkpoint`` recorded, unless ``allow``; then the
+        change is noted and appended to the returned history (``world_changes``, saved with
+        every later checkpoint). Checkpoints from before the world size was recorded: None."""
+        state = read_state(checkpoint)
+        history = list(state.get("world_changes") or [])
+        old = state.get("world_size")
+        if not isinstance(old, int) or old == world:
+            return history
+        per_rank = run.train.batch_size * run.train.grad_accum
+        was = state.get("global_batch")
+        now = per_rank * world
+        change = (f"the run in {self.out} was trained on {old} rank(s) (global batch {was}) "
+                  f"and is resumed on {world} (global batch {now}) at {checkpoint.name}")
+        if not allow:
+            raise RunFolderError(f"--resume: {change}; the run would no longer be the run it "
+                                 f"was — resume with {old} rank(s), or pass "
+                                 f"--allow-world-size-change to continue anyway (recorded in "
+                                 f"the run)")
+        self.notes.append(f"--allow-world-size-change: {change}; recorded in state.json "
+                          f"(world_changes)")
+        return history + [{"step": int(state.get("step", 0)), "world_size": [old, world],
+                           "global_batch": [was, now]}]
+
     # ----------------------------------------------------------------------------- writes
     def clean_temps(self) -> None:
         """Remove temporary folders/links of interrupted checkpoint saves (any process)."""
@@ -201,6 +232,15 @@ class RunFolder:
             tmp = path.with_name(f".{path.name}-{os.getpid()}")
             tmp.write_text("".join(line + "\n" for line in kept))
             os.replace(tmp, path)
+
+
+def run_inputs(run: RunConfig) -> list:
+    """Everything a training run reads from disk besides its own folder: the output rule
+    (:func:`sned.store.files.check_output`) keeps ``--out`` away from each."""
+    data, train, model = run.data, run.train, run.model
+    return [data.root if data.kind == "folder" else None,
+            getattr(train, "autoencoder", None), getattr(train, "init_from", None),
+            getattr(model, "perceptual_weights", None)]
 
 
 def saved_task(checkpoint: Path) -> str | None:
