@@ -35,10 +35,12 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    try:  # a zombie is not a live worker (its parent, here pid 1 / the reaper, will reap it)
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    try:  # a zombie is not a live worker, but a process whose main thread has ended while
+        # other threads run shows its leader as a zombie too: count the threads
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        return state != "Z" or len(os.listdir(f"/proc/{pid}/task")) > 1
     except OSError:
-        return True
+        return Path(f"/proc/{pid}").exists()
 
 
 def _start_and_kill(out: Path, tmp: Path, after_runs: bool) -> list[int]:
