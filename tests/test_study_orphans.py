@@ -4,6 +4,7 @@ run's, a finished study's rerun changes nothing, and ``--jobs`` is capped to the
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -66,32 +67,44 @@ def _start_and_kill(out: Path, tmp: Path, after_runs: bool) -> list[int]:
     return pids
 
 
-def test_workers_die_with_their_parent_and_hold_the_folder_until_then(tmp_path):
+def test_workers_die_with_their_parent(tmp_path):
     out = tmp_path / "s"
     pids = _start_and_kill(out, tmp_path, after_runs=False)
-    assert any(_alive(p) for p in pids)  # reparented, still there right after the kill ...
-    plan = StudyPlan(**TINY, methods=("supernet", "standalone"))
-    with pytest.raises(ConfigError, match=r"worker process\(es\) .*still run"):
-        run_study(out, plan, device="cpu", jobs=2)  # ... so the rerun is refused
     t0 = time.monotonic()
     while any(_alive(p) for p in pids) and time.monotonic() - t0 < 10:
         time.sleep(0.2)
     assert not any(_alive(p) for p in pids), f"workers {pids} outlived their parent by 10 s"
+    fd = os.open(out / WORKERS, os.O_RDWR)  # ... and hold the study folder no more
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
 
 
-def test_a_live_study_owns_its_folder(tmp_path):
+def _hold(lock: Path, how: str) -> subprocess.Popen:
+    """A process holding ``lock`` (``LOCK_EX`` / ``LOCK_SH``) with its pid written in it."""
+    proc = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, time\n"
+        f"fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT | os.O_APPEND)\n"
+        f"fcntl.flock(fd, fcntl.{how}); os.write(fd, f'{{os.getpid()}}\\n'.encode())\n"
+        "print('held', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+@pytest.mark.parametrize("lock,how,message", [
+    (".study.lock", "LOCK_EX", "in use by the study process {pid}"),
+    (".study.workers.lock", "LOCK_SH", r"worker process\(es\) {pid} of an earlier study"),
+], ids=["live-study", "live-workers-of-a-dead-study"])
+def test_a_live_study_or_its_workers_own_the_folder(tmp_path, lock, how, message):
     out = tmp_path / "s"
     out.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import fcntl, os, sys, time\n"
-        f"fd = os.open({str(out / '.study.lock')!r}, os.O_RDWR | os.O_CREAT)\n"
-        "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, str(os.getpid()).encode())\n"
-        "print('held', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    holder = _hold(out / lock, how)
     try:
-        assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(ConfigError, match=f"in use by the study process {holder.pid}"):
+        with pytest.raises(ConfigError, match=message.format(pid=holder.pid)):
             run_study(out, StudyPlan(**TINY, methods=("supernet",)), device="cpu")
-        assert sorted(p.name for p in out.iterdir()) == [".study.lock"]  # nothing written
+        assert sorted(p.name for p in out.iterdir()) <= [".study.lock",
+                                                         ".study.workers.lock"]  # no run
     finally:
         holder.kill()
         holder.wait()
