@@ -38,7 +38,7 @@ from typing import Any, Iterable
 
 from ..config import ConfigError
 from ..store.checkpoint import is_complete, list_checkpoints, newest_complete, read_state
-from ..store.files import RUN, OutputError, check_output, remove_entries
+from ..store.files import RUN, OutputError, atomic_write_text, check_output, remove_entries
 from .config import RunConfig, load_run_config
 
 RUN_ENTRIES = RUN.entries
@@ -229,9 +229,7 @@ class RunFolder:
             self.notes.append(f"{path}: dropped {past} row(s) past step {step}, the step "
                               f"resumed from")
         if len(kept) != len(numbered):
-            tmp = path.with_name(f".{path.name}-{os.getpid()}")
-            tmp.write_text("".join(line + "\n" for line in kept))
-            os.replace(tmp, path)
+            atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 def run_inputs(run: RunConfig) -> list:
