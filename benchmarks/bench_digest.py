@@ -2,9 +2,10 @@
 
 Builds the first ``--gib`` GiB of pixel-base's supernet tensors (fp32, the real shapes, in
 state-dict order), serialises them as safetensors bytes (what a checkpoint writes) and times, on
-the same bytes, in one run: the safetensors write to disk (+ fsync), sha256, blake2b, crc32 and
-the chunked sha256 of :func:`sned.store.files.digest_bytes` on 1, 2, 4 … threads. Prints GB/s
-and each hash's time as a ratio of the write. Run: ``python benchmarks/bench_digest.py --gib 1``.
+the same bytes, in one run: the safetensors write to disk (+ fsync), sha256, blake2b, crc32, the
+chunked sha256 of :func:`sned.store.files.digest_bytes` on 1, 2, 4 … threads, the load-time
+:func:`~sned.store.files.file_digest` (read back from the page cache + hash) and the load-time
+non-finite check. Prints GB/s and each one's time as a ratio of the write. Run: ``python benchmarks/bench_digest.py --gib 1``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from safetensors.torch import save
 
 from sned.config import load_config
 from sned.models.unet import VideoUNet
-from sned.store.files import digest_bytes
+from sned.store.files import digest_bytes, file_digest
 
 
 def pixel_base_tensors(gib: float) -> dict[str, torch.Tensor]:
@@ -62,6 +63,9 @@ def main() -> None:
             f.flush()
             os.fsync(f.fileno())
 
+    def finite():
+        return all(bool(torch.isfinite(t).all()) for t in tensors.values())
+
     rows = {"write + fsync": best(write, args.repeat),
             "sha256 (one stream)": best(lambda: hashlib.sha256(data).hexdigest(), args.repeat),
             "blake2b (one stream)": best(lambda: hashlib.blake2b(data).hexdigest(), args.repeat),
@@ -71,6 +75,11 @@ def main() -> None:
         rows[f"sned digest, {threads} thread(s)"] = best(
             lambda: digest_bytes(data, threads=threads), args.repeat)
         threads *= 2
+    with tempfile.NamedTemporaryFile(dir=".", delete=True) as f:
+        f.write(data)
+        f.flush()
+        rows["sned file_digest (load)"] = best(lambda: file_digest(f.name), args.repeat)
+    rows["non-finite check (load)"] = best(finite, args.repeat)
     base = rows["write + fsync"]
     for name, s in rows.items():
         print(f"{name:28s} {s:7.3f} s  {gb / s:6.2f} GB/s  {s / base:5.2f}x the write")
