@@ -24,7 +24,7 @@ Rules (``sned train``):
 - on start, temporary folders of interrupted saves (``.tmp-step-*``) are removed, and on
   resume a torn last row of ``metrics.jsonl`` is dropped, as are rows past the resumed step.
 
-Every method is read-only unless its name says it writes (``clear``, ``clean_temps``,
+Every method is read-only unless its name says it writes (``clear``, ``undo_start``, ``clean_temps``,
 ``trim_metrics``); messages for the user accumulate in :attr:`RunFolder.notes`.
 """
 
@@ -108,6 +108,22 @@ class RunFolder:
         if found:
             self.notes.append(f"--overwrite: removed the previous run in {self.out} "
                               f"({', '.join(found)})")
+
+    def mark_start(self) -> None:
+        """Remember what the folder holds as a new run starts: :meth:`undo_start` removes
+        only what is written after this."""
+        self._start = set(os.listdir(self.out)) if self.out.is_dir() else None
+
+    def undo_start(self) -> None:
+        """After a failed start of a new run (:meth:`mark_start` called, no complete checkpoint
+        written): remove the run entries written since, and the folder if the start created it
+        and it is empty now. A no-op for resumed runs and once a checkpoint exists."""
+        if not hasattr(self, "_start") or newest_complete(self.checkpoints) is not None:
+            return
+        had = self._start or set()
+        remove_entries(self.out, [n for n in RUN_ENTRIES if n not in had])
+        if self._start is None and self.out.is_dir() and not any(self.out.iterdir()):
+            self.out.rmdir()
 
     # ----------------------------------------------------------------------------- resume
     def resume_checkpoint(self) -> Path:

@@ -35,9 +35,8 @@ from ..data.folder import SkipTally
 from ..device import apply_tf32, deterministic_env, resolve_device, tf32_flags
 from ..diffusion import Objective
 from ..models.unet import VideoUNet
-from ..store.checkpoint import (BackgroundWriter, load_training_state, newest_complete, snapshot,
-                                write_checkpoint)
-from ..store.files import remove_entries, write_json
+from ..store.checkpoint import BackgroundWriter, load_training_state, snapshot, write_checkpoint
+from ..store.files import write_json
 from ..text import TextEncoder
 from .arch_sampler import Floors
 from .config import RunConfig
@@ -48,7 +47,7 @@ from .memory import resolve_checkpointing
 from .metrics_log import MetricsLog
 from .parallel import Parallel
 from .preempt import StopSignal
-from .run_folder import RUN_ENTRIES, RunFolder, run_inputs
+from .run_folder import RunFolder, run_inputs
 from .tasks import make_task, task_class, write_eval
 from .transfer import init_from
 
@@ -444,8 +443,8 @@ class Trainer:
         """Read-only checks of the run folder; the checkpoint to resume from, if any."""
         inputs = run_inputs(self.run)
         self.world_changes: list[dict] = []
-        self._before = (set(os.listdir(self.out)) if self.out.is_dir() else None, resume)
         if not resume:
+            self.folder.mark_start()  # what a failed start may remove (_undo_failed_start)
             self.folder.refuse_existing(overwrite, kind, inputs)
             return None
         self.folder.check_output(inputs)
@@ -457,22 +456,16 @@ class Trainer:
         return checkpoint
 
     def _undo_failed_start(self) -> None:
-        """A new run that failed before its first checkpoint (bad data, a failing task start,
-        an error in its first steps) removes what this start wrote — its run entries, and the
-        folder when this start created it — so the same command can simply be rerun."""
-        had, resumed = getattr(self, "_before", (None, True))
-        if resumed or not self.is_main:
+        """A new run that failed before its first checkpoint removes what this start wrote
+        (:meth:`RunFolder.undo_start`), so the same command can simply be rerun."""
+        if not self.is_main:
             return
         try:
             if hasattr(self, "writer"):
                 self.writer.wait()  # a checkpoint being written counts
         except Exception:  # noqa: BLE001 - the write failed: there is no checkpoint
             pass
-        if newest_complete(self.out / "checkpoints") is not None:
-            return
-        remove_entries(self.out, [n for n in RUN_ENTRIES if n not in (had or ())])
-        if had is None and self.out.is_dir() and not any(self.out.iterdir()):
-            self.out.rmdir()
+        self.folder.undo_start()
 
     def _prepare_run_folder(self, overwrite: bool) -> None:
         """Rank 0 clears (``overwrite``), cleans crash leftovers, trims the log to the
@@ -483,7 +476,7 @@ class Trainer:
             return
         if overwrite:
             self.folder.clear()
-            self._before = (set(os.listdir(self.out)) if self.out.is_dir() else None, False)
+            self.folder.mark_start()  # the old run is gone: what is written now is this start's
         self.out.mkdir(parents=True, exist_ok=True)
         self.folder.clean_temps()
         self.folder.trim_metrics(self.step)
