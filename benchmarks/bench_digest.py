@@ -5,7 +5,8 @@ state-dict order), serialises them as safetensors bytes (what a checkpoint write
 the same bytes, in one run: the safetensors write to disk (+ fsync), sha256, blake2b, crc32, the
 chunked sha256 of :func:`sned.store.files.digest_bytes` on 1, 2, 4 … threads, the load-time
 :func:`~sned.store.files.file_digest` (read back from the page cache + hash) and the load-time
-non-finite check. Prints GB/s and each one's time as a ratio of the write. Run: ``python benchmarks/bench_digest.py --gib 1``.
+non-finite check. Prints GB/s and each one's time as a ratio of the write.
+Run: ``python benchmarks/bench_digest.py --gib 1``.
 """
 
 from __future__ import annotations

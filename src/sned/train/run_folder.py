@@ -24,8 +24,8 @@ Rules (``sned train``):
 - on start, temporary folders of interrupted saves (``.tmp-step-*``) are removed, and on
   resume a torn last row of ``metrics.jsonl`` is dropped, as are rows past the resumed step.
 
-Every method is read-only unless its name says it writes (``clear``, ``undo_start``, ``clean_temps``,
-``trim_metrics``); messages for the user accumulate in :attr:`RunFolder.notes`.
+Every method is read-only unless its name says it writes (``clear``, ``undo_start``,
+``clean_temps``, ``trim_metrics``); messages for the user accumulate in :attr:`RunFolder.notes`.
 """
 
 from __future__ import annotations
