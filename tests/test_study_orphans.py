@@ -150,3 +150,21 @@ def test_rerun_after_a_killed_parent_equals_an_uninterrupted_run(tmp_path, capsy
     done.write_text(done.read_text()[:40])
     with pytest.raises(CheckpointError, match=str(done)):
         run_study(out, plan, device="cpu", jobs=2)
+
+
+def test_a_torn_study_file_is_named_before_any_work(tmp_path):
+    """A torn ``eval.json`` (a kill during an in-place write, before writes were atomic) is
+    named — not "Expecting value: line 19 column 1" — and nothing is trained or written."""
+    plan = StudyPlan(**TINY, methods=("supernet",))
+    out = tmp_path / "s"
+    (out / "runs" / "supernet" / "seed0").mkdir(parents=True)
+    (out / "study.json").write_text(json.dumps(plan.to_dict()))
+    torn = out / "runs" / "supernet" / "seed0" / "eval.json"
+    torn.write_text('{"method": "supernet", "run": "supernet",\n "rows": [\n')
+    (out / "results.json").write_text(json.dumps({"runs": [{"run": "supernet", "seed": 0}]}))
+    (out / "results.md").write_text("# sned study\n")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(CheckpointError, match=f"{torn} is not valid JSON"):
+        run_study(out, plan, device="cpu")
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()
+            and not p.name.startswith(".study")} == before
