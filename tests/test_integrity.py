@@ -22,8 +22,8 @@ from safetensors.torch import save_file
 import sned
 from sned.cli import main
 from sned.diffusion import DiffusionConfig
-from sned.store.files import (CheckpointError, digest_bytes, file_digest, load_safetensors,
-                              read_json, write_json)
+from sned.store.files import (CheckpointError, all_finite, digest_bytes, file_digest,
+                              load_safetensors, read_json, write_json)
 from test_bad_inputs import tree_hash
 
 torch.set_num_threads(1)
@@ -184,3 +184,15 @@ def test_torn_json_is_named(tmp_path):
     path.write_text('{"a": ')
     with pytest.raises(CheckpointError, match=str(path)):
         read_json(path)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_all_finite_sees_every_nan_and_inf(dtype):
+    t = torch.randn(4097).to(dtype)
+    assert all_finite(t) and all_finite(torch.zeros(0)) and all_finite(torch.arange(5))
+    for i in (0, 2048, 4096):
+        for v in (float("nan"), float("inf"), -float("inf")):
+            u = t.clone()
+            u[i] = v
+            assert not all_finite(u), (i, v)
+    assert all_finite(torch.full((8,), torch.finfo(dtype).max, dtype=dtype))  # huge, finite

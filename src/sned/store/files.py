@@ -262,10 +262,20 @@ def load_safetensors(path: Path, device: str | torch.device = "cpu", digest: str
         raise CheckpointError(f"{path} is corrupt or truncated: {e}") from None
     if finite:
         for name, t in tensors.items():
-            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            if not all_finite(t):
                 raise CheckpointError(f"{path}: tensor {name} holds non-finite values (NaN or "
                                       f"inf); the file is corrupt — it is not loaded")
     return tensors
+
+
+def all_finite(t: torch.Tensor) -> bool:
+    """Whether a tensor holds no NaN / inf (True for non-float tensors). Its min and max are
+    finite exactly then (both propagate NaN): one fused reduction, ~14× faster than
+    ``isfinite(t).all()`` on a CPU thread (benchmarks/bench_digest.py)."""
+    if not t.is_floating_point() or t.numel() == 0:
+        return True
+    lo, hi = torch.aminmax(t.detach())
+    return bool(torch.isfinite(lo) & torch.isfinite(hi))
 
 
 def check_state_dict(expected: dict, state: dict, source: str, target: str) -> None:
