@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 import sned
 from sned.cli import main
 from sned.diffusion import DiffusionConfig
+from sned.extract import unet_folder, weights_file
 from sned.store.files import (CheckpointError, all_finite, digest_bytes, file_digest,
                               load_safetensors, read_json, write_json)
 from test_bad_inputs import tree_hash
@@ -113,9 +114,9 @@ def test_digests_are_recorded_and_match(world):
                                "rng.safetensors"]
     for name, digest in digests.items():
         assert file_digest(ckpt / name) == digest == digest_bytes((ckpt / name).read_bytes())
-    meta = read_json(world["model"] / "config.json")
-    assert meta["digests"]["model.safetensors"] == file_digest(world["model"] /
-                                                                "model.safetensors")
+    weights = weights_file(world["model"])  # the pipeline folder's unet/ weights
+    meta = read_json(unet_folder(world["model"]) / "config.json")
+    assert meta["sned"]["digests"] == {weights.name: file_digest(weights)}
     # the chunked digest is not the plain sha256 of small data, and it sees every chunk
     a = bytes(200 << 20)
     b = bytearray(a)
@@ -139,9 +140,9 @@ def test_flipped_bytes_refused_on_extract_and_sample(world, tmp_path, capsys):
              run)
     assert not (tmp_path / "m").exists()
     model = _copy(world["model"], tmp_path / "model")
-    flip(model / "model.safetensors")
+    flip(weights_file(model))
     _refused(["sample", model, "--prompt", "a red circle", "--steps", "1", "--out",
-              tmp_path / "o"], [str(model / "model.safetensors")], capsys, model)
+              tmp_path / "o"], [str(weights_file(model))], capsys, model)
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
@@ -153,27 +154,29 @@ def test_flipped_bytes_refused_on_init_from_and_diffnas(world, tmp_path, capsys)
               "1", *VIDEO], [str(bad), "digest"], capsys, img)
     assert not (tmp_path / "v").exists()
     teacher = _copy(world["teacher"], tmp_path / "t")
-    flip(teacher / "model.safetensors")
+    flip(weights_file(teacher))
     _refused(["diffnas", teacher, "--out", tmp_path / "d", *DN],
-             [str(teacher / "model.safetensors")], capsys, teacher)
+             [str(weights_file(teacher))], capsys, teacher)
 
 
 def test_folder_without_digests_loads_with_a_note_and_nan_is_named(world, tmp_path, capsys):
     model = _copy(world["model"], tmp_path / "old")
-    meta = read_json(model / "config.json")
-    del meta["digests"]  # as written before digests were recorded
-    write_json(model / "config.json", meta)
+    config = unet_folder(model) / "config.json"
+    meta = read_json(config)
+    del meta["sned"]["digests"]  # as written before digests were recorded
+    write_json(config, meta)
     capsys.readouterr()
     sned.load_pretrained(model)
     assert "records no weight digests" in capsys.readouterr().err
-    state = load_safetensors(model / "model.safetensors")
+    weights = weights_file(model)
+    state = load_safetensors(weights)
     name = sorted(k for k, v in state.items() if v.is_floating_point())[3]
     state[name].view(-1)[0] = float("nan")
-    save_file(state, model / "model.safetensors")
+    save_file(state, weights)
     with pytest.raises(CheckpointError, match=f"tensor {name} holds non-finite"):
         sned.load_pretrained(model)
     _refused(["sample", model, "--prompt", "x", "--steps", "1", "--out", tmp_path / "o"],
-             [str(model / "model.safetensors"), name], capsys, model)
+             [str(weights), name], capsys, model)
 
 
 def test_torn_json_is_named(tmp_path):

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Iterable
 
 from ..cost import decoder_cost
-from ..extract import (extract, front_matter, model_card, refuse_existing, save_legacy,
-                       save_pretrained)
+from ..extract import (extract, front_matter, model_card, record_digests, refuse_existing,
+                       save_legacy, save_pretrained)
 from ..models.codec import FOLDER, save_autoencoder
 from ..space import SearchSpace
 from ..store.files import atomic_folder
@@ -71,6 +71,10 @@ def export_subnet(den, out: str | os.PathLike, overwrite: bool = False,
         pipe = pipeline_from_denoiser(den, ssr, card=card)
         with atomic_folder(out) as tmp:
             pipe.save_pretrained(tmp, safe_serialization=True)
+            for denoiser in ("unet", "ssr_unet"):  # what every sned load verifies
+                if (tmp / denoiser / "config.json").is_file():
+                    record_digests(tmp / denoiser / "config.json",
+                                   (tmp / denoiser).glob("*.safetensors"))
             for name, content in files.items():
                 (tmp / name).write_text(content)
         return out
