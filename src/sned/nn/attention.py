@@ -21,7 +21,7 @@ def rotary(x: Tensor) -> Tensor:
     """
     n, h, length, d = x.shape
     half = d // 2
-    cos, sin = rotary_tables(length, half, x.device, x.dtype)
+    cos, sin = rotary_tables(length, half, x.device, x.dtype, cache=type(x) is Tensor)
     x1, x2 = x[..., :half], x[..., half:2 * half]
     out = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
     return out if d == 2 * half else torch.cat([out, x[..., 2 * half:]], dim=-1)
@@ -30,19 +30,21 @@ def rotary(x: Tensor) -> Tensor:
 _ROTARY: dict[tuple, tuple[Tensor, Tensor]] = {}
 
 
-def rotary_tables(length: int, half: int, device: torch.device, dtype: torch.dtype
-                  ) -> tuple[Tensor, Tensor]:
+def rotary_tables(length: int, half: int, device: torch.device, dtype: torch.dtype,
+                  cache: bool = True) -> tuple[Tensor, Tensor]:
     """cos, sin (length, half) of the rotary angles, computed once per (length, half, device,
-    dtype) and reused by every attention layer of every forward (while compiling: inline)."""
+    dtype) and reused by every attention layer of every forward (while compiling, or for
+    fake / subclass tensors — ``cache=False`` — computed inline)."""
     key = (length, half, device, dtype)
-    hit = None if torch.compiler.is_compiling() else _ROTARY.get(key)
+    cache = cache and not torch.compiler.is_compiling()
+    hit = _ROTARY.get(key) if cache else None
     if hit is not None:
         return hit
     freqs = torch.exp(-torch.arange(half, device=device, dtype=torch.float32)
                       * (torch.log(torch.tensor(10000.0)) / half))
     angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * freqs
     tables = angles.cos().to(dtype), angles.sin().to(dtype)
-    if not torch.compiler.is_compiling():
+    if cache:
         if len(_ROTARY) > 64:
             _ROTARY.clear()
         _ROTARY[key] = tables
@@ -57,12 +59,13 @@ def additive_mask(mask: Tensor, dtype: torch.dtype) -> Tensor:
     −inf), converted once per mask tensor and dtype: every cross-attention layer of a forward
     gets the same mask, which SDPA would otherwise convert in each call. Rows are never fully
     masked (the UNet prepends an always-attendable null token)."""
-    if (not torch.compiler.is_compiling() and _MASK[0] is mask
+    cache = type(mask) is Tensor and not torch.compiler.is_compiling()
+    if (cache and _MASK[0] is mask
             and _MASK[1] == mask._version and _MASK[2] == dtype):
         return _MASK[3]
     out = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(
         ~mask.bool(), float("-inf"))[:, None, None, :]
-    if not torch.compiler.is_compiling():
+    if cache:
         _MASK[:] = [mask, mask._version, dtype, out]
     return out
 

@@ -53,6 +53,7 @@ class ActivityTracker:
 
     def __init__(self, model: nn.Module) -> None:
         self.extents: dict[Tensor, set[Box]] = defaultdict(set)
+        self._shapes: dict[tuple, list[tuple[Tensor, Box]]] = {}
         self._handles = []
         # the parameters as the optimizer holds them, taken now: FSDP2 swaps unsharded copies
         # into the modules during forward, but the regions must name the sharded originals
@@ -66,11 +67,18 @@ class ActivityTracker:
     def _hook(self, module: nn.Module, args: tuple) -> None:
         owned = self._owned[module]
         if isinstance(module, _ELASTIC):
-            views = module.active_weights(*args[1:])
-            for name, view in zip(("weight", "bias"), views):
-                param = owned.get(name)
-                if param is not None and view is not None:
-                    self.extents[param].add(tuple(view.shape))
+            widths = args[1:]
+            key = (module, widths) if all(w is None or type(w) is int for w in widths) else None
+            shapes = self._shapes.get(key) if key is not None else None
+            if shapes is None:  # the views forward takes, once per (layer, widths)
+                views = module.active_weights(*widths)
+                shapes = [(param, tuple(view.shape)) for param, view in
+                          zip((owned.get("weight"), owned.get("bias")), views)
+                          if param is not None and view is not None]
+                if key is not None:
+                    self._shapes[key] = shapes
+            for param, shape in shapes:
+                self.extents[param].add(shape)
         else:
             for param in owned.values():
                 self.extents[param].add(tuple(param.shape))
