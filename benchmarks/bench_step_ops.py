@@ -111,7 +111,7 @@ def timing(timed: int, warm: int, block: int, warm_cycle: int, extra: list[str])
                 t.fit(t.step + block)
                 per_step[k].append((time.perf_counter() - t0) * 1e3 / block)
         a, b = (dict(t.model.named_parameters()) for t in trainers.values())
-        weight_diff = max(float((a[n] - b[n]).abs().max()) for n in a)
+        weight_diff = max(float((a[n] - b[n]).detach().abs().max()) for n in a)
         loss_diff = max(abs(x - y) for x, y in zip(*losses.values()))
         archs_same = ([h[2] for h in trainers["legacy"].history]
                       == [h[2] for h in trainers["fused"].history])
