@@ -59,7 +59,8 @@ def additive_mask(mask: Tensor, dtype: torch.dtype) -> Tensor:
     −inf), converted once per mask tensor and dtype: every cross-attention layer of a forward
     gets the same mask, which SDPA would otherwise convert in each call. Rows are never fully
     masked (the UNet prepends an always-attendable null token)."""
-    cache = type(mask) is Tensor and not torch.compiler.is_compiling()
+    cache = (type(mask) is Tensor and not torch.compiler.is_compiling()
+             and not mask.is_inference())  # inference tensors have no version counter
     if (cache and _MASK[0] is mask
             and _MASK[1] == mask._version and _MASK[2] == dtype):
         return _MASK[3]
