@@ -19,6 +19,12 @@ largest, random, smallest, random — is seen), one CPU thread:
 2. **Step time**: legacy and fused trainers with the same seed (same archs, batches, noise)
    alternate blocks of steps after a warm-up; printed: median ms per step of each, the ratio,
    and the largest difference of the losses and the final weights (same results to 1e-6).
+3. ``--baseline-src OTHER/src``: the same study step timed in separate processes, this tree vs
+   another checkout (e.g. the commit before issue 25), alternating ``--rounds`` times — the
+   whole step's old vs new (attention caches, device RNG and tracker included, which part 2
+   shares between its two sides) — with the losses and final weights compared.
+
+    python benchmarks/bench_step_ops.py --skip-census --skip-timing --baseline-src /work/main/src
 """
 
 from __future__ import annotations
@@ -127,6 +133,64 @@ def timing(timed: int, warm: int, block: int, warm_cycle: int, extra: list[str])
             "max_weight_diff": weight_diff, "same_archs": archs_same}
 
 
+def worker(steps: int, warm: int, weights: Path) -> None:
+    """One process: the study step on this tree (whatever ``sned`` imports), printed as JSON."""
+    from safetensors.torch import save_file
+
+    from sned.app.study import StudyPlan, plan_runs, run_config
+    from sned.train.trainer import Trainer
+
+    torch.set_num_threads(1)
+    plan = StudyPlan(steps=1000)
+    spec = next(s for s in plan_runs(plan, (16,)) if s.name == "supernet")
+    run = run_config(plan, spec, 0, (16,), "cpu", extra=["train.warmup_steps=4",
+                                                          "train.log_every=1000"])
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(run, Path(tmp) / "run", progress=False)
+        trainer.save = lambda: None
+        losses: list[float] = []
+        _record_losses(trainer, losses)
+        trainer.fit(warm)
+        t0, c0 = time.perf_counter(), time.process_time()
+        trainer.fit(warm + steps)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        save_file({n: p.detach().contiguous() for n, p in trainer.model.named_parameters()},
+                  str(weights))
+    print(json.dumps({"ms": wall * 1e3 / steps, "cpu_ms": cpu * 1e3 / steps,
+                      "losses": losses}))
+
+
+def baseline(src: Path, rounds: int, steps: int, warm: int) -> dict:
+    """This tree vs ``src`` in alternating processes (same seed, same study step)."""
+    import os
+    import subprocess
+
+    from safetensors.torch import load_file
+
+    here = Path(__file__).resolve().parents[1] / "src"
+    runs: dict[str, list[dict]] = {"baseline": [], "this": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            for name, path in (("baseline", src), ("this", here)):
+                w = Path(tmp) / f"{name}-{r}.safetensors"
+                env = {**os.environ, "PYTHONPATH": str(path), "OMP_NUM_THREADS": "1"}
+                out = subprocess.run([sys.executable, __file__, "--worker", str(w),
+                                      "--timed", str(steps), "--warm", str(warm)],
+                                     capture_output=True, text=True, env=env, check=True)
+                runs[name].append({**json.loads(out.stdout.strip().splitlines()[-1]),
+                                   "weights": w})
+        a, b = (load_file(str(runs[k][-1]["weights"])) for k in ("baseline", "this"))
+        weight_diff = max(float((a[n] - b[n]).abs().max()) for n in a)
+    med = {k: statistics.median(x["ms"] for x in v) for k, v in runs.items()}
+    cpu = {k: statistics.median(x["cpu_ms"] for x in v) for k, v in runs.items()}
+    loss_diff = max(abs(x - y) for x, y in zip(runs["baseline"][-1]["losses"],
+                                                 runs["this"][-1]["losses"]))
+    return {"baseline_src": str(src), "rounds": rounds, "steps": steps,
+            "ms_per_step": med, "speedup": round(med["baseline"] / med["this"], 3),
+            "cpu_ms_per_step": cpu, "cpu_speedup": round(cpu["baseline"] / cpu["this"], 3),
+            "max_loss_diff": loss_diff, "max_weight_diff": weight_diff}
+
+
 def _record_losses(trainer, sink: list) -> None:
     step = trainer.train_step
 
@@ -144,12 +208,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--block", type=int, default=4, help="steps per alternating block")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--skip-timing", action="store_true")
+    ap.add_argument("--skip-census", action="store_true")
+    ap.add_argument("--baseline-src", type=Path, help="another checkout's src/ to time against")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating processes per side")
+    ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("overrides", nargs="*", help="run-config key=value overrides")
     args = ap.parse_args(argv)
+    if args.worker:
+        worker(args.timed, args.warm, args.worker)
+        return 0
     torch.set_num_threads(args.threads)
     warm_cycle = 4  # the sampler's warm-up is over after one cycle: random archs included
     result = {"census": {}, "threads": args.threads, "overrides": args.overrides}
+    if args.baseline_src:
+        result["baseline"] = b = baseline(args.baseline_src, args.rounds, args.timed, args.warm)
+        print(f"study step vs {b['baseline_src']} (separate processes, {b['rounds']} rounds): "
+              f"{b['ms_per_step']['baseline']:.1f} -> {b['ms_per_step']['this']:.1f} ms "
+              f"({b['speedup']:.2f}x; CPU time {b['cpu_speedup']:.2f}x); max |loss diff| "
+              f"{b['max_loss_diff']:.2e}, max |weight diff| {b['max_weight_diff']:.2e}")
+    if args.skip_census:
+        return _finish(args, result)
     with tempfile.TemporaryDirectory() as tmp:
         for impl in IMPLS:
             t = make_trainer(impl, Path(tmp) / impl, warm_cycle, args.overrides)
@@ -174,9 +253,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{tm['cpu_speedup']:.2f}x); max |loss diff| "
               f"{tm['max_loss_diff']:.2e}, max |weight diff| {tm['max_weight_diff']:.2e}, "
               f"same archs {tm['same_archs']}")
+    return _finish(args, result)
+
+
+def _finish(args, result: dict) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1))
+        args.json.write_text(json.dumps(result, indent=1, default=str))
     return 0
 
 
