@@ -162,11 +162,11 @@ def union_mask(keys: list[tuple], shape: torch.Size, mask_shape: tuple[int, ...]
                device) -> Tensor:
     """The union of index boxes as a bool tensor of ``mask_shape`` (``shape`` with size 1 on
     dimensions where no box varies), broadcastable to ``shape``."""
-    mask = torch.zeros(mask_shape, dtype=torch.bool)
-    for key in keys:
+    mask = torch.zeros(mask_shape, dtype=torch.bool, device=device)  # built where it is used:
+    for key in keys:  # fills, no host→device copy (that would wait for the queued GPU work)
         mask[tuple(slice(a, b) if m > 1 else slice(None)
                    for (a, b), m in zip(key, mask_shape))] = True
-    return mask.to(device)
+    return mask
 
 
 def compact(counts: Tensor) -> Tensor:
