@@ -130,7 +130,8 @@ def training_variants(trainer, make_batch, set_case, plan: dict) -> list[dict]:
     from diffusers.training_utils import EMAModel
 
     from sned.train.ema import LerpEMA
-    from sned.train.memory import levels, plan_checkpointing, estimate, device_memory
+    from sned.train.memory import (device_memory, estimate, level_blocks, levels,
+                                   plan_checkpointing)
 
     n, steps = plan["variant_batch"], plan["variant_steps"]
     res = max(trainer.run.model.resolutions)
@@ -141,7 +142,6 @@ def training_variants(trainer, make_batch, set_case, plan: dict) -> list[dict]:
             "auto", lambda c: estimate(trainer.run, batch=batch_size, resolution=res,
                                        checkpointing=c, device=trainer.device.type),
             levels(trainer.run.model), memory)
-        from sned.train.memory import level_blocks
         return chosen, level_blocks(trainer.run.model, chosen)
 
     rows = []
