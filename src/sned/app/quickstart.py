@@ -29,7 +29,7 @@ import torch
 from ..data.heldout import describe_source, run_data_config
 from ..data.synthetic import held_out_prompts
 from ..device import resolve_device
-from ..extract import export_subnet
+from ..pipelines.export import export_subnet
 from ..metrics.i3d import I3DWeightsMissing, load_i3d
 from ..models.unet import VideoUNet
 from ..pipelines.loading import load_denoiser

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..extract import export_subnet
+from ..pipelines.export import export_subnet
 from ..models.codec import load_autoencoder
 from ..pipelines.loading import load_denoiser
 from ..video_io import write_video

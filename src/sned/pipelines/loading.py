@@ -2,8 +2,9 @@
 
 * a training run dir / checkpoint folder (``sned train`` output): the supernet plus the arch
   picked by ``preset`` or ``arch`` (default preset B);
-* a model folder (``sned extract`` / :func:`sned.save_pretrained` output): the standalone subnet
-  (or a saved supernet), labelled with the preset name its model card records.
+* a model folder (``sned extract`` / :func:`sned.save_pretrained` output — a diffusers pipeline
+  folder, a diffusers model folder or a 0.1 ``sned-model`` folder): the standalone subnet (or a
+  saved supernet), labelled with the preset name its model card records.
 
 Weights of a training checkpoint: ``ema=None`` (the default of every command) takes the EMA
 weights when the checkpoint has them and the raw ones otherwise; ``ema=True`` / ``False`` asks
@@ -26,7 +27,7 @@ import torch
 from ..arch import Arch, ArchError, check_resolution
 from ..config import ConfigError, config_from_dict
 from ..diffusion import DiffusionConfig, diffusion_of
-from ..extract import extract, is_model_folder, load_pretrained, read_model_meta
+from ..extract import extract, is_model_folder, load_pretrained, read_model_meta, unet_folder
 from ..models.codec import codec_for, is_autoencoder_folder, served_resolution
 from ..models.unet import VideoUNet
 from ..space import SearchSpace, parse_preset
@@ -131,7 +132,7 @@ def load_denoiser(path: str | os.PathLike, preset: str | None = None,
     if is_model_folder(p):
         meta = read_model_meta(p)
         if resolution is not None:
-            cfg = _config_of(meta.get("model_config"), p / "config.json")
+            cfg = _config_of(meta.get("model_config"), unet_folder(p) / "config.json")
             resolution = served_resolution(cfg, resolution, str(p))
         den = _load_folder(p, preset, arch, ema, resolution, device)
         return replace(den, codec=codec_for(p, device))
@@ -163,7 +164,7 @@ def load_denoiser(path: str | os.PathLike, preset: str | None = None,
 
 def _load_folder(p: Path, preset, arch, ema, resolution, device) -> Denoiser:
     meta = read_model_meta(p)
-    diffusion = diffusion_of(meta.get("diffusion", {}), p / "config.json")
+    diffusion = diffusion_of(meta.get("diffusion", {}), unet_folder(p) / "config.json")
     model = load_pretrained(p, device=device)
     card = meta.get("card") or {}
     weights = card.get("weights")

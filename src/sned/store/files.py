@@ -266,9 +266,28 @@ RUN = OutputKind("a training run", ("checkpoints", "metrics.jsonl", "run_config.
                                     "tensorboard", "eval.jsonl", "autoencoder"),
                  marker=lambda f: any((f / n).exists() for n in
                                       ("checkpoints", "metrics.jsonl", "run_config.json")))
+def _is_sned_model(folder: Path) -> bool:
+    """A model folder of any layout sned writes: 0.1 (``"format": "sned-model"``), a diffusers
+    VideoUNet folder, or a pipeline folder whose ``model_index.json`` names library ``sned``."""
+    if has_format("config.json", "sned-model")(folder):
+        return True
+    for name, ok in (("config.json", lambda d: d.get("_class_name") == "VideoUNet"),
+                     ("model_index.json", lambda d: (d.get("unet") or [None])[0] == "sned")):
+        try:
+            data = json.loads((folder / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and ok(data):
+            return True
+    return False
+
+
 MODEL = OutputKind("a model folder", ("config.json", "model.safetensors", "README.md",
-                                      "arch.json", "autoencoder"),
-                   marker=has_format("config.json", "sned-model"), whole=True)
+                                      "arch.json", "autoencoder",
+                                      "diffusion_pytorch_model.safetensors", "model_index.json",
+                                      "unet", "scheduler", "vae", "ssr_unet", "text_encoder",
+                                      "tokenizer", "video.yaml"),
+                   marker=_is_sned_model, whole=True)
 AUTOENCODER = OutputKind("an autoencoder folder", ("config.json", "model.safetensors"),
                          marker=has_format("config.json", "sned-autoencoder"), whole=True)
 DIFFNAS = OutputKind("a DiffNAS run", ("state.json", "work", "search.json", "model", "retrain",
