@@ -314,6 +314,27 @@ TABLE: list[Case] = [
          setup=_copy("dn", "dn", lambda d: _stage_done("supernet", "search")(d) or
                      (d / "search.json").write_text(json.dumps(
                          {"subnet": {"arch": {"resolution": 16, "blocks": []}, "macs": 1}})))),
+    # 12. issue 28: inputs of every kind, overflowing numbers, silent results, links
+    Case("12-train-out-is-init-from-overwrite", ["train", "tiny-base", "--out", "{run}",
+                                                 "--init-from", "{run}", "--overwrite", *FAST],
+         ["--out {run}", "is the input {run}"]),
+    Case("12-memory-batch-overflow", ["memory", "tiny-base", "--batch",
+                                      "99999999999999999999999999"],
+         ["--batch 99999999999999999999999999"]),
+    Case("12-memory-device-memory-inf", ["memory", "tiny-base", "--device-memory", "inf"],
+         ["--device-memory inf"]),
+    Case("12-memory-frames-overflow", ["memory", "tiny-base", "--frames",
+                                       "99999999999999999999"], ["--frames 99999999999999999999"]),
+    Case("12-train-frames-overflow", ["train", "tiny-base", "--out", "{tmp}/x", "--steps", "1",
+                                      "model.frames=99999999999999999999"],
+         ["frames", "99999999999999999999"]),
+    Case("12-sample-presets-without-ssr", ["sample", "{run}", "--preset", "S,M", "--compile",
+                                           "--prompt", "x", "--out", "{tmp}/o"],
+         ["--preset S,M", "--ssr"]),
+    Case("12-extract-out-link-overwrite", ["extract", "{run}", "--preset", "S", "--out",
+                                           "{tmp}/link", "--overwrite"],
+         ["{tmp}/link", "symbolic link", "{model}"],
+         setup=lambda w, tmp: (tmp / "link").symlink_to(w["model"])),
 ]
 
 

@@ -177,7 +177,9 @@ class Arch:
         return Arch(self.resolution, blocks, self.config)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json(indent=1) + "\n")
+        from .store.files import atomic_write_text
+
+        atomic_write_text(path, self.to_json(indent=1) + "\n")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Arch":

@@ -407,7 +407,13 @@ def _typed(key: str, value: Any, tp: Any) -> Any:
         value = float(value)
     if not isinstance(value, tp) or (tp is not bool and isinstance(value, bool)):
         raise ConfigError(f"{key}: expected {_TYPE_NAMES[tp]} (got {value!r})")
+    if tp is int and not -MAX_INT <= value <= MAX_INT:
+        raise ConfigError(f"{key}: {value} is too large (an integer of at most {MAX_INT})")
     return value
+
+
+MAX_INT = 2 ** 63 - 1
+"""The largest integer a config or command-line value may hold (torch's int64)."""
 
 
 def read_yaml(path: Path, what: str = "config file") -> Any:

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from .arch import Arch, full_layout, resolve
@@ -41,8 +40,12 @@ from .store.files import (
     atomic_folder,
     check_output,
     check_state_dict,
+    expected_digest,
+    file_digest,
     load_safetensors,
     read_format_json,
+    save_safetensors,
+    write_json,
 )
 
 FORMAT = "sned-model"
@@ -175,6 +178,15 @@ def write_model(model: VideoUNet, folder: Path, extra: dict | None = None) -> No
         model.save_pretrained(folder, safe_serialization=True)
     finally:
         model.register_to_config(sned=before)
+    record_digests(folder / "config.json", folder.glob("*.safetensors"))
+
+
+def record_digests(config: Path, weights: Iterable[Path]) -> None:
+    """Add the digest of each weights file to ``config``'s ``sned.digests`` (what every load
+    verifies, :func:`sned.store.files.expected_digest`); ``config`` is rewritten atomically."""
+    raw = json.loads(config.read_text())
+    raw.setdefault("sned", {})["digests"] = {p.name: file_digest(p) for p in sorted(weights)}
+    write_json(config, raw, indent=2)
 
 
 def save_legacy(model: VideoUNet, folder: str | os.PathLike, extra: dict | None = None,
@@ -189,8 +201,8 @@ def save_legacy(model: VideoUNet, folder: str | os.PathLike, extra: dict | None 
             "arch": None if model.arch is None else model.arch.to_dict()}
     meta.update(extra or {})
     with atomic_folder(folder) as tmp:
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(state, tmp / LEGACY_WEIGHTS, metadata={"format": "pt"})
+        meta["digests"] = {LEGACY_WEIGHTS: save_safetensors(model.state_dict(),
+                                                            tmp / LEGACY_WEIGHTS)}
         (tmp / "config.json").write_text(json.dumps(meta, indent=1) + "\n")
         for name, text in (files or {}).items():
             (tmp / name).write_text(text)
@@ -225,20 +237,24 @@ def weights_file(folder: str | os.PathLike) -> Path:
     return sub / LEGACY_WEIGHTS if (sub / LEGACY_WEIGHTS).is_file() else sub / WEIGHTS
 
 
-def _read_weights(path: Path, device) -> dict:
+def _read_weights(path: Path, device, digests: dict | None, record: Path) -> dict:
     """The tensors of ``path``, or of every shard its diffusers index
     (``diffusion_pytorch_model.safetensors.index.json``, ``save_pretrained(max_shard_size=)``)
-    names when ``path`` itself is absent."""
+    names when ``path`` itself is absent; each file checked against the digest ``record``
+    lists for it in ``digests`` (None: an older folder, loaded with a note)."""
+    def load(file: Path) -> dict:
+        return load_safetensors(file, device, expected_digest(file, digests, record))
+
     index = path.with_name(path.name + ".index.json")
     if path.is_file() or not index.is_file():
-        return load_safetensors(path, device)
+        return load(path)
     try:
         shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{index}: not a safetensors shard index ({e})") from None
     state: dict = {}
     for name in shards:
-        state.update(load_safetensors(path.parent / name, device))
+        state.update(load(path.parent / name))
     return state
 
 
@@ -294,10 +310,10 @@ def load_pretrained(folder: str | os.PathLike, device: str | torch.device = "cpu
                       f"sned.save_pretrained(sned.load_pretrained(folder), new_folder)",
                       FutureWarning, stacklevel=2)
     weights = weights_file(folder)
-    state = _read_weights(weights, device)
+    state = _read_weights(weights, device, meta.get("digests"), cfg_path)
     extras = {k: v for k, v in meta.items()
               if k not in ("format", "format_version", "model_config", "supernet", "arch",
-                           "layout")}
+                           "layout", "digests")}
     with torch.device("meta"):
         model = VideoUNet(cfg, arch, supernet=bool(meta.get("supernet")), sned=extras)
     check_state_dict(model.state_dict(), state, str(weights), str(cfg_path))

@@ -18,19 +18,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from torch import Tensor
 
 from ..arch import ResolutionError, check_resolution
 from ..config import ConfigError
-from ..store.checkpoint import read_state, resolve_checkpoint
+from ..store.checkpoint import load_checkpoint_file, read_state, resolve_checkpoint
 from ..store.files import (
     CheckpointError,
     atomic_folder,
     check_state_dict,
+    expected_digest,
     file_sha256,
     load_safetensors,
     read_format_json,
+    save_safetensors,
 )
 from .autoencoder import (
     AutoencoderConfig,
@@ -132,7 +133,7 @@ def save_autoencoder(ae: VideoAutoencoder, folder: str | os.PathLike,
             **(extra or {})}
     folder = Path(folder)
     with atomic_folder(folder) as tmp:
-        save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
+        meta["digests"] = {"model.safetensors": save_safetensors(state, tmp / "model.safetensors")}
         (tmp / "config.json").write_text(json.dumps(meta, indent=1) + "\n")
     return folder
 
@@ -191,7 +192,8 @@ def load_autoencoder(path: str | os.PathLike, device: str | torch.device = "cpu"
         meta = read_format_json(p / "config.json", FORMAT, "sned autoencoder folder")
         cfg = _config(meta.get("autoencoder_config"), p / "config.json")
         parts = tuple(meta.get("parts") or ("encoder", "decoder"))
-        state = load_safetensors(p / "model.safetensors", device)
+        state = load_safetensors(p / "model.safetensors", device, expected_digest(
+            p / "model.safetensors", meta.get("digests"), p / "config.json"))
         try:
             stats = None if not meta.get("latent") else LatentStats(**meta["latent"])
         except TypeError as e:
@@ -214,9 +216,9 @@ def load_autoencoder(path: str | os.PathLike, device: str | torch.device = "cpu"
                               f"{model_raw.get('name', 'a non-autoencoder model')!r}, not of an "
                               f"autoencoder")
     cfg = _config(model_raw, folder / "state.json")
-    weights = load_safetensors(folder / "model.safetensors", device)
+    weights = load_checkpoint_file(folder / "model.safetensors", device)
     if ema and (folder / "ema.safetensors").is_file():
-        weights.update(load_safetensors(folder / "ema.safetensors", device))
+        weights.update(load_checkpoint_file(folder / "ema.safetensors", device))
     state = {k[3:]: v for k, v in weights.items() if k.startswith("ae.")}
     return _build(cfg, ("encoder", "decoder"), state, str(folder), device), None
 

@@ -242,6 +242,10 @@ def load_cascade(model: str | os.PathLike, ssr: str | os.PathLike | None = None,
     if base.codec is not None:
         return _latent_base(base, model, ssr, presets[0], arch, resolution), []
     if ssr is None:
+        if len(presets) > 1:
+            raise CascadeError(f"--preset {','.join(str(p) for p in presets)}: one preset per "
+                               f"stage, but {model} is sampled alone (no --ssr); give one "
+                               f"preset, or add --ssr for the others")
         base_res = base.resolution or base.config.resolutions[0]
         if resolution is not None and resolution != base_res:
             raise CascadeError(f"{model} generates {base_res}px; resolution {resolution} needs "
@@ -251,6 +255,11 @@ def load_cascade(model: str | os.PathLike, ssr: str | os.PathLike | None = None,
     resolutions, _ = cascade_resolutions(Stage.from_denoiser(base), Stage.from_denoiser(probe),
                                          resolution)
     steps = resolutions[1:]
+    if len(presets) > 1 + len(steps):
+        raise CascadeError(f"--preset {','.join(str(p) for p in presets)}: {len(presets)} "
+                           f"presets for a cascade of {1 + len(steps)} stage(s) (base + "
+                           f"{len(steps)} SSR step(s) to {resolutions[-1]} px); give at most "
+                           f"{1 + len(steps)}")
     per_stage = presets[1:] if len(presets) > 1 else presets
     per_stage = (per_stage + [per_stage[-1]] * len(steps))[:len(steps)]
     if not probe.model.is_supernet:
