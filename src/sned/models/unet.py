@@ -308,7 +308,8 @@ class VideoUNet(ModelMixin, ConfigMixin):
                    frames: int, layouts: list[BlockLayout] | None) -> Tensor:
         layout = None if layouts is None else layouts[i]
         block = self.blocks[i]
-        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+        ckpt = self.gradient_checkpointing  # True, False or the checkpointed block indices
+        if (ckpt is True or (ckpt and i in ckpt)) and self.training and torch.is_grad_enabled():
             return checkpoint(block, h, emb, context, mask, frames, layout, use_reentrant=False)
         return block(h, emb, context, mask, frames, layout)
 

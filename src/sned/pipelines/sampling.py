@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ..arch import Arch
-from ..device import sampling_autocast
+from ..device import matmul_weights_in, sampling_autocast
 from ..diffusion import SAMPLERS, DiffusionConfig, Objective, make_scheduler
 from ..models.unet import VideoUNet
 
@@ -217,6 +217,9 @@ def sample(model: VideoUNet, text_embeds: Tensor, text_mask: Tensor | None = Non
 
     was_training = model.training
     model.eval()
+    # linear/conv weights cast to the autocast dtype once, not in every step (same outputs)
+    cast = matmul_weights_in(model, amp, keep=not model.is_supernet)
+    cast.__enter__()
     try:
         bar = tqdm(sched.timesteps, desc=desc or f"{cfg.name} {scheduler}", disable=not progress,
                    leave=False)
@@ -233,6 +236,7 @@ def sample(model: VideoUNet, text_embeds: Tensor, text_mask: Tensor | None = Non
             x = sched.step(out, t, x, generator=gens).prev_sample
         bar.close()
     finally:
+        cast.__exit__(None, None, None)
         model.train(was_training)
     if cfg.kind == "ssr":  # a residual model sampled (x − up(lowres)) / s
         x = Objective.ssr_output(x, lowres.to(device, torch.float32), cfg.residual_scale)

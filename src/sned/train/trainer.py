@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from diffusers.training_utils import EMAModel
 from torch import Tensor
 
 from ..arch import Arch
@@ -42,6 +43,7 @@ from .arch_sampler import Floors
 from .config import RunConfig
 from .data import make_loader, num_workers
 from .lr_schedule import lr_factor
+from .ema import LerpEMA
 from .masked_adamw import ActivityTracker, MaskedAdamW
 from .memory import resolve_checkpointing
 from .metrics_log import MetricsLog
@@ -116,8 +118,9 @@ class Trainer:
                                             allow_world_change)
         if self.cfg.deterministic:
             torch.use_deterministic_algorithms(True)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = False  # shapes change every step
+        if self.device.type == "cuda":  # shapes change every step, unless one arch is trained
+            torch.backends.cudnn.benchmark = (self.cfg.fixed_arch is not None
+                                              and not self.cfg.deterministic)
         apply_tf32(tf32_flags(self.cfg.allow_tf32, self.device.type))
         _seed_global_rngs(self.cfg.seed)  # restored on resume; python/numpy are saved too
 
@@ -139,17 +142,18 @@ class Trainer:
         opt_kw = dict(lr=self.cfg.lr, betas=self.cfg.betas, eps=self.cfg.eps,
                       weight_decay=self.cfg.weight_decay)
         owned = list(self.parallel.optimizer_params(local=self.cfg.exact_freeze).values())
+        legacy = self.cfg.update_impl == "legacy"
         self.optimizer = (MaskedAdamW(owned, **opt_kw,
-                                      per_element=self.cfg.adam_counts == "element")
+                                      per_element=self.cfg.adam_counts == "element",
+                                      impl="slices" if legacy else "fused")
                           if self.cfg.exact_freeze else torch.optim.AdamW(owned, **opt_kw))
         self.tracker = ActivityTracker(self.model) if self.cfg.exact_freeze else None
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(
             self.cfg.lr_schedule, self.cfg.steps, self.cfg.lr_warmup_steps, self.cfg.lr_floor))
         self.ema = None
-        if self.cfg.ema_decay > 0:
-            from diffusers.training_utils import EMAModel
-
-            self.ema = EMAModel(params, decay=self.cfg.ema_decay, foreach=True)
+        if self.cfg.ema_decay > 0:  # diffusers' EMAModel; fused: updated by one lerp
+            self.ema = (EMAModel if legacy else LerpEMA)(params, decay=self.cfg.ema_decay,
+                                                         foreach=True)
         self.text = None
         self.step = 0
         self.nan_streak = 0
@@ -206,7 +210,9 @@ class Trainer:
             return StepResult(mean_loss, res, archs, floors, cost.params, cost.macs,
                               float("nan"), skipped=True, losses=losses, train_macs=spent)
         grad_norm = self._clip()
-        if self.tracker is not None:
+        if self.tracker is not None and self.parallel.mode != "fsdp":
+            self.optimizer.step(boxes=self.tracker.extents)  # masks cached per region
+        elif self.tracker is not None:  # local index boxes of each rank's shard
             self.optimizer.step(regions=self.parallel.step_regions(self.tracker.regions()))
         else:
             self.parallel.step_regions(None)
@@ -220,29 +226,36 @@ class Trainer:
     # ------------------------------------------------------- the context tasks build steps from
     def noised_inputs(self, video: Tensor, emb: Tensor, mask: Tensor, micro: int):
         """Noise, timesteps, caption dropout and (SSR) the augmented low-res condition of
-        micro-batch ``micro`` of this step (seeded by run seed, step, rank and ``micro``).
+        micro-batch ``micro`` of this step, drawn ON THE DEVICE by a generator seeded with run
+        seed, step, rank and ``micro`` (a pure function of them: a resumed run draws the same
+        numbers bitwise; no host→device copy in the step).
 
         ``video`` (B, C, T, H, W) on the device, ``emb`` (B, L, D), ``mask`` (B, L) →
         (forward kwargs, target like ``video``, timesteps (B,))."""
-        g = torch.Generator().manual_seed(_seed(self.cfg.seed, self.step, self.rank, micro))
-        b = video.shape[0]
-        t = torch.randint(0, self.run.diffusion.num_train_timesteps, (b,), generator=g)
-        noise = torch.randn(video.shape, generator=g)
-        keep_text = torch.rand(b, generator=g) >= self.cfg.cfg_drop_prob
-        t, noise = t.to(self.device), noise.to(self.device)
+        g = self.generator(micro)
+        b, dev = video.shape[0], self.device
+        t = torch.randint(0, self.run.diffusion.num_train_timesteps, (b,), generator=g,
+                          device=dev)
+        noise = torch.randn(video.shape, generator=g, device=dev)
+        keep_text = torch.rand(b, generator=g, device=dev) >= self.cfg.cfg_drop_prob
         ssr = self.run.model.kind == "ssr"
         if ssr:  # low: the condition (upsampled, then noised below); video: what is diffused
             low, video = self.objective.ssr_pair(video, self.run.model.residual_scale)
         xt, target = self.objective.noisy(video, noise, t)
         inputs = {"sample": xt, "timestep": t, "encoder_hidden_states": emb,
-                  "encoder_attention_mask": mask & keep_text.to(self.device)[:, None]}
+                  "encoder_attention_mask": mask & keep_text[:, None]}
         if ssr:
-            level = torch.rand(b, generator=g)
-            low_noise = torch.randn(video.shape, generator=g).to(self.device)
-            inputs["lowres"] = self.objective.augment_lowres(low, level.to(self.device),
-                                                             low_noise)
-            inputs["noise_aug_level"] = level.to(self.device)
+            level = torch.rand(b, generator=g, device=dev)
+            low_noise = torch.randn(video.shape, generator=g, device=dev)
+            inputs["lowres"] = self.objective.augment_lowres(low, level, low_noise)
+            inputs["noise_aug_level"] = level
         return inputs, target, t
+
+    def generator(self, micro: int) -> torch.Generator:
+        """The device generator of micro-batch ``micro`` of this step (seeded by run seed,
+        step, rank and ``micro``; seeding a CUDA generator reads nothing from the device)."""
+        return torch.Generator(device=self.device).manual_seed(
+            _seed(self.cfg.seed, self.step, self.rank, micro))
 
     def _agree(self, losses: Tensor) -> tuple[bool, Tensor]:
         """Whether every rank's losses are finite (skip the update otherwise) and the mean
@@ -488,6 +501,8 @@ class Trainer:
         state = load_training_state(folder, self.model, self.optimizer, self.ema,
                                     self.lr_scheduler,
                                     None if self.parallel.mode == "none" else self.parallel)
+        if isinstance(self.optimizer, MaskedAdamW):
+            self.optimizer.convert_states()  # an older run's full-size counts: compact now
         self.step = int(state["step"])
         self.init_record = state.get("init_from")
         self.nan_skipped = int(state.get("nan_skipped", 0))
