@@ -8,7 +8,8 @@ import json
 import re
 from pathlib import Path
 
-from ..app.evaluation import EvalSettings, check_metrics, evaluate_autoencoder, evaluate_preset
+from ..app.evaluation import (EvalSettings, check_metrics, evaluate_autoencoder,
+                              evaluate_preset, per_timestep_profile)
 from ..data.heldout import describe_source, resolve_data
 from ..device import resolve_device
 from ..extract import is_model_folder, read_model_meta
@@ -19,6 +20,8 @@ from ..pipelines.loading import load_cascade, load_denoiser
 from ..report import write_report
 from ..search import Constraints, save_arch
 from ..search.driver import search_denoiser
+from ..search.profile import plot_profile, profile_rows
+from ..space import parse_preset
 from ..store.checkpoint import read_state, resolve_checkpoint
 from ..store.files import EVALUATION, SEARCH, check_output
 from . import args as check
@@ -135,6 +138,14 @@ def evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
                    help="override the run's data config for the held-out real set (root=, "
                         "val_fraction=, kind=, ...)")
+    p.add_argument("--per-timestep", action="store_true",
+                   help="also the held-out val loss of every preset per timestep bucket, on "
+                        "the same (clip, t, noise) pairs, with 95 %% intervals: "
+                        "OUT/per_timestep.json / .png and a report section (base model)")
+    p.add_argument("--buckets", type=int, default=10, help="timestep buckets of --per-timestep")
+    p.add_argument("--pairs-per-clip", type=int, default=8,
+                   help="(t, noise) draws per held-out clip of --per-timestep (pairs = "
+                        "--n-videos x this)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True)
 
@@ -142,8 +153,12 @@ def evaluate_args(p: argparse.ArgumentParser) -> None:
 def check_evaluate_args(args: argparse.Namespace) -> tuple[list[str | None], list[str]]:
     """Every cheap check of ``sned evaluate``; returns (presets, metrics). Presets default to
     S, M, L, B for a supernet and ``[None]`` (the model itself) for an extracted folder."""
-    metrics = check.names("--metrics", args.metrics)
+    metrics = [] if args.metrics == "none" else check.names("--metrics", args.metrics)
     check_metrics(metrics)
+    if not metrics and not args.per_timestep:
+        raise ValueError("--metrics none: nothing to measure (add --per-timestep)")
+    check.at_least("--buckets", args.buckets, 1)
+    check.at_least("--pairs-per-clip", args.pairs_per_clip, 1)
     if args.presets is not None:
         presets = check.names("--presets", args.presets)
     else:
@@ -179,7 +194,7 @@ def check_autoencoder_args(args: argparse.Namespace) -> None:
              "--metrics": args.metrics != DEFAULT_METRICS, "--runs": args.runs != 1,
              "--steps": args.steps != 50, "--cfg": args.cfg != 5.0, "--batch": args.batch != 16,
              "--i3d": args.i3d is not None, "--random-features": args.random_features,
-             "--data": bool(args.data)}
+             "--data": bool(args.data), "--per-timestep": args.per_timestep}
     for option, used in given.items():
         if used:
             raise ValueError(f"{option}: {args.checkpoint} is an autoencoder; its evaluation is "
@@ -236,11 +251,19 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if detector is not None and frames < DEFAULT_MIN_FRAMES:
         raise ValueError(f"--frames: {args.checkpoint} generates {frames} frames by default; "
                          f"FVD/KVD need at least {DEFAULT_MIN_FRAMES} (pass --frames)")
+    sections, profile_note = [], ""
+    if args.per_timestep:  # the base denoiser loaded for the first preset serves every preset
+        section, profile_note = _per_timestep(args, first[0], presets, settings, out)
+        sections.append(section)
     rows = []
-    for i, preset in enumerate(presets):
+    for i, preset in enumerate(presets if metrics else []):
         base, ssr = first if i == 0 else cascade(preset)
         rows += evaluate_preset(preset or base.label, base, ssr, settings)
         first = None
+    if not rows:  # --metrics none: the profile alone
+        write_report(out, "sned evaluate", profile_note, sections)
+        print(profile_note)
+        return 0
     res = rows[-1]["resolution"]
     real = describe_source(settings.held_out(args.n_videos, frames, res).source)
     det = "" if detector is None else (f"; FVD/KVD detector: {detector.name} (sha256 "
@@ -255,11 +278,43 @@ def run_evaluate(args: argparse.Namespace) -> int:
         "rows": rows, "note": note, "random_features": random,
         "detector": None if detector is None else detector.record(),
         "real_data": settings.real_data}, indent=1))
-    write_report(out, "sned evaluate", note, [{"title": f"{res}x{res}", "rows": rows}])
+    write_report(out, "sned evaluate", note, [{"title": f"{res}x{res}", "rows": rows}] + sections)
     for row in rows:
         print(json.dumps(row))
     print(note)
     return 0
+
+
+def _per_timestep(args, den, presets: list, settings: EvalSettings, out: Path
+                  ) -> tuple[dict, str]:
+    """``--per-timestep``: the base denoiser's presets (B last: the reference of the paired
+    differences) on the same held-out pairs; writes ``per_timestep.json`` / ``.png`` and
+    returns the report section and a one-line summary."""
+    res = den.resolution or den.config.resolutions[0]
+    frames = args.frames or None
+    if den.codec is not None and frames is not None:
+        frames = den.codec.latent_frames(frames)
+    frames = frames or den.config.frames
+    if den.arch is None:  # an extracted model: itself
+        archs = {den.label: None}
+    else:
+        labels = [parse_preset(p)[0] for p in presets]
+        labels = sorted(dict.fromkeys(labels), key=lambda k: k == "B")
+        archs = {k: den.space.preset(k, res) for k in labels}
+    profile = per_timestep_profile(den, archs, settings, res, frames, args.buckets,
+                                   args.pairs_per_clip, args.n_videos)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "per_timestep.json").write_text(json.dumps(profile, indent=1))
+    plot_profile(out / "per_timestep.png", profile)
+    rows, cols = profile_rows(profile)
+    text = (f"Held-out validation loss of the base denoiser per bucket of training timesteps "
+            f"({profile['pairs']} (clip, t, noise) pairs: {args.n_videos} clips x "
+            f"{args.pairs_per_clip}, the same for every model), mean [95 % interval]; the plot's "
+            f"right panel is the paired difference to {profile['reference']}. Sampling runs "
+            f"from high t (noise) to low t.")
+    note = f"per-timestep profile: {out / 'per_timestep.json'}"
+    return ({"title": "Per-timestep validation loss", "text": text, "rows": rows,
+             "columns": cols, "images": ["per_timestep.png"]}, note)
 
 
 def _is_extracted(path: str) -> bool:
