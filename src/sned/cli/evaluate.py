@@ -19,7 +19,7 @@ from ..models.codec import is_autoencoder_folder, load_autoencoder, served_resol
 from ..pipelines.loading import load_cascade, load_denoiser
 from ..report import write_report
 from ..search import Constraints, save_arch
-from ..search.driver import search_denoiser
+from ..search.driver import search_denoiser, search_schedule_denoiser
 from ..search.profile import plot_profile, profile_rows
 from ..space import parse_preset
 from ..store.checkpoint import read_state, resolve_checkpoint
@@ -35,7 +35,8 @@ def search_args(p: argparse.ArgumentParser) -> None:
                    help="resolution in pixels (latent supernets: the video's)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--max-params", type=float, help="parameter budget (e.g. 1.5e6)")
-    g.add_argument("--max-macs", type=float, help="MACs budget per forward (batch 1)")
+    g.add_argument("--max-macs", help="MACs budget per forward (batch 1), or with "
+                   "--schedule-segments of the whole sampling trajectory; N%% = N %% of B's")
     g.add_argument("--max-latency-ms", type=float, help="measured denoiser latency budget")
     p.add_argument("--budget", type=int, default=100, help="distinct archs evaluated per method")
     p.add_argument("--population", type=int, default=16)
@@ -49,7 +50,38 @@ def search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-arch", action="append", default=[], metavar="NAME=RANK",
                    help="save the front's point RANK (0 = cheapest) as OUT/NAME.json")
+    p.add_argument("--schedule-segments", type=int, metavar="K",
+                   help="search a sampling schedule instead: an arch per each of K runs of "
+                        "consecutive sampler steps, under --max-macs of the whole trajectory "
+                        "(schedules.json, best.json for sned sample --schedule)")
+    p.add_argument("--steps", type=int, default=50, help="sampler steps of the trajectory "
+                                                        "(--schedule-segments)")
+    p.add_argument("--scheduler", default="ddim", choices=["ddim", "dpm", "ddpm"],
+                   help="sampler of the trajectory (--schedule-segments)")
+    p.add_argument("--pairs-per-clip", type=int, default=8,
+                   help="(t, noise) draws per held-out clip (--schedule-segments)")
+    p.add_argument("--levels", type=int, default=3,
+                   help="per-forward MACs caps per segment the evolution runs under "
+                        "(--schedule-segments); --budget is split over them")
     p.add_argument("--out", required=True, help="output folder (pareto.json, pareto.png)")
+
+
+def parse_macs(text: str | None) -> tuple[float | None, float | None]:
+    """``--max-macs``: (absolute, None) for a number, (None, fraction) for ``N%`` (of B's)."""
+    if text is None:
+        return None, None
+    t = text.strip()
+    try:
+        if t.endswith("%"):
+            f = float(t[:-1]) / 100
+            check.above("--max-macs", f, 0)
+            return None, f
+        v = float(t)
+    except ValueError:
+        raise ValueError(f"--max-macs {text!r}: expected a number (e.g. 4e9) or a percentage "
+                         f"of B's (e.g. 60%)") from None
+    check.above("--max-macs", v, 0)
+    return v, None
 
 
 def parse_save_arch(items: list[str], budget: int) -> list[tuple[str, int]]:
@@ -74,8 +106,23 @@ def check_search_args(args: argparse.Namespace) -> list[tuple[str, int]]:
     check.at_least("--population", args.population, 2)
     check.at_least("--n-videos", args.n_videos, 1)
     check.at_least("--frames", args.frames, 1)
-    for opt in ("max_params", "max_macs", "max_latency_ms"):
+    for opt in ("max_params", "max_latency_ms"):
         check.above(f"--{opt.replace('_', '-')}", getattr(args, opt), 0)
+    parse_macs(args.max_macs)
+    if args.schedule_segments is not None:
+        check.at_least("--schedule-segments", args.schedule_segments, 1)
+        check.at_least("--steps", args.steps, 1)
+        check.at_least("--pairs-per-clip", args.pairs_per_clip, 1)
+        check.at_least("--levels", args.levels, 1)
+        if args.schedule_segments > args.steps:
+            raise ValueError(f"--schedule-segments {args.schedule_segments}: more segments than "
+                             f"--steps {args.steps}")
+        for option, value in (("--max-params", args.max_params),
+                              ("--max-latency-ms", args.max_latency_ms),
+                              ("--save-arch", args.save_arch or None)):
+            if value is not None:
+                raise ValueError(f"{option}: a schedule search caps the trajectory's MACs "
+                                 f"(--max-macs)")
     return parse_save_arch(args.save_arch, args.budget)
 
 
@@ -93,10 +140,29 @@ def run_search(args: argparse.Namespace) -> int:
     if den.codec is not None:  # latent supernet: --frames are video frames
         frames = to_latent(den.config, None, frames)[1]
     den = den.at(res)  # loaded once (the weights are the same at every resolution)
+    macs, macs_fraction = parse_macs(args.max_macs)
+    if args.schedule_segments is not None:
+        if den.codec is not None:
+            raise ValueError(f"--schedule-segments: {args.checkpoint} is a latent model; "
+                             f"sampling schedules are for pixel models")
+        summary = search_schedule_denoiser(
+            den, out, res, args.schedule_segments, max_macs=macs,
+            max_macs_fraction=macs_fraction, scheduler=args.scheduler, steps=args.steps,
+            budget=args.budget, levels=args.levels, n_videos=args.n_videos,
+            pairs_per_clip=args.pairs_per_clip, frames=frames, data=data, seed=args.seed)
+        print(json.dumps({"best": summary["best"] and {k: summary["best"][k] for k in
+                                                       ("label", "macs", "fraction_of_B",
+                                                        "mean", "ci95")},
+                          "front": len(summary["front"]), "B_macs": summary["B_macs"],
+                          "out": str(out)}))
+        return 0
+    if macs_fraction is not None:
+        macs = macs_fraction * den.space.cost(den.space.largest_under_cap(res), res,
+                                              frames).macs
     summary, front = search_denoiser(
         den, out, res, budget=args.budget, population=args.population,
         n_videos=args.n_videos, frames=frames,
-        constraints=Constraints(args.max_params, args.max_macs, args.max_latency_ms),
+        constraints=Constraints(args.max_params, macs, args.max_latency_ms),
         random_baseline=not args.no_random, seed=args.seed, data=data)
     for name, idx in save:
         if idx >= len(front):
