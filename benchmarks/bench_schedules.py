@@ -43,7 +43,7 @@ from sned.pipelines import sample
 from sned.pipelines.loading import load_denoiser
 from sned.schedule import Schedule, Segment, sampler_timesteps, trajectory_macs
 from sned.schedule_folder import export_schedule
-from sned.search.profile import mean_ci
+from sned.search.profile import mean_ci, plot_profile, timestep_profile
 from sned.search.proxy import heldout_proxy
 from sned.search.schedules import (TrajectoryObjective, arch_label, merge_fronts,
                                    search_schedule, step_cells)
@@ -206,6 +206,9 @@ def main(argv=None) -> int:
             f"{secs:.1f} s")
         return row
 
+    profile = timestep_profile(eval_proxy, {p: space.preset(p, res) for p in "SMLB"}, buckets=5)
+    plot_profile(Path(args.out).with_name(Path(args.out).stem + "_profile.png"), profile)
+    say("per-timestep profile done")
     b_row = measure("B", b_sched)
     caps = []
     for c in [float(x) for x in args.caps.split(",")]:
@@ -284,7 +287,7 @@ def main(argv=None) -> int:
            "prompts": len(prompts), "B_macs": b_macs, "smallest_fraction_of_B": smallest, "B": clean(b_row),
            "caps": [{**{k: v for k, v in e.items() if k != "rows"},
                      "rows": [clean(r) for r in e["rows"]]} for e in caps],
-           "goal": goal, "wall_s": time.perf_counter() - t_start}
+           "profile": profile, "goal": goal, "wall_s": time.perf_counter() - t_start}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(doc, indent=1, default=float) + "\n")
     say(f"wrote {args.out} in {doc['wall_s']:.0f} s")
