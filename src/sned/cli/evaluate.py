@@ -311,6 +311,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
                             ema=args.ema, device=device)
 
     first = cascade(presets[0])
+    if first[0].schedule is not None:
+        raise ValueError(f"{args.checkpoint} is an extracted sampling schedule; sned evaluate "
+                         f"measures a supernet's presets or one extracted subnet "
+                         f"(benchmarks/bench_schedules.py measures schedules)")
     codec = first[0].codec
     frames = args.frames or (first[0].config.frames if codec is None
                              else codec.pixel_frames(first[0].config.frames))
