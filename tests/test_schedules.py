@@ -77,7 +77,7 @@ def test_two_segments_switch_exactly_at_the_boundary(tiny_base, text, space, bou
 
 def test_spec_json_and_schedule_round_trip(space, tmp_path):
     sched = resolve_schedule("S:0-400,0.75:400-700,B:700-1000", space, 1000)
-    assert sched.label == "S0-400+0.75400-700+B700-1000"
+    assert sched.label == "S@0-400+0.75@400-700+B@700-1000"
     sched.save(tmp_path / "s.json")
     again = resolve_schedule(str(tmp_path / "s.json"), space, 1000)
     assert again == sched
@@ -135,7 +135,7 @@ def test_cli_sample_with_a_schedule_writes_labelled_files(run_dir, tmp_path, cap
                  "a red circle", "--steps", "2", "--frames", "2", "--formats", "gif",
                  "--out", str(out)]) == 0
     files = json.loads(capsys.readouterr().out)["files"]
-    assert [p.split("/")[-1] for p in files] == ["a-red-circle_S0-500+B500-1000_16px_seed0.gif"]
+    assert [p.split("/")[-1] for p in files] == ["a-red-circle_S@0-500+B@500-1000_16px_seed0.gif"]
 
 
 def test_extracted_schedule_folder_stores_the_union_once_and_samples_the_same(run_dir, tmp_path,
@@ -156,7 +156,7 @@ def test_extracted_schedule_folder_stores_the_union_once_and_samples_the_same(ru
         assert all(torch.equal(x, y) for x, y in zip(ref.state_dict().values(),
                                                       model.state_dict().values()))
     folder = load_denoiser(out)
-    assert folder.schedule == den.schedule and folder.label == "S0-600+B600-1000"
+    assert folder.schedule == den.schedule and folder.label == "S@0-600+B@600-1000"
     a = sample(den.model, *text, schedule=den.schedule, diffusion=den.diffusion, steps=3,
                seed=1, **KW)
     c = sample(folder.model, *text, schedule=folder.schedule, diffusion=folder.diffusion,
@@ -164,7 +164,7 @@ def test_extracted_schedule_folder_stores_the_union_once_and_samples_the_same(ru
     torch.testing.assert_close(a, c, atol=1e-5, rtol=0)
     assert main(["sample", str(out), "--prompt", "x", "--steps", "2", "--frames", "2",
                  "--formats", "gif", "--out", str(tmp_path / "v")]) == 0
-    assert "S0-600+B600-1000" in capsys.readouterr().out
+    assert "S@0-600+B@600-1000" in capsys.readouterr().out
     assert main(["sample", str(out), "--preset", "S", "--prompt", "x", "--out",
                  str(tmp_path / "w")]) == 2
     assert "runs its own schedule" in capsys.readouterr().err
@@ -204,7 +204,7 @@ def test_schedule_load_cascade_and_api_errors(run_dir, tiny_base, text, space):
     base, _ = load_cascade(run_dir, schedules=["S:0-500,B:500-1000"])
     assert base.arch is None
     assert base.schedule.archs() == [base.space.preset("S"), base.space.preset("B")]
-    assert base.schedule.label == "S0-500+B500-1000"
+    assert base.schedule.label == "S@0-500+B@500-1000"
     sched = resolve_schedule("S:0-1000", space, 1000)
     with pytest.raises(ValueError, match="not both"):
         sample(tiny_base, *text, arch=space.preset("S"), schedule=sched, steps=1, **KW)

@@ -339,7 +339,7 @@ def test_schedule_search_cli_finds_a_schedule_under_the_cap(tmp_path, capsys):
     obj = TrajectoryObjective(heldout_proxy(den.model, den.diffusion, 16, 4, pairs_per_clip=4), ts)
     assert obj.evaluate(sched)["mean"] == pytest.approx(best["mean"], rel=1e-5)
     for p in doc["presets"]:  # the presets as one-arch schedules on the same pairs
-        one = resolve_schedule(f"{p['label'].split('0-')[0]}:0-1000", den.space, 1000)
+        one = resolve_schedule(f"{p['label'].split('@')[0]}:0-1000", den.space, 1000)
         assert obj.evaluate(one)["mean"] == pytest.approx(p["mean"], rel=1e-5)
     assert (out / "schedule_pareto.png").is_file() and "Pareto" in (out / "report.md").read_text()
     assert main(["sample", str(run), "--schedule", str(out / "best.json"), "--prompt", "x",

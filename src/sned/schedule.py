@@ -79,8 +79,8 @@ class Schedule:
 
     @property
     def label(self) -> str:
-        """File-name-safe name, e.g. ``S0-400+B400-1000``."""
-        return "+".join(f"{s.label}{s.start}-{s.end}" for s in self.segments)
+        """File-name-safe name, e.g. ``S@0-400+B@400-1000``."""
+        return "+".join(f"{s.label}@{s.start}-{s.end}" for s in self.segments)
 
     def arch_at(self, t: int) -> Arch:
         """The arch that runs at training timestep ``t``."""

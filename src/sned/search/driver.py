@@ -155,7 +155,7 @@ def _plot_schedule_front(path: Path, front: list[dict], presets: list[dict], b_m
                           [r["ci95"][1] - r["mean"] for r in rows]], fmt=style, ms=4,
                     capsize=2, label=name)
     for r in presets:
-        ax.annotate(r["label"].rstrip("0123456789-"), (100 * r["fraction_of_B"], r["mean"]),
+        ax.annotate(r["label"].split("@")[0], (100 * r["fraction_of_B"], r["mean"]),
                     textcoords="offset points", xytext=(4, 4), fontsize=8)
     if cap:
         ax.axvline(100 * cap / b_macs, color="grey", lw=0.8, ls=":", label="cap")
