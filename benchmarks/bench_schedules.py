@@ -16,7 +16,7 @@ trajectory proxy with a 95 % interval and the paired difference to B and to the 
 ≥ 64 prompts (the held-out clips' captions) sampled from the same noise as B: PSNR against B's
 video (per-prompt paired differences), caption accuracy with Wilson intervals, and the
 measured sampling time. The storage of each searched schedule as a folder (union of its
-subnets stored once, :mod:`sned.schedule_folder`) is measured against its subnets stored whole.
+subnets stored once, :mod:`sned.schedule.folder`) is measured against its subnets stored whole.
 
     python benchmarks/bench_schedules.py --run /tmp/sched-run --out docs/results/schedules.json
 """
@@ -42,7 +42,7 @@ from sned.metrics.consistency import psnr
 from sned.pipelines import sample
 from sned.pipelines.loading import load_denoiser
 from sned.schedule import Schedule, Segment, sampler_timesteps, trajectory_macs
-from sned.schedule_folder import export_schedule
+from sned.schedule.folder import export_schedule
 from sned.search.profile import mean_ci, plot_profile, timestep_profile
 from sned.search.proxy import heldout_proxy
 from sned.search.schedules import (TrajectoryObjective, arch_label, merge_fronts,

@@ -15,7 +15,7 @@ from sned.pipelines import Stage, generate, sample
 from sned.pipelines.loading import load_cascade, load_denoiser
 from sned.schedule import (Schedule, ScheduleError, parse_schedule, resolve_schedule,
                            sampler_timesteps, trajectory_macs)
-from sned.schedule_folder import load_schedule_folder, union_arch
+from sned.schedule.folder import load_schedule_folder, union_arch
 from sned.space import SearchSpace
 from sned.train.config import load_run_config
 from sned.train.trainer import Trainer

@@ -16,7 +16,7 @@ from ..extract import export_subnet, extract, refuse_existing
 from ..pipelines.compiled import compile_model
 from ..pipelines.generation import FORMATS, generate_videos
 from ..pipelines.loading import load_cascade, load_denoiser
-from ..schedule_folder import ScheduledSubnets, export_schedule
+from ..schedule.folder import ScheduledSubnets, export_schedule
 from ..store.files import SAMPLES, check_output
 from . import args as check
 from .args import add_weights_args

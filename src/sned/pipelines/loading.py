@@ -30,7 +30,7 @@ from ..extract import extract, is_model_folder, load_pretrained, read_model_meta
 from ..models.codec import codec_for, is_autoencoder_folder, served_resolution
 from ..models.unet import VideoUNet
 from ..schedule import Schedule, resolve_schedule
-from ..schedule_folder import is_schedule_folder, load_schedule_folder
+from ..schedule.folder import is_schedule_folder, load_schedule_folder
 from ..space import SearchSpace, parse_preset
 from ..store.checkpoint import load_weights, read_state, resolve_checkpoint
 from ..store.files import CheckpointError

@@ -27,7 +27,7 @@ from ..device import sampling_autocast
 from ..diffusion import SAMPLERS, DiffusionConfig, Objective, make_scheduler
 from ..models.unet import VideoUNet
 from ..schedule import Schedule, ScheduleError
-from ..schedule_folder import ScheduledSubnets
+from ..schedule.folder import ScheduledSubnets
 
 __all__ = ["SeedLike", "default_resolution", "generators", "initial_noise", "sample"]
 
@@ -158,7 +158,7 @@ def sample(model: VideoUNet, text_embeds: Tensor, text_mask: Tensor | None = Non
 
     Args:
         model: a supernet (pass ``arch`` or ``schedule``), an extracted model (neither), or the
-            :class:`~sned.schedule_folder.ScheduledSubnets` of a schedule folder (its
+            :class:`~sned.schedule.folder.ScheduledSubnets` of a schedule folder (its
             ``schedule``); base or SSR.
         text_embeds: (B, L, text_dim) token embeddings of B captions.
         text_mask: (B, L) bool, True = real token (None = all real). The unconditional branch of

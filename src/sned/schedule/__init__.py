@@ -15,7 +15,8 @@ the range in training timesteps) or as JSON like an arch::
 overlap, presets are known, every arch lies inside the run's floors
 (:meth:`~sned.space.SearchSpace.check_floors`) — and returns the :class:`Schedule`. Every error
 is a :class:`ScheduleError` naming the segment. :func:`trajectory_macs` is the sampling cost
-(the one cost model, summed over the sampler's steps).
+(the one cost model, summed over the sampler's steps). :mod:`sned.schedule.folder` stores a
+schedule's subnets as one model folder (``sned extract --schedule``).
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .arch import Arch, ArchError
-from .space import SearchSpace, parse_preset
+from ..arch import Arch, ArchError
+from ..space import SearchSpace, parse_preset
 
 FORMAT = "sned-schedule"
 
@@ -319,7 +320,7 @@ def resolve_schedule(value, space: SearchSpace, num_train_timesteps: int,
 
 def sampler_timesteps(diffusion, scheduler: str, steps: int) -> list[int]:
     """The training timesteps a sampler evaluates the model at, in order (noisiest first)."""
-    from .diffusion import make_scheduler
+    from ..diffusion import make_scheduler
 
     sched = make_scheduler(diffusion, scheduler)
     sched.set_timesteps(int(steps))

@@ -26,13 +26,13 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-from .arch import Arch, BlockArch
-from .extract import (extract, load_pretrained, model_card, read_model_meta, refuse_existing,
+from ..arch import Arch, BlockArch
+from ..extract import (extract, load_pretrained, model_card, read_model_meta, refuse_existing,
                       save_pretrained, weight_pairs)
-from .models.unet import VideoUNet
-from .schedule import Schedule, ScheduleError, sampler_timesteps, schedule_from_dict
-from .space import SearchSpace, active_slots
-from .store.files import CheckpointError
+from ..models.unet import VideoUNet
+from ..space import SearchSpace, active_slots
+from ..store.files import CheckpointError
+from . import Schedule, ScheduleError, sampler_timesteps, schedule_from_dict
 
 
 def union_arch(space: SearchSpace, archs: Sequence[Arch]) -> Arch:
