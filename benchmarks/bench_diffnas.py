@@ -133,7 +133,7 @@ def main() -> None:
     args = p.parse_args()
 
     from sned.diffnas import Options, run_diffnas
-    from sned.extract import export_subnet
+    from sned.pipelines.export import export_subnet
     from sned.pipelines.loading import load_denoiser
 
     out = Path(args.out)

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sned.extract import extract, save_pretrained
+from sned.extract import extract, save_pretrained, weights_file
 from sned.metrics.caption import caption_accuracy, wilson_interval
 from sned.metrics.consistency import psnr
 from sned.pipelines import sample
@@ -103,11 +103,11 @@ def storage(den, sched) -> dict:
     """Bytes of the schedule folder's weights (union stored once) vs each subnet whole."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = export_schedule(den, sched, Path(tmp) / "sched")
-        shared = (folder / "model.safetensors").stat().st_size
+        shared = weights_file(folder).stat().st_size
         whole = 0
         for i, arch in enumerate(sched.archs()):
             save_pretrained(extract(den.model, arch), Path(tmp) / f"w{i}")
-            whole += (Path(tmp) / f"w{i}" / "model.safetensors").stat().st_size
+            whole += weights_file(Path(tmp) / f"w{i}").stat().st_size
     return {"shared_bytes": shared, "whole_bytes": whole, "subnets": len(sched.archs())}
 
 

@@ -12,8 +12,9 @@ import json
 from dataclasses import replace
 
 from ..device import resolve_device
-from ..extract import export_subnet, extract, refuse_existing
+from ..extract import extract, read_model_meta, refuse_existing
 from ..pipelines.compiled import compile_model
+from ..pipelines.export import export_subnet
 from ..pipelines.generation import FORMATS, generate_videos
 from ..pipelines.loading import load_cascade, load_denoiser
 from ..schedule.folder import ScheduledSubnets, export_schedule
@@ -38,22 +39,45 @@ def extract_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace the model folder an earlier `sned extract` wrote at --out "
                         "(nothing else is ever removed)")
+    p.add_argument("--ssr", help="an SSR run / checkpoint / model folder: its subnet "
+                                 "(--ssr-preset, default --preset's) becomes the pipeline's "
+                                 "ssr_unet, one folder for the whole cascade")
+    p.add_argument("--ssr-preset", help="preset of a supernet --ssr (default: --preset, else B)")
+    p.add_argument("--legacy", action="store_true",
+                   help="write the 0.1 layout (config.json + model.safetensors) instead of the "
+                        "diffusers pipeline folder (model_index.json, unet/, scheduler/)")
 
 
 def run_extract(args: argparse.Namespace) -> int:
 
-    inputs = [args.checkpoint, args.arch, _schedule_file(args.schedule)]
+    inputs = [args.checkpoint, args.arch, args.ssr, _schedule_file(args.schedule)]
     refuse_existing(args.out, args.overwrite, inputs)  # before anything is loaded
+    if args.ssr_preset is not None and args.ssr is None:
+        raise ValueError("--ssr-preset needs --ssr")
+    if args.schedule is not None and (args.ssr is not None or args.legacy):
+        raise ValueError(f"--schedule {args.schedule}: a schedule folder holds one base "
+                         f"supernet's subnets (no --{'ssr' if args.ssr else 'legacy'})")
     den = load_denoiser(args.checkpoint, preset=args.preset, arch=args.arch, ema=args.ema,
                         resolution=args.resolution, schedule=args.schedule)
     if den.schedule is not None:
         folder = export_schedule(den, den.schedule, args.out, overwrite=args.overwrite,
                                  inputs=inputs)
     else:
-        folder = export_subnet(den, args.out, overwrite=args.overwrite, inputs=inputs)
-    print(json.dumps({"out": str(folder), **json.loads((folder / "config.json").read_text())
-                      ["card"]}))
+        ssr = None
+        if args.ssr is not None:
+            ssr = load_denoiser(args.ssr, ema=args.ema,
+                                preset=_ssr_preset(args.ssr, args.ssr_preset or args.preset))
+        folder = export_subnet(den, args.out, overwrite=args.overwrite, inputs=inputs,
+                               legacy=args.legacy, ssr=ssr)
+    print(json.dumps({"out": str(folder), **read_model_meta(folder)["card"]}))
     return 0
+
+
+def _ssr_preset(path, preset: str | None) -> str | None:
+    """The preset for an SSR source: None for a model folder (its own arch), else ``preset``."""
+    from ..extract import is_model_folder
+
+    return None if is_model_folder(path) else preset
 
 
 # --------------------------------------------------------------------------------- sample

@@ -40,7 +40,8 @@ from ..arch import Arch, resolve
 from ..cost import model_cost
 from ..data.config import DataConfig
 from ..diffusion import DiffusionConfig, diffusion_of
-from ..extract import extract, load_pretrained, read_model_meta, save_pretrained
+from ..extract import (extract, front_matter, load_pretrained, read_model_meta, save_pretrained,
+                       weights_file)
 from ..models.unet import VideoUNet
 from ..store.files import (DIFFNAS, CheckpointError, check_output, check_state_dict, file_sha256,
                           load_safetensors, read_format_json)
@@ -200,7 +201,7 @@ class Run:
         killed at any moment is only continued by the same run."""
         path = self.out / "state.json"
         fresh = {"format": FORMAT, "teacher": str(self.teacher_dir.resolve()),
-                 "teacher_sha256": file_sha256(self.teacher_dir / "model.safetensors"),
+                 "teacher_sha256": file_sha256(weights_file(self.teacher_dir)),
                  "options": self.opts.to_dict(), "done": []}
         if not path.exists():
             left = DIFFNAS.own(self.out) if self.out.is_dir() else []
@@ -443,10 +444,14 @@ class Run:
                 "params": cost.params, "macs": cost.macs,
                 "teacher": str(self.teacher_dir), "teacher_params": self.teacher_cost.params,
                 "teacher_macs": self.teacher_cost.macs,
-                "weights": "ema" if trainer.ema is not None else "raw"}
-        text = (f"# sned DiffNAS subnet ({label})\n\nFrom teacher `{self.teacher_dir}`: "
-                f"{cost.params:,} params ({cost.params / self.teacher_cost.params:.1%}), "
-                f"{cost.macs:,} MACs ({cost.macs / self.teacher_cost.macs:.1%}).\n")
+                "weights": "ema" if trainer.ema is not None else "raw",
+                "conditional": self.cfg.conditional, "tags": ["diffnas"],
+                "base_model": (read_model_meta(self.teacher_dir).get("card") or {}).get(
+                    "base_model") or str(self.teacher_dir)}
+        text = front_matter(card) + (
+            f"# sned DiffNAS subnet ({label})\n\nFrom teacher `{self.teacher_dir}`: "
+            f"{cost.params:,} params ({cost.params / self.teacher_cost.params:.1%}), "
+            f"{cost.macs:,} MACs ({cost.macs / self.teacher_cost.macs:.1%}).\n")
         save_pretrained(model, folder, extra={"diffusion": self.diffusion.to_dict(),
                                               "card": card},
                         files={"README.md": text, "arch.json": arch.to_json(indent=1)})

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..arch import Arch, ArchError
+from ..arch import Arch, ArchError, BlockArch
 from ..space import SearchSpace, parse_preset
 
 FORMAT = "sned-schedule"
@@ -166,8 +166,17 @@ class ScheduleSpec:
                                               "arch")
             except ArchError as e:
                 raise ScheduleError(f"{where}: {e}") from None
-            out.append(Segment(seg.start, seg.end, arch, seg.label))
+            out.append(Segment(seg.start, seg.end, _in_space_order(space, arch), seg.label))
         return Schedule(tuple(out), T, space.config.name)
+
+
+def _in_space_order(space: SearchSpace, arch: Arch) -> Arch:
+    """``arch`` (validated) with components and ratios in the space's order, so the same subnet
+    is one value however its JSON ordered the keys (a JSON round trip may sort them)."""
+    blocks = tuple(BlockArch(tuple(c for c in spec.components if c in b.keep),
+                             tuple((slot, b.ratio(slot)) for slot in spec.slots), b.kernel)
+                   for spec, b in zip(space.specs, arch.blocks))
+    return Arch(arch.resolution, blocks, arch.config)
 
 
 def _is_preset(choice: str) -> bool:

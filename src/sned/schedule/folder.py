@@ -4,7 +4,7 @@ Storage: **shared slices, stored once.** Every subnet of a supernet is a slice o
 weights (a prefix of channels / heads, the centre of a kernel), so the distinct subnets of a
 schedule are all slices of their *union* — per layer the widest any of them uses
 (:func:`union_arch`). The folder is the ordinary model folder of that union subnet
-(``config.json`` + ``model.safetensors``, written by :func:`sned.extract.save_pretrained`),
+(a diffusers model folder written by :func:`sned.extract.save_pretrained`),
 plus the schedule (``config.json`` field ``schedule`` and ``schedule.json``). Loading writes
 the union back into the views it occupies of an empty supernet and extracts each subnet from
 it with :func:`sned.extract.extract` — the one slicing rule of training and extraction, so
@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from ..arch import Arch, BlockArch
-from ..extract import (extract, load_pretrained, model_card, read_model_meta, refuse_existing,
-                      save_pretrained, weight_pairs)
+from ..extract import (extract, front_matter, load_pretrained, model_card, read_model_meta,
+                       refuse_existing, save_pretrained, weight_pairs)
 from ..models.unet import VideoUNet
 from ..space import SearchSpace, active_slots
 from ..store.files import CheckpointError
@@ -125,9 +125,9 @@ def export_schedule(den, schedule: Schedule, out: str | os.PathLike, overwrite: 
     extra = {"diffusion": den.diffusion.to_dict(), "card": card, "schedule": schedule.to_dict()}
     if den.data is not None:
         extra["data"] = den.data
-    return save_pretrained(static, out, extra=extra,
-                           files={"README.md": text, "schedule.json": schedule.to_json(indent=1),
-                                  "arch.json": union.to_json(indent=1)})
+    files = {"README.md": front_matter(card) + text, "arch.json": union.to_json(indent=1),
+             "schedule.json": schedule.to_json(indent=1)}
+    return save_pretrained(static, out, extra=extra, files=files)
 
 
 def load_schedule_folder(folder: str | os.PathLike, device: str | torch.device = "cpu"
