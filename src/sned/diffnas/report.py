@@ -125,8 +125,15 @@ def _fvd(run, labels: dict[str, Path]) -> tuple[dict | None, str]:
                       f"does not divide" if frames >= DEFAULT_MIN_FRAMES else
                       f"FVD/KVD: not computed — the latent teacher's clips are {frames} "
                       f"frames, fewer than the I3D's minimum of {DEFAULT_MIN_FRAMES}.")
-    return fvd_kvd_rows(labels, run.cfg.frames, run.opts.fvd_videos, run.opts.i3d, run.data,
-                        run.opts.device, run.out / "cache")
+    unique = {}  # an arch retrained once (same-as.json) is generated once
+    for label, folder in labels.items():
+        unique.setdefault(Path(folder).resolve(), label)
+    rows, note = fvd_kvd_rows({label: folder for folder, label in unique.items()},
+                              run.cfg.frames, run.opts.fvd_videos, run.opts.i3d, run.data,
+                              run.opts.device, run.out / "cache")
+    if rows is None:
+        return rows, note
+    return {label: rows[unique[Path(folder).resolve()]] for label, folder in labels.items()}, note
 
 
 def write_report(run, search: dict) -> Path:

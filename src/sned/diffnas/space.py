@@ -56,14 +56,14 @@ class BlockChoices:
     def size(self) -> int:
         total = 0
         for keep in self.keeps():
-            n = math.prod(len(self.ratios[s]) for s in _active_slots(keep))
+            n = math.prod(len(self.ratios[s]) for s in _active_slots(keep, self.ratios))
             total += n * (len(self.kernels) if "resblock" in keep else 1)
         return total
 
     def all(self) -> list[BlockArch]:
         out = []
         for keep in self.keeps():
-            slots = _active_slots(keep)
+            slots = _active_slots(keep, self.ratios)
             kernels = self.kernels if "resblock" in keep else (self.teacher.kernel,)
             for rs in product(*(self.ratios[s] for s in slots)):
                 for k in kernels:
@@ -74,19 +74,22 @@ class BlockChoices:
         keeps = self.keeps()
         keep = keeps[int(rng.integers(len(keeps)))]
         ratios = {s: self.ratios[s][int(rng.integers(len(self.ratios[s])))]
-                  for s in _active_slots(keep)}
+                  for s in _active_slots(keep, self.ratios)}
         return self.make(keep, ratios, int(self.kernels[int(rng.integers(len(self.kernels)))]))
 
     def uniform(self, ratio_index: int, kernel: int) -> BlockArch:
         """Every teacher component kept, every layer at its ``ratio_index``-th choice."""
         keep = self.teacher.keep
         ratios = {s: self.ratios[s][min(ratio_index, len(self.ratios[s]) - 1)]
-                  for s in _active_slots(keep)}
+                  for s in _active_slots(keep, self.ratios)}
         return self.make(keep, ratios, kernel)
 
 
-def _active_slots(keep: tuple[str, ...]) -> list[str]:
-    return list(keep) + (["ff"] if any(a in keep for a in ATTENTIONS) else [])
+def _active_slots(keep: tuple[str, ...], slots) -> list[str]:
+    """The elastic slots of ``keep`` that the block has (``slots``): a config without
+    feed-forward layers (``ff_mult: 0``, e.g. tiny-latent) has no ``ff`` slot."""
+    return [s for s in list(keep) + (["ff"] if any(a in keep for a in ATTENTIONS) else [])
+            if s in slots]
 
 
 class StageSpace:
