@@ -69,7 +69,7 @@ def fvd_kvd_rows(folders: dict[str, Path], frames: int, n: int, i3d: str | None,
             f"I3D minimum; the teacher was trained on {frames}; {FVD_STEPS} DDIM steps, "
             f"guidance {FVD_GUIDANCE}, prompted with the real clips' captions) against the "
             f"same n held-out real clips: {source}. With n far below the 400 feature "
-            f"dimensions FVD is strongly biased upwards: compare the three models with each "
+            f"dimensions FVD is strongly biased upwards: compare the models with each "
             f"other at this n only, never with published numbers.")
     return scores, note
 
