@@ -243,7 +243,7 @@ class Run:
         path = self.out / "state.json"
         fresh = {"format": FORMAT, "teacher": str(self.teacher_dir.resolve()),
                  "teacher_sha256": file_sha256(self.teacher_dir / "model.safetensors"),
-                 "options": self.opts.to_dict(), "done": []}
+                 "options": self.opts.to_dict(), "retrain": self.recipe, "done": []}
         if not path.exists():
             left = DIFFNAS.own(self.out) if self.out.is_dir() else []
             if left:
@@ -267,6 +267,11 @@ class Run:
                 raise ValueError(f"diffnas: teacher {self.teacher_dir} {what} the teacher the "
                                  f"run in {self.out} was started with ({state[key]}); use the "
                                  f"same teacher or another --out")
+        if "retrain" in state and state["retrain"] != json.loads(json.dumps(self.recipe)):
+            raise ValueError(f"diffnas: the run in {self.out} retrains with another recipe "
+                             f"({state['retrain'].get('teacher_source')}) than the teacher "
+                             f"{self.teacher_dir} records now ({self.recipe['teacher_source']}); "
+                             f"use another --out")
         return state
 
     def _save_state(self) -> None:
