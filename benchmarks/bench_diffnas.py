@@ -81,7 +81,8 @@ def make_teacher(case: str, root: Path, a) -> dict:
     train = [f"train.steps={a.teacher_steps}", f"train.batch_size={a.teacher_batch}",
              f"train.lr={a.teacher_lr}", "train.lr_schedule=cosine", "train.fixed_arch=B",
              "train.warmup_steps=0", f"train.ema_decay={a.teacher_ema}", "train.weight_decay=0",
-             f"data.num_videos={a.images}", f"train.checkpoint_every={a.teacher_steps}",
+             f"data.num_videos={a.images}",
+             f"train.checkpoint_every={max(1, a.teacher_steps // 5)}",
              "train.keep_last=1", "train.log_every=10", "train.device=cpu"]
     overrides = spec["overrides"] + extra + train
     if case == "latent":
