@@ -64,8 +64,12 @@ def train_fixed(out: Path, config: str, overrides: list[str]) -> list[float]:
     from sned.train.config import load_run_config
     from sned.train.trainer import Trainer
 
-    if not (out / "checkpoints" / "latest").exists():
-        Trainer(load_run_config(config, overrides), out, progress=False).fit()
+    from sned.store.checkpoint import newest_complete, read_state
+
+    last = newest_complete(out / "checkpoints")
+    run = load_run_config(config, overrides)
+    if last is None or read_state(last).get("step", 0) < run.train.steps:
+        Trainer(run, out, resume=last is not None, progress=False).fit()  # a killed one resumes
     return [r["loss"] for r in _rows(out / "metrics.jsonl")]
 
 

@@ -1,5 +1,6 @@
 """DiffNAS end to end on a tiny random teacher: split, search invariants, retrain, resume."""
 
+import argparse
 import json
 
 import numpy as np
@@ -9,12 +10,14 @@ import torch
 import sned
 from sned.arch import resolve
 from sned.cli import main
+from sned.cli.diffnas import diffnas_args
 from sned.diffnas import Options, run_diffnas
 from sned.diffnas.blocks import run_stage, teacher_trace
 from sned.diffnas.search import choose, fit_max_macs, StageResult
 from sned.diffnas.space import StageSpace
 from sned.diffnas.student import init_student, teacher_arch
 from sned.diffnas import report
+from sned.diffnas.pipeline import Run
 from sned.diffnas.tasks import JointLossTask
 from sned.diffusion import DiffusionConfig
 
@@ -283,3 +286,22 @@ def test_fvd_with_the_real_kinetics_i3d(run, tmp_path):
                                        tmp_path / "cache")
     assert scores is not None, note
     assert np.isfinite(scores["subnet"]["fvd"]) and "Kinetics-400" in note
+
+
+def test_bare_compare_picks_the_cheapest_uniform_shrink_not_below_the_subnet(run, tmp_path):
+    teacher, _, _, _ = run
+    p = argparse.ArgumentParser()
+    diffnas_args(p)
+    assert p.parse_args([str(teacher), "--out", "x"]).compare == ""  # off by default
+    assert p.parse_args([str(teacher), "--out", "x", "--compare"]).compare == "auto"
+    r = Run(teacher, tmp_path / "o", Options(**{**OPTS, "compare": "auto"}), log=lambda m: None)
+    assert r.caps is None  # decided after the search
+    ladder = r._uniform_ladder()  # (ratio, MACs) below the teacher's, most expensive first
+    assert ladder and all(m < r.teacher_cost.macs for _, m in ladder)
+    assert [m for _, m in ladder] == sorted((m for _, m in ladder), reverse=True)
+    for _, macs in ladder:  # a subnet exactly at a shrink's MACs is compared with that shrink
+        assert r.auto_cap(macs) == [next(x for x in ladder if x[1] == macs)]
+    (lo_r, lo_m) = ladder[-1]
+    assert r.auto_cap(lo_m - 1) == [(lo_r, lo_m)]  # below every shrink: the cheapest
+    assert r.auto_cap(r.teacher_cost.macs) == [ladder[0]]  # nothing cut: the largest, capped
+    assert not (tmp_path / "o").exists()
