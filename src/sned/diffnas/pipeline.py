@@ -8,17 +8,20 @@ continues from the last finished stage):
    ``OUT/work/supernet/`` (:class:`~sned.diffnas.tasks.BlockDistillTask`), then
    ``OUT/work/student.safetensors``.
 2. ``search``   — block-wise local search over the same pools on the search held-out set
-   (``OUT/search.json``; also the subnets capped at the uniform shrinks' MACs).
+   (``--search-clips`` × ``--pairs-per-clip`` pairs; ``OUT/search.json``, with the retrain
+   recipe and, with ``--compare``, the subnets capped at the uniform shrinks' MACs).
 3. ``retrain``  — the chosen subnet, extracted from the student and retrained with the dynamic
-   joint loss, a Trainer run in ``OUT/retrain/`` (:class:`~sned.diffnas.tasks.JointLossTask`;
-   ``metrics.jsonl``, checkpoints with EMA), then ``OUT/model/``.
-4. ``baseline`` — the teacher shrunk uniformly in width to the closest MACs (``OUT/uniform/``),
-   and for the capped comparison the teacher's own architecture and, per ``compare`` ratio r,
-   the uniform shrink at r and the DiffNAS subnet capped at its MACs (``OUT/compare/``): all
-   extracted from the same student and retrained the same way for the same steps (an arch
+   joint loss and the teacher's recipe (:mod:`sned.diffnas.recipe`: as many samples as the
+   teacher saw, its lr schedule and EMA), a Trainer run in ``OUT/retrain/``
+   (:class:`~sned.diffnas.tasks.JointLossTask`), then ``OUT/model/`` (latent teachers: with
+   the autoencoder).
+4. ``baseline`` — only with ``--compare``: the references, the teacher's own architecture and,
+   per cap, the uniform width shrink and the DiffNAS subnet capped at its MACs
+   (``OUT/compare/``), all extracted from the same student and retrained the same way (an arch
    already retrained is not trained twice).
-5. ``report``   — ``OUT/report.md`` and ``OUT/scores.json``, scored on a second held-out set
-   disjoint from the search's.
+5. ``report``   — ``OUT/report.md`` and ``OUT/scores.json`` (:mod:`sned.diffnas.report`): every
+   model on one scoring set disjoint from the search's, its gap to the teacher with intervals,
+   its agreement with the teacher's samples, the verdict.
 
 The training stages resume mid-run from their Trainer checkpoints (about every tenth of the
 stage), so a killed run loses at most a tenth of a stage.
