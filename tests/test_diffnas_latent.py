@@ -110,3 +110,24 @@ def test_compare_at_the_teachers_macs_is_refused(latent_teacher, tmp_path, capsy
     err = capsys.readouterr().err
     assert "--compare 1" in err and "100.0%" in err and not out.exists()
     assert main(argv + ["0"]) == 2 and not out.exists()
+
+
+def test_recipe_of_an_older_folder_is_read_from_its_source_checkpoint(latent_teacher,
+                                                                       tmp_path):
+    """A folder extracted before `train` was recorded: the checkpoint named by its card."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(latent_teacher / "teacher", old)
+    meta = json.loads((old / "config.json").read_text())
+    del meta["train"]
+    (old / "config.json").write_text(json.dumps(meta))
+    r = Run(old, tmp_path / "a", Options(**DN), log=lambda m: None).recipe
+    assert (r["steps"], r["batch_size"], r["lr_floor"], r["ema_decay"]) == (3, 2, 0.1, 0.9)
+    assert "the checkpoint the teacher was extracted from" in r["teacher_source"]
+    assert str(latent_teacher / "run") in r["teacher_source"]
+    # neither: the fallbacks, said so
+    meta["card"]["source"] = str(tmp_path / "gone")
+    (old / "config.json").write_text(json.dumps(meta))
+    r = Run(old, tmp_path / "b", Options(**DN), log=lambda m: None).recipe
+    assert "not recorded" in r["teacher_source"] and r["from"]["steps"] == "fallback"
