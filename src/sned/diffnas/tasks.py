@@ -1,5 +1,8 @@
 """DiffNAS training stages as :class:`~sned.train.trainer.Trainer` tasks (stages 1 and 3).
 
+Latent teachers pass their ``codec``: the tasks then read pixel clips and train on their
+autoencoder's latents (as :class:`~sned.train.tasks.LatentDiffusionTask`).
+
 The Trainer owns the loop, the optimizer, EMA, checkpoints, resume, the non-finite-loss guard
 and Ctrl-C handling, the step-indexed data order and the noising of every batch
 (``Trainer.noised_inputs``: random t, noise and caption dropout as a pure function of the
@@ -44,9 +47,8 @@ from ..models.unet import Trace, VideoUNet
 from ..store.checkpoint import newest_complete
 from ..train.arch_sampler import Floors
 from ..train.config import RunConfig, TrainConfig
-from ..train.data import build_dataset
 from ..data.transforms import resize_video
-from ..train.tasks import DiffusionTask, StepOutcome
+from ..train.tasks import DiffusionTask, StepOutcome, latent_clips
 from ..train.trainer import Trainer
 from .blocks import distill_loss, run_stage, teacher_trace, trace_distill_loss
 from .space import StageSpace, with_stage
@@ -78,9 +80,8 @@ class _TeacherTask(DiffusionTask):
     def dataset(self):
         if self.codec is None:
             return super().dataset()
-        ft, fs = self.codec.config.temporal_factor, self.codec.config.spatial_factor
-        return build_dataset(self.run.data, self.run.model, frames=self.run.model.frames * ft,
-                             resolution=max(self.run.model.resolutions) * fs)
+        return latent_clips(self.run, (self.codec.config.temporal_factor,
+                                       self.codec.config.spatial_factor))
 
     def to_model_space(self, video: torch.Tensor, resolution: int) -> torch.Tensor:
         """Pixel clips → the teacher's input space (latent teachers: encoded by its codec)."""
