@@ -78,7 +78,7 @@ def train_fixed(out: Path, config: str, overrides: list[str]) -> list[float]:
 
 def make_teacher(case: str, root: Path, a) -> dict:
     """Train and extract the case's teacher into ``root / 'teacher'``; its record."""
-    from sned.extract import export_subnet
+    from sned.pipelines.export import export_subnet
     from sned.pipelines.loading import load_denoiser
 
     spec = CASES[case]

@@ -13,7 +13,8 @@ import sned
 from sned.cli import main
 from sned.diffnas import Options, run_diffnas
 from sned.diffnas.pipeline import Run
-from sned.extract import export_subnet
+from sned.extract import read_model_meta
+from sned.pipelines.export import export_subnet
 from sned.pipelines.loading import load_denoiser
 from sned.train.config import load_run_config
 from sned.train.trainer import Trainer
@@ -46,13 +47,13 @@ def latent_teacher(tmp_path_factory):
 
 def test_recipe_is_read_from_the_teacher_and_options_override(latent_teacher, tmp_path):
     teacher = latent_teacher / "teacher"
-    meta = json.loads((teacher / "config.json").read_text())
+    meta = read_model_meta(teacher)
     assert meta["train"]["lr_floor"] == 0.1  # sned extract records the run's train section
     r = Run(teacher, tmp_path / "a", Options(**DN), log=lambda m: None).recipe
     assert (r["steps"], r["batch_size"], r["samples"], r["teacher_samples"]) == (3, 2, 6, 6)
     assert (r["lr"], r["lr_schedule"], r["lr_floor"], r["ema_decay"]) == (2e-3, "cosine", 0.1,
                                                                          0.9)
-    assert set(r["from"].values()) == {"teacher"} and "config.json" in r["teacher_source"]
+    assert set(r["from"].values()) == {"teacher"} and "train section" in r["teacher_source"]
     # options override; the default steps keep the teacher's samples at another batch
     r = Run(teacher, tmp_path / "b", Options(**DN, retrain_batch=4, retrain_lr=1e-4,
                                              retrain_schedule="constant"),
@@ -115,10 +116,8 @@ def test_compare_at_the_teachers_macs_is_refused(latent_teacher, tmp_path, capsy
 def test_recipe_of_an_older_folder_is_read_from_its_source_checkpoint(latent_teacher,
                                                                        tmp_path):
     """A folder extracted before `train` was recorded: the checkpoint named by its card."""
-    import shutil
-
-    old = tmp_path / "old"
-    shutil.copytree(latent_teacher / "teacher", old)
+    old = tmp_path / "old"  # the 0.1 layout: the card is in config.json
+    export_subnet(load_denoiser(latent_teacher / "run", preset="B"), old, legacy=True)
     meta = json.loads((old / "config.json").read_text())
     del meta["train"]
     (old / "config.json").write_text(json.dumps(meta))

@@ -11,7 +11,8 @@ from . import args as check
 
 
 def diffnas_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("teacher", help="trained static model folder (sned extract output)")
+    p.add_argument("teacher", help="trained static model folder (sned extract output, or a "
+                                   "diffusers UNet2DModel brought in with sned import)")
     p.add_argument("--out", required=True,
                    help="output folder (state.json, search.json, model/, retrain/, report.md); "
                         "rerunning with the same settings and teacher continues a killed run, "

@@ -20,7 +20,7 @@ from ..report import write_report
 from ..search import Constraints, save_arch
 from ..search.driver import search_denoiser
 from ..store.checkpoint import read_state, resolve_checkpoint
-from ..store.files import EVALUATION, SEARCH, check_output
+from ..store.files import EVALUATION, SEARCH, check_output, write_json
 from . import args as check
 from .args import add_weights_args
 
@@ -251,10 +251,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
             f"Sample s = seconds per video for the whole cascade; caption accuracy with its 95 % "
             f"Wilson interval.")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "table.json").write_text(json.dumps({
+    write_json(out / "table.json", {
         "rows": rows, "note": note, "random_features": random,
         "detector": None if detector is None else detector.record(),
-        "real_data": settings.real_data}, indent=1))
+        "real_data": settings.real_data})
     write_report(out, "sned evaluate", note, [{"title": f"{res}x{res}", "rows": rows}])
     for row in rows:
         print(json.dumps(row))
@@ -285,7 +285,7 @@ def _evaluate_autoencoder(args, device, out: Path) -> int:
     note = (f"{args.checkpoint}: reconstruction (posterior mean) of {args.n_videos} clips of the "
             f"synthetic held-out split per resolution; PSNR in dB and SSIM on [0, 1] frames.")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "table.json").write_text(json.dumps({"rows": rows, "note": note}, indent=1))
+    write_json(out / "table.json", {"rows": rows, "note": note})
     write_report(out, "sned evaluate (autoencoder)", note, [{"title": "reconstruction",
                                                              "rows": rows}])
     for row in rows:

@@ -11,7 +11,8 @@ import argparse
 import json
 
 from ..device import resolve_device
-from ..extract import export_subnet, refuse_existing
+from ..extract import read_model_meta, refuse_existing
+from ..pipelines.export import export_subnet
 from ..pipelines.generation import FORMATS, generate_videos
 from ..pipelines.loading import load_cascade, load_denoiser
 from ..store.files import SAMPLES, check_output
@@ -33,18 +34,38 @@ def extract_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace the model folder an earlier `sned extract` wrote at --out "
                         "(nothing else is ever removed)")
+    p.add_argument("--ssr", help="an SSR run / checkpoint / model folder: its subnet "
+                                 "(--ssr-preset, default --preset's) becomes the pipeline's "
+                                 "ssr_unet, one folder for the whole cascade")
+    p.add_argument("--ssr-preset", help="preset of a supernet --ssr (default: --preset, else B)")
+    p.add_argument("--legacy", action="store_true",
+                   help="write the 0.1 layout (config.json + model.safetensors) instead of the "
+                        "diffusers pipeline folder (model_index.json, unet/, scheduler/)")
 
 
 def run_extract(args: argparse.Namespace) -> int:
 
-    inputs = [args.checkpoint, args.arch]
+    inputs = [args.checkpoint, args.arch, args.ssr]
     refuse_existing(args.out, args.overwrite, inputs)  # before anything is loaded
+    if args.ssr_preset is not None and args.ssr is None:
+        raise ValueError("--ssr-preset needs --ssr")
     den = load_denoiser(args.checkpoint, preset=args.preset, arch=args.arch, ema=args.ema,
                         resolution=args.resolution)
-    folder = export_subnet(den, args.out, overwrite=args.overwrite, inputs=inputs)
-    print(json.dumps({"out": str(folder), **json.loads((folder / "config.json").read_text())
-                      ["card"]}))
+    ssr = None
+    if args.ssr is not None:
+        ssr = load_denoiser(args.ssr, ema=args.ema,
+                            preset=_ssr_preset(args.ssr, args.ssr_preset or args.preset))
+    folder = export_subnet(den, args.out, overwrite=args.overwrite, inputs=inputs,
+                           legacy=args.legacy, ssr=ssr)
+    print(json.dumps({"out": str(folder), **read_model_meta(folder)["card"]}))
     return 0
+
+
+def _ssr_preset(path, preset: str | None) -> str | None:
+    """The preset for an SSR source: None for a model folder (its own arch), else ``preset``."""
+    from ..extract import is_model_folder
+
+    return None if is_model_folder(path) else preset
 
 
 # --------------------------------------------------------------------------------- sample

@@ -15,7 +15,7 @@ from ..models.codec import to_latent
 from ..space import SearchSpace
 from ..train.config import load_run_config
 from ..train.memory import GIB, choose_checkpointing, device_memory, estimate, fits
-from .args import at_least
+from .args import above, at_least
 
 
 def space_args(p: argparse.ArgumentParser) -> None:
@@ -121,8 +121,7 @@ def run_memory(args: argparse.Namespace) -> int:
     at_least("--batch", args.batch, 1)
     at_least("--gpus", args.gpus, 1)
     at_least("--frames", args.frames, 1)
-    if args.device_memory is not None and not args.device_memory > 0:
-        raise ValueError(f"--device-memory {args.device_memory:g}: must be > 0")
+    above("--device-memory", args.device_memory, 0)
     run = load_run_config(args.config, args.overrides)
     cfg = run.model
     if args.resolution is not None:

@@ -40,7 +40,8 @@ from safetensors.torch import save_file
 from ..arch import Arch, resolve
 from ..cost import model_cost
 from ..diffusion import diffusion_of
-from ..extract import extract, load_pretrained, read_model_meta, save_pretrained
+from ..extract import (extract, front_matter, load_pretrained, read_model_meta, save_pretrained,
+                       weights_file)
 from ..models.unet import VideoUNet
 from ..models.codec import FOLDER as AE_FOLDER, codec_for, save_autoencoder
 from ..store.files import (DIFFNAS, CheckpointError, check_output, check_state_dict, file_sha256,
@@ -116,7 +117,7 @@ class Run:
         killed at any moment is only continued by the same run."""
         path = self.out / "state.json"
         fresh = {"format": FORMAT, "teacher": str(self.teacher_dir.resolve()),
-                 "teacher_sha256": file_sha256(self.teacher_dir / "model.safetensors"),
+                 "teacher_sha256": file_sha256(weights_file(self.teacher_dir)),
                  "options": self.opts.to_dict(), "retrain": self.recipe, "done": []}
         if not path.exists():
             left = DIFFNAS.own(self.out) if self.out.is_dir() else []
@@ -416,10 +417,14 @@ class Run:
                 "teacher_macs": self.teacher_cost.macs, "retrain": {
                     k: r[k] for k in ("steps", "batch_size", "lr", "lr_schedule", "lr_floor",
                                       "ema_decay", "samples")},
-                "weights": "ema" if trainer.ema is not None else "raw"}
-        text = (f"# sned DiffNAS subnet ({label})\n\nFrom teacher `{self.teacher_dir}`: "
-                f"{cost.params:,} params ({cost.params / self.teacher_cost.params:.1%}), "
-                f"{cost.macs:,} MACs ({cost.macs / self.teacher_cost.macs:.1%}).\n")
+                "weights": "ema" if trainer.ema is not None else "raw",
+                "conditional": self.cfg.conditional, "tags": ["diffnas"],
+                "base_model": (self.meta.get("card") or {}).get("base_model")
+                or str(self.teacher_dir)}
+        text = front_matter(card) + (
+            f"# sned DiffNAS subnet ({label})\n\nFrom teacher `{self.teacher_dir}`: "
+            f"{cost.params:,} params ({cost.params / self.teacher_cost.params:.1%}), "
+            f"{cost.macs:,} MACs ({cost.macs / self.teacher_cost.macs:.1%}).\n")
         extra = {"diffusion": self.diffusion.to_dict(), "card": card}
         if self.meta.get("data") is not None:
             extra["data"] = self.meta["data"]

@@ -4,8 +4,9 @@
 teacher did, with its lr schedule and EMA (docs/diffnas.md). :func:`teacher_recipe` reads the
 teacher's training recipe, in this order:
 
-1. the model folder's ``config.json`` ``train`` section (written by ``sned extract`` since
-   issue 27) and its card's ``trained_steps``;
+1. the model folder's ``train`` section (``sned extract`` records it since issue 27: in
+   ``config.json``, or the ``sned`` metadata of a pipeline folder's ``unet/config.json``) and
+   its card's ``trained_steps``;
 2. the checkpoint the folder was extracted from (``card.source``, a run's
    ``checkpoints/step-N``): its ``state.json`` ``run.train`` and ``step``;
 3. nothing: every field is None and ``source`` says so.
@@ -42,7 +43,7 @@ def teacher_recipe(folder: str | Path, meta: dict) -> dict:
     card = meta.get("card") if isinstance(meta.get("card"), dict) else {}
     train, steps, source = meta.get("train"), card.get("trained_steps"), None
     if isinstance(train, dict):
-        source = f"{Path(folder) / 'config.json'} (train section)"
+        source = f"{Path(folder)} (its model card's train section)"
     src = card.get("source")
     if src and (not isinstance(train, dict) or steps is None):
         state = _read_json(Path(src) / "state.json")
@@ -56,8 +57,8 @@ def teacher_recipe(folder: str | Path, meta: dict) -> dict:
     if isinstance(train, dict):
         out.update({k: train.get(k) for k in FIELDS if k != "steps"})
         out["steps"] = steps if steps is not None else train.get("steps")
-    out["source"] = source or f"not recorded ({Path(folder) / 'config.json'} has no train " \
-                              f"section and no readable source checkpoint)"
+    out["source"] = source or f"not recorded ({Path(folder)} has no train section and no " \
+                              f"readable source checkpoint)"
     return out
 
 

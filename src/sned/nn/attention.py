@@ -61,18 +61,22 @@ class Attention(nn.Module):
         context_dim: width of the context for cross-attention (None = self-attention).
         use_rotary: rotary position embedding on q and k (temporal attention over frames).
         elastic: build elastic layers (supernet) or plain ``nn.Linear`` (extracted model).
+        norm_groups: 0 = LayerNorm pre-norm; N = GroupNorm with N groups over the channels
+            (diffusers' UNet2DModel attention), ``eps`` its epsilon.
+        bias: q, k, v projections with a bias.
     """
 
     def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int | None = None,
-                 use_rotary: bool = False, elastic: bool = True) -> None:
+                 use_rotary: bool = False, elastic: bool = True, norm_groups: int = 0,
+                 eps: float = 1e-5, bias: bool = False) -> None:
         super().__init__()
         lin = ElasticLinear if elastic else nn.Linear
         inner = heads * head_dim
         self.heads, self.head_dim, self.use_rotary = heads, head_dim, use_rotary
-        self.norm = nn.LayerNorm(dim)
-        self.to_q = lin(dim, inner, bias=False)
-        self.to_k = lin(context_dim or dim, inner, bias=False)
-        self.to_v = lin(context_dim or dim, inner, bias=False)
+        self.norm = nn.GroupNorm(norm_groups, dim, eps=eps) if norm_groups else nn.LayerNorm(dim)
+        self.to_q = lin(dim, inner, bias=bias)
+        self.to_k = lin(context_dim or dim, inner, bias=bias)
+        self.to_v = lin(context_dim or dim, inner, bias=bias)
         self.to_out = lin(inner, dim)
 
     def forward(self, x: Tensor, context: Tensor | None = None, mask: Tensor | None = None,
@@ -81,7 +85,10 @@ class Attention(nn.Module):
         attend; heads: active heads (None = all built). Returns (N, L, dim)."""
         h = self.heads if heads is None else heads
         inner = None if heads is None else h * self.head_dim
-        y = self.norm(x)
+        if isinstance(self.norm, nn.GroupNorm):  # over channels: (N, L, C) → (N, C, L)
+            y = self.norm(x.transpose(1, 2)).transpose(1, 2)
+        else:
+            y = self.norm(x)
         ctx = y if context is None else context
         q = call(self.to_q, y, None, inner)
         k = call(self.to_k, ctx, None, inner)

@@ -2,8 +2,9 @@
 
 * a training run dir / checkpoint folder (``sned train`` output): the supernet plus the arch
   picked by ``preset`` or ``arch`` (default preset B);
-* a model folder (``sned extract`` / :func:`sned.save_pretrained` output): the standalone subnet
-  (or a saved supernet), labelled with the preset name its model card records.
+* a model folder (``sned extract`` / :func:`sned.save_pretrained` output — a diffusers pipeline
+  folder, a diffusers model folder or a 0.1 ``sned-model`` folder): the standalone subnet (or a
+  saved supernet), labelled with the preset name its model card records.
 
 Weights of a training checkpoint: ``ema=None`` (the default of every command) takes the EMA
 weights when the checkpoint has them and the raw ones otherwise; ``ema=True`` / ``False`` asks
@@ -26,7 +27,7 @@ import torch
 from ..arch import Arch, ArchError, check_resolution
 from ..config import ConfigError, config_from_dict
 from ..diffusion import DiffusionConfig, diffusion_of
-from ..extract import extract, is_model_folder, load_pretrained, read_model_meta
+from ..extract import extract, is_model_folder, load_pretrained, read_model_meta, unet_folder
 from ..models.codec import codec_for, is_autoencoder_folder, served_resolution
 from ..models.unet import VideoUNet
 from ..space import SearchSpace, parse_preset
@@ -131,7 +132,7 @@ def load_denoiser(path: str | os.PathLike, preset: str | None = None,
     if is_model_folder(p):
         meta = read_model_meta(p)
         if resolution is not None:
-            cfg = _config_of(meta.get("model_config"), p / "config.json")
+            cfg = _config_of(meta.get("model_config"), unet_folder(p) / "config.json")
             resolution = served_resolution(cfg, resolution, str(p))
         den = _load_folder(p, preset, arch, ema, resolution, device)
         return replace(den, codec=codec_for(p, device))
@@ -163,7 +164,7 @@ def load_denoiser(path: str | os.PathLike, preset: str | None = None,
 
 def _load_folder(p: Path, preset, arch, ema, resolution, device) -> Denoiser:
     meta = read_model_meta(p)
-    diffusion = diffusion_of(meta.get("diffusion", {}), p / "config.json")
+    diffusion = diffusion_of(meta.get("diffusion", {}), unet_folder(p) / "config.json")
     model = load_pretrained(p, device=device)
     card = meta.get("card") or {}
     weights = card.get("weights")
@@ -241,6 +242,10 @@ def load_cascade(model: str | os.PathLike, ssr: str | os.PathLike | None = None,
     if base.codec is not None:
         return _latent_base(base, model, ssr, presets[0], arch, resolution), []
     if ssr is None:
+        if len(presets) > 1:
+            raise CascadeError(f"--preset {','.join(str(p) for p in presets)}: one preset per "
+                               f"stage, but {model} is sampled alone (no --ssr); give one "
+                               f"preset, or add --ssr for the others")
         base_res = base.resolution or base.config.resolutions[0]
         if resolution is not None and resolution != base_res:
             raise CascadeError(f"{model} generates {base_res}px; resolution {resolution} needs "
@@ -250,6 +255,11 @@ def load_cascade(model: str | os.PathLike, ssr: str | os.PathLike | None = None,
     resolutions, _ = cascade_resolutions(Stage.from_denoiser(base), Stage.from_denoiser(probe),
                                          resolution)
     steps = resolutions[1:]
+    if len(presets) > 1 + len(steps):
+        raise CascadeError(f"--preset {','.join(str(p) for p in presets)}: {len(presets)} "
+                           f"presets for a cascade of {1 + len(steps)} stage(s) (base + "
+                           f"{len(steps)} SSR step(s) to {resolutions[-1]} px); give at most "
+                           f"{1 + len(steps)}")
     per_stage = presets[1:] if len(presets) > 1 else presets
     per_stage = (per_stage + [per_stage[-1]] * len(steps))[:len(steps)]
     if not probe.model.is_supernet:

@@ -17,6 +17,7 @@ from ..metrics.latency import LatencyTable, denoiser_latency
 from ..models.inputs import example_inputs
 from .evolution import Constraints, Point, evolutionary_search, random_search
 from .pareto import hypervolume_2d, pareto_front, plot_pareto, reference_point, save_pareto_json
+from ..store.files import atomic_write_text
 from .proxy import heldout_proxy
 
 
@@ -65,5 +66,5 @@ def search_denoiser(den, out: Path, resolution: int, *, budget: int = 100,
         save_pareto_json(out / "pareto_random.json", rnd.points, val_data=val_data)
     save_pareto_json(out / "pareto.json", evo.points, val_data=val_data)
     plot_pareto(out / "pareto.png", runs, title=f"{den.config.name} @ {resolution}px")
-    (out / "search.json").write_text(json.dumps(summary, indent=1, default=str))
+    atomic_write_text(out / "search.json", json.dumps(summary, indent=1, default=str))
     return summary, pareto_front(evo.points)

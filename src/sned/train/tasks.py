@@ -50,6 +50,7 @@ from ..models.codec import (
 )
 from ..models.unet import VideoUNet
 from ..space import SearchSpace
+from ..store.files import atomic_write_text
 from .arch_sampler import ArchSampler, Floors
 from .data import build_dataset
 
@@ -472,4 +473,4 @@ def write_eval(out: Path, step: int, metrics: dict) -> None:
         rows = [r for r in path.read_text().splitlines()
                 if r.strip() and json.loads(r)["step"] < step]
     rows.append(json.dumps({"step": step, **metrics}))
-    path.write_text("".join(r + "\n" for r in rows))
+    atomic_write_text(path, "".join(r + "\n" for r in rows))
