@@ -265,7 +265,7 @@ TABLE: list[Case] = [
     # 7. bad input found before any work
     Case("7-diffnas-latent-teacher-without-its-ae", _diffnas("{tmp}/m", "{tmp}/d"),
          ["{tmp}/m", "autoencoder"],
-         setup=_copy("lmodel", "m", lambda f: shutil.rmtree(f / "autoencoder"))),
+         setup=_copy("lmodel", "m", lambda f: shutil.rmtree(f / "vae"))),
     Case("7-diffnas-compare-at-the-teachers-macs", _diffnas("{teacher}", "{tmp}/d", "--compare",
                                                             "0.5,1"), ["--compare 1", "100.0%"]),
     Case("7-diffnas-data-root-missing",

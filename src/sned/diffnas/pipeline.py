@@ -79,7 +79,7 @@ class Run:
         self.codec = codec_for(self.teacher_dir, options.device)
         if self.codec is None and (meta.get("model_config") or {}).get("autoencoder"):
             raise CheckpointError(f"{self.teacher_dir} is a latent model without its "
-                                  f"autoencoder folder (config.json has no \"latent\" entry)")
+                                  f"autoencoder (no vae/ or autoencoder/ folder recorded)")
         if self.teacher.is_supernet:
             raise CheckpointError(f"{self.teacher_dir} holds a supernet; DiffNAS needs a "
                                   f"static model folder (sned extract)")
