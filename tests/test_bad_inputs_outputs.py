@@ -263,7 +263,11 @@ TABLE: list[Case] = [
     Case("6-diffnas-max-macs-nan", _diffnas("{teacher}", "{tmp}/d", "--max-macs", "nan"),
          ["--max-macs nan"]),
     # 7. bad input found before any work
-    Case("7-diffnas-latent-teacher", _diffnas("{lmodel}", "{tmp}/d"), ["{lmodel}", "latent"]),
+    Case("7-diffnas-latent-teacher-without-its-ae", _diffnas("{tmp}/m", "{tmp}/d"),
+         ["{tmp}/m", "autoencoder"],
+         setup=_copy("lmodel", "m", lambda f: shutil.rmtree(f / "vae"))),
+    Case("7-diffnas-compare-at-the-teachers-macs", _diffnas("{teacher}", "{tmp}/d", "--compare",
+                                                            "0.5,1"), ["--compare 1", "100.0%"]),
     Case("7-diffnas-data-root-missing",
          _diffnas("{teacher}", "{tmp}/d", "--data", "kind=folder", "root={tmp}/none"),
          ["root={tmp}/none"]),

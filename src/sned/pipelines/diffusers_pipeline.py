@@ -290,12 +290,14 @@ def pipeline_from_denoiser(den, ssr=None, card: dict | None = None):
     denoiser; ``card`` is recorded in the unet's ``sned`` metadata. The scheduler is DDIM with
     the denoiser's training schedule (``diffusers``' ``from_config`` swaps it)."""
     unet = _static(den)
-    if card is not None or den.data is not None:
+    if card is not None or den.data is not None or den.train is not None:
         meta = dict(unet.diffusers_config["sned"])
         if card is not None:
             meta["card"] = card
         if den.data is not None:
             meta["data"] = den.data
+        if den.train is not None:  # its training recipe (sned diffnas retrains the same way)
+            meta["train"] = den.train
         unet.register_to_config(sned=meta)
     scheduler = make_scheduler(den.diffusion, "ddim")
     if den.codec is not None:

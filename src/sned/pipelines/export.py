@@ -82,6 +82,8 @@ def export_subnet(den, out: str | os.PathLike, overwrite: bool = False,
     extra = {"diffusion": den.diffusion.to_dict(), "card": card}
     if den.data is not None:  # the training data: held-out evaluation of the folder uses it
         extra["data"] = den.data
+    if den.train is not None:  # its training recipe (sned diffnas retrains the same way)
+        extra["train"] = den.train
     write_more = None
     if den.codec is not None:  # a latent model carries its decoder and latent stats
         extra["latent"] = {"autoencoder": FOLDER, **den.codec.stats.to_dict()}

@@ -267,9 +267,7 @@ class LatentDiffusionTask(DiffusionTask):
         return self.ae.config.temporal_factor, self.ae.config.spatial_factor
 
     def dataset(self):
-        ft, fs = self.factors
-        return build_dataset(self.run.data, self.run.model, frames=self.run.model.frames * ft,
-                             resolution=max(self.run.model.resolutions) * fs)
+        return latent_clips(self.run, self.factors)
 
     def to_model_space(self, video: Tensor, resolution: int) -> Tensor:
         return self.codec.encode(resize_video(video, resolution * self.factors[1]))
@@ -301,6 +299,14 @@ class LatentDiffusionTask(DiffusionTask):
             return {}
         return {"latent": {"autoencoder": FOLDER, **self.codec.stats.to_dict(),
                            "autoencoder_config": self.ae.config.to_dict()}}
+
+
+def latent_clips(run, factors: tuple[int, int]):
+    """The pixel clips a latent model of ``run`` trains on: its latent frames and largest
+    latent side × the autoencoder's (temporal, spatial) ``factors``."""
+    ft, fs = factors
+    return build_dataset(run.data, run.model, frames=run.model.frames * ft,
+                         resolution=max(run.model.resolutions) * fs)
 
 
 def check_latent_pair(model_cfg, ae_cfg: AutoencoderConfig | None, source: str | None = None
