@@ -3,7 +3,6 @@ of validation loss vs training compute per preset."""
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..report import markdown_table
+from ..store.files import atomic_write_text, write_json
 
 SUPERNETS = ("supernet", "uniform-draws", "no-distill", "previous-recipe", "parent-third",
              "parent-two-thirds", "grown-from-B", "supernet-uniform", "zero-init-off",
@@ -410,8 +410,8 @@ def write_results(out: Path, rows: list[dict], records: list[dict], meta: dict) 
     plat = plateau(records, horizons)
     runs = [{k: v for k, v in r.items() if k != "rows"} for r in records]
     path = out / "results.json"
-    path.write_text(json.dumps({"meta": meta, "rows": rows, "goal": goal, "runs": runs,
-                                "horizons": longer, "plateau": plat}, indent=1))
+    write_json(path, {"meta": meta, "rows": rows, "goal": goal, "runs": runs,
+                      "horizons": longer, "plateau": plat})
     plot(out / "val_loss_vs_compute.png", rows)
     plan = meta["plan"]
     n = plan["seeds"]
@@ -473,5 +473,5 @@ def write_results(out: Path, rows: list[dict], records: list[dict], meta: dict) 
     if plat:
         md += _plateau_md(plat)
     md += ["![val loss vs compute](val_loss_vs_compute.png)", ""]
-    (out / "results.md").write_text("\n".join(md))
+    atomic_write_text(out / "results.md", "\n".join(md))
     return path
