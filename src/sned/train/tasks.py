@@ -164,8 +164,8 @@ class DiffusionTask:
                                     res)
         n = video.shape[0]
         emb, mask = self._encode_text(trainer, batch["caption"][:n], n)
-        parts = self._parts(trainer, video, emb, mask, archs, self.sampler.teacher(res))
         teacher = self.sampler.teacher(res)
+        parts = self._parts(trainer, video, emb, mask, archs, teacher)
         students = [i for i, a in enumerate(archs) if a != teacher]
         distilling = self.sampler.distilling(trainer.step) and bool(students)
         in_place = cfg.distill_teacher == "largest" and archs[0] == teacher
