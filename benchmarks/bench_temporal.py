@@ -101,7 +101,7 @@ def out_norms(model) -> dict:
     for name, mod in model.named_modules():
         if isinstance(mod, Attention):
             kind = name.rsplit(".", 1)[-1]
-            norms.setdefault(kind, []).append(float(mod.to_out.weight.norm()))
+            norms.setdefault(kind, []).append(float(mod.to_out.weight.detach().norm()))
     return norms
 
 
