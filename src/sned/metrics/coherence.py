@@ -153,3 +153,15 @@ def coherence_summary(videos: Any, captions: Sequence[str] | None = None) -> dic
             "presence": float(np.mean([c["presence"] for c in clips])) if n else 0.0,
             "jump": jump, "jump_ci": jump_ci, "residual": residual, "residual_ci": residual_ci,
             "jump_ratio": ratio, "jump_ratio_ci": ratio_ci, "n": n}
+
+
+def coherence_columns(videos: Any, captions: Sequence[str]) -> dict[str, Any]:
+    """Report columns of :func:`coherence_summary`: ``coherent``, ``present_all``,
+    ``jump_ratio`` and ``track_residual`` (fraction of the frame side), each with its
+    ``<key>_ci`` 95 % interval, and ``coherence_n``."""
+    s = coherence_summary(videos, captions)
+    return {"coherent": s["coherent"], "coherent_ci": s["coherent_ci"],
+            "present_all": s["present_all"], "present_all_ci": s["present_all_ci"],
+            "jump_ratio": s["jump_ratio"], "jump_ratio_ci": s["jump_ratio_ci"],
+            "track_residual": s["residual"], "track_residual_ci": s["residual_ci"],
+            "coherence_n": s["n"]}
