@@ -217,7 +217,7 @@ class Trainer:
         g = torch.Generator().manual_seed(_seed(self.cfg.seed, self.step, self.rank, micro))
         b = video.shape[0]
         t = torch.randint(0, self.run.diffusion.num_train_timesteps, (b,), generator=g)
-        noise = torch.randn(video.shape, generator=g)
+        noise = self.objective.noise(video.shape, g)
         keep_text = torch.rand(b, generator=g) >= self.cfg.cfg_drop_prob
         t, noise = t.to(self.device), noise.to(self.device)
         ssr = self.run.model.kind == "ssr"
