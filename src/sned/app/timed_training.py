@@ -96,7 +96,11 @@ def train_for(config: str, overrides: list[str], out: Path, seconds: float,
     run = load_run_config(config, overrides + [f"train.steps={steps}",
                                                f"train.warmup_steps={warm}",
                                                f"train.device={device.type}"])
-    over = f", {predicted - left:.0f} s over the budget: its minimum" if predicted > left else ""
+    over = ""
+    if predicted > left:
+        why = ("the stage's minimum of steps" if steps == min_steps else
+               "the max_steps cap" if steps == max_steps else "the 20-step floor")
+        over = f", {predicted - max(left, 0):.0f} s over the budget ({why})"
     say(f"training {config}: {steps} steps in ≈ {predicted:.0f} s{over} (measured "
         f"{warm_s:.3f} s/step in the warm-up of {warm} steps, {after_s:.3f} s after it)")
     trainer = Trainer(run, out, progress=progress, overwrite=True)
