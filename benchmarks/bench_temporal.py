@@ -172,6 +172,8 @@ def main() -> None:
     p.add_argument("--max-minutes", type=float, default=None,
                    help="stop after the first point past this wall time")
     p.add_argument("--text-only", action="store_true")
+    p.add_argument("--resume", action="store_true",
+                   help="continue OUT's run (and its temporal-curve.json) to later --eval-at")
     p.add_argument("overrides", nargs="*")
     a = p.parse_args()
     if a.text_only:
@@ -184,7 +186,8 @@ def main() -> None:
     run = load_run_config("tiny-base", RECIPE + [f"model.resolutions=[{a.resolution}]",
                                                  f"train.steps={points[-1]}"] + a.overrides)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    trainer = Trainer(run, a.out / "run", progress=False, overwrite=True)
+    trainer = (Trainer(run, a.out / "run", progress=False, resume=True) if a.resume
+               else Trainer(run, a.out / "run", progress=False, overwrite=True))
     encoder = TextEncoder(max_length=run.model.text_len)
     train_prompts = sample_prompts(a.prompts, seed=5, split="train")
     held_prompts = held_out_prompts()
@@ -199,11 +202,14 @@ def main() -> None:
               "frames": run.model.frames, "guidance": a.guidance,
               "sample_steps": a.sample_steps, "points": []}
     t_start = time.monotonic()
-    init = {"step": 0, "out_norms": out_norms(trainer.model),
-            "frame_order": frame_order_test(trainer.model, run.diffusion, encoder,
-                                            a.val_clips, run.model.frames, a.resolution)}
-    record["points"].append(init)
-    for step in points:
+    if a.resume:
+        record["points"] = json.loads((a.out / "temporal-curve.json").read_text())["points"]
+    else:
+        record["points"].append(
+            {"step": 0, "out_norms": out_norms(trainer.model),
+             "frame_order": frame_order_test(trainer.model, run.diffusion, encoder,
+                                             a.val_clips, run.model.frames, a.resolution)})
+    for step in [s for s in points if s > trainer.step]:
         t0 = time.monotonic()
         trainer.fit(steps=step)
         train_s = time.monotonic() - t0
