@@ -54,3 +54,18 @@ def test_report_shows_accuracy_and_coherence_for_both_prompt_sets(tmp_path):
                 f"| 1.2% [1.0%–1.4%] | 36 |") in md
     assert "(unseen combination)" in md
     assert "## Temporal coherence: does the object move steadily?" in md
+
+
+def test_quickstart_on_a_machine_far_too_busy_stops_with_one_line(tmp_path, monkeypatch, capsys):
+    """Issue 28 item 10: 37.6 s/step measured → exit 2 before training, naming the step time;
+    nothing trained is left behind and a rerun is not refused."""
+    import sned.app.timed_training as tt
+    from sned.cli import main
+
+    monkeypatch.setattr(tt, "step_seconds", lambda *a: (37.6, 37.6))
+    for _ in range(2):
+        assert main(["quickstart", "--out", str(tmp_path / "q"), "--minutes", "1"]) == 2
+        err = capsys.readouterr().err
+        assert "37.60 s per training step" in err and "Traceback" not in err
+        assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "q" / "runs").exists()
