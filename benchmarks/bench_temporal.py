@@ -212,6 +212,8 @@ def main() -> None:
     for step in [s for s in points if s > trainer.step]:
         t0 = time.monotonic()
         trainer.fit(steps=step)
+        if trainer.interrupted:  # a signal: the trainer saved; do not label its step wrongly
+            break
         train_s = time.monotonic() - t0
         den = load_denoiser(a.out / "run", preset="B")
         row = {"step": step, "train_seconds": train_s, "out_norms": out_norms(trainer.model),

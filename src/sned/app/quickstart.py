@@ -82,9 +82,13 @@ LATENT_SHARE = 0.1
 from the pixel supernets' training time."""
 
 
-MIN_STEPS = {"base": 600, "ssr": 100, **LATENT_MIN_STEPS}
-"""Training steps each model needs before its numbers mean anything (measured:
-``docs/results.md``); a stage trains at least this many whatever the clock says."""
+MIN_STEPS = {"base": 800, "ssr": 100, **LATENT_MIN_STEPS}
+"""Training steps each model needs before its numbers mean anything; a stage trains at least
+this many whatever the clock says. Base: a standalone B's objects stop jumping between 200 and
+500 of its own steps, and the supernet gives B about half of its steps (the warm-up third, then
+one in four; docs/results.md, issue 31). SSR / AE / latent: below the step counts an idle
+2-core machine plans in the budget (≈ 130 / 170 / 290), above the fewest that gave usable
+results."""
 
 
 @dataclass
