@@ -438,9 +438,10 @@ def section_consistency(qs: Quickstart) -> list[dict]:
 
 def section_cost_quality(qs: Quickstart) -> list[dict]:
 
-    plot_cost_quality(qs.out / "cost_vs_val_loss.png", qs.rows)
-    plot_cost_quality(qs.out / "cost_vs_caption.png", qs.rows, "caption_all",
-                      "caption accuracy (all attributes)")
+    rows = [r for r in qs.rows if r.get("prompts") != "held-out"]  # one point per stage
+    plot_cost_quality(qs.out / "cost_vs_val_loss.png", rows)
+    plot_cost_quality(qs.out / "cost_vs_caption.png", rows, "caption_all",
+                      "caption accuracy (all attributes, training-split prompts)")
     return [{"title": "Cost vs quality",
              "images": [p for p in ("cost_vs_val_loss.png", "cost_vs_caption.png")
                         if (qs.out / p).exists()]}]
