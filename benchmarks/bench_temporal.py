@@ -38,6 +38,7 @@ import math
 import os
 import platform
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -191,8 +192,7 @@ def main() -> None:
     encoder = TextEncoder(max_length=run.model.text_len)
     train_prompts = sample_prompts(a.prompts, seed=5, split="train")
     held_prompts = held_out_prompts()
-    record = {"command": "python benchmarks/bench_temporal.py " + " ".join(
-                  f"{k}" for k in os.sys.argv[1:]),
+    record = {"command": "python benchmarks/bench_temporal.py " + " ".join(sys.argv[1:]),
               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"],
                                        capture_output=True, text=True).stdout.strip(),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
