@@ -1,7 +1,12 @@
-"""One-shot GPU check: run it first on any GPU lent to the project (< 10 min on one H100/H200).
+"""One-shot GPU check, v2: run it first on any GPU lent to the project (≤ 8 min on one H100).
 
     python benchmarks/gpu_check.py --out docs/results/gpu_check.json --md docs/results/gpu_check.md
     python benchmarks/gpu_check.py --smoke --out /tmp/gpu_check.json   # the same code on CPU
+
+Parts (a)–(d) re-measure the baseline on the card; (g)–(j) (``benchmarks/gpu_check_v2.py``)
+say where a step's time goes: a kernel-category profile, training variants side by side with
+peak memory, sampling variants, and the tiny-base step old vs new. The JSON is rewritten after
+every part, so a run cut short keeps what it measured.
 
 (a) **attention kernels**: a forward + backward of the supernet (bf16 autocast) with SDPA
     restricted to flash / memory-efficient / cuDNN kernels — a math fallback raises, and fails
@@ -18,7 +23,8 @@
     refuses two ranks on one device): tiny-base, sandwich, ``grad_accum=2``, checkpointing;
     the ranks' weights must be bitwise equal afterwards.
 (e) **sampling**: bf16 DDIM latency of extracted S vs B (pixel-base, CFG, 16×64×64) and the
-    ratio (goal ≥ 2.0×).
+    ratio (goal ≥ 2.0×), for autocast casting the weights every step (the old path), weights
+    cast once (the default) and compiled with CUDA graphs (part (i) of gpu_check_v2).
 (f) writes the JSON (``--out``) and a markdown section (``--md``, also printed) for
     ``docs/benchmarks.md``.
 
@@ -44,17 +50,22 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import gpu_check_v2 as v2  # noqa: E402
+
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}
 """Dense bf16 tensor-core peaks (TFLOP/s) by GPU name fragment, for MFU."""
 
 FULL = {"config": "pixel-base", "memory_cases": [(1, False), (4, True), (8, True)],
-        "mfu_cases": [(4, True), (1, False)], "mfu_steps": 6, "frames": None, "device": "cuda",
+        "mfu_cases": [(4, True), (1, False)], "mfu_steps": 4, "frames": None, "device": "cuda",
         "ddp_config": "tiny-base", "ddp_steps": 4, "ddp_extra": [], "sample_steps": 20,
-        "sample_repeats": 3}
+        "sample_repeats": 2, "variant_batch": 4, "variant_big_batch": 8, "variant_steps": 3,
+        "tiny_steps": 12}
 SMOKE = {"config": "tiny-base", "memory_cases": [(1, False), (2, True)],
          "mfu_cases": [(2, True)], "mfu_steps": 1, "frames": 4, "device": "cpu",
          "ddp_config": "tiny-base", "ddp_steps": 1, "ddp_extra": ["train.sandwich_k=0"],
-         "sample_steps": 2, "sample_repeats": 1}
+         "sample_steps": 2, "sample_repeats": 1, "variant_batch": 1, "variant_big_batch": 2,
+         "variant_steps": 1, "tiny_steps": 2}
 
 
 def _sync(device: torch.device) -> None:
@@ -236,41 +247,17 @@ def check_ddp(plan: dict, timeout: float, overrides: list[str]) -> dict:
 
 
 # --------------------------------------------------------------------------------- (e)
-def check_sampling(plan: dict, device: torch.device) -> dict:
-    import sned
-    from sned.pipelines import sample
-
-    torch.manual_seed(0)
-    frames = plan["frames"]
-    supernet = sned.build_supernet(plan["config"], [f"frames={frames}"] if frames else None)
-    space = sned.search_space(supernet.config)
-    cfg = supernet.config
-    text = torch.randn(1, cfg.text_len, cfg.text_dim)
-    out = {}
-    for p in ("B", "S"):
-        model = sned.extract(supernet, space.preset(p)).to(device)
-
-        def run():
-            sample(model, text, steps=plan["sample_steps"], guidance_scale=5.0, seed=0,
-                   progress=False, dtype="auto")
-        run()  # warm-up
-        times = []
-        for _ in range(plan["sample_repeats"]):
-            _sync(device)
-            t0 = time.perf_counter()
-            run()
-            _sync(device)
-            times.append(time.perf_counter() - t0)
-        out[p] = {"seconds": statistics.median(times), "params": space.cost(
-            space.preset(p)).params}
-        del model
+def check_sampling(plan: dict, device: torch.device, smoke: bool) -> dict:
+    """S vs B, per sampling variant (:func:`gpu_check_v2.sampling_variants`); ``S_s``,
+    ``B_s`` and the speed-up are the default path's (weights cast once)."""
+    r = v2.sampling_variants(plan, device, smoke)
     from sned.device import sampling_autocast
 
-    return {"steps": plan["sample_steps"], "cfg": 5.0,
-            "precision": sampling_autocast("auto", device) or "fp32",
-            "S_s": out["S"]["seconds"], "B_s": out["B"]["seconds"],
-            "speedup_B_over_S": out["B"]["seconds"] / out["S"]["seconds"],
-            "goal": 2.0}
+    r.update(precision=sampling_autocast("auto", device) or "fp32",
+             S_s=r["S_weights_cast_once_s"], B_s=r["B_weights_cast_once_s"],
+             speedup_B_over_S=r["B_weights_cast_once_s"] / r["S_weights_cast_once_s"],
+             goal=2.0)
+    return r
 
 
 # --------------------------------------------------------------------------------- (f)
@@ -323,9 +310,51 @@ def markdown(r: dict) -> str:
     else:
         lines.append(f"- (e) sampling ({s['precision']}, {s['steps']} DDIM steps, CFG): S "
                      f"{s['S_s']:.3f} s, B {s['B_s']:.3f} s, speed-up "
-                     f"**{s['speedup_B_over_S']:.2f}×** (goal ≥ {s['goal']}×).")
+                     f"**{s['speedup_B_over_S']:.2f}×** (goal ≥ {s['goal']}×); B/S by "
+                     "variant: " + ", ".join(f"{k[8:]} {v:.2f}×" for k, v in s.items()
+                                              if k.startswith("speedup_") and k != 
+                                              "speedup_B_over_S") + ".")
+    lines += _markdown_v2(r)
     lines.append(f"- checks passed: **{r['pass']}**.")
     return "\n".join(lines) + "\n"
+
+
+def _profile(trainer, plan: dict) -> dict:
+    """(g) at the variants' batch with every block checkpointed (fixed_arch=B)."""
+    n = plan["variant_batch"]
+    _set_case(trainer, n, True)
+    return {"batch": n, "checkpointing": True, **v2.profile_step(trainer, _batch(trainer, n))}
+
+
+def _markdown_v2(r: dict) -> list[str]:
+    lines = []
+    g = r.get("profile", {})
+    if "ms_by_category" in g:
+        busy = "n/a" if g["busy_fraction"] is None else f"{g['busy_fraction']:.0%}"
+        lines.append(f"- (g) one step ({'kernels' if g['kernels'] else 'CPU leaf ops'}): "
+                     f"{g['wall_s']:.3f} s, busy {busy}, {g['launches']} launches, "
+                     f"{g['host_syncs']} host syncs; ms by category {g['ms_by_category']}.")
+    else:
+        lines.append(f"- (g) profile: **error** {_error(g)}")
+    h = r.get("variants")
+    if isinstance(h, list):
+        lines += ["- (h) training variants (same arch, same trainer):", "",
+                  "| variant | batch | checkpointing | step s | peak GiB |", "|---|---|---|---|---|"]
+        for v in h:
+            step = "OOM" if v["step_s"] is None else f"{v['step_s']:.3f}"
+            peak = "n/a" if v["peak_gib"] is None else f"{v['peak_gib']:.1f}"
+            lines.append(f"| {v['variant']} | {v['batch']} | {v['checkpointing']} | {step} | "
+                         f"{peak} |")
+        lines.append("")
+    else:
+        lines.append(f"- (h) variants: **error** {_error(h or {})}")
+    j = r.get("tiny", {})
+    if "speedup" in j:
+        lines.append(f"- (j) tiny-base study step: legacy {j['legacy_ms']:.1f} ms, fused "
+                     f"{j['fused_ms']:.1f} ms ({j['speedup']:.2f}×).")
+    else:
+        lines.append(f"- (j) tiny-base step: **error** {_error(j)}")
+    return lines
 
 
 def main() -> int:
@@ -379,6 +408,8 @@ def main() -> int:
         timed("attention", lambda: check_attention(trainer))
         timed("memory", lambda: check_memory(trainer, plan))
         timed("mfu", lambda: check_mfu(trainer, plan, peak if device.type == "cuda" else None))
+        timed("profile", lambda: _profile(trainer, plan))
+        timed("variants", lambda: v2.training_variants(trainer, _batch, _set_case, plan))
         del trainer
     import gc
 
@@ -386,7 +417,8 @@ def main() -> int:
     if device.type == "cuda":
         torch.cuda.empty_cache()
     timed("ddp", lambda: check_ddp(plan, args.ddp_timeout, extra))
-    timed("sampling", lambda: check_sampling(plan, device))
+    timed("sampling", lambda: check_sampling(plan, device, args.smoke))
+    timed("tiny", lambda: v2.tiny_step(device, plan["tiny_steps"]))
     report["seconds"] = time.perf_counter() - t0
     report["pass"] = bool(report["attention"]["pass"] and report["ddp"]["pass"]
                           and isinstance(report["memory"], list)

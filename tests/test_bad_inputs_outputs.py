@@ -26,6 +26,7 @@ import torch
 
 import sned
 from sned.cli import main
+from sned.extract import read_model_meta
 from sned.diffnas.tasks import BlockDistillTask
 from sned.diffusion import DiffusionConfig
 from test_bad_inputs import FAST, tree_hash
@@ -153,7 +154,7 @@ def _short_arch(w, tmp):
 def _other_teacher_weights(w, tmp):
     """A copy of the DiffNAS run whose state names a copy of the teacher with other weights."""
     shutil.copytree(w["teacher"], tmp / "t")
-    path = tmp / "t" / "model.safetensors"
+    path = tmp / "t" / "diffusion_pytorch_model.safetensors"
     state = sned.store.files.load_safetensors(path)
     first = sorted(state)[0]
     state[first] = state[first] + 1
@@ -243,15 +244,17 @@ TABLE: list[Case] = [
     Case("4-diffnas-into-a-run", _diffnas("{teacher}", "{run}"), ["{run}", "training run"]),
     # 6. garbled files and flags: one line, no traceback
     Case("6-diffusion-bogus-key", ["sample", "{tmp}/m", "--prompt", "x", "--out", "{tmp}/o"],
-         ["{tmp}/m/config.json", "diffusion", "bogus"],
-         setup=_copy("model", "m", _edit_json("config.json", lambda m: m.update(
+         ["{tmp}/m/unet/config.json", "diffusion", "bogus"],
+         setup=_copy("model", "m", _edit_json("unet/config.json", lambda m: m["sned"].update(
              diffusion={"bogus": 1})))),
     Case("6-diffusion-null", ["sample", "{tmp}/m", "--prompt", "x", "--out", "{tmp}/o"],
-         ["{tmp}/m/config.json", "diffusion"],
-         setup=_copy("model", "m", _edit_json("config.json", lambda m: m.update(diffusion=None)))),
-    Case("6-latent-not-an-object", ["sample", "{tmp}/m", "--out", "{tmp}/o"],
-         ["{tmp}/m/config.json", "latent"],
-         setup=_copy("lmodel", "m", _edit_json("config.json", lambda m: m.update(latent="x")))),
+         ["{tmp}/m/unet/config.json", "diffusion"],
+         setup=_copy("model", "m", _edit_json("unet/config.json",
+                                              lambda m: m["sned"].update(diffusion=None)))),
+    Case("6-latent-stats-not-a-number", ["sample", "{tmp}/m", "--out", "{tmp}/o"],
+         ["{tmp}/m/vae/config.json", "scaling_factor"],
+         setup=_copy("lmodel", "m", _edit_json("vae/config.json",
+                                               lambda m: m.update(scaling_factor="x")))),
     Case("6-diffnas-corrupt-student", _diffnas("{teacher}", "{tmp}/dn"),
          ["{tmp}/dn/work/student.safetensors", "corrupt"],
          setup=_copy("dn", "dn", _stage_done("supernet", garble="work/student.safetensors"))),
@@ -260,7 +263,11 @@ TABLE: list[Case] = [
     Case("6-diffnas-max-macs-nan", _diffnas("{teacher}", "{tmp}/d", "--max-macs", "nan"),
          ["--max-macs nan"]),
     # 7. bad input found before any work
-    Case("7-diffnas-latent-teacher", _diffnas("{lmodel}", "{tmp}/d"), ["{lmodel}", "latent"]),
+    Case("7-diffnas-latent-teacher-without-its-ae", _diffnas("{tmp}/m", "{tmp}/d"),
+         ["{tmp}/m", "autoencoder"],
+         setup=_copy("lmodel", "m", lambda f: shutil.rmtree(f / "vae"))),
+    Case("7-diffnas-compare-at-the-teachers-macs", _diffnas("{teacher}", "{tmp}/d", "--compare",
+                                                            "0.5,1"), ["--compare 1", "100.0%"]),
     Case("7-diffnas-data-root-missing",
          _diffnas("{teacher}", "{tmp}/d", "--data", "kind=folder", "root={tmp}/none"),
          ["root={tmp}/none"]),
@@ -311,6 +318,27 @@ TABLE: list[Case] = [
          setup=_copy("dn", "dn", lambda d: _stage_done("supernet", "search")(d) or
                      (d / "search.json").write_text(json.dumps(
                          {"subnet": {"arch": {"resolution": 16, "blocks": []}, "macs": 1}})))),
+    # 12. issue 28: inputs of every kind, overflowing numbers, silent results, links
+    Case("12-train-out-is-init-from-overwrite", ["train", "tiny-base", "--out", "{run}",
+                                                 "--init-from", "{run}", "--overwrite", *FAST],
+         ["--out {run}", "is the input {run}"]),
+    Case("12-memory-batch-overflow", ["memory", "tiny-base", "--batch",
+                                      "99999999999999999999999999"],
+         ["--batch 99999999999999999999999999"]),
+    Case("12-memory-device-memory-inf", ["memory", "tiny-base", "--device-memory", "inf"],
+         ["--device-memory inf"]),
+    Case("12-memory-frames-overflow", ["memory", "tiny-base", "--frames",
+                                       "99999999999999999999"], ["--frames 99999999999999999999"]),
+    Case("12-train-frames-overflow", ["train", "tiny-base", "--out", "{tmp}/x", "--steps", "1",
+                                      "model.frames=99999999999999999999"],
+         ["frames", "99999999999999999999"]),
+    Case("12-sample-presets-without-ssr", ["sample", "{run}", "--preset", "S,M", "--compile",
+                                           "--prompt", "x", "--out", "{tmp}/o"],
+         ["--preset S,M", "--ssr"]),
+    Case("12-extract-out-link-overwrite", ["extract", "{run}", "--preset", "S", "--out",
+                                           "{tmp}/link", "--overwrite"],
+         ["{tmp}/link", "symbolic link", "{model}"],
+         setup=lambda w, tmp: (tmp / "link").symlink_to(w["model"])),
 ]
 
 
@@ -349,28 +377,29 @@ def test_refused_and_nothing_touched(case: Case, world, tmp_path: Path, capsys, 
 def test_latent_extract_is_one_rename_and_cleans_killed_temps(world, tmp_path, monkeypatch):
     """A kill while the autoencoder is written leaves no model folder (the rerun is not refused);
     a temp folder of an earlier killed extract is removed by the next one."""
-    extract_module = importlib.import_module("sned.extract")  # sned.extract is the function
+    from sned.models.autoencoder import VideoAutoencoder
+
     out = tmp_path / "m"
-    save = extract_module.save_autoencoder
+    save = VideoAutoencoder.save_pretrained
 
     def killed(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(extract_module, "save_autoencoder", killed)
+    monkeypatch.setattr(VideoAutoencoder, "save_pretrained", killed)
     assert main(["extract", str(world["latent"]), "--preset", "S", "--out", str(out)]) == 130
     assert not out.exists() and list(tmp_path.iterdir()) == []
-    monkeypatch.setattr(extract_module, "save_autoencoder", save)
+    monkeypatch.setattr(VideoAutoencoder, "save_pretrained", save)
     stale = tmp_path / ".tmp-m-999999999"  # a pid that is not running
-    (stale / "autoencoder").mkdir(parents=True)
+    (stale / "vae").mkdir(parents=True)
     assert main(["extract", str(world["latent"]), "--preset", "S", "--resolution", "32",
                  "--out", str(out)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
-    assert (out / "autoencoder" / "model.safetensors").is_file()
-    card = json.loads((out / "config.json").read_text())["card"]
+    assert (out / "vae" / "diffusion_pytorch_model.safetensors").is_file()
+    card = read_model_meta(out)["card"]
     assert card["resolution"] == 8 and card["pixel_resolution"] == 32  # --resolution in pixels
     assert main(["extract", str(world["latent"]), "--preset", "M", "--out", str(out),
                  "--overwrite"]) == 0  # its own folder is replaced
-    assert json.loads((out / "config.json").read_text())["card"]["subnet"] == "M"
+    assert read_model_meta(out)["card"]["subnet"] == "M"
 
 
 def test_diffnas_killed_in_its_first_step_records_its_settings(world, tmp_path, capsys):

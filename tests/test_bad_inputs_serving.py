@@ -118,7 +118,7 @@ def test_extract_overwrite_replaces_the_folder(setup, capsys):
     target = setup / "overwrite-me"
     assert main(["extract", str(setup / "run"), "--preset", "M", "--out", str(target)]) == 0
     assert main(["extract", str(setup / "run"), "--preset", "S", "--out", str(target)]) == 2
-    assert '"subnet": "M"' in (target / "config.json").read_text()
+    assert '"subnet": "M"' in (target / "unet" / "config.json").read_text()
     assert main(["extract", str(setup / "run"), "--preset", "S", "--out", str(target),
                  "--overwrite"]) == 0
-    assert '"subnet": "S"' in (target / "config.json").read_text()
+    assert '"subnet": "S"' in (target / "unet" / "config.json").read_text()

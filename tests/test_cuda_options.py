@@ -51,3 +51,34 @@ def test_trainer_in_deterministic_mode_sets_the_cublas_workspace(tmp_path, monke
         assert trainer.model.gradient_checkpointing is False  # auto: tiny-base fits the RAM
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+def test_weights_cast_once_give_the_same_samples_as_autocast_casting_every_step():
+    import sned
+    from sned.device import matmul_weights_in
+    from sned.pipelines.sampling import sample
+
+    torch.manual_seed(0)
+    supernet = sned.build_supernet("tiny-base").eval()
+    space = sned.search_space("tiny-base")
+    model = sned.extract(supernet, space.preset("S"))
+    text, mask = torch.randn(1, 8, model.config.text_dim), torch.ones(1, 8, dtype=torch.bool)
+    kw = dict(steps=3, seed=1, frames=2, resolution=16, progress=False, dtype="bf16")
+    fp32 = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with matmul_weights_in(model, None):  # fp32 / None: nothing changes
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+    cast = sample(model, text, mask, **kw)  # casts once (kept on the extracted model)
+    with matmul_weights_in(model, torch.bfloat16, keep=True):
+        assert model.time_embed[0].weight.dtype == torch.bfloat16
+        assert model.null_text.dtype == torch.float32  # not a linear / conv weight
+    for n, p in model.named_parameters():  # the fp32 weights are back, unchanged
+        assert p.dtype == torch.float32 and torch.equal(p, fp32[n]), n
+    from sned import device
+    real = device.matmul_weights_in
+    try:  # the previous behaviour: autocast casts the fp32 weights in every step
+        import sned.pipelines.sampling as sampling
+        sampling.matmul_weights_in = lambda m, d, keep=False: real(m, None)
+        per_step = sample(model, text, mask, **kw)
+    finally:
+        sampling.matmul_weights_in = real
+    assert torch.equal(cast, per_step)

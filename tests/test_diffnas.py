@@ -1,5 +1,6 @@
 """DiffNAS end to end on a tiny random teacher: split, search invariants, retrain, resume."""
 
+import argparse
 import json
 
 import numpy as np
@@ -9,19 +10,22 @@ import torch
 import sned
 from sned.arch import resolve
 from sned.cli import main
+from sned.cli.diffnas import diffnas_args
 from sned.diffnas import Options, run_diffnas
 from sned.diffnas.blocks import run_stage, teacher_trace
 from sned.diffnas.search import choose, fit_max_macs, StageResult
 from sned.diffnas.space import StageSpace
 from sned.diffnas.student import init_student, teacher_arch
 from sned.diffnas import report
+from sned.diffnas.pipeline import Run
 from sned.diffnas.tasks import JointLossTask
 from sned.diffusion import DiffusionConfig
 
 SMALL = ["frames=2", "resolutions=[16]", "model_channels=16", "heads=[1,2,2]",
          "time_embed_dim=32"]
-OPTS = dict(supernet_steps=3, retrain_steps=4, budget=5, batch_size=2, heldout=2,
-            score_heldout=3, device="cpu", data={"num_videos": 8}, fvd_videos=3)
+OPTS = dict(supernet_steps=3, retrain_steps=4, budget=5, batch_size=2, search_clips=2,
+            pairs_per_clip=2, score_heldout=3, device="cpu", data={"num_videos": 8},
+            fvd_videos=3, compare="0.5", agreement_samples=2, agreement_steps=2)
 
 
 class Killed(Exception):
@@ -148,12 +152,16 @@ def test_search_json_invariants(run):
         assert sum(ups) == 3 * 4 and max(ups) - min(ups) <= 1 and min(ups) >= 2
     assert doc["updates"]["min"] == min(c["updates"] for b in doc["blocks"]
                                         for c in b["candidates"])
-    # the capped subnets fit under the uniform shrinks' MACs
-    assert [c["ratio"] for c in doc["capped"]] == [0.75, 0.5]
-    for c in doc["capped"]:  # (the preset-M teacher is already narrower than r = 0.75)
-        assert c["subnet"]["macs"] <= c["max_macs"] == c["uniform"]["macs"] <= \
-            doc["teacher"]["macs"]
-    assert doc["capped"][1]["max_macs"] < doc["teacher"]["macs"]
+    # the capped subnet fits under the uniform shrink's MACs, itself below the teacher's
+    assert [c["ratio"] for c in doc["capped"]] == [0.5]
+    c = doc["capped"][0]
+    assert c["subnet"]["macs"] <= c["max_macs"] == c["uniform"]["macs"] < doc["teacher"]["macs"]
+    # the search's pairs and the retrain's recipe are recorded
+    h = doc["heldout"]
+    assert (h["search"], h["pairs_per_clip"], h["search_pairs"], h["score_pairs"]) == (2, 2, 4, 6)
+    r = doc["retrain"]
+    assert (r["steps"], r["from"]["steps"], r["samples"]) == (4, "option", 4 * r["batch_size"])
+    assert r["lr_schedule"] == "cosine" and "not recorded" in r["teacher_source"]
 
 
 def test_model_folder_loads_has_stated_params_and_samples(run):
@@ -181,18 +189,17 @@ def test_beta_falls_from_one_to_zero_and_report_compares(run):
         assert r["loss"] == pytest.approx(r["beta"] * r["distill_loss"]
                                           + (1 - r["beta"]) * r["diffusion_loss"], rel=1e-5)
     text = (out / "report.md").read_text()
-    for name in ("teacher", "DiffNAS subnet", "uniform width shrink", "val loss", "FVD"):
+    for name in ("teacher", "diffnas", "uniform-r0.5", "val loss", "FVD", "**Verdict: "):
         assert name in text
     header = next(line for line in text.splitlines() if line.startswith("| model |"))
     cols = [c.strip() for c in header.strip("|").split("|")]
-    assert cols[-2:] == ["FVD", "KVD"]
-    for name in ("teacher", "DiffNAS subnet", "uniform width shrink"):
+    assert cols[-4:] == ["PSNR", "SSIM", "FVD", "KVD"]
+    for name in ("teacher", "diffnas", "uniform-r0.5"):
         row = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert np.isfinite(float(cells[-2])) and np.isfinite(float(cells[-1]))
     assert "n = 3 generated clips per model (9 frames" in text and "biased" in text
     assert "2 DDIM steps" in text
-    assert sned.load_pretrained(out / "uniform").arch is not None
 
 
 def test_report_holds_the_capped_comparison_with_intervals(run):
@@ -200,17 +207,17 @@ def test_report_holds_the_capped_comparison_with_intervals(run):
     from sned.diffnas.report import model_folder
 
     text = (out / "report.md").read_text()
-    assert "## Capped comparison" in text and "DiffNAS − uniform (95 % CI)" in text
-    scores = json.loads((out / "scores.json").read_text())
+    assert "## References" in text and "DiffNAS − uniform (95 % CI)" in text
+    scores = json.loads((out / "scores.json").read_text())["models"]
     doc = json.loads((out / "search.json").read_text())
     teacher_arch = sned.load_pretrained(model_folder(out, out / "compare" / "teacher-arch"))
     assert teacher_arch.arch.to_dict()["blocks"] == doc["teacher"]["arch"]["blocks"]
-    for r in ("0.75", "0.5"):
+    for r in ("0.5",):
         for label in (f"diffnas-r{r}", f"uniform-r{r}"):
             row = scores[label]
-            assert len(row["per_sample"]) == OPTS["score_heldout"]
-            assert 0 < row["macs_frac"] <= 1 and 0 < row["params_frac"] <= 1
-            assert f"| r = {r} | {label} |" in text
+            assert len(row["per_sample"]) == OPTS["score_heldout"] * OPTS["pairs_per_clip"]
+            assert 0 < row["macs_frac"] < 1 and 0 < row["params_frac"] <= 1
+            assert f"| {label} |" in text
             model = sned.load_pretrained(model_folder(out, out / "compare" / label))
             assert sum(p.numel() for p in model.parameters()) == row["params"]
     assert scores["teacher"]["macs_frac"] == 1.0
@@ -246,6 +253,13 @@ def test_cli_bad_inputs_exit_2_before_training(run, tmp_path, capsys):
     assert main(args + ["--ratios", "1,2"]) == 2
     assert "--ratios" in capsys.readouterr().err
     assert main(args + ["--draws", "0"]) == 2
+    assert main(args + ["--pairs-per-clip", "0"]) == 2
+    assert "--pairs-per-clip" in capsys.readouterr().err
+    # the preset-M teacher is no wider than r = 0.75: that "uniform shrink" would be the
+    # teacher itself at 100 % of its MACs (issue 28, item 7) — refused, naming the ratio
+    assert main(args + ["--compare", "0.75,0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "--compare 0.75" in err and "100.0%" in err
     assert main(["diffnas", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     assert main(["diffnas", str(teacher), "--out", str(out), "--device", "cpu",
                  "--budget", "7"]) == 2  # a different run lives there
@@ -272,3 +286,22 @@ def test_fvd_with_the_real_kinetics_i3d(run, tmp_path):
                                        tmp_path / "cache")
     assert scores is not None, note
     assert np.isfinite(scores["subnet"]["fvd"]) and "Kinetics-400" in note
+
+
+def test_bare_compare_picks_the_cheapest_uniform_shrink_not_below_the_subnet(run, tmp_path):
+    teacher, _, _, _ = run
+    p = argparse.ArgumentParser()
+    diffnas_args(p)
+    assert p.parse_args([str(teacher), "--out", "x"]).compare == ""  # off by default
+    assert p.parse_args([str(teacher), "--out", "x", "--compare"]).compare == "auto"
+    r = Run(teacher, tmp_path / "o", Options(**{**OPTS, "compare": "auto"}), log=lambda m: None)
+    assert r.caps is None  # decided after the search
+    ladder = r._uniform_ladder()  # (ratio, MACs) below the teacher's, most expensive first
+    assert ladder and all(m < r.teacher_cost.macs for _, m in ladder)
+    assert [m for _, m in ladder] == sorted((m for _, m in ladder), reverse=True)
+    for _, macs in ladder:  # a subnet exactly at a shrink's MACs is compared with that shrink
+        assert r.auto_cap(macs) == [next(x for x in ladder if x[1] == macs)]
+    (lo_r, lo_m) = ladder[-1]
+    assert r.auto_cap(lo_m - 1) == [(lo_r, lo_m)]  # below every shrink: the cheapest
+    assert r.auto_cap(r.teacher_cost.macs) == [ladder[0]]  # nothing cut: the largest, capped
+    assert not (tmp_path / "o").exists()

@@ -153,3 +153,45 @@ def test_quickstart_report_has_intervals_and_consistency(tmp_path):
             "| 36 |") in md
     assert "## Cascade consistency per SSR stage" in md and "| S | 64 | 28.25 |" in md
     assert len(SECTIONS) >= 5 and (tmp_path / "report.html").exists()
+
+
+def test_per_timestep_profile_cli_matches_the_proxy_per_bucket(tmp_path, capsys):
+    """`sned evaluate RUN --per-timestep`: every preset on the same pairs, bucket means equal
+    the proxy's per-pair losses grouped by timestep, B's paired difference is exactly 0."""
+    import json
+
+    from sned.cli import main
+    from sned.pipelines.loading import load_denoiser
+    from sned.search.proxy import heldout_proxy
+    from sned.train.config import load_run_config
+    from sned.train.trainer import Trainer
+
+    run = tmp_path / "run"
+    Trainer(load_run_config("tiny-base", ["model.frames=2", "data.num_videos=8",
+                                          "train.batch_size=2", "train.warmup_steps=0"]),
+            run, progress=False).fit(2)
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(run), "--per-timestep", "--metrics", "none", "--presets",
+                 "B,S", "--n-videos", "4", "--pairs-per-clip", "3", "--buckets", "4",
+                 "--out", str(out)]) == 0
+    prof = json.loads((out / "per_timestep.json").read_text())
+    assert prof["buckets"] == [[0, 250], [250, 500], [500, 750], [750, 1000]]
+    assert [a["label"] for a in prof["archs"]] == ["S", "B"] and prof["reference"] == "B"
+    assert prof["pairs"] == 12 and (out / "per_timestep.png").is_file()
+    assert "Per-timestep validation loss" in (out / "report.md").read_text()
+    den = load_denoiser(run)
+    proxy = heldout_proxy(den.model, den.diffusion, 16, n_videos=4, pairs_per_clip=3)
+    s = proxy.per_sample(den.space.preset("S"))
+    b = proxy.per_sample(den.space.preset("B"))
+    for row, losses in zip(prof["archs"], (s, b)):
+        assert sum(x["n"] for x in row["buckets"]) == 12
+        for bucket in row["buckets"]:
+            sel = (proxy.t >= bucket["lo"]) & (proxy.t < bucket["hi"])
+            assert bucket["mean"] == pytest.approx(float(losses[sel].double().mean()), rel=1e-5)
+            if row["label"] == "B":
+                assert bucket["diff"]["mean"] == 0.0
+            else:
+                ref = float((losses[sel] - b[sel]).double().mean())
+                assert bucket["diff"]["mean"] == pytest.approx(ref, rel=1e-4, abs=1e-7)
+    assert main(["evaluate", str(run), "--metrics", "none", "--out", str(tmp_path / "e2")]) == 2
+    assert "nothing to measure" in capsys.readouterr().err

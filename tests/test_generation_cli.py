@@ -27,8 +27,8 @@ def test_extract_cli_writes_a_reloadable_folder_with_card(run_dir, tmp_path, cap
     out = tmp_path / "S"
     assert main(["extract", str(run_dir), "--preset", "S", "--ema", "--out", str(out)]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", "README.md",
-                                               "arch.json"}
+    assert {p.name for p in out.iterdir()} == {"model_index.json", "unet", "scheduler",
+                                               "README.md", "arch.json"}
     space = sned.search_space(load_run_config("tiny-base", FAST).model)
     assert printed["params"] == space.cost(space.preset("S")).params
     model = sned.load_pretrained(out)

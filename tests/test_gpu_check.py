@@ -29,3 +29,13 @@ def test_gpu_check_smoke_runs_every_part_and_passes(tmp_path):
     assert r["sampling"]["S_s"] > 0 and r["sampling"]["speedup_B_over_S"] > 0
     text = md.read_text()
     assert text.startswith("## GPU check") and "identical weights **True**" in text
+    # v2: profile by category, training variants, sampling variants, tiny step old vs new
+    g = r["profile"]
+    assert g["launches"] > 0 and sum(g["ms_by_category"].values()) > 0
+    assert g["ms_by_category"]["optimizer"] > 0 and g["ms_by_category"]["conv"] > 0
+    names = [v["variant"] for v in r["variants"]]
+    assert len(names) == 6 and all(v["step_s"] > 0 for v in r["variants"])
+    s = r["sampling"]
+    assert s["S_autocast_every_step_s"] > 0 and s["B_weights_cast_once_s"] > 0
+    assert r["tiny"]["legacy_ms"] > 0 and r["tiny"]["fused_ms"] > 0
+    assert "(h) training variants" in text and "(j) tiny-base study step" in text

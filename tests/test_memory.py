@@ -4,13 +4,14 @@ real training steps, `sned memory`, and the auto-checkpointing decision."""
 import json
 
 import pytest
+import torch
 
 from sned.cli import main
 from sned.config import ConfigError
 from sned.data.transforms import collate
 from sned.train.config import load_run_config
 from sned.train.memory import (GIB, MemoryEstimate, choose_checkpointing, estimate, fits,
-                               measure_step_peak)
+                               level_blocks, measure_step_peak, plan_checkpointing)
 from sned.train.trainer import Trainer
 
 
@@ -83,23 +84,85 @@ def test_checkpointing_shrinks_activations_and_parts_scale_with_batch():
     assert on2.activations < off2.activations / 2
     assert 1.8 < off2.activations / off1.activations < 2.2
     assert off2.params == off1.params == on2.params  # weights do not depend on the batch
-    # per-element Adam counts (the default): moments + counts, two update temporaries
-    assert off2.optimizer == 3 * off2.params and off2.update_temp == 2 * off2.params
+    # the fused update: two moments (compact counts), one temporary; the legacy one kept
+    # full-size counts and a second temporary
+    assert off2.optimizer == 2 * off2.params and off2.update_temp == off2.params
     assert off2.ddp_buckets == 0
-    tensor = estimate(load_run_config("tiny-base", ["model.frames=4", "train.adam_counts=tensor"]),
+    legacy = estimate(load_run_config("tiny-base", ["model.frames=4", "train.update_impl=legacy"]),
                       batch=2, resolution=32, device="cpu")
-    assert tensor.optimizer == 2 * tensor.params and tensor.update_temp == tensor.params
+    assert legacy.optimizer == 3 * legacy.params and legacy.update_temp == 2 * legacy.params
     ddp = estimate(run, batch=2, resolution=32, device="cpu", gpus=2)
     fsdp = estimate(run, batch=2, resolution=32, device="cpu", gpus=2, parallel="fsdp")
-    assert ddp.ddp_buckets == ddp.params and fsdp.params == off2.params // 2
+    assert ddp.ddp_buckets == 0  # gradient_as_bucket_view: the buckets are the gradients
+    assert fsdp.params == off2.params // 2
     assert fsdp.fsdp_unsharded > 0 and fsdp.total < ddp.total
+
+
+def test_checkpointing_levels_trade_recompute_for_memory():
+    from sned.arch import unet_blocks
+
+    run = load_run_config("tiny-base", ["model.frames=4"])
+    off, one, full = (estimate(run, batch=2, resolution=32, checkpointing=c, device="cpu")
+                      for c in (False, [0], True))
+    assert off.recompute_macs == 0
+    assert 0 < one.recompute_macs < full.recompute_macs < full.forward_macs  # stem: never
+    assert full.activations <= one.activations < off.activations
+    assert one.checkpointing == [0] and full.checkpointing is True
+    assert level_blocks(run.model, True) is True and level_blocks(run.model, []) is False
+    specs = unet_blocks(run.model)
+    assert level_blocks(run.model, [0]) == {i for i, s in enumerate(specs) if s.level == 0}
+    assert level_blocks(run.model, sorted({s.level for s in specs})) is True
+    with pytest.raises(ConfigError, match="levels"):
+        level_blocks(run.model, [7])
+
+
+def test_auto_plan_picks_the_least_recompute_that_fits():
+    # levels 0..2: level 0 holds most memory, level 2 most MACs (as in pixel-base)
+    mem = {0: 30, 1: 15, 2: 5}
+    macs = {0: 10, 1: 20, 2: 40}
+
+    def est(c):
+        chosen = {0, 1, 2} if c is True else set(c or ())
+        e = _fake(60 - sum(mem[x] for x in chosen))
+        e.recompute_macs = sum(macs[x] for x in chosen)
+        e.checkpointing = c if isinstance(c, bool) else sorted(c)
+        return e
+
+    assert plan_checkpointing("auto", est, [0, 1, 2], 100 * GIB)[0] is False
+    assert plan_checkpointing("auto", est, [0, 1, 2], 40 * GIB)[0] == [0]  # 30 GiB, 10 MACs
+    assert plan_checkpointing("auto", est, [0, 1, 2], 25 * GIB)[0] == [0, 1]  # 15 GiB
+    assert plan_checkpointing("auto", est, [0, 1, 2], 12 * GIB)[0] is True  # 10: all
+    assert plan_checkpointing("auto", est, [0, 1, 2], 1 * GIB)[0] is True  # none fits
+    assert plan_checkpointing(True, est, [0, 1, 2], 1000 * GIB)[0] is True
+
+
+def test_checkpointing_some_blocks_gives_the_same_gradients():
+    import sned
+
+    torch.manual_seed(0)
+    model = sned.build_supernet("tiny-base").train()
+    kw = sned.example_inputs(model, batch=1, frames=2)
+    grads = []
+    for ckpt in (False, frozenset({0, len(model.blocks) - 1})):
+        model.gradient_checkpointing = ckpt
+        model.zero_grad()
+        model(**kw).square().mean().backward()
+        grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
 
 
 def test_cli_memory_pixel_base_batch_4_fits_an_80_gb_gpu_by_default(capsys):
     assert main(["memory", "pixel-base", "--preset", "B", "--batch", "4"]) == 0
     row = json.loads(capsys.readouterr().out)
-    assert row["checkpointing_setting"] == "auto" and row["checkpointing"] is True
-    assert row["total_gib"] <= 80 and row["fits"]
+    # auto: the levels with the least recompute that fit the GPU (an 80 GB card here)
+    assert row["checkpointing_setting"] == "auto" and isinstance(row["checkpointing"], list)
+    assert row["total_gib"] <= 0.9 * 80e9 / GIB and row["fits"]
+    assert main(["memory", "pixel-base", "--preset", "B", "--batch", "4",
+                 "--checkpointing", "on"]) == 0
+    on = json.loads(capsys.readouterr().out)
+    assert on["checkpointing"] is True and on["total_gib"] < row["total_gib"]
+    assert row["recompute_fraction"] < on["recompute_fraction"] < 1
     parts = ("params", "grads", "optimizer", "ema", "ddp_buckets", "fsdp_unsharded")
     assert row["total_gib"] == pytest.approx(
         sum(row[f"{k}_gib"] for k in parts if k != "grads")

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from sned.metrics import i3d as i3d_mod
 from sned.metrics.i3d import (ENV_VAR, I3DWeightsMissing, InceptionI3d, MaxPool3dSame, Unit3D,
-                              load_i3d, preprocess)
+                              load_detector, load_i3d, preprocess)
 
 # ../shared beside the checkout (CI and development machines both have it there)
 sys.path.insert(0, str(Path(__file__).parent / "data"))
@@ -177,7 +177,7 @@ def test_tf_same_padding(size):
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_torchscript_detector_file(tmp_path, videos):
+def test_torchscript_detector_file(tmp_path, videos, monkeypatch):
     class TinyScripted(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -190,7 +190,13 @@ def test_torchscript_detector_file(tmp_path, videos):
 
     p = tmp_path / "i3d_torchscript.pt"
     torch.jit.script(TinyScripted()).save(str(p))
-    det = load_i3d(p)
+    monkeypatch.delenv("SNED_I3D_TRUST_CODE", raising=False)
+    for refused in (lambda: load_i3d(p), lambda: load_detector(p)):  # code needs the opt-in
+        with pytest.raises(ValueError, match=f"{p} are a TorchScript file.*SNED_I3D_TRUST_CODE"):
+            refused()
+    assert load_i3d(p, trust_code=True).torchscript
+    monkeypatch.setenv("SNED_I3D_TRUST_CODE", "1")  # the CLI's way (--i3d PATH)
+    det = load_detector(p)
     assert det.torchscript and not det.random_features
     feats = det(videos)
     assert feats.shape == (2, 400)

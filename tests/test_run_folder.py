@@ -142,3 +142,60 @@ def test_resume_reads_keys_added_since_the_checkpoint_as_defaults(tmp_path, caps
     state_file.write_text(json.dumps(state))
     with pytest.raises(RunFolderError, match="model.pooled_text"):
         Trainer(load_run_config("tiny-base", FAST[:-1]), out, resume=True, progress=False)
+
+
+# ------------------------------------------------------------------- issue 28: world, failed starts
+def test_resume_under_another_world_size_is_refused_unless_allowed(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(out, 1) == 0
+    state_file = (out / "checkpoints" / "latest").resolve() / "state.json"
+    state = json.loads(state_file.read_text())
+    assert state["world_size"] == 1 and state["global_batch"] == 2
+    state.update(world_size=2, global_batch=4)  # as a 2-rank torchrun run writes it
+    state_file.write_text(json.dumps(state))
+    capsys.readouterr()
+    assert _train(out, 2, "--resume") == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "2 rank(s) (global batch 4)" in err and "on 1 (global batch 2)" in err
+    assert "--allow-world-size-change" in err
+    assert _steps_logged(out) == [1]  # nothing trained, nothing written
+    assert _train(out, 2, "--resume", "--allow-world-size-change") == 0
+    assert "recorded in state.json" in capsys.readouterr().err
+    latest = json.loads(((out / "checkpoints" / "latest").resolve() / "state.json").read_text())
+    assert latest["world_changes"] == [{"step": 1, "world_size": [2, 1],
+                                        "global_batch": [4, 2]}]
+    assert latest["world_size"] == 1 and latest["step"] == 2
+
+
+def test_a_failed_start_leaves_nothing(tmp_path, capsys, monkeypatch):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(3):
+        (videos / f"v{i}.mp4").write_bytes(b"\0not a video" * 10)
+    out = tmp_path / "run"
+    bad = ["data.kind=folder", f"data.root={videos}"]
+    with pytest.warns(UserWarning):
+        assert _train(out, 1, *bad) == 2
+    assert not out.exists()
+    # an existing folder keeps what it held; --overwrite of a run with bad data keeps the run
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.warns(UserWarning):
+        assert _train(out, 1, *bad) == 2
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    assert _train(tmp_path / "old", 1) == 0
+    before = sorted(p.name for p in (tmp_path / "old").iterdir())
+    with pytest.warns(UserWarning):
+        assert _train(tmp_path / "old", 1, "--overwrite", *bad) == 2
+    assert sorted(p.name for p in (tmp_path / "old").iterdir()) == before
+    # an error in the first step: nothing is left, and the plain rerun is not refused
+    from sned.train import tasks
+
+    def fails(self, trainer, batch):
+        raise ValueError("boom in the first step")
+
+    monkeypatch.setattr(tasks.DiffusionTask, "backward", fails)
+    assert _train(out, 1) == 2
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    monkeypatch.undo()
+    assert _train(out, 1) == 0

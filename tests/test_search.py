@@ -267,3 +267,87 @@ def test_plot_pareto_writes_png(space, objective, cap, tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     macs = plot_pareto(tmp_path / "macs.png", {"evolution": e.points}, cost_key="macs")
     assert macs.stat().st_size > 1000
+
+
+# --------------------------------------------------------------------------------- schedules
+def test_merge_fronts_is_the_exact_knapsack_optimum():
+    """The merged front equals brute force over every per-segment choice."""
+    import itertools
+
+    from sned.search.schedules import merge_fronts
+
+    rng = np.random.default_rng(0)
+    fronts = [[{"arch": f"a{k}{i}", "macs": int(rng.integers(1, 50)),
+                "objective": float(rng.random())} for i in range(5)] for k in range(3)]
+    for cap in (None, 60, 90):
+        merged = merge_fronts(fronts, cap)
+        combos = [(sum(c["macs"] for c in cs), sum(c["objective"] for c in cs),
+                   tuple(c["arch"] for c in cs)) for cs in itertools.product(*fronts)]
+        combos = [c for c in combos if cap is None or c[0] <= cap]
+        brute = pareto_front([{"macs": m, "objective": o, "archs": a} for m, o, a in combos],
+                             cost_key="macs", objective_key="objective")
+        assert [(p.macs, round(p.objective, 12)) for p in merged] == \
+            [(b["macs"], round(b["objective"], 12)) for b in brute]
+        best = min(combos, key=lambda c: c[1])
+        assert min(p.objective for p in merged) == pytest.approx(best[1])
+
+
+def test_step_cells_and_segments_cover_the_trajectory():
+    from sned.search.schedules import segment_steps, step_cells
+
+    cells = step_cells([999, 799, 599, 399, 199], 1000)
+    assert cells == [(900, 1000), (700, 900), (500, 700), (300, 500), (0, 300)]
+    assert [list(r) for r in segment_steps(5, 2)] == [[0, 1, 2], [3, 4]]
+    with pytest.raises(ValueError, match="schedule-segments 6"):
+        segment_steps(5, 6)
+
+
+def test_schedule_search_cli_finds_a_schedule_under_the_cap(tmp_path, capsys):
+    """`sned search RUN --schedule-segments 2 --max-macs 70%`: best.json runs with sned sample,
+    stays under the cap, and its recorded objective is the trajectory objective recomputed."""
+    from sned.cli import main
+    from sned.pipelines.loading import load_denoiser
+    from sned.schedule import resolve_schedule, sampler_timesteps, trajectory_macs
+    from sned.search.proxy import heldout_proxy
+    from sned.search.schedules import TrajectoryObjective
+    from sned.train.config import load_run_config
+    from sned.train.trainer import Trainer
+
+    run = tmp_path / "run"
+    Trainer(load_run_config("tiny-base", ["model.frames=2", "data.num_videos=8",
+                                          "train.batch_size=2", "train.warmup_steps=0"]),
+            run, progress=False).fit(2)
+    out = tmp_path / "s"
+    args = ["search", str(run), "--resolution", "16", "--schedule-segments", "2", "--max-macs",
+            "70%", "--steps", "4", "--budget", "4", "--levels", "2", "--n-videos", "4",
+            "--pairs-per-clip", "4", "--out", str(out)]
+    assert main(args) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    doc = json.loads((out / "schedules.json").read_text())
+    assert printed["B_macs"] == doc["B_macs"] and doc["timesteps"] == [999, 749, 499, 249]
+    best = doc["best"]
+    assert best["macs"] <= 0.7 * doc["B_macs"] and best["mean"] == min(
+        r["mean"] for r in doc["front"])
+    assert all(r["macs"] <= 0.7 * doc["B_macs"] for r in doc["front"])
+    macs = [r["macs"] for r in doc["front"]]
+    objs = [r["mean"] for r in doc["front"]]
+    assert macs == sorted(macs) and objs == sorted(objs, reverse=True)  # non-dominated
+    den = load_denoiser(run)
+    sched = resolve_schedule(str(out / "best.json"), den.space, 1000)
+    ts = sampler_timesteps(den.diffusion, "ddim", 4)
+    assert trajectory_macs(sched, den.space, ts) == best["macs"]
+    obj = TrajectoryObjective(heldout_proxy(den.model, den.diffusion, 16, 4, pairs_per_clip=4), ts)
+    assert obj.evaluate(sched)["mean"] == pytest.approx(best["mean"], rel=1e-5)
+    for p in doc["presets"]:  # the presets as one-arch schedules on the same pairs
+        one = resolve_schedule(f"{p['label'].split('@')[0]}:0-1000", den.space, 1000)
+        assert obj.evaluate(one)["mean"] == pytest.approx(p["mean"], rel=1e-5)
+    assert (out / "schedule_pareto.png").is_file() and "Pareto" in (out / "report.md").read_text()
+    assert main(["sample", str(run), "--schedule", str(out / "best.json"), "--prompt", "x",
+                 "--steps", "2", "--frames", "2", "--formats", "gif",
+                 "--out", str(tmp_path / "v")]) == 0
+    capsys.readouterr()
+    assert main(args[:-1] + [str(tmp_path / "t"), "--save-arch", "x=0"]) == 2
+    assert "--save-arch: a schedule search caps" in capsys.readouterr().err
+    assert main(args[:7] + ["2%"] + args[8:-1] + [str(tmp_path / "u"), "--budget", "1",
+                                                   "--levels", "1"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["best"] is None

@@ -141,7 +141,7 @@ def test_extracted_folder_records_the_training_data(run_dir, tmp_path):
     assert (trained.seed, trained.max_objects) == (3, 2) and trained != DataConfig()
     folder = tmp_path / "S"
     assert main(["extract", str(run_dir), "--preset", "S", "--out", str(folder)]) == 0
-    assert json.loads((folder / "config.json").read_text())["data"]["seed"] == 3
+    assert json.loads((folder / "unet" / "config.json").read_text())["sned"]["data"]["seed"] == 3
     assert resolve_data(folder) == trained  # not the synthetic defaults
     # the held-out set of the folder is the run's (same seed and options)
     assert held_out_set(resolve_data(folder), 2, 2, 16).source == \

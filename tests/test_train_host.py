@@ -104,3 +104,68 @@ def test_fsdp_local_boxes_cover_exactly_the_rows_a_rank_holds():
     assert torch.equal(torch.cat(parts), full[box])
     assert _local_box((slice(None), slice(1, 3)), 7, (4, 7)) == (slice(0, 3), slice(1, 3))
     assert _local_box((slice(0, 2),), 7, (4, 7)) == (slice(0, 0),)  # outside: empty
+
+
+# --------------------------------------------------------------- device RNG, old-format resume
+_FAST = ["model.frames=2", "data.num_videos=8", "train.batch_size=2", "train.warmup_steps=2",
+         "train.warmup_stages=1", "train.log_every=1", "train.ema_decay=0.99",
+         "train.checkpoint_every=100"]
+
+
+def test_noise_is_drawn_on_the_device_and_a_resumed_run_draws_it_bitwise(tmp_path, monkeypatch):
+    from sned.train.trainer import Trainer
+
+    run = load_run_config("tiny-base", _FAST)
+    first = Trainer(run, tmp_path / "a", progress=False).fit(2)
+    video = torch.randn(2, 3, 2, 16, 16)
+    emb, mask = torch.randn(2, 8, run.model.text_dim), torch.ones(2, 8, dtype=torch.bool)
+    moves = {"n": 0}
+    real_to = torch.Tensor.to
+
+    def counting_to(self, *a, **k):  # copies made by the trainer itself (before: 4 per call)
+        import sys
+
+        moves["n"] += sys._getframe(1).f_code.co_filename.endswith("trainer.py")
+        return real_to(self, *a, **k)
+
+    monkeypatch.setattr(torch.Tensor, "to", counting_to)
+    inputs, target, t = first.noised_inputs(video, emb, mask, 1)
+    monkeypatch.undo()
+    assert moves["n"] == 0  # drawn where they are used: no host→device copy
+    assert first.generator(0).device == first.device
+    resumed = Trainer(run, tmp_path / "a", resume=True, progress=False)
+    assert resumed.step == first.step == 2
+    again, target2, t2 = resumed.noised_inputs(video, emb, mask, 1)
+    assert torch.equal(t, t2) and torch.equal(target, target2)
+    assert torch.equal(inputs["sample"], again["sample"])
+    assert torch.equal(inputs["encoder_attention_mask"], again["encoder_attention_mask"])
+    other, _, _ = resumed.noised_inputs(video, emb, mask, 0)  # another micro-batch differs
+    assert not torch.equal(other["sample"], inputs["sample"])
+
+
+def test_a_run_of_the_previous_optimizer_resumes_under_the_fused_update(tmp_path):
+    """An old-format checkpoint (``step`` per tensor, full-size counts: written by
+    ``train.update_impl=legacy``, the previous code) resumes with compact counts and goes on
+    as the previous code would have (to float rounding)."""
+    from safetensors.torch import load_file
+
+    from sned.train.trainer import Trainer
+
+    legacy = load_run_config("tiny-base", _FAST + ["train.update_impl=legacy"])
+    fused = load_run_config("tiny-base", _FAST)
+    straight = Trainer(legacy, tmp_path / "a", progress=False).fit(4)
+    Trainer(legacy, tmp_path / "b", progress=False).fit(2)
+    old = load_file(tmp_path / "b" / "checkpoints" / "latest" / "optimizer.safetensors")
+    assert any(k.startswith("step/") for k in old)
+    resumed = Trainer(fused, tmp_path / "b", resume=True, progress=False).fit(4)
+    new = load_file(tmp_path / "b" / "checkpoints" / "latest" / "optimizer.safetensors")
+    assert not any(k.startswith("step/") for k in new)
+    params = dict(straight.model.named_parameters())
+    full = compact_total = 0
+    for name, p in resumed.model.named_parameters():
+        torch.testing.assert_close(p, params[name], rtol=1e-5, atol=1e-6)
+        counts = new[f"active_steps/{name}"]
+        ref = straight.optimizer.state[params[name]]["active_steps"]
+        assert torch.equal(counts.expand(ref.shape), ref), name
+        full, compact_total = full + p.numel(), compact_total + counts.numel()
+    assert compact_total < 0.05 * full

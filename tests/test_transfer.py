@@ -10,6 +10,7 @@ import torch
 import sned
 from sned.arch import ArchError
 from sned.cli import main
+from sned.extract import read_model_meta, weights_file
 from sned.train.transfer import TransferError, file_sha256, image_arch, transfer_weights
 
 TINY = ["model_channels=16", "heads=[1,2,2]", "time_embed_dim=32", "resolutions=[16]"]
@@ -134,7 +135,7 @@ def test_cli_init_from_a_run_and_an_extracted_folder_then_resume_and_card(tmp_pa
     state = json.loads((vid / "checkpoints" / "latest" / "state.json").read_text())
     assert state["step"] == 2 and state["init_from"]["sha256"] == rec["sha256"]
     assert main(["extract", str(vid), "--preset", "B", "--out", str(tmp_path / "vid-B")]) == 0
-    card = json.loads((tmp_path / "vid-B" / "config.json").read_text())["card"]
+    card = read_model_meta(tmp_path / "vid-B")["card"]
     assert card["init_from"]["sha256"] == rec["sha256"]
     assert rec["sha256"][:12] in (tmp_path / "vid-B" / "README.md").read_text()
     # an extracted image model folder starts a run too
@@ -143,7 +144,7 @@ def test_cli_init_from_a_run_and_an_extracted_folder_then_resume_and_card(tmp_pa
                  "--init-from", str(folder), *SMALL, "model.frames=2"]) == 0
     rec2 = json.loads((vid2 / "checkpoints" / "latest" / "state.json").read_text())["init_from"]
     assert rec2["kind"] == "extracted" and rec2["sha256"] == file_sha256(
-        folder / "model.safetensors") and rec2["arch"]["config"] == "tiny-image"
+        weights_file(folder)) and rec2["arch"]["config"] == "tiny-image"
 
 
 def test_cli_mismatched_sources_exit_2_without_creating_the_run(tmp_path, capsys):

@@ -8,6 +8,10 @@ Python entry points::
     sned.save_pretrained(model, folder)  # config.json + model.safetensors
     sned.load_pretrained(folder)         # rebuilds a saved model without the supernet
     sned.example_inputs(model, ...)      # keyword arguments of a valid forward call
+    sned.SnedPipeline.from_pretrained(folder)  # a diffusers pipeline: pipe(prompt).frames
+
+``VideoUNet`` and ``VideoAutoencoder`` are diffusers models (``from_pretrained`` /
+``save_pretrained``); ``model_index.json`` files name them as ``["sned", "VideoUNet"]``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,10 @@ from .arch import Arch, ArchError, BlockArch
 from .config import ConfigError, ModelConfig, load_config
 from .cost import Cost, model_cost
 from .extract import extract, load_pretrained, save_pretrained
+from diffusers import ModelMixin  # noqa: F401 — diffusers' loader finds the base class of a
+# ["sned", "VideoUNet"] component in the library itself (``sned.ModelMixin``)
+
+from .models.autoencoder import VideoAutoencoder
 from .models.inputs import example_inputs
 from .models.unet import VideoUNet
 from .space import PRESETS, SearchSpace, parse_preset, search_space
@@ -97,7 +105,18 @@ def build_supernet(config: ModelConfig | str, overrides: list[str] | None = None
     return model if dtype is None else model.to(dtype)
 
 
+
+
+def __getattr__(name: str):
+    """The pipelines load lazily (``import sned`` stays light)."""
+    if name in ("SnedPipeline", "SnedLatentPipeline"):
+        from .pipelines import diffusers_pipeline
+        return getattr(diffusers_pipeline, name)
+    raise AttributeError(f"module 'sned' has no attribute {name!r}")
+
+
 __all__ = ["Arch", "ArchError", "BlockArch", "CheckpointError", "ConfigError", "Cost",
-           "ModelConfig", "PRESETS", "SearchSpace", "VideoUNet", "build_supernet",
+           "ModelConfig", "PRESETS", "SearchSpace", "SnedLatentPipeline", "SnedPipeline",
+           "VideoAutoencoder", "VideoUNet", "build_supernet",
            "example_inputs", "extract", "load_config", "load_pretrained", "model_cost",
            "parse_preset", "save_pretrained", "search_space"]

@@ -177,7 +177,9 @@ class Arch:
         return Arch(self.resolution, blocks, self.config)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(self.to_json(indent=1) + "\n")
+        from .store.files import atomic_write_text
+
+        atomic_write_text(path, self.to_json(indent=1) + "\n")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Arch":
@@ -257,8 +259,9 @@ def slot_width(cfg: ModelConfig, spec: BlockSpec, slot: str, ratio: float) -> in
     rule: the supernet's forward, extraction, the cost model and the search space all use it."""
     if slot in ATTENTIONS:
         return quantize(spec.heads, ratio, 1)
-    full = spec.resblock_hidden if slot == "resblock" else spec.ff_hidden
-    return quantize(full, ratio, cfg.norm_group_size)
+    if slot == "resblock":  # the hidden GroupNorm's group size
+        return quantize(spec.resblock_hidden, ratio, cfg.group_size(spec.resblock_hidden))
+    return quantize(spec.ff_hidden, ratio, cfg.norm_group_size)
 
 
 def block_layout(spec: BlockSpec, choice: BlockArch, cfg: ModelConfig) -> BlockLayout:

@@ -98,6 +98,19 @@ class ModelConfig:
             every subnet computes the same function; the untrained outer slices of those
             layers then add nothing to a narrow subnet's residual stream. Only the
             initialisation changes (parameter counts and loading do not).
+        norm_groups: 0 (default) = every GroupNorm has ``norm_group_size`` channels per group;
+            N > 0 = every GroupNorm has N groups at full width (diffusers' ``norm_num_groups``,
+            the DDPM/ADM convention). An elastic norm then keeps its full width's group size
+            (full / N) and varies the number of groups, and the elastic ResBlock hidden width
+            moves in steps of that group size.
+        norm_eps: epsilon of every GroupNorm of the UNet (diffusers' ``norm_eps``).
+        time_embedding: how a ResBlock takes the timestep embedding: ``scale_shift`` (default;
+            ``norm2(h) * (1 + scale) + shift``, ADM / diffusers ``"scale_shift"``) or ``add``
+            (``norm2(h + proj(emb))``, DDPM / diffusers ``"default"``).
+        attention_norm: the pre-norm of every attention: ``layer`` (LayerNorm, default) or
+            ``group`` (GroupNorm over channels, as diffusers' ``AttnDownBlock2D`` /
+            ``UNetMidBlock2D`` attention).
+        attention_bias: q, k, v projections with a bias (diffusers' UNet2DModel attention).
     """
 
     name: str = "custom"
@@ -128,6 +141,11 @@ class ModelConfig:
     ssr_residual_scale: float = 1.0
     autoencoder: str | None = None
     zero_init_residual: bool = True
+    norm_groups: int = 0
+    norm_eps: float = 1e-5
+    time_embedding: str = "scale_shift"
+    attention_norm: str = "layer"
+    attention_bias: bool = False
 
     # ----------------------------------------------------------------------------- derived
     @property
@@ -143,6 +161,14 @@ class ModelConfig:
     def conditioning_channels(self) -> int:
         """Extra input channels: the upsampled low-resolution video for SSR models."""
         return self.in_channels if self.kind == "ssr" else 0
+
+    def group_size(self, full_width: int) -> int:
+        """Channels per GroupNorm group of a norm whose full width is ``full_width``."""
+        return full_width // self.norm_groups if self.norm_groups else self.norm_group_size
+
+    def groups(self, full_width: int) -> int:
+        """GroupNorm groups of a (fixed-width) norm of ``full_width`` channels."""
+        return self.norm_groups or full_width // self.norm_group_size
 
     def level_width(self, level: int) -> int:
         return self.model_channels * self.levels[level].mult
@@ -185,7 +211,17 @@ def _validate(cfg: ModelConfig) -> None:
         _fail("attention_order", cfg.attention_order, f"must be a permutation of {ATTENTIONS}")
     if not isinstance(cfg.conditional, bool):
         _fail("conditional", cfg.conditional, "must be true or false")
-    for key in ("pooled_text", "ssr_residual", "zero_init_residual"):
+    if cfg.time_embedding not in ("scale_shift", "add"):
+        _fail("time_embedding", cfg.time_embedding, "must be 'scale_shift' or 'add'")
+    if cfg.attention_norm not in ("layer", "group"):
+        _fail("attention_norm", cfg.attention_norm, "must be 'layer' or 'group'")
+    if not isinstance(cfg.norm_groups, int) or isinstance(cfg.norm_groups, bool) \
+            or cfg.norm_groups < 0:
+        _fail("norm_groups", cfg.norm_groups, "must be an integer >= 0 (0 = use norm_group_size)")
+    if not (isinstance(cfg.norm_eps, (int, float)) and not isinstance(cfg.norm_eps, bool)
+            and cfg.norm_eps > 0):
+        _fail("norm_eps", cfg.norm_eps, "must be a number > 0")
+    for key in ("pooled_text", "ssr_residual", "zero_init_residual", "attention_bias"):
         if not isinstance(getattr(cfg, key), bool):
             _fail(key, getattr(cfg, key), "must be true or false")
     if cfg.pooled_text and not cfg.conditional:
@@ -209,6 +245,9 @@ def _validate(cfg: ModelConfig) -> None:
         if w % cfg.norm_group_size:
             _fail(f"levels[{i}].mult", lv.mult,
                   f"width {w} is not a multiple of norm_group_size {cfg.norm_group_size}")
+        if cfg.norm_groups and w % cfg.norm_groups:
+            _fail(f"levels[{i}].mult", lv.mult,
+                  f"width {w} is not a multiple of norm_groups {cfg.norm_groups}")
     mid = cfg.mid_components
     if mid and isinstance(mid[0], tuple) and len(mid) != 2:
         _fail("mid_components", mid, "needs one list for both middle blocks or exactly two lists")
@@ -261,7 +300,9 @@ the latent configs); the run's own diffusion section overrides them."""
 
 _FIELDS = {f.name for f in dataclasses.fields(ModelConfig)}
 _OPTIONAL_DEFAULTS = {"attention_order": ATTENTIONS, "conditional": True, "autoencoder": None,
-                      "zero_init_residual": True}
+                      "zero_init_residual": True, "norm_groups": 0, "norm_eps": 1e-5,
+                      "time_embedding": "scale_shift", "attention_norm": "layer",
+                      "attention_bias": False}
 """Fields added after the first release: left out of ``to_dict`` at their defaults."""
 _LEVEL_FIELDS = {f.name for f in dataclasses.fields(LevelConfig)}
 
@@ -366,7 +407,13 @@ def _typed(key: str, value: Any, tp: Any) -> Any:
         value = float(value)
     if not isinstance(value, tp) or (tp is not bool and isinstance(value, bool)):
         raise ConfigError(f"{key}: expected {_TYPE_NAMES[tp]} (got {value!r})")
+    if tp is int and not -MAX_INT <= value <= MAX_INT:
+        raise ConfigError(f"{key}: {value} is too large (an integer of at most {MAX_INT})")
     return value
+
+
+MAX_INT = 2 ** 63 - 1
+"""The largest integer a config or command-line value may hold (torch's int64)."""
 
 
 def read_yaml(path: Path, what: str = "config file") -> Any:

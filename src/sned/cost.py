@@ -48,7 +48,7 @@ def resblock_cost(cfg: ModelConfig, spec: BlockSpec, hidden: int, positions: int
     """ResBlock residual branch at ``hidden`` width and conv ``kernel`` (the skip path is
     costed separately)."""
     norms = Cost(2 * spec.in_ch + 2 * hidden, 0)
-    emb = _linear(cfg.time_embed_dim, hidden, 1) + _linear(cfg.time_embed_dim, hidden, 1)
+    emb = _linear(cfg.time_embed_dim, hidden, 1) * (1 if cfg.time_embedding == "add" else 2)
     return (norms + _conv3x3(spec.in_ch, hidden, positions, kernel) + emb
             + _conv3x3(hidden, spec.out_ch, positions, kernel))
 
@@ -57,13 +57,14 @@ def attention_cost(cfg: ModelConfig, spec: BlockSpec, attn: str, heads: int, fra
                    hw: int) -> Cost:
     """Pre-norm attention with ``heads`` heads over a (frames × hw) grid of tokens."""
     dim, inner, n = spec.out_ch, heads * cfg.head_dim, frames * hw
-    cost = Cost(2 * dim, 0) + _linear(dim, inner, n, bias=False) + _linear(inner, dim, n)
+    bias = cfg.attention_bias
+    cost = Cost(2 * dim, 0) + _linear(dim, inner, n, bias=bias) + _linear(inner, dim, n)
     if attn == "cross_attn":
         ctx = cfg.text_len + 1  # + the null token
-        cost += _linear(cfg.text_dim, inner, ctx, bias=False) * 2
+        cost += _linear(cfg.text_dim, inner, ctx, bias=bias) * 2
         scores = n * ctx
     else:
-        cost += _linear(dim, inner, n, bias=False) * 2
+        cost += _linear(dim, inner, n, bias=bias) * 2
         scores = frames * hw * hw if attn == "spatial_attn" else hw * frames * frames
     return cost + Cost(0, 2 * scores * inner)
 

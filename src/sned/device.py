@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 
@@ -76,3 +78,41 @@ def sampling_autocast(precision: str | None, device: torch.device) -> str | None
     if precision in (None, "fp32", "no"):
         return None
     return precision
+
+
+_MATMUL_LAYERS = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+
+
+@contextmanager
+def matmul_weights_in(model: torch.nn.Module, dtype: torch.dtype | None, keep: bool = False):
+    """Inside: the fp32 weights and biases of ``model``'s linear and conv layers are ``dtype``
+    copies, cast ONCE — instead of by autocast in every forward (every denoising step) — with
+    bitwise the same outputs under ``torch.autocast(dtype=dtype)``: autocast would round the
+    same fp32 values to ``dtype`` for the same kernels. Norms, embeddings and other
+    parameters stay fp32 (autocast runs them in fp32). On exit the fp32 tensors are back.
+
+    ``keep``: keep the copies on the model for the next call while its weights are unchanged
+    (serving an extracted model: a compiled / CUDA-graph model sees the same tensors each
+    call). ``dtype`` None or fp32: nothing happens."""
+    if dtype is None or dtype == torch.float32:
+        yield model
+        return
+    params = [p for m in model.modules() if isinstance(m, _MATMUL_LAYERS)
+              for p in (m.weight, m.bias)
+              if p is not None and p.dtype == torch.float32 and type(p.data) is torch.Tensor]
+    versions = tuple(p._version for p in params)
+    cache = model.__dict__.get("_sned_cast")
+    if cache is not None and cache[0] == (dtype, versions, len(params)):
+        casts = cache[1]
+    else:
+        casts = [p.data.to(dtype) for p in params]
+        if keep:
+            model.__dict__["_sned_cast"] = ((dtype, versions, len(params)), casts)
+    originals = [p.data for p in params]
+    for p, c in zip(params, casts):
+        p.data = c
+    try:
+        yield model
+    finally:
+        for p, d in zip(params, originals):
+            p.data = d

@@ -129,10 +129,11 @@ class Objective:
         ac = self.scheduler.alphas_cumprod.double()
         self.snr = (ac / (1 - ac)).float()  # (T,)
 
-    def noise(self, shape, generator: torch.Generator | None = None) -> Tensor:
+    def noise(self, shape, generator: torch.Generator | None = None,
+              device: torch.device | str | None = None) -> Tensor:
         """Diffusion noise for clean videos of ``shape``: :func:`frame_noise` with the config's
-        ``frame_noise_share`` (on the CPU)."""
-        return frame_noise(shape, self.cfg.frame_noise_share, generator)
+        ``frame_noise_share``, drawn on ``device`` (the generator's)."""
+        return frame_noise(shape, self.cfg.frame_noise_share, generator, device)
 
     def noisy(self, x0: Tensor, noise: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """(x_t, target) for clean video x0 (B, C, T, H, W), noise like x0 and timesteps t (B,)."""

@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+from .store.files import atomic_write_text
+
 COLUMNS = [("preset", "Model"), ("params", "#Params"), ("macs", "GMACs/forward"),
            ("latency_ms", "Denoiser ms"), ("sample_s", "Sample s"),
            ("val_loss_init", "Val loss at init"), ("val_loss", "Val loss"),
@@ -184,6 +186,6 @@ def write_report(out: Path, title: str, intro: str, sections: list[dict]) -> tup
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
             f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>")
     md_path, html_path = out / "report.md", out / "report.html"
-    md_path.write_text("\n".join(md) + "\n")
-    html_path.write_text(page)
+    atomic_write_text(md_path, "\n".join(md) + "\n")
+    atomic_write_text(html_path, page)
     return md_path, html_path

@@ -84,6 +84,19 @@ class TextEncoder:
         self.tokenizer, self.model = self._load(self.path)
         self.model.to(self.device)
 
+    @classmethod
+    def from_modules(cls, tokenizer, model: torch.nn.Module, max_length: int = 32,
+                     cache_size: int = 4096) -> TextEncoder:
+        """An encoder around an already loaded tokenizer and model (a pipeline's
+        ``tokenizer`` / ``text_encoder`` components): same encoding rules, no loading."""
+        self = cls.__new__(cls)
+        self.path = Path(str(getattr(model, "name_or_path", "") or "."))
+        self.max_length, self.cache_size = max_length, cache_size
+        self._cache = OrderedDict()
+        self.tokenizer, self.model = tokenizer, model.float().eval().requires_grad_(False)
+        self.device = next(model.parameters()).device
+        return self
+
     @staticmethod
     def _load(path: Path) -> tuple[object, torch.nn.Module]:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -47,6 +47,7 @@ from ..models.inputs import example_inputs
 from ..pipelines import sample_latent
 from ..pipelines.cascade import Stage, generate
 from ..pipelines.loading import Denoiser
+from ..search.profile import timestep_profile
 from ..search.proxy import heldout_proxy
 from ..space import SearchSpace
 from ..text import TextEncoder
@@ -229,15 +230,43 @@ def consistency_metric(ctx: StageContext) -> dict:
             "ssr_psnr_ci": [float(db.mean() - half), float(db.mean() + half)]}
 
 
+def held_out_proxy(den: Denoiser, settings: EvalSettings, resolution: int, frames: int,
+                   n_videos: int | None = None, pairs_per_clip: int = 1):
+    """The validation-loss proxy (:func:`sned.search.proxy.heldout_proxy`) of ``den``'s model on
+    ``n_videos`` (default ``settings.val_videos``) held-out clips of ``settings.data`` at the
+    denoiser's ``resolution`` / ``frames``, recorded as the ``val_loss`` real set."""
+    device = next(den.model.parameters()).device
+    enc = (settings.text_encoder(den.config.text_len, device) if den.config.conditional
+           else None)
+    proxy = heldout_proxy(den.model, den.diffusion, resolution,
+                          n_videos=n_videos or settings.val_videos, frames=frames,
+                          data=settings.data, text_encoder=enc, codec=den.codec,
+                          pairs_per_clip=pairs_per_clip)
+    settings.record("val_loss", proxy.source)
+    return proxy
+
+
 def val_loss_metric(ctx: StageContext) -> dict:
     """Validation-loss proxy of the stage's denoiser on the held-out real clips."""
-    proxy = heldout_proxy(ctx.den.model, ctx.den.diffusion, ctx.unet_resolution,
-                          n_videos=ctx.settings.val_videos, frames=ctx.unet_frames,
-                          data=ctx.settings.data,
-                          text_encoder=ctx.encoder() if ctx.den.config.conditional else None,
-                          codec=ctx.den.codec)
-    ctx.settings.record("val_loss", proxy.source)
+    proxy = held_out_proxy(ctx.den, ctx.settings, ctx.unet_resolution, ctx.unet_frames)
     return {"val_loss": proxy(ctx.arch)}
+
+
+def per_timestep_profile(den: Denoiser, archs: dict, settings: EvalSettings, resolution: int,
+                         frames: int, buckets: int = 10, pairs_per_clip: int = 8,
+                         n_videos: int | None = None) -> dict:
+    """The per-timestep profile (:func:`sned.search.profile.timestep_profile`) of ``archs``
+    (label → arch of ``den``'s supernet; None = an extracted model itself) on the same
+    ``n_videos × pairs_per_clip`` held-out (clip, t, noise) pairs; differences against the
+    last label (put B last). ``resolution`` / ``frames`` are the denoiser's."""
+    proxy = held_out_proxy(den, settings, resolution, frames, n_videos, pairs_per_clip)
+    space = SearchSpace(den.config)
+    costs = {}
+    for k, a in archs.items():
+        c = space.cost(a if a is not None else den.arch_at(resolution), resolution, frames)
+        costs[k] = {"params": c.params, "macs": c.macs}
+    return timestep_profile(proxy, {k: None if a is None else a.at(resolution)
+                                    for k, a in archs.items()}, buckets, costs=costs)
 
 
 def latency_metric(ctx: StageContext) -> dict:

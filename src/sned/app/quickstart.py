@@ -37,15 +37,15 @@ import torch
 from ..data.heldout import describe_source, run_data_config
 from ..data.synthetic import held_out_prompts, sample_prompts
 from ..device import resolve_device
-from ..extract import export_subnet
 from ..metrics.coherence import coherence_columns
+from ..pipelines.export import export_subnet
 from ..metrics.i3d import I3DWeightsMissing, load_i3d
 from ..models.unet import VideoUNet
 from ..pipelines.loading import load_denoiser
 from ..report import (CAPTION_COLUMNS, COHERENCE_COLUMNS, plot_cost_quality, plot_loss_curve,
                       write_report)
 from ..search.proxy import heldout_proxy
-from ..store.files import QUICKSTART, check_output, remove_entries
+from ..store.files import QUICKSTART, check_output, remove_entries, write_json
 from ..train.config import load_run_config
 from ..video_io import write_frame_grid, write_video
 from .evaluation import EvalSettings, evaluate_preset
@@ -298,7 +298,7 @@ def evaluate_presets(qs: Quickstart, folders: dict, device: torch.device, steps:
     if detector is not None:
         qs.fvd.update(detector=detector.record(), real_data=top.real_data["fvd"][0],
                       n=TOP_VIDEOS, frames=TOP_FRAMES)
-    (qs.out / "results.json").write_text(json.dumps(qs.rows, indent=1))
+    write_json(qs.out / "results.json", qs.rows)
 
 
 TOP_VIDEOS = 8

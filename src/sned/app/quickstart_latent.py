@@ -11,14 +11,14 @@ report section.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
-from ..extract import export_subnet
+from ..pipelines.export import export_subnet
 from ..models.codec import load_autoencoder
 from ..pipelines.loading import load_denoiser
+from ..store.files import write_json
 from ..video_io import write_video
 from .evaluation import EvalSettings, evaluate_autoencoder, evaluate_preset
 from .timed_training import train_for
@@ -70,7 +70,7 @@ def run_latent(out: Path, seconds: float, device: torch.device, sample_steps: in
     for r in rows:
         r["ae_psnr_db"] = psnr.get(r["resolution"])
     result = {"rows": rows, "ae": ae_rows, "steps": steps, "media": media}
-    (out / "latent_results.json").write_text(json.dumps(result, indent=1))
+    write_json(out / "latent_results.json", result)
     return result
 
 

@@ -40,13 +40,13 @@ import torch
 from ..config import ConfigError, load_config
 from ..cost import training_macs
 from ..space import SearchSpace
-from ..store.files import STUDY, check_output
+from ..store.files import STUDY, check_output, read_json, write_json
 from ..train.arch_sampler import ArchSampler
 from ..train.config import load_run_config
 from ..train.run_folder import RunFolder, RunFolderError
 from ..train.trainer import Trainer
 from .study_eval import Evaluator
-from .study_jobs import run_in_workers, threads_per_job
+from .study_jobs import cap_jobs, run_in_workers, study_lock, threads_per_job
 from .study_report import aggregate, write_results
 
 METHODS = ("supernet", "standalone", "supernet-uniform", "zero-init-off", "per-tensor-adam",
@@ -289,16 +289,27 @@ def run_study(out: str | Path, plan: StudyPlan = StudyPlan(), device: str = "aut
                           f"of config {cfg.name!r} resolutions {list(cfg.resolutions)}")
     if jobs < 1:
         raise ConfigError(f"study: jobs must be >= 1 (got {jobs})")
+    jobs = cap_jobs(jobs)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     _check_plan_file(out, plan, i3d)
     specs = plan_runs(plan, resolutions)
     for spec in specs:  # every run config is validated before any training
         run_config(plan, spec, 0, resolutions, device)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "study.json").write_text(json.dumps(plan.to_dict(), indent=1))
+    with study_lock(out):  # one study (and its workers) at a time in ``out``
+        return _run_all(out, plan, device, i3d, jobs, specs, resolutions)
+
+
+def _run_all(out: Path, plan: StudyPlan, device: str, i3d, jobs: int, specs, resolutions):
+    if not (out / "study.json").is_file():
+        write_json(out / "study.json", plan.to_dict())
     t_start = time.perf_counter()
     tasks = [((seed, i), spec, seed) for seed in range(plan.seeds)
              for i, spec in enumerate(specs) if seed < seeds_of(plan, spec.method)]
+    finished = _finished(out, plan, tasks)
+    if finished is not None:
+        _say(f"study: every run in {out} is done and {finished.name} is up to date; nothing "
+             f"to do")
+        return finished
 
     def follow_up(task, record: dict) -> list:
         """The matched-compute standalone run follows its seed's supernet run."""
@@ -311,7 +322,7 @@ def run_study(out: str | Path, plan: StudyPlan = StudyPlan(), device: str = "aut
     run_task = partial(_train_and_evaluate, plan, resolutions, device, out)
     if jobs > 1:
         records, (fvd_note, caption_res, prompts) = run_in_workers(
-            jobs, tasks, follow_up, make_evaluator, run_task, _describe)
+            jobs, tasks, follow_up, make_evaluator, run_task, _describe, lock_dir=out)
     else:
         evaluate = make_evaluator()
         records, queue = [], list(tasks)
@@ -327,6 +338,28 @@ def run_study(out: str | Path, plan: StudyPlan = StudyPlan(), device: str = "aut
             "caption_prompts": prompts, "eval_pairs": plan.eval_pairs,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     return write_results(out, rows, records, meta)
+
+
+def _finished(out: Path, plan: StudyPlan, tasks) -> Path | None:
+    """``results.json`` when it already holds every (run, seed) of ``tasks`` (and the
+    matched-compute runs) exactly as their ``eval.json`` files do — a rerun has nothing to do;
+    else None."""
+    path = out / "results.json"
+    if not path.is_file() or not (out / "results.md").is_file():
+        return None
+    runs = {(r.get("run"), r.get("seed")): r for r in read_json(path, "study results")["runs"]}
+    wanted = {(spec.name, seed) for _, spec, seed in tasks}
+    if "standalone" in plan.methods:
+        wanted |= {("standalone-B-matched", seed) for (name, seed) in wanted
+                   if name == "supernet"}
+    for name, seed in wanted:
+        done = out / "runs" / name / f"seed{seed}" / "eval.json"
+        if (name, seed) not in runs or not done.is_file():
+            return None
+        record = {k: v for k, v in read_json(done, "run record").items() if k != "rows"}
+        if record != runs[(name, seed)]:
+            return None
+    return path
 
 
 def _describe(evaluate: Evaluator) -> tuple[str | None, int, int]:
@@ -348,13 +381,13 @@ def _train_and_evaluate(plan, resolutions, device, out: Path, spec: RunSpec, see
     folder = out / "runs" / spec.name / f"seed{seed}"
     done = folder / "eval.json"
     if done.is_file():
-        record = json.loads(done.read_text())
+        record = read_json(done, "run record")
         if record.get("steps") == spec.steps:
             _say(f"{spec.name} seed {seed}: already done")
             return record
     _say(f"{spec.name} seed {seed}: training {spec.steps} steps")
     curve_file = folder.with_name(f"{folder.name}-curve.json")  # beside the run folder
-    curve = json.loads(curve_file.read_text()) if curve_file.is_file() else []
+    curve = read_json(curve_file, "learning curve") if curve_file.is_file() else []
     points = curve_steps(spec.steps, plan.curve_points)
 
     def on_point(step: int, compute: int) -> None:
@@ -365,7 +398,7 @@ def _train_and_evaluate(plan, resolutions, device, out: Path, spec: RunSpec, see
             {"step": step, "compute": compute, **{k: r[k] for k in ("preset", "resolution",
                                                                      "val_loss")}}
             for r in evaluate(folder, spec.presets, final=False)]
-        curve_file.write_text(json.dumps(curve, indent=1))
+        write_json(curve_file, curve)
 
     trained = train(run_config(plan, spec, seed, resolutions, device), folder, points,
                     on_point)
@@ -374,11 +407,11 @@ def _train_and_evaluate(plan, resolutions, device, out: Path, spec: RunSpec, see
     curve = [c for c in curve if c["step"] < spec.steps] + [
         {"step": spec.steps, "compute": trained["compute"],
          **{k: r[k] for k in ("preset", "resolution", "val_loss")}} for r in rows]
-    curve_file.write_text(json.dumps(curve, indent=1))
+    write_json(curve_file, curve)
     record = {"method": spec.method, "run": spec.name, "budget": spec.budget, "seed": seed,
               **trained, "eval_seconds": time.perf_counter() - t0, "rows": rows,
               "curve": curve}
-    done.write_text(json.dumps(record, indent=1))
+    write_json(done, record)
     _say(f"{spec.name} seed {seed}: {trained['steps']} steps, "
          f"{trained['compute'] / 1e12:.3f} TMACs, {trained['seconds']:.0f} s; val loss "
          + ", ".join(f"{r['preset']}@{r['resolution']} {r['val_loss']:.4f}" for r in rows))
@@ -392,10 +425,7 @@ def _check_plan_file(out: Path, plan: StudyPlan, i3d: str | None = None) -> None
     check_output(out, STUDY, [config, i3d], reuse=True)
     f = out / "study.json"
     if f.is_file():
-        try:
-            old = json.loads(f.read_text())
-        except json.JSONDecodeError:
-            raise ConfigError(f"study: {f} is not valid JSON; use another --out") from None
+        old = read_json(f, "study plan")
         if old != plan.to_dict():
             diff = sorted(k for k in set(old) | set(plan.to_dict())
                           if old.get(k) != plan.to_dict().get(k))

@@ -3,7 +3,6 @@ of validation loss vs training compute per preset."""
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..report import markdown_table
+from ..store.files import atomic_write_text, write_json
 
 SUPERNETS = ("supernet", "supernet-uniform", "zero-init-off", "per-tensor-adam", "constant-lr",
              "supernet-sandwich", "no-warmup", "plain-adamw", "per-resolution")
@@ -231,8 +231,7 @@ def write_results(out: Path, rows: list[dict], records: list[dict], meta: dict) 
     goal = goal_check(records)
     runs = [{k: v for k, v in r.items() if k != "rows"} for r in records]
     path = out / "results.json"
-    path.write_text(json.dumps({"meta": meta, "rows": rows, "goal": goal, "runs": runs},
-                               indent=1))
+    write_json(path, {"meta": meta, "rows": rows, "goal": goal, "runs": runs})
     plot(out / "val_loss_vs_compute.png", rows)
     plan = meta["plan"]
     n = plan["seeds"]
@@ -284,5 +283,5 @@ def write_results(out: Path, rows: list[dict], records: list[dict], meta: dict) 
                                              else "–") for k in keys}} for g in goal]
         md += [markdown_table(rt, [("method", "Method")] + [(k, k) for k in keys]), ""]
     md += ["![val loss vs compute](val_loss_vs_compute.png)", ""]
-    (out / "results.md").write_text("\n".join(md))
+    atomic_write_text(out / "results.md", "\n".join(md))
     return path

@@ -15,7 +15,7 @@ from typing import Callable, NamedTuple
 from ..arch import ArchError
 from ..config import ConfigError
 from ..store.files import CheckpointError
-from . import diffnas, evaluate, generate, inspect, quickstart, study, train
+from . import diffnas, evaluate, generate, importing, inspect, quickstart, study, train
 
 
 class Command(NamedTuple):
@@ -36,7 +36,9 @@ COMMANDS: dict[str, Command] = {
     "train": Command(train.train_args, train.run_train,
                      "train a supernet (SNED Algorithm 1); torchrun for multi-GPU"),
     "extract": Command(generate.extract_args, generate.run_extract,
-                       "write a standalone subnet folder (config.json + model.safetensors)"),
+                       "write a standalone subnet as a diffusers pipeline folder"),
+    "import": Command(importing.import_args, importing.run_import,
+                      "convert a diffusers UNet2DModel into a sned model folder"),
     "sample": Command(generate.sample_args, generate.run_sample,
                       "generate videos with a base model and optional SSR cascade"),
     "search": Command(evaluate.search_args, evaluate.run_search,

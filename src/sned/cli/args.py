@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from ..config import MAX_INT
+
 
 def add_weights_args(p: argparse.ArgumentParser) -> None:
     """``--ema`` / ``--raw``: the one weights choice of every command that loads a checkpoint
@@ -19,15 +21,35 @@ def add_weights_args(p: argparse.ArgumentParser) -> None:
 
 
 def at_least(option: str, value: float | None, low: float) -> None:
-    """``value`` (when given) must be a finite number >= ``low``."""
-    if value is not None and not (math.isfinite(value) and value >= low):
-        raise ValueError(f"{option} {value:g}: must be >= {low:g}")
+    """``value`` (when given) must be a finite number >= ``low`` (and at most
+    :data:`sned.config.MAX_INT`)."""
+    if value is not None and not (_finite(value) and value >= low):
+        raise ValueError(f"{option} {_show(value)}: must be {_kind(value)}>= {low:g}")
 
 
 def above(option: str, value: float | None, low: float) -> None:
-    """``value`` (when given) must be a finite number > ``low``."""
-    if value is not None and not (math.isfinite(value) and value > low):
-        raise ValueError(f"{option} {value:g}: must be > {low:g}")
+    """``value`` (when given) must be a finite number > ``low`` (and at most
+    :data:`sned.config.MAX_INT`)."""
+    if value is not None and not (_finite(value) and value > low):
+        raise ValueError(f"{option} {_show(value)}: must be {_kind(value)}> {low:g}")
+
+
+def _finite(value: float) -> bool:
+    """Finite and not beyond int64 (a larger count overflows torch and numpy)."""
+    try:
+        return math.isfinite(value) and abs(value) <= MAX_INT
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def _kind(value: float) -> str:
+    if isinstance(value, int):
+        return "" if abs(value) <= MAX_INT else f"at most {MAX_INT} and "
+    return "" if math.isfinite(value) else "a finite number "
+
+
+def _show(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def within(option: str, value: float | None, low: float, high: float) -> None:

@@ -8,7 +8,8 @@ import json
 import re
 from pathlib import Path
 
-from ..app.evaluation import EvalSettings, check_metrics, evaluate_autoencoder, evaluate_preset
+from ..app.evaluation import (EvalSettings, check_metrics, evaluate_autoencoder,
+                              evaluate_preset, per_timestep_profile)
 from ..data.heldout import describe_source, resolve_data
 from ..device import resolve_device
 from ..extract import is_model_folder, read_model_meta
@@ -18,9 +19,11 @@ from ..models.codec import is_autoencoder_folder, load_autoencoder, served_resol
 from ..pipelines.loading import load_cascade, load_denoiser
 from ..report import write_report
 from ..search import Constraints, save_arch
-from ..search.driver import search_denoiser
+from ..search.driver import search_denoiser, search_schedule_denoiser
+from ..search.profile import plot_profile, profile_rows
+from ..space import parse_preset
 from ..store.checkpoint import read_state, resolve_checkpoint
-from ..store.files import EVALUATION, SEARCH, check_output
+from ..store.files import EVALUATION, SEARCH, check_output, write_json
 from . import args as check
 from .args import add_weights_args
 
@@ -32,7 +35,8 @@ def search_args(p: argparse.ArgumentParser) -> None:
                    help="resolution in pixels (latent supernets: the video's)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--max-params", type=float, help="parameter budget (e.g. 1.5e6)")
-    g.add_argument("--max-macs", type=float, help="MACs budget per forward (batch 1)")
+    g.add_argument("--max-macs", help="MACs budget per forward (batch 1), or with "
+                   "--schedule-segments of the whole sampling trajectory; N%% = N %% of B's")
     g.add_argument("--max-latency-ms", type=float, help="measured denoiser latency budget")
     p.add_argument("--budget", type=int, default=100, help="distinct archs evaluated per method")
     p.add_argument("--population", type=int, default=16)
@@ -46,7 +50,38 @@ def search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-arch", action="append", default=[], metavar="NAME=RANK",
                    help="save the front's point RANK (0 = cheapest) as OUT/NAME.json")
+    p.add_argument("--schedule-segments", type=int, metavar="K",
+                   help="search a sampling schedule instead: an arch per each of K runs of "
+                        "consecutive sampler steps, under --max-macs of the whole trajectory "
+                        "(schedules.json, best.json for sned sample --schedule)")
+    p.add_argument("--steps", type=int, default=50, help="sampler steps of the trajectory "
+                                                        "(--schedule-segments)")
+    p.add_argument("--scheduler", default="ddim", choices=["ddim", "dpm", "ddpm"],
+                   help="sampler of the trajectory (--schedule-segments)")
+    p.add_argument("--pairs-per-clip", type=int, default=8,
+                   help="(t, noise) draws per held-out clip (--schedule-segments)")
+    p.add_argument("--levels", type=int, default=3,
+                   help="per-forward MACs caps per segment the evolution runs under "
+                        "(--schedule-segments); --budget is split over them")
     p.add_argument("--out", required=True, help="output folder (pareto.json, pareto.png)")
+
+
+def parse_macs(text: str | None) -> tuple[float | None, float | None]:
+    """``--max-macs``: (absolute, None) for a number, (None, fraction) for ``N%`` (of B's)."""
+    if text is None:
+        return None, None
+    t = text.strip()
+    try:
+        if t.endswith("%"):
+            f = float(t[:-1]) / 100
+            check.above("--max-macs", f, 0)
+            return None, f
+        v = float(t)
+    except ValueError:
+        raise ValueError(f"--max-macs {text!r}: expected a number (e.g. 4e9) or a percentage "
+                         f"of B's (e.g. 60%)") from None
+    check.above("--max-macs", v, 0)
+    return v, None
 
 
 def parse_save_arch(items: list[str], budget: int) -> list[tuple[str, int]]:
@@ -71,8 +106,23 @@ def check_search_args(args: argparse.Namespace) -> list[tuple[str, int]]:
     check.at_least("--population", args.population, 2)
     check.at_least("--n-videos", args.n_videos, 1)
     check.at_least("--frames", args.frames, 1)
-    for opt in ("max_params", "max_macs", "max_latency_ms"):
+    for opt in ("max_params", "max_latency_ms"):
         check.above(f"--{opt.replace('_', '-')}", getattr(args, opt), 0)
+    parse_macs(args.max_macs)
+    if args.schedule_segments is not None:
+        check.at_least("--schedule-segments", args.schedule_segments, 1)
+        check.at_least("--steps", args.steps, 1)
+        check.at_least("--pairs-per-clip", args.pairs_per_clip, 1)
+        check.at_least("--levels", args.levels, 1)
+        if args.schedule_segments > args.steps:
+            raise ValueError(f"--schedule-segments {args.schedule_segments}: more segments than "
+                             f"--steps {args.steps}")
+        for option, value in (("--max-params", args.max_params),
+                              ("--max-latency-ms", args.max_latency_ms),
+                              ("--save-arch", args.save_arch or None)):
+            if value is not None:
+                raise ValueError(f"{option}: a schedule search caps the trajectory's MACs "
+                                 f"(--max-macs)")
     return parse_save_arch(args.save_arch, args.budget)
 
 
@@ -90,10 +140,29 @@ def run_search(args: argparse.Namespace) -> int:
     if den.codec is not None:  # latent supernet: --frames are video frames
         frames = to_latent(den.config, None, frames)[1]
     den = den.at(res)  # loaded once (the weights are the same at every resolution)
+    macs, macs_fraction = parse_macs(args.max_macs)
+    if args.schedule_segments is not None:
+        if den.codec is not None:
+            raise ValueError(f"--schedule-segments: {args.checkpoint} is a latent model; "
+                             f"sampling schedules are for pixel models")
+        summary = search_schedule_denoiser(
+            den, out, res, args.schedule_segments, max_macs=macs,
+            max_macs_fraction=macs_fraction, scheduler=args.scheduler, steps=args.steps,
+            budget=args.budget, levels=args.levels, n_videos=args.n_videos,
+            pairs_per_clip=args.pairs_per_clip, frames=frames, data=data, seed=args.seed)
+        print(json.dumps({"best": summary["best"] and {k: summary["best"][k] for k in
+                                                       ("label", "macs", "fraction_of_B",
+                                                        "mean", "ci95")},
+                          "front": len(summary["front"]), "B_macs": summary["B_macs"],
+                          "out": str(out)}))
+        return 0
+    if macs_fraction is not None:
+        macs = macs_fraction * den.space.cost(den.space.largest_under_cap(res), res,
+                                              frames).macs
     summary, front = search_denoiser(
         den, out, res, budget=args.budget, population=args.population,
         n_videos=args.n_videos, frames=frames,
-        constraints=Constraints(args.max_params, args.max_macs, args.max_latency_ms),
+        constraints=Constraints(args.max_params, macs, args.max_latency_ms),
         random_baseline=not args.no_random, seed=args.seed, data=data)
     for name, idx in save:
         if idx >= len(front):
@@ -135,6 +204,14 @@ def evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
                    help="override the run's data config for the held-out real set (root=, "
                         "val_fraction=, kind=, ...)")
+    p.add_argument("--per-timestep", action="store_true",
+                   help="also the held-out val loss of every preset per timestep bucket, on "
+                        "the same (clip, t, noise) pairs, with 95 %% intervals: "
+                        "OUT/per_timestep.json / .png and a report section (base model)")
+    p.add_argument("--buckets", type=int, default=10, help="timestep buckets of --per-timestep")
+    p.add_argument("--pairs-per-clip", type=int, default=8,
+                   help="(t, noise) draws per held-out clip of --per-timestep (pairs = "
+                        "--n-videos x this)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True)
 
@@ -142,8 +219,12 @@ def evaluate_args(p: argparse.ArgumentParser) -> None:
 def check_evaluate_args(args: argparse.Namespace) -> tuple[list[str | None], list[str]]:
     """Every cheap check of ``sned evaluate``; returns (presets, metrics). Presets default to
     S, M, L, B for a supernet and ``[None]`` (the model itself) for an extracted folder."""
-    metrics = check.names("--metrics", args.metrics)
+    metrics = [] if args.metrics == "none" else check.names("--metrics", args.metrics)
     check_metrics(metrics)
+    if not metrics and not args.per_timestep:
+        raise ValueError("--metrics none: nothing to measure (add --per-timestep)")
+    check.at_least("--buckets", args.buckets, 1)
+    check.at_least("--pairs-per-clip", args.pairs_per_clip, 1)
     if args.presets is not None:
         presets = check.names("--presets", args.presets)
     else:
@@ -179,7 +260,7 @@ def check_autoencoder_args(args: argparse.Namespace) -> None:
              "--metrics": args.metrics != DEFAULT_METRICS, "--runs": args.runs != 1,
              "--steps": args.steps != 50, "--cfg": args.cfg != 5.0, "--batch": args.batch != 16,
              "--i3d": args.i3d is not None, "--random-features": args.random_features,
-             "--data": bool(args.data)}
+             "--data": bool(args.data), "--per-timestep": args.per_timestep}
     for option, used in given.items():
         if used:
             raise ValueError(f"{option}: {args.checkpoint} is an autoencoder; its evaluation is "
@@ -230,17 +311,29 @@ def run_evaluate(args: argparse.Namespace) -> int:
                             ema=args.ema, device=device)
 
     first = cascade(presets[0])
+    if first[0].schedule is not None:
+        raise ValueError(f"{args.checkpoint} is an extracted sampling schedule; sned evaluate "
+                         f"measures a supernet's presets or one extracted subnet "
+                         f"(benchmarks/bench_schedules.py measures schedules)")
     codec = first[0].codec
     frames = args.frames or (first[0].config.frames if codec is None
                              else codec.pixel_frames(first[0].config.frames))
     if detector is not None and frames < DEFAULT_MIN_FRAMES:
         raise ValueError(f"--frames: {args.checkpoint} generates {frames} frames by default; "
                          f"FVD/KVD need at least {DEFAULT_MIN_FRAMES} (pass --frames)")
+    sections, profile_note = [], ""
+    if args.per_timestep:  # the base denoiser loaded for the first preset serves every preset
+        section, profile_note = _per_timestep(args, first[0], presets, settings, out)
+        sections.append(section)
     rows = []
-    for i, preset in enumerate(presets):
+    for i, preset in enumerate(presets if metrics else []):
         base, ssr = first if i == 0 else cascade(preset)
         rows += evaluate_preset(preset or base.label, base, ssr, settings)
         first = None
+    if not rows:  # --metrics none: the profile alone
+        write_report(out, "sned evaluate", profile_note, sections)
+        print(profile_note)
+        return 0
     res = rows[-1]["resolution"]
     real = describe_source(settings.held_out(args.n_videos, frames, res).source)
     det = "" if detector is None else (f"; FVD/KVD detector: {detector.name} (sha256 "
@@ -251,15 +344,47 @@ def run_evaluate(args: argparse.Namespace) -> int:
             f"Sample s = seconds per video for the whole cascade; caption accuracy with its 95 % "
             f"Wilson interval.")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "table.json").write_text(json.dumps({
+    write_json(out / "table.json", {
         "rows": rows, "note": note, "random_features": random,
         "detector": None if detector is None else detector.record(),
-        "real_data": settings.real_data}, indent=1))
-    write_report(out, "sned evaluate", note, [{"title": f"{res}x{res}", "rows": rows}])
+        "real_data": settings.real_data})
+    write_report(out, "sned evaluate", note, [{"title": f"{res}x{res}", "rows": rows}] + sections)
     for row in rows:
         print(json.dumps(row))
     print(note)
     return 0
+
+
+def _per_timestep(args, den, presets: list, settings: EvalSettings, out: Path
+                  ) -> tuple[dict, str]:
+    """``--per-timestep``: the base denoiser's presets (B last: the reference of the paired
+    differences) on the same held-out pairs; writes ``per_timestep.json`` / ``.png`` and
+    returns the report section and a one-line summary."""
+    res = den.resolution or den.config.resolutions[0]
+    frames = args.frames or None
+    if den.codec is not None and frames is not None:
+        frames = den.codec.latent_frames(frames)
+    frames = frames or den.config.frames
+    if den.arch is None:  # an extracted model: itself
+        archs = {den.label: None}
+    else:
+        labels = [parse_preset(p)[0] for p in presets]
+        labels = sorted(dict.fromkeys(labels), key=lambda k: k == "B")
+        archs = {k: den.space.preset(k, res) for k in labels}
+    profile = per_timestep_profile(den, archs, settings, res, frames, args.buckets,
+                                   args.pairs_per_clip, args.n_videos)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "per_timestep.json").write_text(json.dumps(profile, indent=1))
+    plot_profile(out / "per_timestep.png", profile)
+    rows, cols = profile_rows(profile)
+    text = (f"Held-out validation loss of the base denoiser per bucket of training timesteps "
+            f"({profile['pairs']} (clip, t, noise) pairs: {args.n_videos} clips x "
+            f"{args.pairs_per_clip}, the same for every model), mean [95 % interval]; the plot's "
+            f"right panel is the paired difference to {profile['reference']}. Sampling runs "
+            f"from high t (noise) to low t.")
+    note = f"per-timestep profile: {out / 'per_timestep.json'}"
+    return ({"title": "Per-timestep validation loss", "text": text, "rows": rows,
+             "columns": cols, "images": ["per_timestep.png"]}, note)
 
 
 def _is_extracted(path: str) -> bool:
@@ -285,7 +410,7 @@ def _evaluate_autoencoder(args, device, out: Path) -> int:
     note = (f"{args.checkpoint}: reconstruction (posterior mean) of {args.n_videos} clips of the "
             f"synthetic held-out split per resolution; PSNR in dB and SSIM on [0, 1] frames.")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "table.json").write_text(json.dumps({"rows": rows, "note": note}, indent=1))
+    write_json(out / "table.json", {"rows": rows, "note": note})
     write_report(out, "sned evaluate (autoencoder)", note, [{"title": "reconstruction",
                                                              "rows": rows}])
     for row in rows:

@@ -14,8 +14,8 @@ from ..cost import decoder_cost
 from ..models.codec import to_latent
 from ..space import SearchSpace
 from ..train.config import load_run_config
-from ..train.memory import GIB, choose_checkpointing, device_memory, estimate, fits
-from .args import at_least
+from ..train.memory import GIB, device_memory, estimate, fits, levels, plan_checkpointing
+from .args import above, at_least
 
 
 def space_args(p: argparse.ArgumentParser) -> None:
@@ -101,8 +101,9 @@ def memory_args(p: argparse.ArgumentParser) -> None:
                    "config's)")
     p.add_argument("--frames", type=int, help="frames (default: the config's)")
     p.add_argument("--checkpointing", choices=("on", "off", "auto"),
-                   help="per-block gradient checkpointing (default: train.gradient_"
-                   "checkpointing, auto: on when it does not fit without)")
+                   help="gradient checkpointing (default: train.gradient_checkpointing; "
+                   "auto: off when it fits, else the resolution levels with the least "
+                   "recompute that fit, printed as checkpointing=[levels])")
     p.add_argument("--parallel", choices=("ddp", "fsdp"), default="ddp")
     p.add_argument("--gpus", type=int, default=1, help="devices of the run (default 1)")
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
@@ -121,8 +122,7 @@ def run_memory(args: argparse.Namespace) -> int:
     at_least("--batch", args.batch, 1)
     at_least("--gpus", args.gpus, 1)
     at_least("--frames", args.frames, 1)
-    if args.device_memory is not None and not args.device_memory > 0:
-        raise ValueError(f"--device-memory {args.device_memory:g}: must be > 0")
+    above("--device-memory", args.device_memory, 0)
     run = load_run_config(args.config, args.overrides)
     cfg = run.model
     if args.resolution is not None:
@@ -143,19 +143,12 @@ def run_memory(args: argparse.Namespace) -> int:
     setting = {"on": True, "off": False, "auto": "auto", None:
                run.train.gradient_checkpointing}[args.checkpointing]
 
-    def est(ckpt: bool):
+    def est(ckpt):
         return estimate(run, arch=arch, batch=args.batch, resolution=args.resolution,
                         frames=args.frames, checkpointing=ckpt, parallel=args.parallel,
                         gpus=args.gpus, device=args.device)
 
-    off = {}
-
-    def without():
-        off["e"] = est(False)
-        return off["e"]
-
-    ckpt = choose_checkpointing(setting, without, memory)
-    e = off["e"] if not ckpt and "e" in off else est(ckpt)
+    _, e = plan_checkpointing(setting, est, levels(cfg), memory)  # auto: the levels that fit
     row = {"config": cfg.name, "arch": label, "device": args.device,
            "device_memory_gib": round(memory / GIB, 3), "parallel": args.parallel,
            "gpus": args.gpus, "checkpointing_setting": setting, **e.to_dict(),

@@ -28,6 +28,10 @@ def train_args(p: argparse.ArgumentParser) -> None:
                         "model folder (supernet or extracted) of a config with the same spatial "
                         "structure and no temporal layers, e.g. a `sned train tiny-image` run "
                         "for tiny-base (= train.init_from; step 0 only)")
+    p.add_argument("--allow-world-size-change", action="store_true",
+                   help="--resume under another number of ranks than the checkpoint's (the "
+                        "global batch changes); recorded in the run (world_changes in "
+                        "state.json). Without it such a resume is refused")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*",
                    help="section.key=value overrides, e.g. train.lr=2e-4 data.kind=folder "
@@ -44,7 +48,8 @@ def run_train(args: argparse.Namespace) -> int:
         run = dataclasses.replace(run, train=dataclasses.replace(run.train,
                                                                  init_from=args.init_from))
     trainer = Trainer(run, args.out, resume=args.resume, overwrite=args.overwrite,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress,
+                      allow_world_change=args.allow_world_size_change)
     try:
         trainer.fit()
     except TrainingError as e:

@@ -14,14 +14,17 @@ from ..data.config import DataConfig
 
 def heldout_proxy(model: VideoUNet, data: DataConfig, diffusion: DiffusionConfig,
                   resolution: int, n: int, text, batch: int = 8, skip: int = 0,
-                  seed: int = 0) -> ValLossProxy:
+                  seed: int = 0, pairs_per_clip: int = 1, codec=None) -> ValLossProxy:
     """The fixed held-out set (clips, t, noise) of the teacher's data as a validation-loss proxy
     of ``model``: a folder's ``val`` split or held-out synthetic seeds
     (:func:`sned.search.proxy.heldout_proxy`, as ``sned evaluate`` and ``sned search``).
     The search takes the set's first ``n`` clips; the final scoring ``skip``s those and takes
-    the next ones (disjoint clips, its own timesteps and noise from ``seed``)."""
+    the next ones (disjoint clips, its own timesteps and noise from ``seed``). Each clip is
+    scored at ``pairs_per_clip`` (t, noise) pairs; latent models pass their ``codec`` (the
+    clips are encoded, ``resolution`` is the latent side)."""
     return _search_heldout_proxy(model, diffusion, resolution, n_videos=n, data=data,
-                                 text_encoder=text, batch=batch, skip=skip, seed=seed)
+                                 text_encoder=text, batch=batch, skip=skip, seed=seed,
+                                 pairs_per_clip=pairs_per_clip, codec=codec)
 
 
 def proxy_batches(proxy: ValLossProxy) -> list[dict]:

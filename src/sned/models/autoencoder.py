@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
 from torch import Tensor, nn
 
 from ..config import (ConfigError, ModelConfig, apply_overrides, check_resolutions,
@@ -313,28 +315,55 @@ class Decoder(nn.Module):
         return self.conv_out(h)
 
 
-class VideoAutoencoder(nn.Module):
-    """KL video autoencoder.
+class VideoAutoencoder(ModelMixin, ConfigMixin):
+    """KL video autoencoder; a diffusers model (``from_pretrained`` / ``save_pretrained``).
 
     Args:
-        config: the autoencoder config.
+        autoencoder_config: the autoencoder config (an :class:`AutoencoderConfig` or its dict).
         parts: which halves to build — ``("encoder", "decoder")`` for training, ``("decoder",)``
             for a sampling-only model folder.
+        scaling_factor / shift_factor: the latent normalisation in diffusers' convention,
+            ``normalised = (z - shift_factor) * scaling_factor`` (sned's
+            :class:`~sned.models.codec.LatentStats` has ``scale = scaling_factor``,
+            ``shift = -shift_factor``); None when not estimated yet. Recorded, not used by
+            :meth:`encode` / :meth:`decode`.
+
+    ``model.config`` is the :class:`AutoencoderConfig`; the diffusers dict is
+    ``model.diffusers_config``.
     """
 
-    def __init__(self, config: AutoencoderConfig,
-                 parts: tuple[str, ...] = ("encoder", "decoder")) -> None:
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(self, autoencoder_config: AutoencoderConfig | dict | None = None,
+                 parts: tuple[str, ...] = ("encoder", "decoder"),
+                 scaling_factor: float | None = None, shift_factor: float | None = None) -> None:
         super().__init__()
+        config = autoencoder_config
+        if config is None:
+            raise TypeError("VideoAutoencoder needs a config (an AutoencoderConfig or its dict)")
+        if not isinstance(config, AutoencoderConfig):
+            config = autoencoder_config_from_dict(dict(config), "VideoAutoencoder config")
+        parts = tuple(parts)
         bad = [p for p in parts if p not in ("encoder", "decoder")]
         if bad or not parts:
             raise ValueError(f"parts must be a non-empty subset of ('encoder', 'decoder'), "
                              f"got {parts!r}")
-        self.config = config
+        self.register_to_config(autoencoder_config=config.to_dict(), parts=list(parts))
+        self._ae_config = config
         self.parts = tuple(parts)
         if "encoder" in parts:
             self.encoder = Encoder(config)
         if "decoder" in parts:
             self.decoder = Decoder(config)
+
+    @property
+    def config(self) -> AutoencoderConfig:  # diffusers' dict: `diffusers_config`
+        return self._ae_config
+
+    @property
+    def diffusers_config(self):
+        return self._internal_dict
 
     def check_video(self, x: Tensor) -> None:
         cfg = self.config

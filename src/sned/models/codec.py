@@ -18,19 +18,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from torch import Tensor
 
 from ..arch import ResolutionError, check_resolution
 from ..config import ConfigError
-from ..store.checkpoint import read_state, resolve_checkpoint
+from ..store.checkpoint import load_checkpoint_file, read_state, resolve_checkpoint
 from ..store.files import (
     CheckpointError,
     atomic_folder,
     check_state_dict,
+    expected_digest,
     file_sha256,
     load_safetensors,
     read_format_json,
+    save_safetensors,
 )
 from .autoencoder import (
     AutoencoderConfig,
@@ -132,19 +133,49 @@ def save_autoencoder(ae: VideoAutoencoder, folder: str | os.PathLike,
             **(extra or {})}
     folder = Path(folder)
     with atomic_folder(folder) as tmp:
-        save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
+        meta["digests"] = {"model.safetensors": save_safetensors(state, tmp / "model.safetensors")}
         (tmp / "config.json").write_text(json.dumps(meta, indent=1) + "\n")
     return folder
 
 
 def is_autoencoder_folder(path: str | os.PathLike) -> bool:
+    """A sned autoencoder folder (``"format": "sned-autoencoder"``) or a diffusers
+    ``VideoAutoencoder`` folder (a pipeline's ``vae/``)."""
     p = Path(path) / "config.json"
     if not p.is_file():
         return False
     try:
-        return json.loads(p.read_text()).get("format") == FORMAT
+        data = json.loads(p.read_text())
+        return data.get("format") == FORMAT or data.get("_class_name") == "VideoAutoencoder"
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
         return False
+
+
+def _load_diffusers_autoencoder(p: Path, device) -> tuple[VideoAutoencoder, LatentStats | None]:
+    """A ``VideoAutoencoder.save_pretrained`` folder, read with sned's checks (errors name the
+    file); the same model ``VideoAutoencoder.from_pretrained`` gives."""
+    raw = json.loads((p / "config.json").read_text())
+    cfg = _config(raw.get("autoencoder_config"), p / "config.json")
+    parts = tuple(raw.get("parts") or ("encoder", "decoder"))
+    weights = p / "diffusion_pytorch_model.safetensors"
+    state = load_safetensors(weights, device)
+    scale, shift = raw.get("scaling_factor"), raw.get("shift_factor")
+    for key, v in (("scaling_factor", scale), ("shift_factor", shift)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise CheckpointError(f"{p / 'config.json'}: \"{key}\" must be a number (the "
+                                  f"latent normalisation), got {v!r}")
+    stats = None if scale is None else LatentStats(float(scale), -float(shift or 0.0))
+    ae = _build(cfg, parts, state, str(weights), device)
+    ae.register_to_config(scaling_factor=scale, shift_factor=shift)
+    return ae, stats
+
+
+def autoencoder_with_stats(ae: VideoAutoencoder, stats: LatentStats | None) -> VideoAutoencoder:
+    """``ae`` with ``stats`` recorded in its diffusers config (``scaling_factor``,
+    ``shift_factor``), ready for ``save_pretrained`` as a pipeline's ``vae``."""
+    if stats is not None:
+        ae.register_to_config(scaling_factor=float(stats.scale), shift_factor=-float(stats.shift))
+    return ae
 
 
 def load_autoencoder(path: str | os.PathLike, device: str | torch.device = "cpu",
@@ -155,11 +186,14 @@ def load_autoencoder(path: str | os.PathLike, device: str | torch.device = "cpu"
     Raises CheckpointError naming ``path`` when it is none of those.
     """
     p = Path(path)
+    if is_autoencoder_folder(p) and "_class_name" in json.loads((p / "config.json").read_text()):
+        return _load_diffusers_autoencoder(p, device)
     if is_autoencoder_folder(p):
         meta = read_format_json(p / "config.json", FORMAT, "sned autoencoder folder")
         cfg = _config(meta.get("autoencoder_config"), p / "config.json")
         parts = tuple(meta.get("parts") or ("encoder", "decoder"))
-        state = load_safetensors(p / "model.safetensors", device)
+        state = load_safetensors(p / "model.safetensors", device, expected_digest(
+            p / "model.safetensors", meta.get("digests"), p / "config.json"))
         try:
             stats = None if not meta.get("latent") else LatentStats(**meta["latent"])
         except TypeError as e:
@@ -182,9 +216,9 @@ def load_autoencoder(path: str | os.PathLike, device: str | torch.device = "cpu"
                               f"{model_raw.get('name', 'a non-autoencoder model')!r}, not of an "
                               f"autoencoder")
     cfg = _config(model_raw, folder / "state.json")
-    weights = load_safetensors(folder / "model.safetensors", device)
+    weights = load_checkpoint_file(folder / "model.safetensors", device)
     if ema and (folder / "ema.safetensors").is_file():
-        weights.update(load_safetensors(folder / "ema.safetensors", device))
+        weights.update(load_checkpoint_file(folder / "ema.safetensors", device))
     state = {k[3:]: v for k, v in weights.items() if k.startswith("ae.")}
     return _build(cfg, ("encoder", "decoder"), state, str(folder), device), None
 
@@ -226,8 +260,12 @@ def codec_for(path: str | os.PathLike, device: str | torch.device = "cpu"
     A latent model without its codec raises CheckpointError naming the missing folder.
     """
     p = Path(path)
+    if (p / "model_index.json").is_file():  # a pipeline folder: its vae/
+        vae = p / "vae"
+        return load_codec(vae, device) if (vae / "config.json").is_file() else None
     if (p / "config.json").is_file() and not (p / "state.json").is_file():
         meta = json.loads((p / "config.json").read_text())
+        meta = dict(meta.get("sned") or {}, **meta) if "_class_name" in meta else meta
         latent, root = meta.get("latent"), p
         if latent is not None and not isinstance(latent, dict):
             raise CheckpointError(f"{p / 'config.json'}: \"latent\" must be a JSON object "

@@ -6,12 +6,22 @@ decoder that concatenates ADM-style skips. The residual-stream widths are fixed;
 widths live inside the blocks (ResBlock hidden, attention heads, feed-forward hidden), so the
 skip concatenation never needs index lists.
 
-The same class is the supernet (``layouts=None``: elastic layers, ``forward(..., arch=)``) and an
-extracted model (``layouts=[...]``: plain layers of exactly the active sizes, no ``arch``).
+The same class is the supernet (``supernet=True``: elastic layers, ``forward(..., arch=)``) and an
+extracted model (``supernet=False``: plain layers of exactly the active sizes of ``arch``, no
+``arch=`` argument).
+
+It is a diffusers model (``ModelMixin`` + ``ConfigMixin``): ``VideoUNet.from_pretrained(folder)``
+and ``model.save_pretrained(folder)`` are diffusers' own; the registered config is
+``model_config`` (the :class:`~sned.config.ModelConfig` as a dict), ``arch`` (the extracted
+model's arch, or None) and ``supernet``, plus ``sned`` — free metadata (diffusion settings, the
+model card) that :func:`sned.extract.save_pretrained` records and loaders read.
+``model.config`` is the :class:`~sned.config.ModelConfig` (its fields are attributes, as diffusers'
+config is); the raw diffusers dict is ``model.diffusers_config``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -20,8 +30,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from ..arch import Arch, BlockLayout, resolve, unet_blocks
-from ..config import ModelConfig
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
+
+from ..arch import Arch, BlockLayout, full_layout, resolve, unet_blocks
+from ..config import ModelConfig, config_from_dict
 from ..nn.blocks import DiffusionBlock, zero_init_residual_outputs
 
 
@@ -93,6 +106,19 @@ class Trace:
     stages: list[StageIO] = field(default_factory=list)
 
 
+def _slot_ordered(arch: Arch, specs) -> Arch:
+    """``arch`` with each block's ratios in its spec's slot order (the order a search space
+    writes them; a JSON config sorts keys)."""
+    if len(arch.blocks) != len(specs):
+        return arch  # a mismatching arch is named by resolve()
+    blocks = []
+    for b, spec in zip(arch.blocks, specs):
+        order = {slot: i for i, slot in enumerate(spec.slots)}
+        ratios = tuple(sorted(b.ratios, key=lambda kv: order.get(kv[0], len(order))))
+        blocks.append(dataclasses.replace(b, ratios=ratios))
+    return dataclasses.replace(arch, blocks=tuple(blocks))
+
+
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
     """Sinusoidal embedding. t: (B,) float or int → (B, dim) float32."""
     half = dim // 2
@@ -103,23 +129,56 @@ def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tens
     return F.pad(emb, (0, dim % 2))
 
 
-class VideoUNet(nn.Module):
+class VideoUNet(ModelMixin, ConfigMixin):
     """Text-conditioned video denoiser (``kind="base"``) or super-resolver (``kind="ssr"``).
 
     Args:
-        config: the supernet config.
-        layouts: None for the supernet; for an extracted model, the per-block active layout
-            (from :func:`sned.arch.resolve`) it is built at.
-        arch: the Arch an extracted model was built from (kept for saving; informational).
+        model_config: the supernet config (a :class:`~sned.config.ModelConfig` or its dict).
+        arch: the Arch an extracted model is built at (an :class:`~sned.arch.Arch` or its dict;
+            None with ``supernet=False`` = the full arch).
+        supernet: True builds the elastic supernet (``forward(..., arch=)``); False a static
+            model of exactly ``arch``'s active sizes. Default: True unless ``layouts`` or
+            ``arch`` is given.
+        layouts: for an extracted model, the per-block active layouts (from
+            :func:`sned.arch.resolve`; computed from ``arch`` when left out). Not recorded in
+            the config (``arch`` determines them).
+        sned: free JSON metadata recorded in ``config.json`` (diffusion settings, card, data).
     """
 
-    def __init__(self, config: ModelConfig, layouts: list[BlockLayout] | None = None,
-                 arch: Arch | None = None) -> None:
+    config_name = "config.json"
+    ignore_for_config = ["layouts"]
+    _supports_gradient_checkpointing = True
+
+    @register_to_config
+    def __init__(self, model_config: ModelConfig | dict | None = None,
+                 arch: Arch | dict | None = None, supernet: bool | None = None,
+                 sned: dict | None = None, *, layouts: list[BlockLayout] | None = None) -> None:
         super().__init__()
-        self.config = config
+        if model_config is None:
+            raise TypeError("VideoUNet needs a model_config (a ModelConfig or its dict)")
+        config = (model_config if isinstance(model_config, ModelConfig)
+                  else config_from_dict(dict(model_config), "VideoUNet config"))
+        if isinstance(arch, list):  # the 0.1 call VideoUNet(cfg, layouts, arch)
+            raise TypeError("VideoUNet(model_config, arch, supernet, sned, *, layouts): pass "
+                            "layouts= by keyword (VideoUNet(cfg, arch, supernet=False, "
+                            "layouts=layouts))")
+        if arch is not None:
+            arch = _slot_ordered(arch if isinstance(arch, Arch) else Arch.from_dict(arch),
+                                 unet_blocks(config))
+        if supernet is None:
+            supernet = layouts is None and arch is None
+        if supernet and layouts is not None:
+            raise ValueError("a supernet takes no layouts (pass supernet=False)")
+        if not supernet and layouts is None:
+            layouts = ([full_layout(s) for s in unet_blocks(config)] if arch is None
+                       else resolve(config, arch))
+        self.register_to_config(model_config=config.to_dict(),
+                                arch=None if arch is None else arch.to_dict(),
+                                supernet=bool(supernet), sned=dict(sned or {}))
+        self._model_config = config
         self.specs = unet_blocks(config)
         self.stages = unet_stages(config)
-        self.is_supernet = layouts is None
+        self.is_supernet = bool(supernet)
         self.arch = arch
         self.gradient_checkpointing = False
         c0, e = config.model_channels, config.time_embed_dim
@@ -136,7 +195,8 @@ class VideoUNet(nn.Module):
         self.conv_in = nn.Conv2d(config.in_channels + config.conditioning_channels, c0, 3,
                                  padding=1)
         blocks = [DiffusionBlock(s, e, config.text_dim, config.head_dim, config.norm_group_size,
-                                 config.dropout, None if layouts is None else layouts[i])
+                                 config.dropout, None if layouts is None else layouts[i],
+                                 cfg=config)
                   for i, s in enumerate(self.specs)]
         self.blocks = nn.ModuleList(blocks)
         n = len(config.levels)
@@ -146,11 +206,20 @@ class VideoUNet(nn.Module):
         self.upsamplers = nn.ModuleList(
             nn.Conv2d(config.level_width(i), config.level_width(i), 3, padding=1)
             for i in range(1, n))
-        self.norm_out = nn.GroupNorm(c0 // config.norm_group_size, c0)
+        self.norm_out = nn.GroupNorm(config.groups(c0), c0, eps=config.norm_eps)
         self.conv_out = nn.Conv2d(c0, config.out_channels, 3, padding=1)
         self._layouts = layouts
         if config.zero_init_residual:
             zero_init_residual_outputs(self)
+
+    @property
+    def config(self) -> ModelConfig:  # diffusers' config dict: `diffusers_config`
+        return self._model_config
+
+    @property
+    def diffusers_config(self):
+        """The registered diffusers config (a FrozenDict: model_config, arch, supernet, sned)."""
+        return self._internal_dict
 
     # ----------------------------------------------------------------------------- forward
     def forward(self, sample: Tensor, timestep: Tensor, encoder_hidden_states: Tensor | None,
@@ -239,7 +308,8 @@ class VideoUNet(nn.Module):
                    frames: int, layouts: list[BlockLayout] | None) -> Tensor:
         layout = None if layouts is None else layouts[i]
         block = self.blocks[i]
-        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+        ckpt = self.gradient_checkpointing  # True, False or the checkpointed block indices
+        if (ckpt is True or (ckpt and i in ckpt)) and self.training and torch.is_grad_enabled():
             return checkpoint(block, h, emb, context, mask, frames, layout, use_reentrant=False)
         return block(h, emb, context, mask, frames, layout)
 

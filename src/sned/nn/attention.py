@@ -21,13 +21,54 @@ def rotary(x: Tensor) -> Tensor:
     """
     n, h, length, d = x.shape
     half = d // 2
-    freqs = torch.exp(-torch.arange(half, device=x.device, dtype=torch.float32)
-                      * (torch.log(torch.tensor(10000.0)) / half))
-    angles = torch.arange(length, device=x.device, dtype=torch.float32)[:, None] * freqs
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    cos, sin = rotary_tables(length, half, x.device, x.dtype, cache=type(x) is Tensor)
     x1, x2 = x[..., :half], x[..., half:2 * half]
     out = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
     return out if d == 2 * half else torch.cat([out, x[..., 2 * half:]], dim=-1)
+
+
+_ROTARY: dict[tuple, tuple[Tensor, Tensor]] = {}
+
+
+def rotary_tables(length: int, half: int, device: torch.device, dtype: torch.dtype,
+                  cache: bool = True) -> tuple[Tensor, Tensor]:
+    """cos, sin (length, half) of the rotary angles, computed once per (length, half, device,
+    dtype) and reused by every attention layer of every forward (while compiling, or for
+    fake / subclass tensors — ``cache=False`` — computed inline)."""
+    key = (length, half, device, dtype)
+    cache = cache and not torch.compiler.is_compiling()
+    hit = _ROTARY.get(key) if cache else None
+    if hit is not None:
+        return hit
+    freqs = torch.exp(-torch.arange(half, device=device, dtype=torch.float32)
+                      * (torch.log(torch.tensor(10000.0)) / half))
+    angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * freqs
+    tables = angles.cos().to(dtype), angles.sin().to(dtype)
+    if cache:
+        if len(_ROTARY) > 64:
+            _ROTARY.clear()
+        _ROTARY[key] = tables
+    return tables
+
+
+_MASK: list = [None, None, None, None]  # the last (bool mask, its version, dtype, additive)
+
+
+def additive_mask(mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """(N, Lc) bool, True = attend → (N, 1, 1, Lc) additive float mask of ``dtype`` (0 or
+    −inf), converted once per mask tensor and dtype: every cross-attention layer of a forward
+    gets the same mask, which SDPA would otherwise convert in each call. Rows are never fully
+    masked (the UNet prepends an always-attendable null token)."""
+    cache = (type(mask) is Tensor and not torch.compiler.is_compiling()
+             and not mask.is_inference())  # inference tensors have no version counter
+    if (cache and _MASK[0] is mask
+            and _MASK[1] == mask._version and _MASK[2] == dtype):
+        return _MASK[3]
+    out = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(
+        ~mask.bool(), float("-inf"))[:, None, None, :]
+    if cache:
+        _MASK[:] = [mask, mask._version, dtype, out]
+    return out
 
 
 MAX_SDPA_BATCH = 65535
@@ -61,18 +102,22 @@ class Attention(nn.Module):
         context_dim: width of the context for cross-attention (None = self-attention).
         use_rotary: rotary position embedding on q and k (temporal attention over frames).
         elastic: build elastic layers (supernet) or plain ``nn.Linear`` (extracted model).
+        norm_groups: 0 = LayerNorm pre-norm; N = GroupNorm with N groups over the channels
+            (diffusers' UNet2DModel attention), ``eps`` its epsilon.
+        bias: q, k, v projections with a bias.
     """
 
     def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int | None = None,
-                 use_rotary: bool = False, elastic: bool = True) -> None:
+                 use_rotary: bool = False, elastic: bool = True, norm_groups: int = 0,
+                 eps: float = 1e-5, bias: bool = False) -> None:
         super().__init__()
         lin = ElasticLinear if elastic else nn.Linear
         inner = heads * head_dim
         self.heads, self.head_dim, self.use_rotary = heads, head_dim, use_rotary
-        self.norm = nn.LayerNorm(dim)
-        self.to_q = lin(dim, inner, bias=False)
-        self.to_k = lin(context_dim or dim, inner, bias=False)
-        self.to_v = lin(context_dim or dim, inner, bias=False)
+        self.norm = nn.GroupNorm(norm_groups, dim, eps=eps) if norm_groups else nn.LayerNorm(dim)
+        self.to_q = lin(dim, inner, bias=bias)
+        self.to_k = lin(context_dim or dim, inner, bias=bias)
+        self.to_v = lin(context_dim or dim, inner, bias=bias)
         self.to_out = lin(inner, dim)
 
     def forward(self, x: Tensor, context: Tensor | None = None, mask: Tensor | None = None,
@@ -81,7 +126,10 @@ class Attention(nn.Module):
         attend; heads: active heads (None = all built). Returns (N, L, dim)."""
         h = self.heads if heads is None else heads
         inner = None if heads is None else h * self.head_dim
-        y = self.norm(x)
+        if isinstance(self.norm, nn.GroupNorm):  # over channels: (N, L, C) → (N, C, L)
+            y = self.norm(x.transpose(1, 2)).transpose(1, 2)
+        else:
+            y = self.norm(x)
         ctx = y if context is None else context
         q = call(self.to_q, y, None, inner)
         k = call(self.to_k, ctx, None, inner)
@@ -89,7 +137,7 @@ class Attention(nn.Module):
         q, k, v = (t.unflatten(-1, (h, self.head_dim)).transpose(1, 2) for t in (q, k, v))
         if self.use_rotary:
             q, k = rotary(q), rotary(k)
-        attn_mask = None if mask is None else mask[:, None, None, :]
+        attn_mask = None if mask is None else additive_mask(mask, q.dtype)
         o = _sdpa(q, k, v, attn_mask)
         o = o.transpose(1, 2).flatten(2)
         return x + call(self.to_out, o, inner, None)

@@ -13,31 +13,48 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from typing import TYPE_CHECKING
+
 from ..arch import BlockLayout, BlockSpec
 from .attention import Attention, FeedForward
 from .elastic import ElasticConv2d, ElasticGroupNorm, ElasticLinear, call
 
+if TYPE_CHECKING:
+    from ..config import ModelConfig
+
 
 class ResBlock(nn.Module):
-    """GroupNorm → SiLU → conv(1×3×3) → GroupNorm → scale-shift(t) → SiLU → conv(1×3×3), + skip.
+    """GroupNorm → SiLU → conv → [+ emb] → GroupNorm → [scale-shift(t)] → SiLU → conv, + skip.
 
-    The hidden width (conv1 out, norm2, the time-embedding scale/shift, conv2 in) is elastic; the
-    in/out widths are fixed. Scale and shift are separate projections so that their prefixes
-    stay aligned with the hidden channels. The conv kernel size is elastic too (3×3 or its
-    1×1 centre, DiffNAS); ``kernel`` is the size a plain (extracted) ResBlock is built at.
+    The hidden width (conv1 out, norm2, the time-embedding projections, conv2 in) is elastic;
+    the in/out widths are fixed. ``time_embedding="scale_shift"`` (ADM) applies
+    ``norm2(h) * (1 + scale) + shift`` with separate scale and shift projections, so that their
+    prefixes stay aligned with the hidden channels; ``"add"`` (DDPM) adds one projection
+    (``emb_add``) before ``norm2``. The conv kernel size is elastic too (3×3 or its 1×1 centre,
+    DiffNAS); ``kernel`` is the size a plain (extracted) ResBlock is built at.
+
+    Norms: ``norm1`` has ``in_groups`` groups; ``norm2`` keeps ``group_size`` channels per group
+    (the group size of its full width), so an extracted block of hidden ``h`` has
+    ``h // group_size`` groups.
     """
 
     def __init__(self, in_ch: int, out_ch: int, hidden: int, emb_dim: int, group_size: int,
-                 dropout: float = 0.0, elastic: bool = True, kernel: int = 3) -> None:
+                 dropout: float = 0.0, elastic: bool = True, kernel: int = 3,
+                 in_groups: int | None = None, eps: float = 1e-5,
+                 time_embedding: str = "scale_shift") -> None:
         super().__init__()
         conv = ElasticConv2d if elastic else nn.Conv2d
         lin = ElasticLinear if elastic else nn.Linear
-        self.norm1 = nn.GroupNorm(in_ch // group_size, in_ch)
+        self.time_embedding = time_embedding
+        self.norm1 = nn.GroupNorm(in_groups or in_ch // group_size, in_ch, eps=eps)
         self.conv1 = conv(in_ch, hidden, kernel, padding=kernel // 2)
-        self.norm2 = (ElasticGroupNorm(hidden, group_size) if elastic
-                      else nn.GroupNorm(hidden // group_size, hidden))
-        self.emb_scale = lin(emb_dim, hidden)
-        self.emb_shift = lin(emb_dim, hidden)
+        self.norm2 = (ElasticGroupNorm(hidden, group_size, eps=eps) if elastic
+                      else nn.GroupNorm(hidden // group_size, hidden, eps=eps))
+        if time_embedding == "add":
+            self.emb_add = lin(emb_dim, hidden)
+        else:
+            self.emb_scale = lin(emb_dim, hidden)
+            self.emb_shift = lin(emb_dim, hidden)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = conv(hidden, out_ch, kernel, padding=kernel // 2)
 
@@ -47,11 +64,15 @@ class ResBlock(nn.Module):
 
         ``hidden`` / ``kernel``: active hidden width and conv kernel (supernet only)."""
         h = call(self.conv1, F.silu(self.norm1(x)), None, hidden, kernel)
-        h = call(self.norm2, h, hidden)
         e = F.silu(emb)
-        scale = call(self.emb_scale, e, None, hidden).repeat_interleave(frames, 0)
-        shift = call(self.emb_shift, e, None, hidden).repeat_interleave(frames, 0)
-        h = h * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
+        if self.time_embedding == "add":
+            add = call(self.emb_add, e, None, hidden).repeat_interleave(frames, 0)
+            h = call(self.norm2, h + add[:, :, None, None], hidden)
+        else:
+            h = call(self.norm2, h, hidden)
+            scale = call(self.emb_scale, e, None, hidden).repeat_interleave(frames, 0)
+            shift = call(self.emb_shift, e, None, hidden).repeat_interleave(frames, 0)
+            h = h * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
         h = self.dropout(F.silu(h))
         return call(self.conv2, h, hidden, None, kernel)
 
@@ -67,25 +88,37 @@ class DiffusionBlock(nn.Module):
     """
 
     def __init__(self, spec: BlockSpec, emb_dim: int, text_dim: int, head_dim: int,
-                 group_size: int, dropout: float = 0.0, layout: BlockLayout | None = None
-                 ) -> None:
+                 group_size: int, dropout: float = 0.0, layout: BlockLayout | None = None,
+                 cfg: "ModelConfig | None" = None) -> None:
+        """``cfg`` (the model config) supplies the block options: GroupNorm groups and eps,
+        the ResBlock's time-embedding form, the attention norm and q/k/v bias; None = the
+        defaults (``group_size`` channels per group)."""
         super().__init__()
         elastic = layout is None
         keep = set(spec.components) if elastic else set(layout.keep)
         self.spec = spec
         self.skip = (nn.Conv2d(spec.in_ch, spec.out_ch, 1) if spec.in_ch != spec.out_ch
                      else nn.Identity())
+        groups = cfg.groups if cfg is not None else (lambda width: width // group_size)
+        eps = cfg.norm_eps if cfg is not None else 1e-5
         if "resblock" in keep:
             hidden = spec.resblock_hidden if elastic else layout.resblock_hidden
-            self.resblock = ResBlock(spec.in_ch, spec.out_ch, hidden, emb_dim, group_size,
-                                     dropout, elastic, 3 if elastic else layout.kernel)
+            hidden_gs = (cfg.group_size(spec.resblock_hidden) if cfg is not None
+                         else group_size)
+            self.resblock = ResBlock(
+                spec.in_ch, spec.out_ch, hidden, emb_dim, hidden_gs, dropout, elastic,
+                3 if elastic else layout.kernel, in_groups=groups(spec.in_ch), eps=eps,
+                time_embedding=cfg.time_embedding if cfg is not None else "scale_shift")
         dim = spec.out_ch
+        group_norm = cfg is not None and cfg.attention_norm == "group"
         for attn in spec.attentions:
             if attn in keep:
                 heads = spec.heads if elastic else layout.heads_of(attn)
-                setattr(self, attn, Attention(dim, heads, head_dim,
-                                              text_dim if attn == "cross_attn" else None,
-                                              use_rotary=attn == "temporal_attn", elastic=elastic))
+                setattr(self, attn, Attention(
+                    dim, heads, head_dim, text_dim if attn == "cross_attn" else None,
+                    use_rotary=attn == "temporal_attn", elastic=elastic,
+                    norm_groups=groups(dim) if group_norm else 0, eps=eps,
+                    bias=cfg is not None and cfg.attention_bias))
         if spec.ff_hidden and (elastic or layout.ff_hidden):
             self.ff = FeedForward(dim, spec.ff_hidden if elastic else layout.ff_hidden, elastic)
 

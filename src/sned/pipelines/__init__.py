@@ -7,6 +7,8 @@
 * :func:`generate` with :class:`Stage` — the Imagen-style cascade to a final resolution.
 * :func:`sample_latent` — latent denoising then decoding through the autoencoder.
 * :func:`compile_model` — ``torch.compile`` an extracted (static) model for serving.
+* :class:`SnedPipeline` / :class:`SnedLatentPipeline` — the same as diffusers pipelines
+  (:mod:`.diffusers_pipeline`, loaded on first use).
 """
 
 from __future__ import annotations
@@ -16,5 +18,14 @@ from .compiled import compile_model
 from .latent import sample_latent
 from .sampling import SeedLike, default_resolution, generators, initial_noise, sample
 
-__all__ = ["CascadeError", "compile_model", "SEED_STRIDE", "SeedLike", "Stage", "cascade_resolutions",
+
+def __getattr__(name: str):
+    if name in ("SnedPipeline", "SnedLatentPipeline", "SnedPipelineOutput"):
+        from . import diffusers_pipeline
+        return getattr(diffusers_pipeline, name)
+    raise AttributeError(f"module 'sned.pipelines' has no attribute {name!r}")
+
+
+__all__ = ["CascadeError", "SnedLatentPipeline", "SnedPipeline", "compile_model", "SEED_STRIDE",
+           "SeedLike", "Stage", "cascade_resolutions",
            "default_resolution", "generate", "generators", "initial_noise", "sample", "sample_latent"]

@@ -10,6 +10,9 @@ per step (super-position: the arch's resolution is part of the arch).
                      ssr=[Stage(ssr_net, ssr_space.preset("S", 32)),
                           Stage(ssr_net, ssr_space.preset("B", 64))],
                      final_resolution=64, steps=50, guidance_scale=5.0, seed=0)
+
+Any stage may run a sampling schedule instead of one arch (``Stage(net, schedule=...)``, a
+subnet per denoising step, :mod:`sned.schedule`): the cascade takes one per stage.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from torch import Tensor
 from ..arch import Arch, check_resolution
 from ..diffusion import DiffusionConfig
 from ..models.unet import VideoUNet
+from ..schedule import Schedule
 from .sampling import SeedLike, default_resolution, sample
 
 __all__ = ["CascadeError", "SEED_STRIDE", "Stage", "cascade_resolutions", "generate"]
@@ -47,17 +51,21 @@ class Stage:
             the resolution of the step it runs (so one arch can serve every step).
         diffusion: the schedule this model was trained with (None = ``generate``'s).
         label: a name for progress bars.
+        schedule: a subnet per denoising step instead of ``arch`` (:mod:`sned.schedule`);
+            moved to the stage's resolution like ``arch``.
     """
 
     model: VideoUNet
     arch: Arch | None = None
     diffusion: DiffusionConfig | None = None
     label: str | None = None
+    schedule: Schedule | None = None
 
     @classmethod
     def from_denoiser(cls, den) -> "Stage":
-        """From a :class:`sned.loading.Denoiser` (model, arch, diffusion, label)."""
-        return cls(den.model, den.arch, den.diffusion, den.label)
+        """From a :class:`sned.loading.Denoiser` (model, arch, diffusion, label, schedule)."""
+        return cls(den.model, den.arch, den.diffusion, den.label,
+                   getattr(den, "schedule", None))
 
     @property
     def config(self):
@@ -66,13 +74,15 @@ class Stage:
     @property
     def resolution(self) -> int:
         """The stage's own resolution (arch's, extracted model's, else the config's first)."""
-        return default_resolution(self.model, self.arch)
+        return default_resolution(self.model, self.arch, self.schedule)
 
     def name(self) -> str:
         return self.label or self.config.name
 
     def at(self, resolution: int) -> "Stage":
-        """This stage with its arch moved to ``resolution``."""
+        """This stage with its arch (or schedule) moved to ``resolution``."""
+        if self.schedule is not None:
+            return dataclasses.replace(self, schedule=self.schedule.at(resolution))
         if self.arch is None or self.arch.resolution == resolution:
             return self
         return dataclasses.replace(self, arch=self.arch.at(resolution))
@@ -211,7 +221,7 @@ def generate(text_embeds: Tensor, text_mask: Tensor | None = None, *, base: Stag
                        dynamic_threshold=thresholds[j], seed=_stage_seed(seed, j),
                        frames=frames, resolution=res if st.arch is None else None,
                        lowres=lowres, aug_level=levels[j], progress=progress, dtype=dtype,
-                       desc=desc)
+                       desc=desc, schedule=st.schedule)
         outputs.append(video)
     assert video is not None
     return (video, outputs) if return_stages else video

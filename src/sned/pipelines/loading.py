@@ -2,8 +2,9 @@
 
 * a training run dir / checkpoint folder (``sned train`` output): the supernet plus the arch
   picked by ``preset`` or ``arch`` (default preset B);
-* a model folder (``sned extract`` / :func:`sned.save_pretrained` output): the standalone subnet
-  (or a saved supernet), labelled with the preset name its model card records.
+* a model folder (``sned extract`` / :func:`sned.save_pretrained` output — a diffusers pipeline
+  folder, a diffusers model folder or a 0.1 ``sned-model`` folder): the standalone subnet (or a
+  saved supernet), labelled with the preset name its model card records.
 
 Weights of a training checkpoint: ``ema=None`` (the default of every command) takes the EMA
 weights when the checkpoint has them and the raw ones otherwise; ``ema=True`` / ``False`` asks
@@ -26,9 +27,11 @@ import torch
 from ..arch import Arch, ArchError, check_resolution
 from ..config import ConfigError, config_from_dict
 from ..diffusion import DiffusionConfig, diffusion_of
-from ..extract import extract, is_model_folder, load_pretrained, read_model_meta
+from ..extract import extract, is_model_folder, load_pretrained, read_model_meta, unet_folder
 from ..models.codec import codec_for, is_autoencoder_folder, served_resolution
 from ..models.unet import VideoUNet
+from ..schedule import Schedule, resolve_schedule
+from ..schedule.folder import is_schedule_folder, load_schedule_folder
 from ..space import SearchSpace, parse_preset
 from ..store.checkpoint import load_weights, read_state, resolve_checkpoint
 from ..store.files import CheckpointError
@@ -56,6 +59,8 @@ class Denoiser:
             extracted folders); None when not recorded.
         init_from: the image model the run started from (``train.init_from``: path, sha256 of
             its weights, …; :mod:`sned.train.transfer`); None for runs from scratch.
+        schedule: a subnet per denoising step (:mod:`sned.schedule`) instead of ``arch``: a
+            supernet's, or a schedule folder's (``model`` its subnets); None otherwise.
     """
 
     model: VideoUNet
@@ -68,6 +73,7 @@ class Denoiser:
     train: dict | None = None
     data: dict | None = None
     init_from: dict | None = None
+    schedule: Schedule | None = None
 
     @property
     def config(self):
@@ -88,6 +94,8 @@ class Denoiser:
 
     @property
     def resolution(self) -> int | None:
+        if self.schedule is not None:
+            return self.schedule.resolution
         if self.arch is not None:
             return self.arch.resolution
         return None if self.model.arch is None else self.model.arch.resolution
@@ -103,16 +111,29 @@ class Denoiser:
         """This denoiser's subnet run at ``resolution`` (ResolutionError when its config does
         not serve it); no reload."""
         check_resolution(self.config, resolution, self.source)
+        if self.schedule is not None:
+            return replace(self, schedule=self.schedule.at(resolution))
         return self if self.arch is None else self.with_arch(self.arch.at(resolution), self.label)
 
     def with_arch(self, arch: Arch | None, label: str) -> "Denoiser":
         return replace(self, arch=arch, label=label)
 
+    def with_schedule(self, schedule) -> "Denoiser":
+        """This supernet run with ``schedule`` (a :class:`~sned.schedule.Schedule`, a spec
+        string ``S:0-400,B:400-1000``, a JSON file or dict) at this denoiser's resolution,
+        checked against the floors it was trained to; ScheduleError names a bad segment."""
+        if not self.model.is_supernet:
+            raise ArchError(f"{self.source} is an extracted model; a schedule needs a supernet "
+                            f"checkpoint")
+        res = self.resolution or self.config.resolutions[0]
+        sched = resolve_schedule(schedule, self.space, self.diffusion.num_train_timesteps, res)
+        return replace(self, arch=None, schedule=sched, label=sched.label)
+
 
 def load_denoiser(path: str | os.PathLike, preset: str | None = None,
                   arch: str | os.PathLike | Arch | None = None, ema: bool | None = None,
-                  resolution: int | None = None, device: str | torch.device = "cpu"
-                  ) -> Denoiser:
+                  resolution: int | None = None, device: str | torch.device = "cpu",
+                  schedule=None) -> Denoiser:
     """Load ``path`` (training checkpoint / run dir, or model folder) for sampling.
 
     Args:
@@ -124,14 +145,26 @@ def load_denoiser(path: str | os.PathLike, preset: str | None = None,
         resolution: the resolution to run at, in pixels (a latent model runs at that size
             over its autoencoder's spatial factor); must be one the config serves
             (:func:`sned.models.codec.served_resolution`).
+        schedule: a subnet per denoising step instead of ``preset`` / ``arch``
+            (:meth:`Denoiser.with_schedule`). A schedule folder (``sned extract --schedule``)
+            loads with its own schedule.
     """
     p = Path(path)
     if is_autoencoder_folder(p):
         raise CheckpointError(_AE_MESSAGE.format(p))
+    if schedule is not None and (preset is not None or arch is not None):
+        raise ArchError("--schedule replaces --preset / --arch; give one of them")
+    if is_schedule_folder(p):
+        return _load_schedule(p, preset, arch, schedule, resolution, device)
+    if schedule is not None:
+        den = load_denoiser(p, ema=ema, resolution=resolution, device=device)
+        if den.codec is not None:
+            raise ArchError(f"{p} is a latent model; sampling schedules are for pixel models")
+        return den.with_schedule(schedule)
     if is_model_folder(p):
         meta = read_model_meta(p)
         if resolution is not None:
-            cfg = _config_of(meta.get("model_config"), p / "config.json")
+            cfg = _config_of(meta.get("model_config"), unet_folder(p) / "config.json")
             resolution = served_resolution(cfg, resolution, str(p))
         den = _load_folder(p, preset, arch, ema, resolution, device)
         return replace(den, codec=codec_for(p, device))
@@ -163,7 +196,7 @@ def load_denoiser(path: str | os.PathLike, preset: str | None = None,
 
 def _load_folder(p: Path, preset, arch, ema, resolution, device) -> Denoiser:
     meta = read_model_meta(p)
-    diffusion = diffusion_of(meta.get("diffusion", {}), p / "config.json")
+    diffusion = diffusion_of(meta.get("diffusion", {}), unet_folder(p) / "config.json")
     model = load_pretrained(p, device=device)
     card = meta.get("card") or {}
     weights = card.get("weights")
@@ -181,6 +214,20 @@ def _load_folder(p: Path, preset, arch, ema, resolution, device) -> Denoiser:
         check_resolution(model.config, resolution, str(p))
     return Denoiser(model, None, diffusion, str(p), _label(model, card), weights,
                     data=meta.get("data"), init_from=card.get("init_from"))
+
+
+def _load_schedule(p: Path, preset, arch, schedule, resolution, device) -> Denoiser:
+    """A schedule folder: its subnets with its own schedule."""
+    if preset is not None or arch is not None or schedule is not None:
+        raise ArchError(f"{p} is an extracted sampling schedule; it runs its own schedule "
+                        f"(no --preset / --arch / --schedule)")
+    model, sched, meta = load_schedule_folder(p, device)
+    if resolution is not None:
+        sched = sched.at(check_resolution(model.config, resolution, str(p)))
+    card = meta.get("card") or {}
+    return Denoiser(model, None, diffusion_of(meta.get("diffusion", {}), p / "config.json"),
+                    str(p), sched.label, card.get("weights"), data=meta.get("data"),
+                    schedule=sched)
 
 
 _AE_MESSAGE = ("{} is an autoencoder, not a denoiser: there is no subnet to extract or sample; "
@@ -225,7 +272,8 @@ def _label(model: VideoUNet, card: dict) -> str:
 def load_cascade(model: str | os.PathLike, ssr: str | os.PathLike | None = None,
                  presets: list[str | None] | None = None, arch: str | os.PathLike | None = None,
                  resolution: int | None = None, ema: bool | None = None,
-                 device: str | torch.device = "cpu") -> tuple[Denoiser, list[Denoiser]]:
+                 device: str | torch.device = "cpu", schedules: list | None = None
+                 ) -> tuple[Denoiser, list[Denoiser]]:
     """The base denoiser and one SSR denoiser per upsampling step of a cascade ending at
     ``resolution`` (default: the base's own without ``ssr``, else the largest the SSR serves).
 
@@ -234,13 +282,21 @@ def load_cascade(model: str | os.PathLike, ssr: str | os.PathLike | None = None,
     an extracted SSR serves every step with its own arch. Raises
     :class:`~sned.pipelines.cascade.CascadeError` for an unreachable resolution and
     :class:`~sned.arch.ResolutionError` for one a stage does not serve.
+    ``schedules``: a sampling schedule per stage, base first (:mod:`sned.schedule`); a stage
+    with one ignores its preset, stages past the list (or with None) use their presets.
     """
     presets = list(presets or [None])
-    base = load_denoiser(model, preset=None if arch else presets[0], arch=arch, ema=ema,
-                         device=device)
+    schedules = list(schedules or [])
+    first = schedules[0] if schedules else None
+    base = load_denoiser(model, preset=None if arch or first is not None else presets[0],
+                         arch=arch, ema=ema, device=device, schedule=first)
     if base.codec is not None:
         return _latent_base(base, model, ssr, presets[0], arch, resolution), []
     if ssr is None:
+        if len(presets) > 1:
+            raise CascadeError(f"--preset {','.join(str(p) for p in presets)}: one preset per "
+                               f"stage, but {model} is sampled alone (no --ssr); give one "
+                               f"preset, or add --ssr for the others")
         base_res = base.resolution or base.config.resolutions[0]
         if resolution is not None and resolution != base_res:
             raise CascadeError(f"{model} generates {base_res}px; resolution {resolution} needs "
@@ -250,13 +306,25 @@ def load_cascade(model: str | os.PathLike, ssr: str | os.PathLike | None = None,
     resolutions, _ = cascade_resolutions(Stage.from_denoiser(base), Stage.from_denoiser(probe),
                                          resolution)
     steps = resolutions[1:]
+    if len(presets) > 1 + len(steps):
+        raise CascadeError(f"--preset {','.join(str(p) for p in presets)}: {len(presets)} "
+                           f"presets for a cascade of {1 + len(steps)} stage(s) (base + "
+                           f"{len(steps)} SSR step(s) to {resolutions[-1]} px); give at most "
+                           f"{1 + len(steps)}")
     per_stage = presets[1:] if len(presets) > 1 else presets
     per_stage = (per_stage + [per_stage[-1]] * len(steps))[:len(steps)]
     if not probe.model.is_supernet:
+        if any(s is not None for s in schedules[1:]):
+            raise ArchError(f"--schedule: the SSR {ssr} is an extracted model; a schedule needs "
+                            f"a supernet checkpoint")
         return base, [probe] * len(steps)
     space = probe.space
-    return base, [probe.with_arch(space.preset(p or "B", r), p or "B")
-                  for r, p in zip(steps, per_stage)]
+    stages = [probe.with_arch(space.preset(p or "B", r), p or "B")
+              for r, p in zip(steps, per_stage)]
+    for j, spec in enumerate(schedules[1:len(steps) + 1]):
+        if spec is not None:
+            stages[j] = stages[j].with_schedule(spec)
+    return base, stages
 
 
 def _latent_base(base: Denoiser, model, ssr, preset, arch, resolution: int | None) -> Denoiser:

@@ -23,9 +23,11 @@ import torch
 from torch import Tensor
 
 from ..arch import Arch
-from ..device import sampling_autocast
+from ..device import matmul_weights_in, sampling_autocast
 from ..diffusion import SAMPLERS, DiffusionConfig, Objective, frame_noise, make_scheduler
 from ..models.unet import VideoUNet
+from ..schedule import Schedule, ScheduleError
+from ..schedule.folder import ScheduledSubnets
 
 __all__ = ["SeedLike", "default_resolution", "generators", "initial_noise", "sample"]
 
@@ -69,11 +71,14 @@ def initial_noise(shape: Sequence[int], gens: Sequence[torch.Generator],
     return torch.cat(rows).to(device)
 
 
-def default_resolution(model: VideoUNet, arch: Arch | None = None) -> int:
-    """The resolution a model runs at: ``arch``'s, else an extracted model's own arch's, else
-    the config's first resolution."""
+def default_resolution(model: VideoUNet, arch: Arch | None = None,
+                       schedule: Schedule | None = None) -> int:
+    """The resolution a model runs at: ``arch``'s (or ``schedule``'s), else an extracted
+    model's own arch's, else the config's first resolution."""
     if arch is not None:
         return arch.resolution
+    if schedule is not None:
+        return schedule.resolution
     if model.arch is not None:
         return model.arch.resolution
     return model.config.resolutions[0]
@@ -115,6 +120,31 @@ def _lowres_input(model: VideoUNet, lowres: Tensor | None, b: int, frames: int |
     return lowres.shape[2]
 
 
+def _check_schedule(model, arch: Arch | None, schedule: Schedule | None,
+                    diffusion: DiffusionConfig) -> None:
+    """A schedule runs on a supernet or a schedule folder's subnets, alone, over the
+    diffusion's training timesteps."""
+    if isinstance(model, ScheduledSubnets) and schedule is None:
+        raise ValueError("a schedule folder's subnets sample with their `schedule=`")
+    if schedule is None:
+        return
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a resolved sned Schedule (got "
+                        f"{type(schedule).__name__}); see sned.schedule.resolve_schedule")
+    if arch is not None:
+        raise ValueError("pass `arch` or `schedule`, not both")
+    if not (model.is_supernet or isinstance(model, ScheduledSubnets)):
+        raise TypeError("this is an extracted model; it runs its own arch and takes no "
+                        "`schedule=` (extract the schedule: sned extract RUN --schedule ...)")
+    if schedule.num_train_timesteps != diffusion.num_train_timesteps:
+        raise ScheduleError(f"the schedule covers {schedule.num_train_timesteps} training "
+                            f"timesteps but the model was trained with "
+                            f"{diffusion.num_train_timesteps}")
+    if schedule.config is not None and schedule.config != model.config.name:
+        raise ScheduleError(f"the schedule is for config {schedule.config!r}, but the model is "
+                            f"{model.config.name!r}")
+
+
 @torch.no_grad()
 def sample(model: VideoUNet, text_embeds: Tensor, text_mask: Tensor | None = None, *,
            diffusion: DiffusionConfig | None = None, arch: Arch | None = None,
@@ -123,11 +153,14 @@ def sample(model: VideoUNet, text_embeds: Tensor, text_mask: Tensor | None = Non
            frames: int | None = None, resolution: int | None = None,
            lowres: Tensor | None = None, aug_level: float | Tensor = 0.2,
            progress: bool = True, dtype: torch.dtype | str | None = "auto",
-           clamp: bool = True, desc: str | None = None) -> Tensor:
+           clamp: bool = True, desc: str | None = None,
+           schedule: Schedule | None = None) -> Tensor:
     """Generate videos for a batch of text embeddings.
 
     Args:
-        model: a supernet (pass ``arch``) or an extracted model (no ``arch``), base or SSR.
+        model: a supernet (pass ``arch`` or ``schedule``), an extracted model (neither), or the
+            :class:`~sned.schedule.folder.ScheduledSubnets` of a schedule folder (its
+            ``schedule``); base or SSR.
         text_embeds: (B, L, text_dim) token embeddings of B captions.
         text_mask: (B, L) bool, True = real token (None = all real). The unconditional branch of
             classifier-free guidance is the same embeddings with an all-False mask (the model's
@@ -155,15 +188,19 @@ def sample(model: VideoUNet, text_embeds: Tensor, text_mask: Tensor | None = Non
             None/``"fp32"`` = no autocast. The scheduler's state
             always stays float32. A model whose weights are bf16 gets bf16 inputs.
         clamp: clamp the result to [-1, 1].
+        schedule: a subnet per denoising step (:class:`~sned.schedule.Schedule`, resolved for
+            this model): each step runs the arch of the segment holding its timestep. Its
+            resolution is the default ``resolution``; excludes ``arch``.
     Returns:
         (B, C, T, H, W) float32 video on the model's device, in [-1, 1] when ``clamp``.
     """
     from tqdm.auto import tqdm
 
-    if not isinstance(model, VideoUNet):
+    if not isinstance(model, (VideoUNet, ScheduledSubnets)):
         raise TypeError(f"model must be a sned VideoUNet (got {type(model).__name__})")
     cfg = model.config
     diffusion = DiffusionConfig() if diffusion is None else diffusion
+    _check_schedule(model, arch, schedule, diffusion)
     if scheduler not in SAMPLERS:
         raise ValueError(f"unknown scheduler {scheduler!r}; choose from {list(SAMPLERS)}")
     if not isinstance(steps, Integral) or steps < 1:
@@ -182,7 +219,9 @@ def sample(model: VideoUNet, text_embeds: Tensor, text_mask: Tensor | None = Non
                          f"search_space(config).preset(name, {resolution}))")
     frames = _lowres_input(model, lowres, b, frames)
     frames = cfg.frames if frames is None else int(frames)
-    res = default_resolution(model, arch) if resolution is None else int(resolution)
+    res = default_resolution(model, arch, schedule) if resolution is None else int(resolution)
+    if schedule is not None:
+        schedule = schedule.at(res)
 
     p = next(model.parameters())
     device, pdtype = p.device, p.dtype
@@ -219,12 +258,17 @@ def sample(model: VideoUNet, text_embeds: Tensor, text_mask: Tensor | None = Non
 
     was_training = model.training
     model.eval()
+    # linear/conv weights cast to the autocast dtype once, not in every step (same outputs)
+    cast = matmul_weights_in(model, amp, keep=not model.is_supernet)
+    cast.__enter__()
     try:
         bar = tqdm(sched.timesteps, desc=desc or f"{cfg.name} {scheduler}", disable=not progress,
                    leave=False)
         for t in bar:
             inp = sched.scale_model_input(x, t)
             inp = torch.cat([inp, inp]) if cfg_on else inp
+            if schedule is not None:  # the subnet of the segment holding t
+                arch_kw = {"arch": schedule.arch_at(int(t))}
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 out = model(inp.to(pdtype), t.to(device).expand(n), text, mask, **cond_kw,
                             **arch_kw)
@@ -235,6 +279,7 @@ def sample(model: VideoUNet, text_embeds: Tensor, text_mask: Tensor | None = Non
             x = sched.step(out, t, x, generator=gens).prev_sample
         bar.close()
     finally:
+        cast.__exit__(None, None, None)
         model.train(was_training)
     if cfg.kind == "ssr":  # a residual model sampled (x − up(lowres)) / s
         x = Objective.ssr_output(x, lowres.to(device, torch.float32), cfg.residual_scale)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..arch import Arch
+from ..store.files import atomic_write_text
 
 _ALIASES = {"val_loss": "objective", "objective": "val_loss"}
 _AXIS_LABELS = {"params": ("parameters (M)", 1e-6), "macs": ("GMACs", 1e-9),
@@ -143,7 +144,7 @@ def save_pareto_json(path: str | Path, points: Iterable[Any], cost_key: str = "p
         pts = sorted(pts, key=lambda q: _xy(q, cost_key, objective_key))
     p.parent.mkdir(parents=True, exist_ok=True)
     extra = {} if val_data is None else {"val_data": dict(val_data)}
-    p.write_text(json.dumps([_point_dict(q) | extra for q in pts], indent=1) + "\n")
+    atomic_write_text(p, json.dumps([_point_dict(q) | extra for q in pts], indent=1) + "\n")
     return p
 
 

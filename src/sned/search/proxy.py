@@ -67,13 +67,15 @@ class ValLossProxy:
         return total / losses.shape[0]
 
     @torch.no_grad()
-    def per_sample(self, arch: Arch | None) -> torch.Tensor:
+    def per_sample(self, arch: Arch | None, index: torch.Tensor | None = None) -> torch.Tensor:
         """The loss of every held-out (clip, t, noise) triple, (N,) float32 on the CPU, in the
-        fixed order (so two archs' vectors are paired)."""
+        fixed order (so two archs' vectors are paired); ``index`` (K,) evaluates only those
+        pairs, in that order (e.g. the pairs whose timestep lies in one segment)."""
         self.model.eval()
         out = []
-        for i in range(0, self.xt.shape[0], self.batch):
-            sl = slice(i, i + self.batch)
+        order = torch.arange(self.xt.shape[0]) if index is None else index.cpu().long()
+        for i in range(0, order.shape[0], self.batch):
+            sl = order[i:i + self.batch].to(self.t.device)
             kw = {"sample": self.xt[sl], "timestep": self.t[sl],
                   "encoder_hidden_states": self.emb[sl], "encoder_attention_mask": self.mask[sl]}
             if self.lowres is not None:

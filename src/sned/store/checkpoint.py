@@ -6,11 +6,13 @@ Layout of ``OUT/checkpoints/step-000100/``::
     ema.safetensors         EMA weights (same names)
     optimizer.safetensors   exp_avg/<name>, exp_avg_sq/<name>, step/<name>
     rng.safetensors         torch CPU (and CUDA) generator states
-    state.json              step, lr schedule, EMA counters, python/numpy RNG, run config
+    state.json              step, lr schedule, EMA counters, python/numpy RNG, run config,
+                            ``digests`` of the .safetensors files (verified on every load)
 
 ``OUT/checkpoints/latest`` is a symlink to the newest. A folder is written under a temporary
 name and renamed into place, so a crash never leaves a half checkpoint that looks complete.
-Nothing is ever unpickled on load.
+Nothing is ever unpickled on load; every weight file is checked against its recorded digest
+and for non-finite values (:func:`sned.store.files.load_safetensors`).
 """
 
 from __future__ import annotations
@@ -24,21 +26,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
-
-from .files import (CheckpointError, atomic_folder, check_state_dict, load_safetensors,
-                     read_format_json)
+from .files import (CheckpointError, atomic_folder, check_state_dict, expected_digest,
+                    load_safetensors, read_format_json, save_safetensors)
 
 FORMAT = "sned-train-checkpoint"
 
 
-def _save(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, path,
-              metadata={"format": "pt"})
-
-
-def _load(path: Path, device="cpu") -> dict[str, torch.Tensor]:
-    return load_safetensors(path, device)
+def load_checkpoint_file(path: Path, device="cpu") -> dict[str, torch.Tensor]:
+    """A checkpoint's ``*.safetensors`` file, verified against the digest its ``state.json``
+    records (a checkpoint written before digests loads with a note) and for non-finite values."""
+    record = path.parent / "state.json"
+    digests = read_format_json(record, FORMAT, "sned training checkpoint").get("digests")
+    return load_safetensors(path, device, expected_digest(path, digests, record))
 
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
@@ -114,9 +113,10 @@ def write_checkpoint(root: Path, snap: dict, keep_last: int) -> Path:
     it, prune old ones (only file I/O: safe in a background thread)."""
     final = root / f"step-{snap['step']:07d}"
     with atomic_folder(final) as tmp:
-        for name, tensors in snap["tensors"].items():
-            _save(tensors, tmp / f"{name}.safetensors")
-        (tmp / "state.json").write_text(json.dumps(snap["state"], indent=1))
+        digests = {f"{name}.safetensors": save_safetensors(tensors, tmp / f"{name}.safetensors")
+                   for name, tensors in snap["tensors"].items()}
+        (tmp / "state.json").write_text(json.dumps({**snap["state"], "digests": digests},
+                                                   indent=1))
     link_tmp = root / f".latest-{os.getpid()}"
     if link_tmp.is_symlink() or link_tmp.exists():
         link_tmp.unlink()
@@ -209,10 +209,10 @@ def read_state(folder: Path) -> dict:
 def load_weights(folder: Path, model: torch.nn.Module, ema: bool = False) -> None:
     """Load model (or EMA) weights of a checkpoint into ``model`` (strict, named errors)."""
     file = folder / ("ema.safetensors" if ema else "model.safetensors")
-    state = _load(file)
+    state = load_checkpoint_file(file)
     expected = model.state_dict()
     if ema:  # EMA holds parameters only; buffers come from the model weights
-        state = {**{k: v for k, v in _load(folder / "model.safetensors").items()
+        state = {**{k: v for k, v in load_checkpoint_file(folder / "model.safetensors").items()
                     if k not in state}, **state}
     check_state_dict(expected, state, str(file), "the model")
     model.load_state_dict(state)
@@ -231,11 +231,11 @@ def load_training_state(folder: Path, model, optimizer, ema, lr_scheduler, layou
         shard = like_param = (lambda name, full: full)
     else:
         file = folder / "model.safetensors"
-        weights = _load(file)
+        weights = load_checkpoint_file(file)
         check_state_dict(layout.expected_state(), weights, str(file), "the model")
         layout.load_model(weights)
         params, shard, like_param = layout.optimizer_params(), layout.shard, layout.like_param
-    opt = _load(folder / "optimizer.safetensors", device)
+    opt = load_checkpoint_file(folder / "optimizer.safetensors", device)
     for key, value in opt.items():
         kind, name = key.split("/", 1)
         if name not in params:
@@ -243,12 +243,12 @@ def load_training_state(folder: Path, model, optimizer, ema, lr_scheduler, layou
         p = params[name]
         optimizer.state[p][kind] = value.cpu() if kind == "step" else shard(name, value)
     if ema is not None:
-        ema_state = _load(folder / "ema.safetensors", device)
+        ema_state = load_checkpoint_file(folder / "ema.safetensors", device)
         ema.shadow_params = [like_param(n, ema_state[n].clone())
                              for n, _ in model.named_parameters()]
         ema.optimization_step = state["ema"]["optimization_step"]
     lr_scheduler.load_state_dict(state["lr_scheduler"])
-    set_rng_state(_load(folder / "rng.safetensors"), state["rng"])
+    set_rng_state(load_checkpoint_file(folder / "rng.safetensors"), state["rng"])
     return state
 
 

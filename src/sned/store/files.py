@@ -1,6 +1,13 @@
-"""File helpers shared by model folders and training checkpoints: atomic folders, safetensors
-reads with clear errors, strict state-dict matching, file identities (sha256), and the one rule
-for output folders (:func:`check_output`)."""
+"""File helpers shared by model folders and training checkpoints: atomic folders and files,
+safetensors writes with a digest and reads that verify it, strict state-dict matching, file
+identities (sha256), and the one rule for output folders (:func:`check_output`).
+
+Digests (issue 28): every weight file sned writes has its digest recorded in the JSON beside it
+(``state.json`` of a checkpoint, ``config.json`` of a model / autoencoder folder, under
+``"digests"``); every load verifies it, and a mismatch is a :class:`CheckpointError` naming the
+file. The digest is sha256 over 64 MiB chunks hashed on several threads, then sha256 of the
+chunk digests (:func:`digest_bytes`) — ``benchmarks/bench_digest.py`` measured it against one
+sha256 stream, blake2b and crc32 (docs/benchmarks.md, "Weight digests")."""
 
 from __future__ import annotations
 
@@ -8,6 +15,8 @@ import hashlib
 import json
 import os
 import shutil
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +24,7 @@ from typing import Callable, Iterable, Iterator
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save
 
 
 class CheckpointError(RuntimeError):
@@ -35,9 +44,14 @@ def atomic_folder(final: Path) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+        _fsync_tree(tmp)  # the files' bytes are on disk before the rename makes them visible
+        if final.is_symlink():
+            raise OutputError(f"{final} is a symbolic link (to {os.readlink(final)}); it is "
+                              f"never replaced through the link — write to another folder")
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+        _fsync_dir(final.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -75,6 +89,148 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _fsync_tree(folder: Path) -> None:
+    for root, _, files in os.walk(folder):
+        for name in files:
+            p = Path(root) / name
+            if not p.is_symlink():
+                with open(p, "rb") as f:
+                    os.fsync(f.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot fsync a directory
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------------- atomic files
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically: a temporary sibling, fsync, one rename (a crash
+    leaves the old file or the new one, never a torn one)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """:func:`atomic_write_bytes` of UTF-8 text."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, data, indent: int = 1) -> Path:
+    """Write ``data`` as JSON to ``path`` atomically (:func:`atomic_write_bytes`)."""
+    return atomic_write_text(path, json.dumps(data, indent=indent))
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file"):
+    """The JSON value in ``path``; a missing, unreadable or torn file is a CheckpointError
+    naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing ({what})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON (a torn or edited {what}?): "
+                              f"{e}") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read {what}: {e.strerror or e}") from None
+
+
+# --------------------------------------------------------------------------------- digests
+DIGEST_CHUNK = 64 << 20
+DIGEST_PREFIX = "sha256x64m:"
+"""The digest's name: sha256 of the sha256 digests of 64 MiB chunks (and the length)."""
+
+
+def _combine(size: int, read_chunk: Callable[[int], bytes | memoryview],
+             threads: int | None) -> str:
+    starts = list(range(0, size, DIGEST_CHUNK)) or [0]
+    threads = min(threads or min(8, os.cpu_count() or 1), len(starts))
+
+    def one(start: int) -> bytes:
+        return hashlib.sha256(read_chunk(start)).digest()  # hashlib releases the GIL
+    if threads > 1:
+        with ThreadPoolExecutor(threads) as pool:
+            parts = list(pool.map(one, starts))
+    else:
+        parts = [one(s) for s in starts]
+    top = hashlib.sha256(size.to_bytes(8, "little"))
+    for part in parts:
+        top.update(part)
+    return DIGEST_PREFIX + top.hexdigest()
+
+
+def digest_bytes(data: bytes | memoryview, threads: int | None = None) -> str:
+    """The digest of ``data``: each 64 MiB chunk hashed with sha256 on ``threads`` threads
+    (default: up to 8 cores), then sha256 of the length and the chunk digests. Returns
+    ``"sha256x64m:<hex>"``."""
+    view = memoryview(data).cast("B")
+    return _combine(len(view), lambda s: view[s:s + DIGEST_CHUNK], threads)
+
+
+def file_digest(path: str | os.PathLike, threads: int | None = None) -> str:
+    """:func:`digest_bytes` of a file's bytes, read chunk by chunk (positional reads on the
+    hashing threads: the file is never held in memory whole)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        return _combine(size, lambda s: os.pread(fd, DIGEST_CHUNK, s), threads)
+    finally:
+        os.close(fd)
+
+
+def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike) -> str:
+    """Write ``tensors`` (moved to CPU, contiguous) as a safetensors file atomically; returns
+    the digest of the bytes written (to record beside the file)."""
+    data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+                metadata={"format": "pt"})
+    atomic_write_bytes(path, data)
+    return digest_bytes(data)
+
+
+_NOTED: set[str] = set()
+
+
+def note_once(message: str) -> None:
+    """Print ``sned: note: message`` to stderr once per process."""
+    if message not in _NOTED:
+        _NOTED.add(message)
+        print(f"sned: note: {message}", file=sys.stderr, flush=True)
+
+
+def expected_digest(path: Path, digests: dict | None, record: Path) -> str | None:
+    """The digest ``record`` (a JSON file) lists for ``path``; None with a note when the
+    record has no ``digests`` (a folder written before sned recorded them); a record with
+    digests that omits the file is a CheckpointError."""
+    if digests is None:
+        note_once(f"{record} records no weight digests (written by an older sned): "
+                  f"{record.parent} is loaded unverified")
+        return None
+    if not isinstance(digests, dict) or not isinstance(digests.get(path.name), str):
+        raise CheckpointError(f"{record} records no digest for {path.name}; the folder is not "
+                              f"one sned wrote whole — it is not loaded")
+    return digests[path.name]
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """sha256 hex digest of a file's bytes (the identity of an input's weights)."""
     h = hashlib.sha256()
@@ -84,13 +240,42 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def load_safetensors(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+def load_safetensors(path: Path, device: str | torch.device = "cpu", digest: str | None = None,
+                     finite: bool = True) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file. ``digest`` (recorded when it was written): the
+    file's bytes must have it. ``finite``: a floating tensor holding NaN or ±inf is an error
+    naming it (safetensors checks the header, not the data). Errors are CheckpointErrors
+    naming the file."""
+    path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path} is missing")
     try:
-        return load_file(path, device=str(device))
+        if digest is not None:
+            found = file_digest(path)
+            if found != digest:
+                raise CheckpointError(
+                    f"{path} is corrupt or truncated (or was changed): its bytes do not match "
+                    f"the digest recorded when it was written ({digest[:24]}…, now "
+                    f"{found[:24]}…) — it is not loaded")
+        tensors = load_file(path, device=str(device))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path} is corrupt or truncated: {e}") from None
+    if finite:
+        for name, t in tensors.items():
+            if not all_finite(t):
+                raise CheckpointError(f"{path}: tensor {name} holds non-finite values (NaN or "
+                                      f"inf); the file is corrupt — it is not loaded")
+    return tensors
+
+
+def all_finite(t: torch.Tensor) -> bool:
+    """Whether a tensor holds no NaN / inf (True for non-float tensors). Its min and max are
+    finite exactly then (both propagate NaN): one fused reduction, ~14× faster than
+    ``isfinite(t).all()`` on a CPU thread (benchmarks/bench_digest.py)."""
+    if not t.is_floating_point() or t.numel() == 0:
+        return True
+    lo, hi = torch.aminmax(t.detach())
+    return bool(torch.isfinite(lo) & torch.isfinite(hi))
 
 
 def check_state_dict(expected: dict, state: dict, source: str, target: str) -> None:
@@ -199,6 +384,10 @@ def check_output(out: str | os.PathLike, kind: OutputKind, inputs: Iterable = ()
       a parent of the working directory.
     """
     path = Path(out)
+    if kind.whole and path.is_symlink():
+        raise OutputError(f"{option} {path} is a symbolic link (to {os.readlink(path)}); "
+                          f"{kind.what} is written as a folder of its own, never through a "
+                          f"link — choose a new {option}")
     if path.exists() and not path.is_dir():
         raise OutputError(f"{option} {path} is an existing file, not a folder; choose a new "
                           f"{option}")
@@ -266,9 +455,28 @@ RUN = OutputKind("a training run", ("checkpoints", "metrics.jsonl", "run_config.
                                     "tensorboard", "eval.jsonl", "autoencoder"),
                  marker=lambda f: any((f / n).exists() for n in
                                       ("checkpoints", "metrics.jsonl", "run_config.json")))
+def _is_sned_model(folder: Path) -> bool:
+    """A model folder of any layout sned writes: 0.1 (``"format": "sned-model"``), a diffusers
+    VideoUNet folder, or a pipeline folder whose ``model_index.json`` names library ``sned``."""
+    if has_format("config.json", "sned-model")(folder):
+        return True
+    for name, ok in (("config.json", lambda d: d.get("_class_name") == "VideoUNet"),
+                     ("model_index.json", lambda d: (d.get("unet") or [None])[0] == "sned")):
+        try:
+            data = json.loads((folder / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and ok(data):
+            return True
+    return False
+
+
 MODEL = OutputKind("a model folder", ("config.json", "model.safetensors", "README.md",
-                                      "arch.json", "autoencoder"),
-                   marker=has_format("config.json", "sned-model"), whole=True)
+                                      "arch.json", "autoencoder",
+                                      "diffusion_pytorch_model.safetensors", "model_index.json",
+                                      "unet", "scheduler", "vae", "ssr_unet", "text_encoder",
+                                      "tokenizer", "video.yaml"),
+                   marker=_is_sned_model, whole=True)
 AUTOENCODER = OutputKind("an autoencoder folder", ("config.json", "model.safetensors"),
                          marker=has_format("config.json", "sned-autoencoder"), whole=True)
 DIFFNAS = OutputKind("a DiffNAS run", ("state.json", "work", "search.json", "model", "retrain",

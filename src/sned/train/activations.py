@@ -50,13 +50,14 @@ class SavedTrace:
     largest: int = 0
     output: int = 0
 
-    def alive(self, checkpointing: bool) -> list[int]:
+    def alive(self, checkpointing) -> list[int]:
         """Saved bytes alive while backward runs block i (reverse order is how backward meets
-        them): blocks 0..i's saved sets, or with checkpointing blocks 0..i's inputs plus block
-        i's recomputed saved set; the ``outside`` tensors throughout."""
+        them): blocks 0..i's saved sets — for a checkpointed block its inputs instead, plus
+        its recomputed saved set while it is block i; the ``outside`` tensors throughout.
+        ``checkpointing``: True (every block), False, or the checkpointed block indices."""
         out, acc = [], self.outside
-        for saved, inp in zip(self.blocks, self.inputs):
-            if checkpointing:
+        for i, (saved, inp) in enumerate(zip(self.blocks, self.inputs)):
+            if checkpointing is True or (checkpointing and i in checkpointing):
                 acc += inp
                 out.append(acc + saved)
             else:
@@ -64,7 +65,7 @@ class SavedTrace:
                 out.append(acc)
         return out
 
-    def peak(self, checkpointing: bool) -> int:
+    def peak(self, checkpointing) -> int:
         """The most saved bytes alive at once (at the start of backward, or while the
         largest block is recomputed)."""
         return max(self.alive(checkpointing), default=self.outside)

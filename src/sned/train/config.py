@@ -59,6 +59,10 @@ class TrainConfig:
         adam_counts: exact freezing's step counts: ``element`` (default: each element's
             moments and bias correction advance only when it is active) or ``tensor`` (one
             count per parameter tensor; the ablation).
+        update_impl: ``fused`` (default: masked AdamW over dense full tensors with broadcast
+            masks and compact counts, EMA by one lerp) or ``legacy`` (the previous slice-based
+            update with full-size counts and diffusers' two-pass EMA; kept for the
+            old-vs-new benchmarks, ``benchmarks/bench_step_ops.py``).
         sampler: ``cycle`` (default, size-aware: one arch per step, in turn the largest, a
             uniform draw, the smallest at the floors, a uniform draw), ``uniform`` (the paper:
             every layer's ratio and every block's components drawn independently — sizes pile
@@ -121,6 +125,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     exact_freeze: bool = True
     adam_counts: str = "element"
+    update_impl: str = "fused"
     sampler: str = "cycle"
     fixed_arch: str | float | None = None
     sandwich_k: int = 2
@@ -157,6 +162,7 @@ class TrainConfig:
             ("lr_schedule", self.lr_schedule in ("constant", "cosine")),
             ("lr_floor", 0 <= self.lr_floor <= 1),
             ("adam_counts", self.adam_counts in ("element", "tensor")),
+            ("update_impl", self.update_impl in ("fused", "legacy")),
             ("distill_weight", self.distill_weight >= 0),
             ("distill_teacher", self.distill_teacher in ("largest", "ema")),
             ("sandwich_k", self.sandwich_k >= 0), ("warmup_steps", self.warmup_steps >= 0),

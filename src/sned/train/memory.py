@@ -4,20 +4,22 @@
 
 * ``params`` — the fp32 supernet weights (every weight, whatever the arch: the supernet is
   resident), ``grads`` — their fp32 gradients (a sliced weight gets a full-size gradient),
-  ``optimizer`` — AdamW's two moments (``MaskedAdamW`` or plain) and, with per-element
-  step counts (``train.adam_counts=element``, the default), the counts, ``ema`` — the EMA copy;
-* ``ddp_buckets`` — DDP's gradient buckets, a second fp32 copy of the gradients (more than one
-  GPU, ``parallel="ddp"``); with ``parallel="fsdp"`` the four parts above are split over the
+  ``optimizer`` — AdamW's two moments (``MaskedAdamW`` or plain; ``MaskedAdamW``'s step counts
+  are compact, broadcastable along the elastic dimensions only: negligible; the previous
+  ``train.update_impl=legacy`` kept them full-size), ``ema`` — the EMA copy;
+* ``ddp_buckets`` — 0: DDP runs with ``gradient_as_bucket_view=True`` (the gradients ARE
+  its buckets; ``sned.train.parallel``); with ``parallel="fsdp"`` the four parts above are split over the
   GPUs and ``fsdp_unsharded`` holds the all-gathered weights and gradients of
   :data:`FSDP_UNITS_LIVE` blocks (the largest);
 * ``activations`` — what the forward saves for backward, traced on fake tensors
   (:mod:`sned.train.activations`) at the largest arch training runs, for the largest
-  micro-batch × resolution; with ``checkpointing`` the blocks' inputs plus one recomputed block;
+  micro-batch × resolution; with ``checkpointing`` the checkpointed blocks' inputs (instead of
+  their saved sets) plus one recomputed block;
 * ``workspace`` — backward's transient buffers (gradients of activations, kernel outputs):
   :data:`WORKSPACE_FACTOR` × the largest saved tensor;
-* ``update_temp`` — the update's temporaries (the optimizer's denominators and, with per-element
-  counts, its bias corrections; the EMA's foreach difference after it): two fp32 copies of the
-  weights with per-element counts, else one (measured on an H200: ``docs/benchmarks.md``).
+* ``update_temp`` — the update's temporaries: the optimizer's denominators, one fp32 copy of
+  the weights (the fused masked update and the EMA's in-place lerp allocate nothing larger; the
+  legacy update, two copies with per-element counts; measured on an H200: ``docs/benchmarks.md``).
 
 The step peaks either in backward (``activations + workspace``) or in the update
 (``update_temp``); ``total`` = the fixed parts + ``grads`` + the larger phase (``phase``). It is
@@ -26,8 +28,11 @@ The step peaks either in backward (``activations + workspace``) or in the update
 ``tests/test_memory.py`` checks it against :func:`cpu_peak_bytes` within 15 % on the tiny
 configs; ``benchmarks/gpu_check.py`` checks it on a GPU.
 
-``train.gradient_checkpointing=auto`` (the default): :func:`resolve_checkpointing` turns it on
-when the run does not fit its device without it (GPU memory; on CPU the machine's RAM).
+``train.gradient_checkpointing=auto`` (the default): :func:`plan_checkpointing` leaves it off when
+the run fits its device without it (GPU memory; on CPU the machine's RAM), else checkpoints the
+resolution LEVELS (every diffusion block of a level, down, middle and up) whose recompute costs
+least among the level sets that fit — level 0 holds the most activations per MAC, the deepest
+levels the most MACs per byte; every level when nothing smaller fits.
 """
 
 from __future__ import annotations
@@ -37,8 +42,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..arch import Arch
+from itertools import combinations
+
+from ..arch import Arch, full_layout, resolve, unet_blocks
 from ..config import ConfigError, ModelConfig
+from ..cost import block_cost, model_cost
 from ..models.codec import pixel_factors, to_latent
 from ..models.unet import VideoUNet
 from ..space import SearchSpace
@@ -73,10 +81,12 @@ class MemoryEstimate:
     workspace: int
     update_temp: int
     backward: int
-    checkpointing: bool
+    checkpointing: bool | list[int]
     batch: int
     resolution: int
     frames: int
+    recompute_macs: int = 0  # forward MACs per sample that checkpointing recomputes
+    forward_macs: int = 0  # forward MACs per sample of the whole traced arch
 
     @property
     def fixed(self) -> int:
@@ -95,8 +105,9 @@ class MemoryEstimate:
                  "activations", "workspace", "update_temp", "backward")
         d = {f"{k}_gib": round(getattr(self, k) / GIB, 3) for k in sizes}
         d.update(total_gib=round(self.total / GIB, 3), phase=self.phase,
-                 checkpointing=self.checkpointing, batch=self.batch,
-                 resolution=self.resolution, frames=self.frames)
+                 checkpointing=self.checkpointing,
+                 recompute_fraction=round(self.recompute_macs / max(self.forward_macs, 1), 3),
+                 batch=self.batch, resolution=self.resolution, frames=self.frames)
         return d
 
 
@@ -127,7 +138,8 @@ def estimate(run, *, arch: Arch | None = None, batch: int | None = None,
         batch: micro-batch per device (None: ``train.batch_for(resolution)``).
         resolution / frames: video size (None: every config resolution, the worst; the
             config's frames). Latent configs take video units, like ``sned cost``.
-        checkpointing: per-block gradient checkpointing.
+        checkpointing: gradient checkpointing: True (every diffusion block), False, or the
+            resolution levels whose blocks are checkpointed (:func:`level_blocks`).
         parallel: ``ddp`` or ``fsdp``; gpus: devices (DDP buckets and FSDP shards need > 1).
         device: ``cuda`` (bf16 autocast unless ``train.mixed_precision=no``) or ``cpu`` (bf16
             only with ``train.mixed_precision=bf16``).
@@ -149,6 +161,7 @@ def estimate(run, *, arch: Arch | None = None, batch: int | None = None,
         # largest batch × resolution² is the worst (one trace instead of one per resolution)
         resolutions = [max(resolutions, key=lambda r: (
             (run.train.batch_for(r) if batch is None else batch) * r * r, r))]
+    blocks = level_blocks(cfg, checkpointing)
     worst: tuple[int, SavedTrace, int, int] | None = None
     for r in resolutions:
         a = arch if arch is not None else _largest(run, space, r)
@@ -156,10 +169,10 @@ def estimate(run, *, arch: Arch | None = None, batch: int | None = None,
             space.validate(a.at(r), check_cap=False)
         n = run.train.batch_for(r) if batch is None else batch
         tr = trace_saved(cfg, a, n, r, t, "bf16" if bf16 else None, cuda_rules=device == "cuda")
-        need = tr.peak(checkpointing)
+        need = tr.peak(blocks)
         if worst is None or need > worst[0]:
-            worst = (need, tr, n, r)
-    need, tr, n, r = worst
+            worst = (need, tr, n, r, a)
+    need, tr, n, r, a = worst
     model = _meta_model(cfg)
     shard = gpus if parallel == "fsdp" else 1
     p = sum(q.numel() for q in model.parameters()) * 4 // shard
@@ -169,27 +182,66 @@ def estimate(run, *, arch: Arch | None = None, batch: int | None = None,
     # backward meets the blocks in reverse: block i's saved set is alive while blocks > i have
     # their gradients (and block i gets its own); gradients outside blocks count throughout
     backward = max(alive + outside_grads + sum(block_grads[i:])
-                   for i, alive in enumerate(tr.alive(checkpointing)))
+                   for i, alive in enumerate(tr.alive(blocks)))
     workspace = int(WORKSPACE_FACTOR * tr.largest)
     unsharded = 0
     if parallel == "fsdp" and gpus > 1:
         unsharded = FSDP_UNITS_LIVE * max(block_grads) * shard
-    ddp = p if (parallel == "ddp" and gpus > 1) else 0
+    ddp = 0  # DDP's buckets hold the gradients themselves (gradient_as_bucket_view=True)
     frames_px = frames if frames is not None else cfg.frames
     res_px = resolution if resolution is not None else r
     if cfg.autoencoder is not None and resolution is None:
         ft, fs = pixel_factors(cfg)
         res_px, frames_px = r * fs, (t * ft if frames is None else frames)
-    # MaskedAdamW with per-element counts keeps a third parameter-sized state (active_steps)
-    # and its update holds two parameter-sized temporaries (√v, the bias corrections); the
-    # other optimizers one (√v) — the EMA's foreach difference runs after them, also one
-    counts = run.train.exact_freeze and run.train.adam_counts == "element"
-    return MemoryEstimate(params=p, grads=p, optimizer=(3 if counts else 2) * p,
+    # the fused MaskedAdamW keeps compact counts and one parameter-sized temporary (√v); the
+    # legacy one kept full-size counts and a second temporary (its bias corrections)
+    legacy = (run.train.exact_freeze and run.train.adam_counts == "element"
+              and getattr(run.train, "update_impl", "fused") == "legacy")
+    recompute, forward = _block_macs(cfg, a, r, t, blocks)
+    return MemoryEstimate(params=p, grads=p, optimizer=(3 if legacy else 2) * p,
                           ema=p if run.train.ema_decay > 0 else 0, ddp_buckets=ddp,
                           fsdp_unsharded=unsharded, activations=need + teacher,
-                          workspace=workspace, update_temp=(2 if counts else 1) * p,
-                          backward=backward + teacher + workspace, checkpointing=checkpointing,
-                          batch=n, resolution=res_px, frames=frames_px)
+                          workspace=workspace, update_temp=(2 if legacy else 1) * p,
+                          backward=backward + teacher + workspace,
+                          checkpointing=(checkpointing if isinstance(checkpointing, bool)
+                                         else sorted(checkpointing)),
+                          batch=n, resolution=res_px, frames=frames_px,
+                          recompute_macs=recompute, forward_macs=forward)
+
+
+def levels(cfg: ModelConfig) -> list[int]:
+    """The resolution levels of ``cfg``'s UNet (0 = full resolution)."""
+    if not isinstance(cfg, ModelConfig):
+        raise ConfigError(f"memory estimates are for diffusion UNets; {cfg.name!r} is an "
+                          f"autoencoder config")
+    return sorted({s.level for s in unet_blocks(cfg)})
+
+
+def level_blocks(cfg: ModelConfig, checkpointing) -> bool | frozenset[int]:
+    """``checkpointing`` (True / False / levels) → True, False or the diffusion block indices
+    of those levels (down, middle and up blocks alike)."""
+    if isinstance(checkpointing, bool):
+        return checkpointing
+    wanted = set(checkpointing)
+    known = levels(cfg)
+    if not wanted <= set(known):
+        raise ConfigError(f"checkpointing levels {sorted(wanted)}: {cfg.name!r} has levels "
+                          f"{known}")
+    if wanted == set(known):
+        return True
+    return frozenset(i for i, s in enumerate(unet_blocks(cfg)) if s.level in wanted) or False
+
+
+def _block_macs(cfg: ModelConfig, arch: Arch | None, resolution: int, frames: int,
+                blocks) -> tuple[int, int]:
+    """(MACs per sample of the checkpointed blocks' forwards, of the whole forward) at
+    ``arch`` (None = the full supernet) — from the one cost model."""
+    specs = unet_blocks(cfg)
+    layouts = ([full_layout(s) for s in specs] if arch is None
+               else resolve(cfg, arch.at(resolution), specs))
+    per = [block_cost(cfg, s, lay, resolution, frames).macs for s, lay in zip(specs, layouts)]
+    chosen = sum(m for i, m in enumerate(per) if blocks is True or (blocks and i in blocks))
+    return chosen, model_cost(cfg, layouts, resolution, frames).macs
 
 
 def _largest(run, space, resolution: int) -> Arch | None:
@@ -231,7 +283,8 @@ def fits(total: int, memory: int) -> bool:
 def choose_checkpointing(setting: bool | str, estimate_off, memory: int) -> bool:
     """``train.gradient_checkpointing`` → on/off. ``True`` / ``False`` as given; ``"auto"``:
     on exactly when the estimate without checkpointing (``estimate_off()``, called only then,
-    a MemoryEstimate) does not :func:`fit` ``memory`` bytes."""
+    a MemoryEstimate) does not :func:`fit` ``memory`` bytes. (:func:`plan_checkpointing`
+    also chooses which levels.)"""
     if isinstance(setting, bool):
         return setting
     if setting != "auto":
@@ -240,20 +293,50 @@ def choose_checkpointing(setting: bool | str, estimate_off, memory: int) -> bool
     return not fits(estimate_off().total, memory)
 
 
-def resolve_checkpointing(run, device: torch.device, gpus: int = 1,
-                          estimable: bool = True) -> bool:
-    """The Trainer's choice for ``run`` on ``device`` (``train.gradient_checkpointing``).
+def plan_checkpointing(setting: bool | str, estimate_with, level_list: list[int],
+                       memory: int) -> tuple[bool | list[int], MemoryEstimate]:
+    """``train.gradient_checkpointing`` → (True / False / the checkpointed levels, its
+    estimate). ``estimate_with(checkpointing)`` is :func:`estimate` of the run.
 
-    ``auto`` estimates the run's own diffusion UNet (pixel or latent); other models
-    (autoencoders, a caller's task such as DiffNAS's students: ``estimable=False``) stay
-    without checkpointing."""
+    ``"auto"``: off when that fits ``memory``; else, of every set of levels (cheapest
+    recompute first, then the smaller total), the first that fits; every level when none
+    does (the estimate then says it does not fit)."""
+    if not choose_checkpointing(setting, lambda: estimate_with(False), memory):
+        return False, estimate_with(False)
+    if setting is True:
+        return True, estimate_with(True)
+    plans = []
+    for k in range(1, len(level_list) + 1):
+        for chosen in combinations(level_list, k):
+            e = estimate_with(True if k == len(level_list) else list(chosen))
+            plans.append((e.recompute_macs, e.total, e.checkpointing, e))
+    plans.sort(key=lambda x: (x[0], x[1]))
+    for _, total, chosen, e in plans:
+        if fits(total, memory):
+            return chosen, e
+    return True, estimate_with(True)
+
+
+def resolve_checkpointing(run, device: torch.device, gpus: int = 1,
+                          estimable: bool = True) -> bool | frozenset[int]:
+    """The Trainer's choice for ``run`` on ``device`` (``train.gradient_checkpointing``):
+    True, False or the diffusion block indices to checkpoint (``VideoUNet.
+    gradient_checkpointing``).
+
+    ``auto`` plans the run's own diffusion UNet (pixel or latent;
+    :func:`plan_checkpointing`); other models (autoencoders, a caller's task such as
+    DiffNAS's students: ``estimable=False``) stay without checkpointing."""
     setting = run.train.gradient_checkpointing
     if setting == "auto" and not (estimable and isinstance(run.model, ModelConfig)):
         return False
+    if isinstance(setting, bool) or setting != "auto":
+        return choose_checkpointing(setting, None, 0)
     parallel = getattr(run.train, "parallel", "ddp")
-    return choose_checkpointing(
-        setting, lambda: estimate(run, checkpointing=False, gpus=gpus, device=device.type,
-                                  parallel=parallel), device_memory(device))
+    chosen, _ = plan_checkpointing(
+        setting, lambda c: estimate(run, checkpointing=c, gpus=gpus, device=device.type,
+                                    parallel=parallel),
+        levels(run.model), device_memory(device))
+    return level_blocks(run.model, chosen)
 
 
 def cpu_peak_bytes(fn) -> int:

@@ -28,8 +28,11 @@ from torch import Tensor, nn
 
 from ..config import ConfigError
 from ..store.checkpoint import _cpu_copy, training_tensors
+from .masked_adamw import compact
 
 MODES = ("ddp", "fsdp")
+DDP_BUCKET_MB = 100
+"""DDP's gradient bucket size (torch's default is 25 MB)."""
 
 
 class Parallel:
@@ -51,8 +54,11 @@ class Parallel:
         if self.mode == "ddp":
             from torch.nn.parallel import DistributedDataParallel as DDP
 
+            # gradients are views of DDP's buckets (no second fp32 copy); larger buckets,
+            # fewer all-reduce launches
             self.ddp = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
-                           find_unused_parameters=True)
+                           find_unused_parameters=True, gradient_as_bucket_view=True,
+                           bucket_cap_mb=DDP_BUCKET_MB)
         elif self.mode == "fsdp":
             from torch.distributed.fsdp import fully_shard
 
@@ -136,6 +142,9 @@ class Parallel:
             for k, v in optimizer.state.get(held, {}).items():
                 if not torch.is_tensor(v):
                     v = torch.tensor(v)
+                elif k == "active_steps" and v.dim() and v.shape != held.shape:
+                    # compact counts (each rank's own shape): gathered full, then compacted
+                    v = compact(_gather(v.expand(held.shape).contiguous(), p))
                 elif v.dim() and not isinstance(v, _dtensor()) and v.shape == held.shape:
                     v = _gather(v, p)
                 opt[f"{k}/{name}"] = _full(v)
@@ -161,8 +170,13 @@ class Parallel:
         rank (plain, or a DTensor for plain AdamW on DTensors); else ``full``."""
         if self.mode != "fsdp" or full.dim() == 0:
             return full
+        p = dict(self.model.named_parameters())[name]
+        if full.shape != p.shape and full.dim() == p.dim():  # compact counts (broadcastable)
+            if full.shape[0] == 1:
+                return full.clone()  # the same for every row: every rank holds it whole
+            return compact(_rows(full.expand(p.shape), p, self.world))
         if self._optimizer_local:
-            return _rows(full, dict(self.model.named_parameters())[name], self.world).clone()
+            return _rows(full, p, self.world).clone()
         return self.like_param(name, full)
 
     def like_param(self, name: str, full: Tensor) -> Tensor:

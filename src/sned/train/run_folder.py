@@ -13,14 +13,19 @@ Rules (``sned train``):
 
 - a new run (no ``--resume``) refuses a folder that holds any of these, touching nothing,
   unless ``--overwrite`` (then they are removed first);
+- nothing the run reads (:func:`run_inputs`: ``data.root``, ``train.autoencoder``,
+  ``train.init_from``, ``model.perceptual_weights``) may be, contain or lie inside ``OUT``;
 - ``--resume`` needs a complete checkpoint; a dangling ``latest`` falls back to the newest
   complete ``step-*`` (with a note); the model and diffusion sections must equal the
   checkpoint's (an error names the first key that changed); data/train changes are noted;
+  the world size (ranks) must equal the checkpoint's — the global batch would change —
+  unless the change is allowed explicitly (``--allow-world-size-change``), and then it is
+  recorded in the run (``world_changes`` in ``state.json``);
 - on start, temporary folders of interrupted saves (``.tmp-step-*``) are removed, and on
   resume a torn last row of ``metrics.jsonl`` is dropped, as are rows past the resumed step.
 
-Every method is read-only unless its name says it writes (``clear``, ``clean_temps``,
-``trim_metrics``); messages for the user accumulate in :attr:`RunFolder.notes`.
+Every method is read-only unless its name says it writes (``clear``, ``undo_start``,
+``clean_temps``, ``trim_metrics``); messages for the user accumulate in :attr:`RunFolder.notes`.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from typing import Any, Iterable
 
 from ..config import ConfigError
 from ..store.checkpoint import is_complete, list_checkpoints, newest_complete, read_state
-from ..store.files import RUN, OutputError, check_output, remove_entries
+from ..store.files import RUN, OutputError, atomic_write_text, check_output, remove_entries
 from .config import RunConfig, load_run_config
 
 RUN_ENTRIES = RUN.entries
@@ -104,6 +109,22 @@ class RunFolder:
             self.notes.append(f"--overwrite: removed the previous run in {self.out} "
                               f"({', '.join(found)})")
 
+    def mark_start(self) -> None:
+        """Remember what the folder holds as a new run starts: :meth:`undo_start` removes
+        only what is written after this."""
+        self._start = set(os.listdir(self.out)) if self.out.is_dir() else None
+
+    def undo_start(self) -> None:
+        """After a failed start of a new run (:meth:`mark_start` called, no complete checkpoint
+        written): remove the run entries written since, and the folder if the start created it
+        and it is empty now. A no-op for resumed runs and once a checkpoint exists."""
+        if not hasattr(self, "_start") or newest_complete(self.checkpoints) is not None:
+            return
+        had = self._start or set()
+        remove_entries(self.out, [n for n in RUN_ENTRIES if n not in had])
+        if self._start is None and self.out.is_dir() and not any(self.out.iterdir()):
+            self.out.rmdir()
+
     # ----------------------------------------------------------------------------- resume
     def resume_checkpoint(self) -> Path:
         """The checkpoint to resume from: ``latest``, or the newest complete ``step-*`` when
@@ -153,6 +174,32 @@ class RunFolder:
             listed = ", ".join(f"{k} {old!r} -> {new!r}" for k, old, new in changed)
             self.notes.append(f"--resume: settings changed since {checkpoint.name}: {listed}")
 
+    def check_world(self, checkpoint: Path, world: int, run: RunConfig,
+                    allow: bool = False) -> list[dict]:
+        """A resumed run keeps its world size (ranks) and so its global batch: RunFolderError
+        when ``world`` differs from the one ``checkpoint`` recorded, unless ``allow``; then the
+        change is noted and appended to the returned history (``world_changes``, saved with
+        every later checkpoint). Checkpoints from before the world size was recorded: None."""
+        state = read_state(checkpoint)
+        history = list(state.get("world_changes") or [])
+        old = state.get("world_size")
+        if not isinstance(old, int) or old == world:
+            return history
+        per_rank = run.train.batch_size * run.train.grad_accum
+        was = state.get("global_batch")
+        now = per_rank * world
+        change = (f"the run in {self.out} was trained on {old} rank(s) (global batch {was}) "
+                  f"and is resumed on {world} (global batch {now}) at {checkpoint.name}")
+        if not allow:
+            raise RunFolderError(f"--resume: {change}; the run would no longer be the run it "
+                                 f"was — resume with {old} rank(s), or pass "
+                                 f"--allow-world-size-change to continue anyway (recorded in "
+                                 f"the run)")
+        self.notes.append(f"--allow-world-size-change: {change}; recorded in state.json "
+                          f"(world_changes)")
+        return history + [{"step": int(state.get("step", 0)), "world_size": [old, world],
+                           "global_batch": [was, now]}]
+
     # ----------------------------------------------------------------------------- writes
     def clean_temps(self) -> None:
         """Remove temporary folders/links of interrupted checkpoint saves (any process)."""
@@ -198,9 +245,16 @@ class RunFolder:
             self.notes.append(f"{path}: dropped {past} row(s) past step {step}, the step "
                               f"resumed from")
         if len(kept) != len(numbered):
-            tmp = path.with_name(f".{path.name}-{os.getpid()}")
-            tmp.write_text("".join(line + "\n" for line in kept))
-            os.replace(tmp, path)
+            atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def run_inputs(run: RunConfig) -> list:
+    """Everything a training run reads from disk besides its own folder: the output rule
+    (:func:`sned.store.files.check_output`) keeps ``--out`` away from each."""
+    data, train, model = run.data, run.train, run.model
+    return [data.root if data.kind == "folder" else None,
+            getattr(train, "autoencoder", None), getattr(train, "init_from", None),
+            getattr(model, "perceptual_weights", None)]
 
 
 def saved_task(checkpoint: Path) -> str | None:

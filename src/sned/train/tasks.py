@@ -50,6 +50,7 @@ from ..models.codec import (
 )
 from ..models.unet import VideoUNet
 from ..space import SearchSpace
+from ..store.files import atomic_write_text
 from .arch_sampler import ArchSampler, Floors
 from .data import build_dataset
 
@@ -266,9 +267,7 @@ class LatentDiffusionTask(DiffusionTask):
         return self.ae.config.temporal_factor, self.ae.config.spatial_factor
 
     def dataset(self):
-        ft, fs = self.factors
-        return build_dataset(self.run.data, self.run.model, frames=self.run.model.frames * ft,
-                             resolution=max(self.run.model.resolutions) * fs)
+        return latent_clips(self.run, self.factors)
 
     def to_model_space(self, video: Tensor, resolution: int) -> Tensor:
         return self.codec.encode(resize_video(video, resolution * self.factors[1]))
@@ -300,6 +299,14 @@ class LatentDiffusionTask(DiffusionTask):
             return {}
         return {"latent": {"autoencoder": FOLDER, **self.codec.stats.to_dict(),
                            "autoencoder_config": self.ae.config.to_dict()}}
+
+
+def latent_clips(run, factors: tuple[int, int]):
+    """The pixel clips a latent model of ``run`` trains on: its latent frames and largest
+    latent side × the autoencoder's (temporal, spatial) ``factors``."""
+    ft, fs = factors
+    return build_dataset(run.data, run.model, frames=run.model.frames * ft,
+                         resolution=max(run.model.resolutions) * fs)
 
 
 def check_latent_pair(model_cfg, ae_cfg: AutoencoderConfig | None, source: str | None = None
@@ -466,4 +473,4 @@ def write_eval(out: Path, step: int, metrics: dict) -> None:
         rows = [r for r in path.read_text().splitlines()
                 if r.strip() and json.loads(r)["step"] < step]
     rows.append(json.dumps({"step": step, **metrics}))
-    path.write_text("".join(r + "\n" for r in rows))
+    atomic_write_text(path, "".join(r + "\n" for r in rows))

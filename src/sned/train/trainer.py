@@ -13,7 +13,6 @@ stop signal and the time budget into ONE all-reduce, so every rank stops at the 
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from diffusers.training_utils import EMAModel
 from torch import Tensor
 
 from ..arch import Arch
@@ -37,17 +37,19 @@ from ..device import apply_tf32, deterministic_env, resolve_device, tf32_flags
 from ..diffusion import Objective
 from ..models.unet import VideoUNet
 from ..store.checkpoint import BackgroundWriter, load_training_state, snapshot, write_checkpoint
+from ..store.files import write_json
 from ..text import TextEncoder
 from .arch_sampler import Floors
 from .config import RunConfig
 from .data import make_loader, num_workers
 from .lr_schedule import lr_factor
+from .ema import LerpEMA
 from .masked_adamw import ActivityTracker, MaskedAdamW
 from .memory import resolve_checkpointing
 from .metrics_log import MetricsLog
 from .parallel import Parallel
 from .preempt import StopSignal
-from .run_folder import RunFolder
+from .run_folder import RunFolder, run_inputs
 from .tasks import make_task, task_class, write_eval
 from .transfer import init_from
 
@@ -87,13 +89,17 @@ class Trainer:
         task: what to train (:mod:`sned.train.tasks`); None = the task ``run`` names
             (pixel / latent supernet, or autoencoder). Other modules pass their own (DiffNAS
             passes its distillation tasks).
+        allow_world_change: resume under another world size (the global batch changes); the
+            change is recorded in the run. Without it that is refused.
 
     The run folder rules are in :mod:`sned.train.run_folder`; nothing is written before they
-    pass.
+    pass, nor before the data, the configs and the ``init_from`` source have loaded. A start
+    that fails before its first checkpoint removes what it wrote (:meth:`_undo_failed_start`).
     """
 
     def __init__(self, run: RunConfig, out_dir: str | os.PathLike, resume: bool = False,
-                 progress: bool = True, overwrite: bool = False, task=None) -> None:
+                 progress: bool = True, overwrite: bool = False, task=None,
+                 allow_world_change: bool = False) -> None:
         if resume and overwrite:
             raise ValueError("resume and overwrite exclude each other")
         self.run, self.cfg = run, run.train
@@ -108,11 +114,13 @@ class Trainer:
         self.is_main = self.rank == 0
         self.folder = RunFolder(self.out)
         kind = task.kind if task is not None else task_class(run).kind
-        checkpoint = self._check_run_folder(resume, overwrite, kind)  # before expensive work
+        checkpoint = self._check_run_folder(resume, overwrite, kind,  # before expensive work
+                                            allow_world_change)
         if self.cfg.deterministic:
             torch.use_deterministic_algorithms(True)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = False  # shapes change every step
+        if self.device.type == "cuda":  # shapes change every step, unless one arch is trained
+            torch.backends.cudnn.benchmark = (self.cfg.fixed_arch is not None
+                                              and not self.cfg.deterministic)
         apply_tf32(tf32_flags(self.cfg.allow_tf32, self.device.type))
         _seed_global_rngs(self.cfg.seed)  # restored on resume; python/numpy are saved too
 
@@ -125,6 +133,7 @@ class Trainer:
         self.init_record: dict | None = None  # image-to-video transfer (train.init_from)
         if checkpoint is None and self.cfg.init_from is not None:
             self._init_from(self.cfg.init_from)  # before EMA, optimizer and FSDP copy it
+        self._dataset = self.task.dataset()  # the data is checked before the folder is touched
         self.model.gradient_checkpointing = resolve_checkpointing(
             run, self.device, self.world, estimable=task is None)  # auto: by the estimate
         # DDP replicas or FSDP2 shards under torchrun (sned.train.parallel)
@@ -133,17 +142,18 @@ class Trainer:
         opt_kw = dict(lr=self.cfg.lr, betas=self.cfg.betas, eps=self.cfg.eps,
                       weight_decay=self.cfg.weight_decay)
         owned = list(self.parallel.optimizer_params(local=self.cfg.exact_freeze).values())
+        legacy = self.cfg.update_impl == "legacy"
         self.optimizer = (MaskedAdamW(owned, **opt_kw,
-                                      per_element=self.cfg.adam_counts == "element")
+                                      per_element=self.cfg.adam_counts == "element",
+                                      impl="slices" if legacy else "fused")
                           if self.cfg.exact_freeze else torch.optim.AdamW(owned, **opt_kw))
         self.tracker = ActivityTracker(self.model) if self.cfg.exact_freeze else None
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(
             self.cfg.lr_schedule, self.cfg.steps, self.cfg.lr_warmup_steps, self.cfg.lr_floor))
         self.ema = None
-        if self.cfg.ema_decay > 0:
-            from diffusers.training_utils import EMAModel
-
-            self.ema = EMAModel(params, decay=self.cfg.ema_decay, foreach=True)
+        if self.cfg.ema_decay > 0:  # diffusers' EMAModel; fused: updated by one lerp
+            self.ema = (EMAModel if legacy else LerpEMA)(params, decay=self.cfg.ema_decay,
+                                                         foreach=True)
         self.text = None
         self.step = 0
         self.nan_streak = 0
@@ -162,8 +172,12 @@ class Trainer:
 
         if checkpoint is not None:
             self._resume(checkpoint)
-        self._prepare_run_folder(overwrite)
-        self.task.start(self)
+        try:
+            self._prepare_run_folder(overwrite)
+            self.task.start(self)
+        except BaseException:
+            self._undo_failed_start()
+            raise
 
     def _init_from(self, source: str) -> None:
         """Write the image model ``source`` into the fresh supernet (before EMA and optimizer
@@ -196,7 +210,9 @@ class Trainer:
             return StepResult(mean_loss, res, archs, floors, cost.params, cost.macs,
                               float("nan"), skipped=True, losses=losses, train_macs=spent)
         grad_norm = self._clip()
-        if self.tracker is not None:
+        if self.tracker is not None and self.parallel.mode != "fsdp":
+            self.optimizer.step(boxes=self.tracker.extents)  # masks cached per region
+        elif self.tracker is not None:  # local index boxes of each rank's shard
             self.optimizer.step(regions=self.parallel.step_regions(self.tracker.regions()))
         else:
             self.parallel.step_regions(None)
@@ -210,29 +226,36 @@ class Trainer:
     # ------------------------------------------------------- the context tasks build steps from
     def noised_inputs(self, video: Tensor, emb: Tensor, mask: Tensor, micro: int):
         """Noise, timesteps, caption dropout and (SSR) the augmented low-res condition of
-        micro-batch ``micro`` of this step (seeded by run seed, step, rank and ``micro``).
+        micro-batch ``micro`` of this step, drawn ON THE DEVICE by a generator seeded with run
+        seed, step, rank and ``micro`` (a pure function of them: a resumed run draws the same
+        numbers bitwise; no host→device copy in the step).
 
         ``video`` (B, C, T, H, W) on the device, ``emb`` (B, L, D), ``mask`` (B, L) →
         (forward kwargs, target like ``video``, timesteps (B,))."""
-        g = torch.Generator().manual_seed(_seed(self.cfg.seed, self.step, self.rank, micro))
-        b = video.shape[0]
-        t = torch.randint(0, self.run.diffusion.num_train_timesteps, (b,), generator=g)
-        noise = self.objective.noise(video.shape, g)
-        keep_text = torch.rand(b, generator=g) >= self.cfg.cfg_drop_prob
-        t, noise = t.to(self.device), noise.to(self.device)
+        g = self.generator(micro)
+        b, dev = video.shape[0], self.device
+        t = torch.randint(0, self.run.diffusion.num_train_timesteps, (b,), generator=g,
+                          device=dev)
+        noise = self.objective.noise(video.shape, g, dev)
+        keep_text = torch.rand(b, generator=g, device=dev) >= self.cfg.cfg_drop_prob
         ssr = self.run.model.kind == "ssr"
         if ssr:  # low: the condition (upsampled, then noised below); video: what is diffused
             low, video = self.objective.ssr_pair(video, self.run.model.residual_scale)
         xt, target = self.objective.noisy(video, noise, t)
         inputs = {"sample": xt, "timestep": t, "encoder_hidden_states": emb,
-                  "encoder_attention_mask": mask & keep_text.to(self.device)[:, None]}
+                  "encoder_attention_mask": mask & keep_text[:, None]}
         if ssr:
-            level = torch.rand(b, generator=g)
-            low_noise = torch.randn(video.shape, generator=g).to(self.device)
-            inputs["lowres"] = self.objective.augment_lowres(low, level.to(self.device),
-                                                             low_noise)
-            inputs["noise_aug_level"] = level.to(self.device)
+            level = torch.rand(b, generator=g, device=dev)
+            low_noise = torch.randn(video.shape, generator=g, device=dev)
+            inputs["lowres"] = self.objective.augment_lowres(low, level, low_noise)
+            inputs["noise_aug_level"] = level
         return inputs, target, t
+
+    def generator(self, micro: int) -> torch.Generator:
+        """The device generator of micro-batch ``micro`` of this step (seeded by run seed,
+        step, rank and ``micro``; seeding a CUDA generator reads nothing from the device)."""
+        return torch.Generator(device=self.device).manual_seed(
+            _seed(self.cfg.seed, self.step, self.rank, micro))
 
     def _agree(self, losses: Tensor) -> tuple[bool, Tensor]:
         """Whether every rank's losses are finite (skip the update otherwise) and the mean
@@ -307,12 +330,20 @@ class Trainer:
     # ----------------------------------------------------------------------------- the loop
     def fit(self, steps: int | None = None, max_seconds: float | None = None) -> "Trainer":
         """Train until ``steps`` total optimizer steps (default: the config's), or until
-        ``max_seconds`` of wall time have passed (then save and return)."""
+        ``max_seconds`` of wall time have passed (then save and return). A new run that fails
+        before its first checkpoint leaves no run behind (:meth:`_undo_failed_start`)."""
+        try:
+            return self._fit(steps, max_seconds)
+        except BaseException:
+            self._undo_failed_start()
+            raise
+
+    def _fit(self, steps: int | None, max_seconds: float | None) -> "Trainer":
         self._deadline = None if max_seconds is None else time.monotonic() + max_seconds
         total = self.cfg.steps if steps is None else steps
         if self.step >= total:
             return self
-        dataset = self.task.dataset()
+        dataset = self._dataset
         skips = SkipTally(dataset)  # counts files skipped inside DataLoader workers too
         batch = max([self.cfg.batch_size, *self.cfg.batch_size_per_resolution.values()])
         loader = make_loader(dataset, self.run.data, batch, self.cfg.seed, self.step,
@@ -408,6 +439,9 @@ class Trainer:
         snap = snapshot(self.step, tensors, self.lr_scheduler, self.ema,
                         {"nan_skipped": self.nan_skipped, "run": self.run.to_dict(),
                          "data_skipped": self.data_skipped, "task": self.task.kind,
+                         "world_size": self.world, "global_batch": self.world
+                         * self.cfg.batch_size * self.cfg.grad_accum,
+                         **({"world_changes": self.world_changes} if self.world_changes else {}),
                          **self.task.state(),
                          **({"init_from": self.init_record} if self.init_record else {})})
         root = self.out / "checkpoints"
@@ -417,18 +451,34 @@ class Trainer:
             write_eval(self.out, self.step, metrics)
         return root / f"step-{self.step:07d}"
 
-    def _check_run_folder(self, resume: bool, overwrite: bool, kind: str) -> Path | None:
+    def _check_run_folder(self, resume: bool, overwrite: bool, kind: str,
+                          allow_world_change: bool = False) -> Path | None:
         """Read-only checks of the run folder; the checkpoint to resume from, if any."""
-        inputs = [self.run.data.root if self.run.data.kind == "folder" else None,
-                  getattr(self.run.train, "autoencoder", None)]
+        inputs = run_inputs(self.run)
+        self.world_changes: list[dict] = []
         if not resume:
+            self.folder.mark_start()  # what a failed start may remove (_undo_failed_start)
             self.folder.refuse_existing(overwrite, kind, inputs)
             return None
         self.folder.check_output(inputs)
         checkpoint = self.folder.resume_checkpoint()
         self.folder.check_task(checkpoint, kind)
         self.folder.check_config(checkpoint, self.run)
+        self.world_changes = self.folder.check_world(checkpoint, self.world, self.run,
+                                                     allow_world_change)
         return checkpoint
+
+    def _undo_failed_start(self) -> None:
+        """A new run that failed before its first checkpoint removes what this start wrote
+        (:meth:`RunFolder.undo_start`), so the same command can simply be rerun."""
+        if not self.is_main:
+            return
+        try:
+            if hasattr(self, "writer"):
+                self.writer.wait()  # a checkpoint being written counts
+        except Exception:  # noqa: BLE001 - the write failed: there is no checkpoint
+            pass
+        self.folder.undo_start()
 
     def _prepare_run_folder(self, overwrite: bool) -> None:
         """Rank 0 clears (``overwrite``), cleans crash leftovers, trims the log to the
@@ -439,10 +489,11 @@ class Trainer:
             return
         if overwrite:
             self.folder.clear()
+            self.folder.mark_start()  # the old run is gone: what is written now is this start's
         self.out.mkdir(parents=True, exist_ok=True)
         self.folder.clean_temps()
         self.folder.trim_metrics(self.step)
-        (self.out / "run_config.json").write_text(json.dumps(self.run.to_dict(), indent=1))
+        write_json(self.out / "run_config.json", self.run.to_dict())
         for note in self.folder.notes:
             print(f"sned train: {note}", file=sys.stderr, flush=True)
 
@@ -450,6 +501,8 @@ class Trainer:
         state = load_training_state(folder, self.model, self.optimizer, self.ema,
                                     self.lr_scheduler,
                                     None if self.parallel.mode == "none" else self.parallel)
+        if isinstance(self.optimizer, MaskedAdamW):
+            self.optimizer.convert_states()  # an older run's full-size counts: compact now
         self.step = int(state["step"])
         self.init_record = state.get("init_from")
         self.nan_skipped = int(state.get("nan_skipped", 0))

@@ -40,7 +40,8 @@ from ..store.files import CheckpointError
 
 TEMPORAL = "temporal_attn"
 FUNCTION_KEYS = ("kind", "conditional", "head_dim", "norm_group_size", "text_dim",
-                 "in_channels", "out_channels", "ssr_residual")
+                 "in_channels", "out_channels", "ssr_residual", "norm_groups", "norm_eps",
+                 "time_embedding", "attention_norm", "attention_bias")
 """Config keys that change what a layer computes without changing its weights' shapes (or
 that name the model family): they must be equal in the source and the target."""
 
@@ -129,10 +130,14 @@ def init_from(model: VideoUNet, source: str | os.PathLike, diffusion=None,
 
 def _weights_file(den) -> dict:
     """``weights_file`` and ``sha256`` of the file ``den``'s weights were read from."""
+    from ..extract import is_model_folder, weights_file
+
     folder = Path(den.source)
-    name = "ema.safetensors" if den.weights == "ema" and (folder / "ema.safetensors").is_file() \
-        else "model.safetensors"
-    return {"weights_file": str(folder / name), "sha256": file_sha256(folder / name)}
+    if den.weights == "ema" and (folder / "ema.safetensors").is_file():
+        path = folder / "ema.safetensors"
+    else:  # a model folder of any layout (pipeline: unet/…), or a checkpoint
+        path = weights_file(folder) if is_model_folder(folder) else folder / "model.safetensors"
+    return {"weights_file": str(path), "sha256": file_sha256(path)}
 
 
 def file_sha256(path: Path) -> str:
