@@ -174,7 +174,8 @@ def main() -> None:
                    help="stop after the first point past this wall time")
     p.add_argument("--text-only", action="store_true")
     p.add_argument("--resume", action="store_true",
-                   help="continue OUT's run (and its temporal-curve.json) to later --eval-at")
+                   help="continue OUT's run (and its temporal-curve.json) to later points; "
+                        "pass the same --eval-at (its last point is the run's train.steps)")
     p.add_argument("overrides", nargs="*")
     a = p.parse_args()
     if a.text_only:
