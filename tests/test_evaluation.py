@@ -141,15 +141,16 @@ def test_quickstart_report_has_intervals_and_consistency(tmp_path):
         rows.append({"preset": "S", "resolution": res, "params": 10**6, "macs": 10**9,
                      "val_loss": 0.1, "val_loss_init": 1.0, "caption_all": 0.25,
                      "caption_color": 0.75, "caption_shape": 0.5, "caption_direction": 0.5,
-                     "caption_n": 36, "ssr_psnr_db": psnr_db,
+                     "caption_n": 36, "ssr_psnr_db": psnr_db, "prompts": "train",
                      "caption_ci": {"all": [0.14, 0.41], "color": [0.59, 0.86],
                                     "shape": [0.34, 0.66], "direction": [0.34, 0.66]}})
     qs = Quickstart(tmp_path, Budget(60, time.monotonic()), held_out_prompts(), rows,
                     {16: [], 32: [], 64: []})
     write_quickstart_report(qs)
     md = (tmp_path / "report.md").read_text()
-    assert "## Caption accuracy per attribute (held-out prompts)" in md
-    assert "| S | 16 | 75% [59%–86%] | 50% [34%–66%] | 50% [34%–66%] | 25% [14%–41%] | 36 |" in md
+    assert "## Does the video follow its prompt? Caption accuracy per attribute" in md
+    assert ("| train | S | 16 | 75% [59%–86%] | 50% [34%–66%] | 50% [34%–66%] | 25% [14%–41%] "
+            "| 36 |") in md
     assert "## Cascade consistency per SSR stage" in md and "| S | 64 | 28.25 |" in md
     assert len(SECTIONS) >= 5 and (tmp_path / "report.html").exists()
 

@@ -123,7 +123,12 @@ def test_quickstart_trains_every_preset_and_resolution(tmp_path):
     for res in (16, 32, 64):
         assert f"## {res}×{res}" in report
     assert (tmp_path / "q" / "report.html").exists()
-    rows = json.loads((tmp_path / "q" / "results.json").read_text())
+    everything = json.loads((tmp_path / "q" / "results.json").read_text())
+    held = [r for r in everything if r.get("prompts") == "held-out"]
+    assert {(r["resolution"], r["preset"]) for r in held} == {
+        (r, p) for r in (16, 32) for p in "SMLB"}
+    assert all(r["caption_n"] == r["coherence_n"] == 1 for r in held)
+    rows = [r for r in everything if r.get("prompts") != "held-out"]
     assert {(r["resolution"], r["preset"]) for r in rows} == {
         (r, p) for r in (16, 32, 64) for p in "SMLB"}
     for r in rows:

@@ -44,3 +44,26 @@ def test_budgeted_run_reaches_the_end_of_its_cosine_schedule(tmp_path):
     assert lrs[-1] < 0.1 * 1e-3
     state = json.loads(next((out / "checkpoints").glob("*/state.json")).read_text())
     assert state["step"] == 6
+
+
+def test_a_minimum_of_steps_is_trained_whatever_the_clock_says(tmp_path, monkeypatch):
+    """Issue 28 item 10: a stage with ``min_steps`` is not cut by its (here: spent) budget."""
+    import sned.app.timed_training as tt
+
+    monkeypatch.setattr(tt, "SLOW_LIMIT", float("inf"))
+    out = tmp_path / "run"
+    steps = train_for("tiny-base", FAST, out, seconds=1e-3, device=torch.device("cpu"),
+                      max_steps=5, say=lambda m: None, min_steps=5)
+    rows = [r for r in (out / "metrics.jsonl").read_text().splitlines() if r]
+    assert steps == 5 and len(rows) == 5
+
+
+def test_a_machine_too_slow_for_the_minimum_stops_before_training(tmp_path, monkeypatch):
+    import sned.app.timed_training as tt
+
+    monkeypatch.setattr(tt, "step_seconds", lambda *a: (37.6, 37.6))
+    with pytest.raises(tt.TooSlow, match=r"37\.60 s per training step.*600 steps.*376 min"):
+        train_for("tiny-base", FAST, tmp_path / "run", seconds=120, device=torch.device("cpu"),
+                  say=lambda m: None, min_steps=600)
+    assert not (tmp_path / "run").exists()
+    assert issubclass(tt.TooSlow, ValueError)  # the CLI's one-line error, exit 2

@@ -7,6 +7,7 @@ the three can never disagree about betas or the prediction type.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass
 
@@ -32,6 +33,11 @@ class DiffusionConfig:
         prediction_type: ``epsilon`` or ``v_prediction``.
         loss: ``l2`` or ``l1``.
         min_snr_gamma: min-SNR-γ loss weighting (None = unweighted).
+        frame_noise_share: share s of every frame's noise variance that is common to all
+            frames of a clip — the "mixed" noise prior of PYoCo (Ge et al. 2023):
+            ``noise = √(1−s)·z_frame + √s·z_clip``; training, the validation loss and the
+            initial noise of sampling all draw it (:func:`frame_noise`). 0 (default) =
+            independent frames.
     """
 
     num_train_timesteps: int = 1000
@@ -41,6 +47,7 @@ class DiffusionConfig:
     prediction_type: str = "v_prediction"
     loss: str = "l2"
     min_snr_gamma: float | None = None
+    frame_noise_share: float = 0.0
 
     def __post_init__(self) -> None:
         if self.beta_schedule not in BETA_SCHEDULES:
@@ -53,6 +60,9 @@ class DiffusionConfig:
             raise ValueError(f"diffusion.loss {self.loss!r} must be 'l2' or 'l1'")
         if self.min_snr_gamma is not None and not self.min_snr_gamma > 0:
             raise ValueError(f"diffusion.min_snr_gamma must be > 0 (got {self.min_snr_gamma})")
+        if not 0.0 <= self.frame_noise_share < 1.0:
+            raise ValueError(f"diffusion.frame_noise_share must be in [0, 1) (got "
+                             f"{self.frame_noise_share})")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,6 +102,21 @@ def make_scheduler(cfg: DiffusionConfig, kind: str = "ddpm", dynamic_threshold: 
     raise ValueError(f"unknown scheduler {kind!r}; choose from {list(SAMPLERS)}")
 
 
+def frame_noise(shape, share: float = 0.0, generator: torch.Generator | None = None,
+                device: torch.device | str | None = None) -> Tensor:
+    """Standard normal noise for videos of ``shape`` (B, C, T, H, W) whose frames share ``share``
+    of their variance: ``√(1−share)·z + √share·z_clip`` with z of ``shape`` and z_clip of one
+    frame per clip, drawn in that order from ``generator`` (``share`` 0 draws z alone: exactly
+    ``torch.randn(shape)``). Every element stays N(0, 1); two frames of a clip correlate by
+    ``share``."""
+    noise = torch.randn(tuple(shape), generator=generator, device=device)
+    if share <= 0.0 or len(shape) != 5:
+        return noise
+    b, c, _, h, w = shape
+    clip = torch.randn((b, c, 1, h, w), generator=generator, device=device)
+    return math.sqrt(1.0 - share) * noise + math.sqrt(share) * clip
+
+
 class Objective:
     """Noising, target and per-sample loss for one :class:`DiffusionConfig`.
 
@@ -103,6 +128,12 @@ class Objective:
         self.scheduler = make_scheduler(cfg, "ddpm")
         ac = self.scheduler.alphas_cumprod.double()
         self.snr = (ac / (1 - ac)).float()  # (T,)
+
+    def noise(self, shape, generator: torch.Generator | None = None,
+              device: torch.device | str | None = None) -> Tensor:
+        """Diffusion noise for clean videos of ``shape``: :func:`frame_noise` with the config's
+        ``frame_noise_share``, drawn on ``device`` (the generator's)."""
+        return frame_noise(shape, self.cfg.frame_noise_share, generator, device)
 
     def noisy(self, x0: Tensor, noise: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """(x_t, target) for clean video x0 (B, C, T, H, W), noise like x0 and timesteps t (B,)."""

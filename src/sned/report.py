@@ -24,6 +24,12 @@ CAPTION_COLUMNS = [("preset", "Model"), ("resolution", "Resolution"),
                    ("caption_direction", "Motion"), ("caption_all", "All three"),
                    ("caption_n", "n")]
 """Per-attribute caption accuracy; each cell shows its 95 % Wilson interval."""
+COHERENCE_COLUMNS = [("coherent", "Coherent"), ("present_all", "Object in every frame"),
+                     ("jump_ratio", "Jump / prompted speed"),
+                     ("track_residual", "Track residual (frame)")]
+"""Temporal coherence of the dominant object's track (:mod:`sned.metrics.coherence`), each
+cell with its 95 % interval."""
+_PERCENT = ("coherent", "present_all", "track_residual")
 
 
 def _fmt(key: str, value: Any) -> str:
@@ -35,8 +41,10 @@ def _fmt(key: str, value: Any) -> str:
         return f"{value / 1e6:.2f} M"
     if key == "macs":
         return f"{value / 1e9:.2f}"
-    if key.startswith("caption_") and key != "caption_n":
-        return f"{value:.0%}"
+    if (key.startswith("caption_") and key != "caption_n") or key in _PERCENT:
+        return f"{value:.1%}" if key == "track_residual" else f"{value:.0%}"
+    if key == "jump_ratio":
+        return f"{value:.2f}"
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
@@ -53,6 +61,9 @@ def _cell(key: str, row: dict) -> str:
     if key == "ssr_psnr_db" and row.get("ssr_psnr_ci") and row.get(key) is not None:
         lo, hi = row["ssr_psnr_ci"]
         text += f" [{lo:.1f}–{hi:.1f}]"
+    if key in _PERCENT + ("jump_ratio",) and row.get(f"{key}_ci") and row.get(key) is not None:
+        lo, hi = row[f"{key}_ci"]
+        text += f" [{_fmt(key, lo)}–{_fmt(key, hi)}]"
     return text
 
 

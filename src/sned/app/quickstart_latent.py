@@ -30,6 +30,8 @@ QUICK_LATENT = ["data.num_videos=1024", "train.batch_size=8", "train.lr=1e-3",
                 "train.ema_decay=0.99", "train.checkpoint_every=100000", "train.log_every=5"]
 AE_SHARE = 0.4
 """Share of the latent section's training time spent on the autoencoder."""
+LATENT_MIN_STEPS = {"ae": 60, "latent": 100}
+"""Steps each model trains at least, whatever the clock says (the quickstart's minimum)."""
 
 
 def run_latent(out: Path, seconds: float, device: torch.device, sample_steps: int,
@@ -41,9 +43,11 @@ def run_latent(out: Path, seconds: float, device: torch.device, sample_steps: in
     def say(msg: str) -> None:
         print(f"[quickstart] latent: {msg}", flush=True)
 
-    train_for("tiny-ae", QUICK_AE, runs / "ae", AE_SHARE * seconds, device, max_steps, say=say)
-    train_for("tiny-latent", QUICK_LATENT + [f"autoencoder={runs / 'ae'}"], runs / "latent",
-              (1 - AE_SHARE) * seconds, device, max_steps, say=say)
+    steps = {"ae": train_for("tiny-ae", QUICK_AE, runs / "ae", AE_SHARE * seconds, device,
+                             max_steps, say=say, min_steps=LATENT_MIN_STEPS["ae"])}
+    steps["latent"] = train_for("tiny-latent", QUICK_LATENT + [f"autoencoder={runs / 'ae'}"],
+                                runs / "latent", (1 - AE_SHARE) * seconds, device, max_steps,
+                                say=say, min_steps=LATENT_MIN_STEPS["latent"])
     ae, _ = load_autoencoder(runs / "ae", device)
     ae_rows = evaluate_autoencoder(ae, n_videos=4)
     media: list[tuple[str, str]] = []
@@ -65,7 +69,6 @@ def run_latent(out: Path, seconds: float, device: torch.device, sample_steps: in
     psnr = {r["resolution"]: r["psnr"] for r in ae_rows}
     for r in rows:
         r["ae_psnr_db"] = psnr.get(r["resolution"])
-    steps = {k: sum(1 for _ in open(runs / k / "metrics.jsonl")) for k in ("ae", "latent")}
     result = {"rows": rows, "ae": ae_rows, "steps": steps, "media": media}
     write_json(out / "latent_results.json", result)
     return result

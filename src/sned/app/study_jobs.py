@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from ..config import ConfigError
+from ..store.files import pid_alive
 
 try:
     import fcntl
@@ -124,17 +125,7 @@ def _pids(path: Path) -> list[str]:
         found = path.read_text().split()
     except OSError:
         return []
-    return [p for p in found if p.isdigit() and _alive(int(p))]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return [p for p in found if p.isdigit() and pid_alive(int(p))]
 
 
 def _share_workers_lock(folder: Path) -> int | None:

@@ -13,8 +13,8 @@ def quickstart_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--minutes", type=float, default=7.5,
                    help="wall-time budget (default 7.5); training takes ~55 %% of it")
     p.add_argument("--device", default="auto", help="auto (GPU if present), cpu or cuda")
-    p.add_argument("--prompts", type=int, help="held-out prompts sampled per preset (default: "
-                                               "all 36)")
+    p.add_argument("--prompts", type=int, help="prompts of each set (training-split and "
+                                               "held-out) sampled per preset (default: 36 each)")
     p.add_argument("--sample-steps", type=int, default=10,
                    help="DPM-Solver++ steps of the base stage (SSR stages: 60 %% of them)")
     p.add_argument("--max-steps", type=int, help="cap training steps (for smoke tests)")

@@ -69,7 +69,7 @@ def _to_frames(video: Any) -> Tensor:
     return ((x.to(torch.float32).clamp(-1, 1) + 1.0) / 2.0).permute(1, 2, 3, 0)
 
 
-def _circular_mean(weights: Tensor) -> Tensor:
+def circular_mean(weights: Tensor) -> Tensor:
     """Weighted circular mean position along the last axis: (..., L) → (...) in [0, 1)."""
     n = weights.shape[-1]
     theta = 2 * math.pi * (torch.arange(n, dtype=torch.float32) + 0.5) / n
@@ -89,9 +89,17 @@ def _net_motion(pos: Tensor, valid: Tensor) -> Tensor:
     return (torch.remainder(filled.diff(dim=1) + 0.5, 1.0) - 0.5).sum(1)
 
 
-def _detect_batch(frames: Tensor) -> list[dict[str, Any]]:
-    """Batched detector. frames: (N, T, H, W, 3) float in [0, 1] → N attribute dicts."""
-    n, t, h, w, _ = frames.shape
+def object_alpha(frames: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The dominant object's colour and coverage, from pixels.
+
+    Args:
+        frames: (N, T, H, W, 3) float in [0, 1].
+    Returns:
+        ``(color, has_color, alpha)``: (N,) palette index of the colour with most chroma
+        votes, (N,) bool whether any pixel is chromatic enough to vote, and (N, T, H, W)
+        coverage α in [0, 1] of that colour (other hues and α < 0.1 zeroed).
+    """
+    n = frames.shape[0]
     a, b = _opponent(frames)                                       # (N, T, H, W) each
     chroma = torch.sqrt(a * a + b * b)
     hue = torch.atan2(b, a)
@@ -110,13 +118,19 @@ def _detect_batch(frames: Tensor) -> list[dict[str, Any]]:
     chosen = torch.remainder(hue - _PALETTE_HUE[ci].reshape(n, 1, 1, 1) + math.pi,
                              2 * math.pi) - math.pi
     drop = ((chosen.abs() > _HUE_TOLERANCE) & fg) | (alpha < _MIN_ALPHA)
-    alpha = alpha.masked_fill(drop, 0.0)
+    return ci, has_color, alpha.masked_fill(drop, 0.0)
+
+
+def _detect_batch(frames: Tensor) -> list[dict[str, Any]]:
+    """Batched detector. frames: (N, T, H, W, 3) float in [0, 1] → N attribute dicts."""
+    n, t, h, w, _ = frames.shape
+    ci, has_color, alpha = object_alpha(frames)
 
     mass = alpha.sum((2, 3))                                       # (N, T) in pixels
     valid = (mass >= 0.25 * mass.amax(1, keepdim=True)) & (mass > 0)
     has_object = valid.any(1)
-    cx = _circular_mean(alpha.sum(2))                              # (N, T) normalised
-    cy = _circular_mean(alpha.sum(3))
+    cx = circular_mean(alpha.sum(2))                              # (N, T) normalised
+    cy = circular_mean(alpha.sum(3))
     dx, dy = _net_motion(cx, valid), _net_motion(cy, valid)
 
     # shape: L1 error of per-frame same-area, same-centroid templates

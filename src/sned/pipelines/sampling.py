@@ -24,7 +24,7 @@ from torch import Tensor
 
 from ..arch import Arch
 from ..device import matmul_weights_in, sampling_autocast
-from ..diffusion import SAMPLERS, DiffusionConfig, Objective, make_scheduler
+from ..diffusion import SAMPLERS, DiffusionConfig, Objective, frame_noise, make_scheduler
 from ..models.unet import VideoUNet
 from ..schedule import Schedule, ScheduleError
 from ..schedule.folder import ScheduledSubnets
@@ -60,13 +60,14 @@ def generators(seed: SeedLike, batch: int) -> list[torch.Generator]:
 
 
 def initial_noise(shape: Sequence[int], gens: Sequence[torch.Generator],
-                  device: torch.device | str = "cpu") -> Tensor:
+                  device: torch.device | str = "cpu", frame_share: float = 0.0) -> Tensor:
     """Standard normal float32 noise ``shape`` = (B, ...), row i drawn from ``gens[i]`` on the
-    generator's device (CPU for :func:`generators`), then moved to ``device``."""
+    generator's device (CPU for :func:`generators`), then moved to ``device``. ``frame_share``:
+    the share of each frame's variance common to the clip's frames
+    (:func:`sned.diffusion.frame_noise`; the model's ``diffusion.frame_noise_share``)."""
     if len(gens) != shape[0]:
         raise ValueError(f"{len(gens)} generators for a batch of {shape[0]}")
-    rows = [torch.randn((1, *shape[1:]), generator=g, device=g.device, dtype=torch.float32)
-            for g in gens]
+    rows = [frame_noise((1, *shape[1:]), frame_share, g, g.device) for g in gens]
     return torch.cat(rows).to(device)
 
 
@@ -228,7 +229,8 @@ def sample(model: VideoUNet, text_embeds: Tensor, text_mask: Tensor | None = Non
     gens = generators(seed, b)
     sched = make_scheduler(diffusion, scheduler, dynamic_threshold)
     sched.set_timesteps(int(steps), device=device)
-    x = initial_noise((b, cfg.in_channels, frames, res, res), gens, device)
+    x = initial_noise((b, cfg.in_channels, frames, res, res), gens, device,
+                      diffusion.frame_noise_share)
     x = x * sched.init_noise_sigma
 
     cond_kw: dict[str, Tensor] = {}

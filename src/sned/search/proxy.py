@@ -43,7 +43,7 @@ class ValLossProxy:
         # stratified timesteps: one per equal slice of [0, T), shuffled
         edges = (torch.arange(n) + torch.rand(n, generator=g)) * steps / n
         t = edges.long().clamp(max=steps - 1)[torch.randperm(n, generator=g)]
-        noise = torch.randn(videos.shape, generator=g)
+        noise = self.objective.noise(videos.shape, g)
         self.t = t.to(device)
         x0 = videos.to(device)
         ssr = model.config.kind == "ssr"

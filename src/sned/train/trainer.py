@@ -237,7 +237,7 @@ class Trainer:
         b, dev = video.shape[0], self.device
         t = torch.randint(0, self.run.diffusion.num_train_timesteps, (b,), generator=g,
                           device=dev)
-        noise = torch.randn(video.shape, generator=g, device=dev)
+        noise = self.objective.noise(video.shape, g, dev)
         keep_text = torch.rand(b, generator=g, device=dev) >= self.cfg.cfg_drop_prob
         ssr = self.run.model.kind == "ssr"
         if ssr:  # low: the condition (upsampled, then noised below); video: what is diffused

