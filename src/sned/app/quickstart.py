@@ -59,9 +59,10 @@ _COMMON = ["data.num_videos=4096", "train.lr=1e-3", "train.lr_warmup_steps=20",
            "train.ema_decay=0.995", "train.checkpoint_every=200", "train.log_every=5",
            "train.draw=uniform", "train.inplace_distill=false"]
 """The supernets keep issue 18's recipe (per-layer draws, no distillation): issue 26's default
-(family draws + distillation) is not yet measured in the quickstart, and its teacher forward made
-the base stage's steps 1.6× slower here (0.61 / 0.38 s vs 0.33 / 0.25 s per step in / after the
-warm-up, 2-core CPU, 2026-12-07), pushing the main job past 10 minutes with its minimum steps."""
+(family draws + distillation) is not yet measured in the quickstart, and with it the base stage's
+steps took 1.6–1.9× as long here (0.61 / 0.38 s vs 0.33 / 0.25 s per step in / after the warm-up,
+2-core CPU, 2026-12-07; larger draws and the teacher's forward), pushing the main job past 10
+minutes with its minimum steps."""
 QUICK_BASE = _COMMON + ["model.resolutions=[16]", "train.batch_size=4"]
 """The base supernet trains at 16 px only — the resolution the cascade samples it at — with batch
 4 (twice the steps of batch 8 for the same compute); the measurements behind both choices are in
