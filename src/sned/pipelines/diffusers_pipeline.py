@@ -59,6 +59,13 @@ class SnedPipelineOutput(BaseOutput):
     frames: np.ndarray | torch.Tensor | list
 
 
+def _square_side(height: int | None, width: int | None) -> int | None:
+    """The side of the square video a call asks for (either argument; None: the model's)."""
+    if width is not None and height is not None and width != height:
+        raise ValueError(f"sned models generate square videos (height={height}, width={width})")
+    return height if height is not None else width
+
+
 def _sampling_settings(scheduler, source: str) -> tuple[str, DiffusionConfig, float | None]:
     """(sampler name, schedule, dynamic-threshold percentile) of a diffusers scheduler."""
     name = type(scheduler).__name__
@@ -182,10 +189,7 @@ class SnedPipeline(_SnedBase):
         Returns:
             :class:`SnedPipelineOutput` (``.frames``), or a tuple when not ``return_dict``.
         """
-        if width is not None and height is not None and width != height:
-            raise ValueError(f"sned models generate square videos (height={height}, "
-                             f"width={width})")
-        height = height if height is not None else width
+        height = _square_side(height, width)
         sampler, diffusion, threshold = _sampling_settings(self.scheduler, "SnedPipeline")
         emb, mask = self.encode_prompt(prompt, num_videos_per_prompt)
         if emb is None:  # unconditional: a batch of empty texts (the model ignores them)
@@ -255,10 +259,7 @@ class SnedLatentPipeline(_SnedBase):
         factor), ``num_frames`` the video's frames (a multiple of its temporal factor)."""
         from sned.models.codec import to_latent
 
-        if width is not None and height is not None and width != height:
-            raise ValueError(f"sned models generate square videos (height={height}, "
-                             f"width={width})")
-        height = height if height is not None else width
+        height = _square_side(height, width)
         sampler, diffusion, threshold = _sampling_settings(self.scheduler, "SnedLatentPipeline")
         emb, mask = self.encode_prompt(prompt, num_videos_per_prompt)
         latent_res = None if height is None else to_latent(self.unet.config, height)[0]
