@@ -1,6 +1,7 @@
 """``sned study`` and the fixed-arch training mode it relies on: the machinery at a minuscule
 size, the compute accounting, the goal arithmetic and bad input."""
 
+import dataclasses
 import json
 import math
 import os
@@ -13,7 +14,7 @@ from sned.arch import ArchError
 from sned.cli import main
 from sned.config import ConfigError
 from sned.space import SearchSpace
-from sned.app.study import StudyPlan, run_study
+from sned.app.study import StudyPlan, plan_runs, plan_tasks, run_study
 from sned.app.study_report import goal_check, t_interval
 from sned.train.arch_sampler import ArchSampler
 from sned.train.config import load_run_config
@@ -234,6 +235,26 @@ def test_study_horizons_parent_and_grown_rows(tmp_path):
     assert set(data["plateau"]["reach"]["supernet"]) >= {"S@16@2", "B@16@2", "S@16@4"}
     md = (tmp_path / "s" / "results.md").read_text()
     assert "Horizons 2 and 4 steps" in md and "S–B difference" in md
+
+    # the order runs start in: the verdict's runs (supernet, standalone at N) of every seed,
+    # then the ablations, then horizon 2N
+    order = [(spec.name, spec.horizon) for _, spec, _ in
+             plan_tasks(dataclasses.replace(plan, seeds=2, ablation_seeds=1),
+                        plan_runs(plan, (16,)))]
+    names = [n for n, _ in order]
+    assert names[:10] == ["supernet", "standalone-S", "standalone-M", "standalone-L",
+                          "standalone-B"] * 2
+    assert names[10] == "parent-third" and all(h == 4 for _, h in order[11:])
+
+    # --partial: a study stopped before its last run reports what finished, trains nothing
+    gone = tmp_path / "s" / "runs" / "supernet@4" / "seed0" / "eval.json"
+    gone.unlink()
+    part = json.loads(run_study(tmp_path / "s", plan, device="cpu", partial=True).read_text())
+    assert part["meta"]["partial"]["missing"] == ["supernet@4 seed 0"]
+    assert ("supernet@4", 0) not in {(r["run"], r["seed"]) for r in part["runs"]}
+    assert part["goal"] == data["goal"]  # horizon N is complete: its verdict is unchanged
+    assert not gone.exists()
+    assert "1 still missing (supernet@4 seed 0)" in (tmp_path / "s" / "results.md").read_text()
 
 
 def test_log_reach_interpolates_in_log_compute():

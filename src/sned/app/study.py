@@ -42,10 +42,10 @@ A study interrupted part way resumes where it stopped when run again with the sa
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -280,6 +280,15 @@ def grown_spec(plan: StudyPlan, parent: dict, folder: Path) -> RunSpec:
                    parent_compute=int(parent["compute"]))
 
 
+def tier(plan: StudyPlan, spec: RunSpec) -> int:
+    """The order runs start in, so that an interrupted study has its verdict's runs first:
+    0 the supernet and standalone runs of horizon N (every seed), 1 the ablations, 2 the
+    runs of horizon 2N."""
+    if (spec.horizon or plan.steps) != plan.steps:
+        return 2
+    return 0 if spec.method in MAIN else 1
+
+
 def seeds_of(plan: StudyPlan, method: str) -> int:
     """How many seeds ``method`` is trained with (at horizon N)."""
     return plan.seeds if method in MAIN else min(plan.seeds, plan.ablation_seeds)
@@ -355,10 +364,11 @@ def _spent(folder: Path) -> dict:
 
 # ----------------------------------------------------------------------------- the study
 def run_study(out: str | Path, plan: StudyPlan = StudyPlan(), device: str = "auto",
-              i3d: str | None = None, jobs: int = 1) -> Path:
+              i3d: str | None = None, jobs: int = 1, partial: bool = False) -> Path:
     """Train and evaluate every run of ``plan``; write ``results.json`` / ``results.md``.
     ``jobs > 1`` trains that many runs at once in worker processes (:mod:`.study_jobs`); the
-    results do not depend on it.
+    results do not depend on it. ``partial``: train nothing, report the runs finished so far
+    (:mod:`.study_partial`; the study may be running meanwhile).
 
     Returns the path of ``results.json``. Raises ConfigError (before any training) when the
     plan is invalid or ``out`` holds a study with other settings.
@@ -381,6 +391,11 @@ def run_study(out: str | Path, plan: StudyPlan = StudyPlan(), device: str = "aut
     specs = plan_runs(plan, resolutions)
     for spec in specs:  # every run config is validated before any training
         run_config(plan, spec, 0, resolutions, device)
+    if partial:
+        from .study_partial import report_partial
+
+        return report_partial(out, plan, device, specs, functools.partial(
+            Evaluator, plan, min(resolutions), out, device, i3d))
     with study_lock(out):  # one study (and its workers) at a time in ``out``
         return _run_all(out, plan, device, i3d, jobs, specs, resolutions)
 
@@ -389,8 +404,7 @@ def _run_all(out: Path, plan: StudyPlan, device: str, i3d, jobs: int, specs, res
     if not (out / "study.json").is_file():
         write_json(out / "study.json", plan.to_dict())
     t_start = time.perf_counter()
-    tasks = [((seed, i), spec, seed) for seed in range(plan.seeds)
-             for i, spec in enumerate(specs) if seed < seeds_of_spec(plan, spec)]
+    tasks = plan_tasks(plan, specs)
     finished = _finished(out, plan, tasks)
     if finished is not None:
         _say(f"study: every run in {out} is done and {finished.name} is up to date; nothing "
@@ -400,38 +414,52 @@ def _run_all(out: Path, plan: StudyPlan, device: str, i3d, jobs: int, specs, res
     def follow_up(task, record: dict) -> list:
         """The matched-compute standalone run follows its seed's supernet run; grown-from-B
         follows its seed's standalone B run."""
-        (seed, i), spec, _ = task
+        (_, seed, i), spec, _ = task
         if spec.name == "supernet" and "standalone" in plan.methods:
-            return [((seed, i + 0.5), _matched_spec(plan, record, seed, resolutions, device),
-                     seed)]
+            matched = _matched_spec(plan, record, seed, resolutions, device)
+            return [((tier(plan, matched), seed, i + 0.5), matched, seed)]
         if (spec.name == "standalone-B" and "grown-from-B" in plan.methods
                 and seed < seeds_of(plan, "grown-from-B")):
             folder = out.resolve() / "runs" / spec.name / f"seed{seed}"
-            return [((seed, i + 0.5), grown_spec(plan, record, folder), seed)]
+            grown = grown_spec(plan, record, folder)
+            return [((tier(plan, grown), seed, i + 0.5), grown, seed)]
         return []
 
-    make_evaluator = partial(Evaluator, plan, min(resolutions), out, device, i3d)
-    run_task = partial(_train_and_evaluate, plan, resolutions, device, out)
+    make_evaluator = functools.partial(Evaluator, plan, min(resolutions), out, device, i3d)
+    run_task = functools.partial(_train_and_evaluate, plan, resolutions, device, out)
     if jobs > 1:
-        records, (fvd_note, caption_res, prompts) = run_in_workers(
-            jobs, tasks, follow_up, make_evaluator, run_task, _describe, lock_dir=out)
+        records, info = run_in_workers(jobs, tasks, follow_up, make_evaluator, run_task,
+                                       _describe, lock_dir=out)
     else:
         evaluate = make_evaluator()
         records, queue = [], list(tasks)
         while queue:
             task = queue.pop(0)
             records.append(run_task(task[1], task[2], evaluate))
-            queue[:0] = follow_up(task, records[-1])
-        fvd_note, caption_res, prompts = _describe(evaluate)
+            queue = sorted(queue + follow_up(task, records[-1]), key=lambda t: t[0])
+        info = _describe(evaluate)
     wall = time.perf_counter() - t_start
     main = [r for r in records if r.get("horizon", plan.steps) == plan.steps]
-    rows = aggregate(main, plan)
-    meta = {"plan": plan.to_dict(), "device": _device_name(device, jobs), "jobs": jobs,
+    meta = study_meta(plan, device, jobs, records, wall, info)
+    return write_results(out, aggregate(main, plan), records, meta)
+
+
+def plan_tasks(plan: StudyPlan, specs: list[RunSpec]) -> list[tuple[tuple, RunSpec, int]]:
+    """Every (order key, spec, seed) of the plan in the order they start (:func:`tier`);
+    the follow-ups (matched compute, grown-from-B) join when their parent run finishes."""
+    return sorted(((tier(plan, spec), seed, i), spec, seed) for seed in range(plan.seeds)
+                  for i, spec in enumerate(specs) if seed < seeds_of_spec(plan, spec))
+
+
+def study_meta(plan: StudyPlan, device: str, jobs: int, records: list[dict], wall: float,
+               evaluate_info: tuple) -> dict:
+    """``results.json``'s ``meta``."""
+    fvd_note, caption_res, prompts = evaluate_info
+    return {"plan": plan.to_dict(), "device": _device_name(device, jobs), "jobs": jobs,
             "horizons": plan.horizons, "seeds": seeds_run(records, plan.steps),
             "wall_seconds": wall, "fvd_note": fvd_note, "caption_resolution": caption_res,
             "caption_prompts": prompts, "eval_pairs": plan.eval_pairs,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    return write_results(out, rows, records, meta)
 
 
 def seeds_run(records: list[dict], steps: int) -> dict[str, dict[str, int]]:

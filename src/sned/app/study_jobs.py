@@ -17,6 +17,8 @@ workers of a dead one. ``N`` is capped to the CPU cores (:func:`cap_jobs`).
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import multiprocessing as mp
 import os
 import signal
@@ -173,6 +175,7 @@ def run_in_workers(jobs: int, tasks: Iterable[Task],
     (``make_evaluator()``) and runs a task as ``run_task(spec, seed, evaluator)`` → record;
     ``follow_up(task, record)`` may add tasks once one finishes (the matched-compute run needs
     its supernet's compute). The callables must pickle (module-level functions, partials).
+    Tasks start in order-key order (follow-ups included), ``jobs`` at a time.
     Returns the records in order-key order and ``describe(evaluator)`` of one worker.
 
     Ctrl-C reaches every worker (one process group): each saves its run and stops; the
@@ -182,13 +185,21 @@ def run_in_workers(jobs: int, tasks: Iterable[Task],
     """
     ctx = mp.get_context("spawn")  # no fork of a process that may hold CUDA or OpenMP state
     done: list[tuple[tuple, dict]] = []
+    ticket = itertools.count()  # ties broken by arrival; specs are never compared
+    queue = [(key, next(ticket), spec, seed) for key, spec, seed in tasks]
+    heapq.heapify(queue)  # by order key: a follow-up runs before the tasks ordered after it
     with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init, initargs=(
             make_evaluator, run_task, threads_per_job(jobs), os.getpid(),
             None if lock_dir is None else str(lock_dir))) as pool:
         note = pool.submit(_describe, describe)
         pending: dict[Future, Task] = {}
-        for key, spec, seed in tasks:
-            pending[pool.submit(_job, spec, seed)] = (key, spec, seed)
+
+        def submit() -> None:  # at most ``jobs`` tasks handed to the pool at a time
+            while queue and len(pending) < jobs:
+                key, _, spec, seed = heapq.heappop(queue)
+                pending[pool.submit(_job, spec, seed)] = (key, spec, seed)
+
+        submit()
         try:
             while pending:
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -197,7 +208,8 @@ def run_in_workers(jobs: int, tasks: Iterable[Task],
                     record = fut.result()
                     done.append((task[0], record))
                     for key, spec, seed in follow_up(task, record):
-                        pending[pool.submit(_job, spec, seed)] = (key, spec, seed)
+                        heapq.heappush(queue, (key, next(ticket), spec, seed))
+                submit()
         except BaseException:
             for fut in pending:
                 fut.cancel()

@@ -428,6 +428,10 @@ def write_results(out: Path, rows: list[dict], records: list[dict], meta: dict) 
           f"{plan['cfg']}. Compute: total training MACs (forward + backward = 3 × forward) of "
           f"the method (a supernet method: its whole training; standalone: that preset's run).",
           ""]
+    if meta.get("partial"):
+        missing = meta["partial"]["missing"]
+        md += [f"**Partial report** (`--partial`): {meta['partial']['finished']} runs finished, "
+               f"{len(missing)} still missing ({', '.join(missing) or 'none'}).", ""]
     if meta.get("fvd_note"):
         md += [meta["fvd_note"] + ".", ""]
     cols = [("method", "Method"), ("budget", "Budget"), ("preset", "Preset"),

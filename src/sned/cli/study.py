@@ -35,6 +35,9 @@ def study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", default="auto",
                    help="runs trained at once in worker processes, each with cores/jobs torch "
                         "threads (default auto: one per CPU core on CPU, 1 on a GPU)")
+    p.add_argument("--partial", action="store_true",
+                   help="train nothing: write results.json/results.md from the runs finished so "
+                        "far (the same settings as the study; it may still be running)")
     p.add_argument("--ablation-seeds", type=int, help="seeds of the ablation methods (default 1)")
     p.add_argument("--plateau-seeds", type=int,
                    help="seeds of the second horizon (2 × steps: supernet, standalone S and B; "
@@ -70,7 +73,8 @@ def run_study_cli(args: argparse.Namespace) -> int:
     jobs = _jobs(args.jobs, args.device)
     old = signal.signal(signal.SIGTERM, _interrupt)  # also while evaluating, not only training
     try:
-        path = run_study(args.out, plan, device=args.device, i3d=args.i3d, jobs=jobs)
+        path = run_study(args.out, plan, device=args.device, i3d=args.i3d, jobs=jobs,
+                         partial=args.partial)
     except KeyboardInterrupt:
         print(f"sned study: interrupted; finished runs are kept in {args.out} — rerun the same "
               f"command to continue", file=sys.stderr)

@@ -1,0 +1,55 @@
+"""``sned study --partial``: the report of a study that is still running or was stopped.
+
+A long study (hours on CPU) is worth reading before it ends: its runs start in the order of
+:func:`sned.app.study.tier` (the supernet and standalone runs of every seed first), and each
+finished run leaves its ``eval.json``. This writes ``results.json`` / ``results.md`` from those
+runs alone — nothing is trained — with ``meta.partial`` naming the runs still missing; the
+study's own end overwrites both with the full report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import ConfigError
+from ..store.files import read_json
+from .study_report import aggregate, write_results
+
+
+def report_partial(out: Path, plan, device: str, specs, make_evaluator) -> Path:
+    """Aggregate the finished runs of ``plan`` in ``out``; returns ``results.json``'s path.
+
+    Raises ConfigError when no run has finished yet."""
+    from .study import _describe, plan_tasks, study_meta  # study imports this module
+
+    records, missing = [], []
+    for _, spec, seed in plan_tasks(plan, specs):
+        record = _finished_run(out, spec.name, seed, spec.steps)
+        if record is None:
+            missing.append(f"{spec.name} seed {seed}")
+            continue
+        records.append(record)
+        followers = {"supernet": "standalone-B-matched", "standalone-B": "grown-from-B"}
+        follower = followers.get(spec.name)
+        if follower and (follower != "standalone-B-matched" or "standalone" in plan.methods) \
+                and (follower != "grown-from-B" or "grown-from-B" in plan.methods):
+            extra = _finished_run(out, follower, seed, None)
+            if extra is None:
+                missing.append(f"{follower} seed {seed}")
+            else:
+                records.append(extra)
+    if not records:
+        raise ConfigError(f"study --partial: no run in {out} has finished yet")
+    main = [r for r in records if r.get("horizon", plan.steps) == plan.steps]
+    meta = study_meta(plan, device, 0, records, 0.0, _describe(make_evaluator()))
+    meta["partial"] = {"finished": len(records), "missing": missing}
+    return write_results(out, aggregate(main, plan), records, meta)
+
+
+def _finished_run(out: Path, name: str, seed: int, steps: int | None) -> dict | None:
+    """The record of run ``name`` at ``seed`` when it finished (``steps`` of them, if given)."""
+    done = out / "runs" / name / f"seed{seed}" / "eval.json"
+    if not done.is_file():
+        return None
+    record = read_json(done, "run record")
+    return record if steps is None or record.get("steps") == steps else None
