@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 
 from ..arch import Arch, BlockLayout, full_layout, resolve, unet_blocks
 from ..config import ModelConfig, config_from_dict
+from ..nn import checkpoint
 from ..nn.blocks import DiffusionBlock, zero_init_residual_outputs
 
 
@@ -180,7 +180,9 @@ class VideoUNet(ModelMixin, ConfigMixin):
         self.stages = unet_stages(config)
         self.is_supernet = bool(supernet)
         self.arch = arch
-        self.gradient_checkpointing = False
+        self.gradient_checkpointing = False  # True, False or the checkpointed block indices
+        self.checkpoint_unit = "layer"  # "block": a block at once; "layer": each of its layers
+        self.checkpoint_policy = "full"  # "selective": keep conv/matmul/attention outputs
         c0, e = config.model_channels, config.time_embed_dim
         self.time_embed = nn.Sequential(nn.Linear(c0, e), nn.SiLU(), nn.Linear(e, e))
         if config.kind == "ssr":
@@ -306,11 +308,21 @@ class VideoUNet(ModelMixin, ConfigMixin):
 
     def _run_block(self, i: int, h: Tensor, emb: Tensor, context: Tensor, mask: Tensor | None,
                    frames: int, layouts: list[BlockLayout] | None) -> Tensor:
+        """Block ``i``, checkpointed as ``gradient_checkpointing`` says: the whole block as one
+        unit (``checkpoint_unit="block"``) or each of its layers (``"layer"``), recomputed in
+        full or selectively (``checkpoint_policy``; :mod:`sned.nn.checkpoint`)."""
         layout = None if layouts is None else layouts[i]
         block = self.blocks[i]
-        ckpt = self.gradient_checkpointing  # True, False or the checkpointed block indices
-        if (ckpt is True or (ckpt and i in ckpt)) and self.training and torch.is_grad_enabled():
-            return checkpoint(block, h, emb, context, mask, frames, layout, use_reentrant=False)
+        ckpt = self.gradient_checkpointing
+        on = (ckpt is True or bool(ckpt and i in ckpt)) and self.training \
+            and torch.is_grad_enabled()
+        if self.checkpoint_unit not in ("block", "layer"):
+            raise ValueError(f"checkpoint_unit {self.checkpoint_unit!r}: use block or layer")
+        block.checkpoint_layers = (self.checkpoint_policy
+                                   if on and self.checkpoint_unit == "layer" else None)
+        if on and self.checkpoint_unit == "block":
+            return checkpoint.run(block, h, emb, context, mask, frames, layout,
+                                  policy=self.checkpoint_policy)
         return block(h, emb, context, mask, frames, layout)
 
     def _layouts_for(self, arch: Arch | None) -> list[BlockLayout] | None:

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from typing import TYPE_CHECKING
 
 from ..arch import BlockLayout, BlockSpec
+from . import checkpoint as ckpt
 from .attention import Attention, FeedForward
 from .elastic import ElasticConv2d, ElasticGroupNorm, ElasticLinear, call
 
@@ -121,6 +122,9 @@ class DiffusionBlock(nn.Module):
                     bias=cfg is not None and cfg.attention_bias))
         if spec.ff_hidden and (elastic or layout.ff_hidden):
             self.ff = FeedForward(dim, spec.ff_hidden if elastic else layout.ff_hidden, elastic)
+        self.checkpoint_layers: str | None = None
+        """None, or ``full`` / ``selective``: each layer (ResBlock, attention, feed-forward)
+        runs as its own checkpointed unit while training (:mod:`sned.nn.checkpoint`)."""
 
     def forward(self, x: Tensor, emb: Tensor, context: Tensor, context_mask: Tensor | None,
                 frames: int, layout: BlockLayout | None = None) -> Tensor:
@@ -130,11 +134,13 @@ class DiffusionBlock(nn.Module):
         Returns (B*T, out, H, W).
         """
         keep = self._kept(layout)
+        unit = (self._unit if self.checkpoint_layers is not None and self.training
+                else lambda module: module)
         h = self.skip(x)
         if "resblock" in keep:
-            h = h + self.resblock(x, emb, frames,
-                                  *(() if layout is None else (layout.resblock_hidden,
-                                                               layout.kernel)))
+            h = h + unit(self.resblock)(x, emb, frames,
+                                        *(() if layout is None else (layout.resblock_hidden,
+                                                                     layout.kernel)))
         attns = [a for a in self.spec.attentions if a in keep]
         if not attns:
             return h
@@ -143,7 +149,7 @@ class DiffusionBlock(nn.Module):
         tokens = h.flatten(2).transpose(1, 2)  # (B*T, HW, C)
         for attn in attns:
             heads = None if layout is None else layout.heads_of(attn)
-            module = getattr(self, attn)
+            module = unit(getattr(self, attn))
             if attn == "spatial_attn":
                 tokens = module(tokens, heads=heads)
             elif attn == "temporal_attn":  # sequences over frames at each pixel
@@ -154,8 +160,11 @@ class DiffusionBlock(nn.Module):
                 flat = tokens.reshape(b, frames * hh * ww, c)
                 tokens = module(flat, context, context_mask, heads=heads).reshape(bt, hh * ww, c)
         if hasattr(self, "ff"):
-            tokens = self.ff(tokens, None if layout is None else layout.ff_hidden)
+            tokens = unit(self.ff)(tokens, None if layout is None else layout.ff_hidden)
         return tokens.transpose(1, 2).reshape(bt, c, hh, ww)
+
+    def _unit(self, module: nn.Module):
+        return ckpt.maybe(module, self.checkpoint_layers)
 
     def _kept(self, layout: BlockLayout | None) -> frozenset[str] | set[str]:
         if layout is not None:
