@@ -102,8 +102,14 @@ def memory_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, help="frames (default: the config's)")
     p.add_argument("--checkpointing", choices=("on", "off", "auto"),
                    help="gradient checkpointing (default: train.gradient_checkpointing; "
-                   "auto: off when it fits, else the resolution levels with the least "
-                   "recompute that fit, printed as checkpointing=[levels])")
+                   "auto: off when it fits, else the levels and ways with the least "
+                   "recompute that fit; on: every level, the way that needs least memory)")
+    p.add_argument("--checkpoint-unit", choices=("auto", "block", "layer"),
+                   help="what one checkpoint recomputes: a whole diffusion block or one layer "
+                   "(default: train.checkpoint_unit)")
+    p.add_argument("--checkpoint-policy", choices=("auto", "full", "selective"),
+                   help="recompute everything, or keep conv/matmul/attention outputs "
+                   "(default: train.checkpoint_policy)")
     p.add_argument("--parallel", choices=("ddp", "fsdp"), default="ddp")
     p.add_argument("--gpus", type=int, default=1, help="devices of the run (default 1)")
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
@@ -143,12 +149,15 @@ def run_memory(args: argparse.Namespace) -> int:
     setting = {"on": True, "off": False, "auto": "auto", None:
                run.train.gradient_checkpointing}[args.checkpointing]
 
-    def est(ckpt):
+    unit = args.checkpoint_unit or run.train.checkpoint_unit
+    policy = args.checkpoint_policy or run.train.checkpoint_policy
+
+    def est(plan):
         return estimate(run, arch=arch, batch=args.batch, resolution=args.resolution,
-                        frames=args.frames, checkpointing=ckpt, parallel=args.parallel,
+                        frames=args.frames, checkpointing=plan, parallel=args.parallel,
                         gpus=args.gpus, device=args.device)
 
-    _, e = plan_checkpointing(setting, est, levels(cfg), memory)  # auto: the levels that fit
+    _, e = plan_checkpointing(setting, est, levels(cfg), memory, unit, policy)
     row = {"config": cfg.name, "arch": label, "device": args.device,
            "device_memory_gib": round(memory / GIB, 3), "parallel": args.parallel,
            "gpus": args.gpus, "checkpointing_setting": setting, **e.to_dict(),

@@ -181,8 +181,10 @@ class VideoUNet(ModelMixin, ConfigMixin):
         self.is_supernet = bool(supernet)
         self.arch = arch
         self.gradient_checkpointing = False  # True, False or the checkpointed block indices
-        self.checkpoint_unit = "layer"  # "block": a block at once; "layer": each of its layers
-        self.checkpoint_policy = "full"  # "selective": keep conv/matmul/attention outputs
+        # how: "block" (a block at once) or "layer" (each of its layers); "full" recompute or
+        # "selective" (keep conv/matmul/attention outputs) — one value, or block index → value
+        self.checkpoint_unit: str | dict[int, str] = "layer"
+        self.checkpoint_policy: str | dict[int, str] = "full"
         c0, e = config.model_channels, config.time_embed_dim
         self.time_embed = nn.Sequential(nn.Linear(c0, e), nn.SiLU(), nn.Linear(e, e))
         if config.kind == "ssr":
@@ -310,19 +312,20 @@ class VideoUNet(ModelMixin, ConfigMixin):
                    frames: int, layouts: list[BlockLayout] | None) -> Tensor:
         """Block ``i``, checkpointed as ``gradient_checkpointing`` says: the whole block as one
         unit (``checkpoint_unit="block"``) or each of its layers (``"layer"``), recomputed in
-        full or selectively (``checkpoint_policy``; :mod:`sned.nn.checkpoint`)."""
+        full or selectively (``checkpoint_policy``; :mod:`sned.nn.checkpoint`); both either one
+        value or a dict by block index (the memory planner's per-level choice)."""
         layout = None if layouts is None else layouts[i]
         block = self.blocks[i]
         ckpt = self.gradient_checkpointing
         on = (ckpt is True or bool(ckpt and i in ckpt)) and self.training \
             and torch.is_grad_enabled()
-        if self.checkpoint_unit not in ("block", "layer"):
-            raise ValueError(f"checkpoint_unit {self.checkpoint_unit!r}: use block or layer")
-        block.checkpoint_layers = (self.checkpoint_policy
-                                   if on and self.checkpoint_unit == "layer" else None)
-        if on and self.checkpoint_unit == "block":
-            return checkpoint.run(block, h, emb, context, mask, frames, layout,
-                                  policy=self.checkpoint_policy)
+        unit, policy = (v if isinstance(v, str) else v[i] if on else None
+                        for v in (self.checkpoint_unit, self.checkpoint_policy))
+        if on and unit not in ("block", "layer"):
+            raise ValueError(f"checkpoint_unit {unit!r}: use block or layer")
+        block.checkpoint_layers = policy if on and unit == "layer" else None
+        if on and unit == "block":
+            return checkpoint.run(block, h, emb, context, mask, frames, layout, policy=policy)
         return block(h, emb, context, mask, frames, layout)
 
     def _layouts_for(self, arch: Arch | None) -> list[BlockLayout] | None:

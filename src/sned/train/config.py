@@ -99,10 +99,15 @@ class TrainConfig:
         cfg_drop_prob: probability of dropping the caption (classifier-free guidance).
         ema_decay: EMA decay of the supernet weights (0 = no EMA).
         mixed_precision: ``auto`` (bf16 on CUDA, fp32 on CPU), ``bf16`` or ``no``.
-        gradient_checkpointing: recompute each diffusion block's activations in backward:
-            ``true``, ``false`` or ``auto`` (on exactly when the memory estimate of
-            :mod:`sned.train.memory` without it does not fit the device: GPU memory, or RAM
-            on CPU).
+        gradient_checkpointing: recompute activations in backward instead of keeping them:
+            ``true`` (every UNet level, each in the way that needs the least memory),
+            ``false`` or ``auto`` (off when the memory estimate of :mod:`sned.train.memory`
+            fits the device — GPU memory, or RAM on CPU — else the levels and ways with the
+            least recompute that fit).
+        checkpoint_unit: ``block`` (a diffusion block at once), ``layer`` (each ResBlock,
+            attention and feed-forward alone) or ``auto`` (the planner's choice per level).
+        checkpoint_policy: ``full`` (recompute every op), ``selective`` (keep conv, matmul
+            and attention outputs; recompute norms, activations, casts) or ``auto``.
         allow_tf32: TF32 tensor cores for fp32 matmuls and convolutions on CUDA (the fp32
             parts of a bf16 run, or an fp32 run); no effect on CPU.
         seed / deterministic: reproducibility (deterministic algorithms on CPU).
@@ -156,6 +161,8 @@ class TrainConfig:
     ema_decay: float = 0.9999
     mixed_precision: str = "auto"
     gradient_checkpointing: bool | str = "auto"
+    checkpoint_unit: str = "auto"
+    checkpoint_policy: str = "auto"
     allow_tf32: bool = True
     seed: int = 0
     deterministic: bool = False
@@ -193,6 +200,8 @@ class TrainConfig:
             ("nan_patience", self.nan_patience >= 1), ("log_every", self.log_every >= 1),
             ("device", self.device in ("auto", "cpu", "cuda")),
             ("gradient_checkpointing", self.gradient_checkpointing in (True, False, "auto")),
+            ("checkpoint_unit", self.checkpoint_unit in ("auto", "block", "layer")),
+            ("checkpoint_policy", self.checkpoint_policy in ("auto", "full", "selective")),
             ("parallel", self.parallel in ("ddp", "fsdp")),
             ("image_fraction", 0.0 <= self.image_fraction <= 1.0),
         ]

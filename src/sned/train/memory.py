@@ -13,8 +13,9 @@
   :data:`FSDP_UNITS_LIVE` blocks (the largest);
 * ``activations`` — what the forward saves for backward, traced on fake tensors
   (:mod:`sned.train.activations`) at the largest arch training runs, for the largest
-  micro-batch × resolution; with ``checkpointing`` the checkpointed blocks' inputs (instead of
-  their saved sets) plus one recomputed block;
+  micro-batch × resolution; under a :class:`CheckpointPlan` the checkpointed units' inputs (and,
+  selective, their kept conv/matmul/attention outputs) instead of their saved sets, plus one
+  unit's saved set while it is recomputed;
 * ``workspace`` — backward's transient buffers (gradients of activations, kernel outputs):
   :data:`WORKSPACE_FACTOR` × the largest saved tensor;
 * ``update_temp`` — the update's temporaries: the optimizer's denominators, one fp32 copy of
@@ -28,11 +29,17 @@ The step peaks either in backward (``activations + workspace``) or in the update
 ``tests/test_memory.py`` checks it against :func:`cpu_peak_bytes` within 15 % on the tiny
 configs; ``benchmarks/gpu_check.py`` checks it on a GPU.
 
-``train.gradient_checkpointing=auto`` (the default): :func:`plan_checkpointing` leaves it off when
-the run fits its device without it (GPU memory; on CPU the machine's RAM), else checkpoints the
-resolution LEVELS (every diffusion block of a level, down, middle and up) whose recompute costs
-least among the level sets that fit — level 0 holds the most activations per MAC, the deepest
-levels the most MACs per byte; every level when nothing smaller fits.
+Gradient checkpointing is planned per resolution LEVEL (every diffusion block of a level, down,
+middle and up): a level is not checkpointed, or checkpointed by whole blocks
+(``checkpoint_unit=block``) or by layers (``layer``: the ResBlock, each attention and the
+feed-forward are separate units, so backward recomputes one layer at a time), recomputing
+everything (``checkpoint_policy=full``) or only the cheap ops between convolutions, matmuls and
+attention, whose outputs are kept (``selective``; :mod:`sned.nn.checkpoint`). Recompute is costed
+by a roofline (:data:`MACS_PER_BYTE`): conv/matmul/attention MACs plus the memory-bound ops'
+traffic. :func:`plan_checkpointing`: ``train.gradient_checkpointing=auto`` (the default) leaves
+checkpointing off when the run fits its device without it (GPU memory; on CPU the machine's
+RAM), else takes the plan with the least recompute that fits (the least memory when none
+does); ``true`` checkpoints every level, each the way that needs the least memory.
 """
 
 from __future__ import annotations
@@ -42,15 +49,15 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from itertools import combinations
+from itertools import product
 
-from ..arch import Arch, full_layout, resolve, unet_blocks
+from ..arch import Arch, unet_blocks
 from ..config import ConfigError, ModelConfig
-from ..cost import block_cost, model_cost
 from ..models.codec import pixel_factors, to_latent
 from ..models.unet import VideoUNet
+from ..nn.checkpoint import POLICIES
 from ..space import SearchSpace
-from .activations import SavedTrace, trace_saved
+from .activations import trace_saved
 from .arch_sampler import fixed_arch
 
 GIB = 2 ** 30
@@ -61,12 +68,82 @@ FSDP_UNITS_LIVE = 3
 gradient being reduce-scattered)."""
 HEADROOM = 0.9
 """A run fits a device when its estimate is at most this share of the device's memory."""
+MACS_PER_BYTE = 150
+"""Roofline exchange rate of recompute: an H100 SXM's dense bf16 tensor-core rate (~495 T
+MAC/s) over its HBM bandwidth (3.35 TB/s). Recomputing costs ``MACs + MACS_PER_BYTE × bytes``
+(the conv/matmul/attention MACs, the other ops' bytes read and written)."""
+UNITS = ("block", "layer")
+
+
+@dataclass(frozen=True)
+class CheckpointPlan:
+    """How each UNet level is checkpointed: ``modes`` = ((level, unit, policy), ...) for the
+    checkpointed levels (unit in :data:`UNITS`, policy in ``POLICIES``), by level; the empty
+    plan is no checkpointing. ``everything``: every block (layers, full), for a model whose
+    levels are not known (``train.gradient_checkpointing=true`` on a caller's task)."""
+
+    modes: tuple[tuple[int, str, str], ...] = ()
+    everything: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.modes) or self.everything
+
+    @classmethod
+    def uniform(cls, cfg: ModelConfig, checkpointing, unit: str = "layer",
+                policy: str = "full") -> "CheckpointPlan":
+        """True (every level), False or a list of levels, all as ``unit`` / ``policy``."""
+        if unit not in UNITS or policy not in POLICIES:
+            raise ConfigError(f"checkpointing unit {unit!r} / policy {policy!r}: use one of "
+                              f"{UNITS} / {POLICIES}")
+        known = levels(cfg)
+        chosen = (known if checkpointing is True else [] if checkpointing is False
+                  else sorted(set(checkpointing)))
+        if not set(chosen) <= set(known):
+            raise ConfigError(f"checkpointing levels {chosen}: {cfg.name!r} has levels {known}")
+        return cls(tuple((lv, unit, policy) for lv in chosen))
+
+    def block_modes(self, cfg: ModelConfig) -> dict[int, tuple[str, str]]:
+        """Diffusion block index → (unit, policy) of the checkpointed blocks."""
+        by_level = {lv: (u, p) for lv, u, p in self.modes}
+        return {i: by_level[s.level] for i, s in enumerate(unet_blocks(cfg))
+                if s.level in by_level}
+
+    def describe(self, cfg: ModelConfig | None) -> dict:
+        """``checkpointing`` (False, True = every level, or the levels), ``checkpoint_unit`` and
+        ``checkpoint_policy`` (one value, or level → value when they differ; None when off)."""
+        if self.everything:
+            return {"checkpointing": True, "checkpoint_unit": "layer",
+                    "checkpoint_policy": "full"}
+        if not self.modes:
+            return {"checkpointing": False, "checkpoint_unit": None, "checkpoint_policy": None}
+        lvls = [lv for lv, _, _ in self.modes]
+        d = {"checkpointing": True if lvls == levels(cfg) else lvls}
+        for key, k in (("checkpoint_unit", 1), ("checkpoint_policy", 2)):
+            values = {str(m[0]): m[k] for m in self.modes}
+            d[key] = next(iter(values.values())) if len(set(values.values())) == 1 else values
+        return d
+
+    def apply(self, model: torch.nn.Module, cfg: ModelConfig | None) -> None:
+        """Set ``model``'s (a VideoUNet's) ``gradient_checkpointing`` (True, False or the block
+        indices), ``checkpoint_unit`` and ``checkpoint_policy`` (one value or per block)."""
+        if self.everything or not self.modes:
+            model.gradient_checkpointing = bool(self.everything)
+            return
+        modes = self.block_modes(cfg)
+        n = len(unet_blocks(cfg))
+        model.gradient_checkpointing = True if len(modes) == n else frozenset(modes)
+        for attr, k in (("checkpoint_unit", 0), ("checkpoint_policy", 1)):
+            values = {i: m[k] for i, m in modes.items()}
+            setattr(model, attr, next(iter(values.values())) if len(set(values.values())) == 1
+                    else values)
 
 
 @dataclass
 class MemoryEstimate:
     """Peak memory of one training step on one device, in bytes (see the module docstring).
 
+    ``recompute_fraction`` (printed) is the plan's recompute cost over the forward's, both on
+    the :data:`MACS_PER_BYTE` roofline; ``recompute_macs_fraction`` counts MACs alone.
     ``backward`` is the backward phase's peak of saved activations + gradients accumulated so
     far (+ ``workspace``); ``total`` = the fixed parts + the larger of that and the update phase
     (``grads + update_temp``)."""
@@ -81,12 +158,28 @@ class MemoryEstimate:
     workspace: int
     update_temp: int
     backward: int
-    checkpointing: bool | list[int]
+    plan: CheckpointPlan
     batch: int
     resolution: int
     frames: int
-    recompute_macs: int = 0  # forward MACs per sample that checkpointing recomputes
-    forward_macs: int = 0  # forward MACs per sample of the whole traced arch
+    recompute_macs: int = 0  # conv/matmul/attention MACs per sample backward recomputes
+    forward_macs: int = 0  # those of the whole forward, per sample
+    recompute_bytes: int = 0  # memory-bound ops' bytes per sample backward recomputes
+    forward_bytes: int = 0  # those of the whole forward, per sample
+    config: ModelConfig | None = None
+
+    @property
+    def recompute_cost(self) -> int:
+        """Recompute per sample in MAC-equivalents (the :data:`MACS_PER_BYTE` roofline)."""
+        return self.recompute_macs + MACS_PER_BYTE * self.recompute_bytes
+
+    @property
+    def forward_cost(self) -> int:
+        return self.forward_macs + MACS_PER_BYTE * self.forward_bytes
+
+    @property
+    def checkpointing(self) -> bool | list[int]:
+        return self.plan.describe(self.config)["checkpointing"]
 
     @property
     def fixed(self) -> int:
@@ -105,8 +198,10 @@ class MemoryEstimate:
                  "activations", "workspace", "update_temp", "backward")
         d = {f"{k}_gib": round(getattr(self, k) / GIB, 3) for k in sizes}
         d.update(total_gib=round(self.total / GIB, 3), phase=self.phase,
-                 checkpointing=self.checkpointing,
-                 recompute_fraction=round(self.recompute_macs / max(self.forward_macs, 1), 3),
+                 **self.plan.describe(self.config),
+                 recompute_fraction=round(self.recompute_cost / max(self.forward_cost, 1), 3),
+                 recompute_macs_fraction=round(self.recompute_macs / max(self.forward_macs, 1),
+                                               3),
                  batch=self.batch, resolution=self.resolution, frames=self.frames)
         return d
 
@@ -128,7 +223,8 @@ def _model_units(config: ModelConfig, resolution: int | None, frames: int | None
 
 def estimate(run, *, arch: Arch | None = None, batch: int | None = None,
              resolution: int | None = None, frames: int | None = None,
-             checkpointing: bool = False, parallel: str = "ddp", gpus: int = 1,
+             checkpointing: "bool | list[int] | CheckpointPlan" = False, unit: str = "layer",
+             policy: str = "full", parallel: str = "ddp", gpus: int = 1,
              device: str = "cuda") -> MemoryEstimate:
     """Estimate one device's peak memory for training ``run`` (a RunConfig).
 
@@ -138,8 +234,8 @@ def estimate(run, *, arch: Arch | None = None, batch: int | None = None,
         batch: micro-batch per device (None: ``train.batch_for(resolution)``).
         resolution / frames: video size (None: every config resolution, the worst; the
             config's frames). Latent configs take video units, like ``sned cost``.
-        checkpointing: gradient checkpointing: True (every diffusion block), False, or the
-            resolution levels whose blocks are checkpointed (:func:`level_blocks`).
+        checkpointing: a :class:`CheckpointPlan`, or True (every level), False, or the
+            resolution levels whose blocks are checkpointed, each by ``unit`` / ``policy``.
         parallel: ``ddp`` or ``fsdp``; gpus: devices (DDP buckets and FSDP shards need > 1).
         device: ``cuda`` (bf16 autocast unless ``train.mixed_precision=no``) or ``cpu`` (bf16
             only with ``train.mixed_precision=bf16``).
@@ -161,29 +257,33 @@ def estimate(run, *, arch: Arch | None = None, batch: int | None = None,
         # largest batch × resolution² is the worst (one trace instead of one per resolution)
         resolutions = [max(resolutions, key=lambda r: (
             (run.train.batch_for(r) if batch is None else batch) * r * r, r))]
-    blocks = level_blocks(cfg, checkpointing)
-    worst: tuple[int, SavedTrace, int, int] | None = None
+    plan = (checkpointing if isinstance(checkpointing, CheckpointPlan)
+            else CheckpointPlan.uniform(cfg, checkpointing, unit, policy))
+    blocks = plan.block_modes(cfg)
+    worst: tuple | None = None
     for r in resolutions:
         a = arch if arch is not None else _largest(run, space, r)
         if a is not None:
             space.validate(a.at(r), check_cap=False)
         n = run.train.batch_for(r) if batch is None else batch
         tr = trace_saved(cfg, a, n, r, t, "bf16" if bf16 else None, cuda_rules=device == "cuda")
-        need = tr.peak(blocks)
+        alive = tr.alive(blocks)
+        need = max(alive, default=tr.bytes_of(tr.outside))
         if worst is None or need > worst[0]:
-            worst = (need, tr, n, r, a)
-    need, tr, n, r, a = worst
-    model = _meta_model(cfg)
+            worst = (need, tr, n, r, alive)
+    need, tr, n, r, alive_list = worst
     shard = gpus if parallel == "fsdp" else 1
-    p = sum(q.numel() for q in model.parameters()) * 4 // shard
-    block_grads = [sum(q.numel() for q in b.parameters()) * 4 // shard for b in model.blocks]
+    total_numel, block_numel = _param_counts(cfg)
+    p = total_numel * 4 // shard
+    block_grads = [k * 4 // shard for k in block_numel]
     outside_grads = p - sum(block_grads)
     distills = run.train.inplace_distill and run.train.fixed_arch is None
     teacher = tr.output if distills else 0  # the teacher's detached prediction
     # backward meets the blocks in reverse: block i's saved set is alive while blocks > i have
     # their gradients (and block i gets its own); gradients outside blocks count throughout
     backward = max(alive + outside_grads + sum(block_grads[i:])
-                   for i, alive in enumerate(tr.alive(blocks)))
+                   for i, alive in enumerate(alive_list))
+    recompute_macs, recompute_bytes = tr.recompute(blocks)
     workspace = int(WORKSPACE_FACTOR * tr.largest)
     unsharded = 0
     if parallel == "fsdp" and gpus > 1:
@@ -198,16 +298,15 @@ def estimate(run, *, arch: Arch | None = None, batch: int | None = None,
     # legacy one kept full-size counts and a second temporary (its bias corrections)
     legacy = (run.train.exact_freeze and run.train.adam_counts == "element"
               and getattr(run.train, "update_impl", "fused") == "legacy")
-    recompute, forward = _block_macs(cfg, a, r, t, blocks)
     return MemoryEstimate(params=p, grads=p, optimizer=(3 if legacy else 2) * p,
                           ema=p if run.train.ema_decay > 0 else 0, ddp_buckets=ddp,
                           fsdp_unsharded=unsharded, activations=need + teacher,
                           workspace=workspace, update_temp=(2 if legacy else 1) * p,
                           backward=backward + teacher + workspace,
-                          checkpointing=(checkpointing if isinstance(checkpointing, bool)
-                                         else sorted(checkpointing)),
-                          batch=n, resolution=res_px, frames=frames_px,
-                          recompute_macs=recompute, forward_macs=forward)
+                          plan=plan, config=cfg, batch=n, resolution=res_px, frames=frames_px,
+                          recompute_macs=recompute_macs // n, forward_macs=tr.macs // n,
+                          recompute_bytes=recompute_bytes // n,
+                          forward_bytes=tr.cheap_bytes // n)
 
 
 def levels(cfg: ModelConfig) -> list[int]:
@@ -219,30 +318,18 @@ def levels(cfg: ModelConfig) -> list[int]:
 
 
 def level_blocks(cfg: ModelConfig, checkpointing) -> bool | frozenset[int]:
-    """``checkpointing`` (True / False / levels) → True, False or the diffusion block indices
-    of those levels (down, middle and up blocks alike)."""
+    """``checkpointing`` (True / False / levels / a :class:`CheckpointPlan`) → True, False or
+    the diffusion block indices of those levels (down, middle and up blocks alike)."""
     if isinstance(checkpointing, bool):
         return checkpointing
-    wanted = set(checkpointing)
-    known = levels(cfg)
-    if not wanted <= set(known):
-        raise ConfigError(f"checkpointing levels {sorted(wanted)}: {cfg.name!r} has levels "
-                          f"{known}")
-    if wanted == set(known):
+    plan = (checkpointing if isinstance(checkpointing, CheckpointPlan)
+            else CheckpointPlan.uniform(cfg, checkpointing))
+    if plan.everything:
         return True
-    return frozenset(i for i, s in enumerate(unet_blocks(cfg)) if s.level in wanted) or False
-
-
-def _block_macs(cfg: ModelConfig, arch: Arch | None, resolution: int, frames: int,
-                blocks) -> tuple[int, int]:
-    """(MACs per sample of the checkpointed blocks' forwards, of the whole forward) at
-    ``arch`` (None = the full supernet) — from the one cost model."""
-    specs = unet_blocks(cfg)
-    layouts = ([full_layout(s) for s in specs] if arch is None
-               else resolve(cfg, arch.at(resolution), specs))
-    per = [block_cost(cfg, s, lay, resolution, frames).macs for s, lay in zip(specs, layouts)]
-    chosen = sum(m for i, m in enumerate(per) if blocks is True or (blocks and i in blocks))
-    return chosen, model_cost(cfg, layouts, resolution, frames).macs
+    blocks = frozenset(plan.block_modes(cfg))
+    if blocks and len(blocks) == len(unet_blocks(cfg)):
+        return True
+    return blocks or False
 
 
 def _largest(run, space, resolution: int) -> Arch | None:
@@ -254,16 +341,19 @@ def _largest(run, space, resolution: int) -> Arch | None:
     return None
 
 
-_META_CACHE: dict[str, torch.nn.Module] = {}
+_COUNTS: dict[str, tuple[int, list[int]]] = {}
 
 
-def _meta_model(cfg: ModelConfig) -> torch.nn.Module:
+def _param_counts(cfg: ModelConfig) -> tuple[int, list[int]]:
+    """(parameters of ``cfg``'s supernet, those of each diffusion block), from a meta-device
+    model (nothing allocated); cached per config."""
     key = repr(cfg)
-    if key not in _META_CACHE:
+    if key not in _COUNTS:
         with torch.device("meta"):
-            _META_CACHE.clear()
-            _META_CACHE[key] = VideoUNet(cfg)
-    return _META_CACHE[key]
+            model = VideoUNet(cfg)
+        _COUNTS[key] = (sum(q.numel() for q in model.parameters()),
+                        [sum(q.numel() for q in b.parameters()) for b in model.blocks])
+    return _COUNTS[key]
 
 
 # --------------------------------------------------------------------------------- decisions
@@ -294,50 +384,80 @@ def choose_checkpointing(setting: bool | str, estimate_off, memory: int) -> bool
     return not fits(estimate_off().total, memory)
 
 
-def plan_checkpointing(setting: bool | str, estimate_with, level_list: list[int],
-                       memory: int) -> tuple[bool | list[int], MemoryEstimate]:
-    """``train.gradient_checkpointing`` → (True / False / the checkpointed levels, its
-    estimate). ``estimate_with(checkpointing)`` is :func:`estimate` of the run.
+def checkpoint_modes(unit: str = "auto", policy: str = "auto") -> list[tuple[str, str]]:
+    """The (unit, policy) ways a level may be checkpointed under ``train.checkpoint_unit`` /
+    ``train.checkpoint_policy`` (``auto`` = any)."""
+    if unit not in ("auto", *UNITS):
+        raise ConfigError(f"train.checkpoint_unit: invalid value {unit!r}; use auto, block or "
+                          f"layer")
+    if policy not in ("auto", *POLICIES):
+        raise ConfigError(f"train.checkpoint_policy: invalid value {policy!r}; use auto, full "
+                          f"or selective")
+    return [(u, p) for u in (UNITS if unit == "auto" else (unit,))
+            for p in (POLICIES if policy == "auto" else (policy,))]
 
-    ``"auto"``: off when that fits ``memory``; else, of every set of levels (cheapest
-    recompute first, then the smaller total), the first that fits; every level when none
-    does (the estimate then says it does not fit)."""
-    if not choose_checkpointing(setting, lambda: estimate_with(False), memory):
-        return False, estimate_with(False)
-    if setting is True:
-        return True, estimate_with(True)
+
+def plan_checkpointing(setting: bool | str, estimate_with, level_list: list[int],
+                       memory: int, unit: str = "auto", policy: str = "auto"
+                       ) -> tuple[CheckpointPlan, MemoryEstimate]:
+    """``train.gradient_checkpointing`` (+ ``checkpoint_unit`` / ``checkpoint_policy``) →
+    (the :class:`CheckpointPlan`, its estimate). ``estimate_with(plan)`` is :func:`estimate`
+    of the run.
+
+    ``False``: none. ``True``: every level, each in the allowed way (:func:`checkpoint_modes`)
+    that gives the smallest total (then the least recompute). ``"auto"``: none when that fits
+    ``memory``; else, of every plan (each level off or in an allowed way), the one with the
+    least recompute (:attr:`MemoryEstimate.recompute_cost`, then the smaller total) that fits;
+    the smallest total when none does (the estimate then says it does not fit)."""
+    modes = checkpoint_modes(unit, policy)
+    if not choose_checkpointing(setting, lambda: estimate_with(CheckpointPlan()), memory):
+        return CheckpointPlan(), estimate_with(CheckpointPlan())
+    options = modes if setting is True else [None, *modes]
     plans = []
-    for k in range(1, len(level_list) + 1):
-        for chosen in combinations(level_list, k):
-            e = estimate_with(True if k == len(level_list) else list(chosen))
-            plans.append((e.recompute_macs, e.total, e.checkpointing, e))
-    plans.sort(key=lambda x: (x[0], x[1]))
-    for _, total, chosen, e in plans:
+    for choice in product(options, repeat=len(level_list)):
+        plan = CheckpointPlan(tuple((lv, *m) for lv, m in zip(level_list, choice) if m))
+        if plan:
+            e = estimate_with(plan)
+            plans.append((e.recompute_cost, e.total, e))
+    smallest = min(plans, key=lambda x: (x[1], x[0]))[2]
+    if setting is True:
+        return smallest.plan, smallest
+    for _, total, e in sorted(plans, key=lambda x: (x[0], x[1])):
         if fits(total, memory):
-            return chosen, e
-    return True, estimate_with(True)
+            return e.plan, e
+    return smallest.plan, smallest
 
 
 def resolve_checkpointing(run, device: torch.device, gpus: int = 1,
-                          estimable: bool = True) -> bool | frozenset[int]:
-    """The Trainer's choice for ``run`` on ``device`` (``train.gradient_checkpointing``):
-    True, False or the diffusion block indices to checkpoint (``VideoUNet.
-    gradient_checkpointing``).
+                          estimable: bool = True) -> CheckpointPlan:
+    """The Trainer's plan for ``run`` on ``device`` (``train.gradient_checkpointing``,
+    ``checkpoint_unit``, ``checkpoint_policy``); :meth:`CheckpointPlan.apply` sets it on the
+    model.
 
-    ``auto`` plans the run's own diffusion UNet (pixel or latent;
-    :func:`plan_checkpointing`); other models (autoencoders, a caller's task such as
-    DiffNAS's students: ``estimable=False``) stay without checkpointing."""
-    setting = run.train.gradient_checkpointing
-    if setting == "auto" and not (estimable and isinstance(run.model, ModelConfig)):
-        return False
-    if isinstance(setting, bool) or setting != "auto":
-        return choose_checkpointing(setting, None, 0)
-    parallel = getattr(run.train, "parallel", "ddp")
-    chosen, _ = plan_checkpointing(
+    The run's own diffusion UNet (pixel or latent) is planned (:func:`plan_checkpointing`);
+    other models (autoencoders, a caller's task such as DiffNAS's students:
+    ``estimable=False``) stay without checkpointing under ``auto``, and checkpoint every
+    block (layers, or the configured unit / policy) under ``true``."""
+    tc = run.train
+    setting = tc.gradient_checkpointing
+    unit, policy = getattr(tc, "checkpoint_unit", "auto"), getattr(tc, "checkpoint_policy", "auto")
+    checkpoint_modes(unit, policy)  # names a bad value
+    if not isinstance(setting, bool) and setting != "auto":
+        choose_checkpointing(setting, None, 0)  # names a bad value
+    planned = estimable and isinstance(run.model, ModelConfig)
+    if setting is False or (setting == "auto" and not planned):
+        return CheckpointPlan()
+    if not planned:
+        if not isinstance(run.model, ModelConfig):
+            return CheckpointPlan(everything=True)
+        u, p = ("layer" if unit == "auto" else unit), ("full" if policy == "auto" else policy)
+        return CheckpointPlan.uniform(run.model, True, u, p)
+    parallel = getattr(tc, "parallel", "ddp")
+    plan, _ = plan_checkpointing(
         setting, lambda c: estimate(run, checkpointing=c, gpus=gpus, device=device.type,
                                     parallel=parallel),
-        levels(run.model), device_memory(device))
-    return level_blocks(run.model, chosen)
+        levels(run.model), device_memory(device), unit, policy)
+    return plan
 
 
 def cpu_peak_bytes(fn) -> int:

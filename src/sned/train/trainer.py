@@ -134,8 +134,9 @@ class Trainer:
         if checkpoint is None and self.cfg.init_from is not None:
             self._init_from(self.cfg.init_from)  # before EMA, optimizer and FSDP copy it
         self._dataset = self.task.dataset()  # the data is checked before the folder is touched
-        self.model.gradient_checkpointing = resolve_checkpointing(
+        self.checkpoint_plan = resolve_checkpointing(
             run, self.device, self.world, estimable=task is None)  # auto: by the estimate
+        self.checkpoint_plan.apply(self.model, run.model)
         # DDP replicas or FSDP2 shards under torchrun (sned.train.parallel)
         self.parallel = Parallel(self.model, self.cfg.parallel, self.device, self.world)
         params = list(self.model.parameters())
