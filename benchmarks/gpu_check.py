@@ -93,16 +93,28 @@ def _batch(trainer, n: int) -> dict:
     return batch
 
 
-def _set_case(trainer, batch: int, ckpt: bool) -> None:
-    """Point an existing Trainer at another micro-batch size and checkpointing setting, at a
-    step that draws the config's largest resolution (what the estimate is for)."""
+def _set_case(trainer, batch: int, ckpt):
+    """Point an existing Trainer at another micro-batch size and checkpointing plan, at a
+    step that draws the config's largest resolution (what the estimate is for). ``ckpt``:
+    False, True (every level, each the way that needs least memory: ``sned memory
+    --checkpointing on``) or a :class:`~sned.train.memory.CheckpointPlan`. Returns the plan."""
+    from sned.train.memory import (CheckpointPlan, device_memory, estimate, levels,
+                                   plan_checkpointing)
+
     top = max(trainer.run.model.resolutions)
     while trainer.sampler(trainer.step)[0][0].resolution != top:
         trainer.step += 1
     trainer.cfg = dataclasses.replace(trainer.cfg, batch_size=batch,
-                                      gradient_checkpointing=ckpt)
+                                      gradient_checkpointing=bool(ckpt))
     trainer.run = dataclasses.replace(trainer.run, train=trainer.cfg)
-    trainer.model.gradient_checkpointing = ckpt
+    plan = ckpt if isinstance(ckpt, CheckpointPlan) else CheckpointPlan()
+    if ckpt is True:
+        plan, _ = plan_checkpointing(
+            True, lambda c: estimate(trainer.run, batch=batch, resolution=top, checkpointing=c,
+                                     device=trainer.device.type),
+            levels(trainer.run.model), device_memory(trainer.device))
+    plan.apply(trainer.model, trainer.run.model)
+    return plan
 
 
 # --------------------------------------------------------------------------------- (a)
@@ -156,12 +168,12 @@ def check_memory(trainer, plan: dict) -> list[dict]:
 
     rows = []
     for n, ckpt in plan["memory_cases"]:
-        _set_case(trainer, n, ckpt)
+        ckpt_plan = _set_case(trainer, n, ckpt)
         batch = _batch(trainer, n)
         trainer.train_step(batch)  # optimizer state exists from here on
         measured = measure_step_peak(trainer, batch)
         est = estimate(trainer.run, batch=n, resolution=max(trainer.run.model.resolutions),
-                       checkpointing=ckpt, device=trainer.device.type)
+                       checkpointing=ckpt_plan, device=trainer.device.type)
         rows.append({"batch": n, "checkpointing": ckpt, "measured_gib": measured / GIB,
                      "estimate_gib": est.total / GIB, "ratio": est.total / measured,
                      "estimate": est.to_dict(), "pass": abs(est.total / measured - 1) <= 0.15})
@@ -339,12 +351,16 @@ def _markdown_v2(r: dict) -> list[str]:
     h = r.get("variants")
     if isinstance(h, list):
         lines += ["- (h) training variants (same arch, same trainer):", "",
-                  "| variant | batch | checkpointing | step s | peak GiB |", "|---|---|---|---|---|"]
+                  "| variant | batch | checkpointing (unit, policy) | recompute | step s | "
+                  "peak GiB | estimate GiB |", "|---|---|---|---|---|---|---|"]
         for v in h:
             step = "OOM" if v["step_s"] is None else f"{v['step_s']:.3f}"
             peak = "n/a" if v["peak_gib"] is None else f"{v['peak_gib']:.1f}"
-            lines.append(f"| {v['variant']} | {v['batch']} | {v['checkpointing']} | {step} | "
-                         f"{peak} |")
+            how = (f"{v['checkpointing']} ({v.get('checkpoint_unit')}, "
+                   f"{v.get('checkpoint_policy')})")
+            lines.append(f"| {v['variant']} | {v['batch']} | {how} | "
+                         f"{v.get('recompute_fraction')} | {step} | {peak} | "
+                         f"{v.get('estimate_gib', 0):.1f} |")
         lines.append("")
     else:
         lines.append(f"- (h) variants: **error** {_error(h or {})}")

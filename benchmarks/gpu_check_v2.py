@@ -3,9 +3,10 @@
 (g) **profile** of one training step by kernel category — conv (incl. layout transposes),
     matmul, attention, norm/elementwise/cast, optimizer (optimizer + EMA) — with the GPU-busy
     fraction, kernel launches and host syncs (CPU: aten leaf ops, same categories).
-(h) **training variants** side by side on one trainer, each with step time and peak memory:
-    fused vs legacy optimizer, EMA by lerp vs diffusers' two-pass, checkpointing every level
-    vs the planner's levels, batch 8 (planner), cudnn.benchmark off vs on.
+(h) **training variants** side by side on one trainer, each with step time, peak memory and
+    the planner's estimate: fused vs legacy optimizer, EMA by lerp vs diffusers' two-pass, the
+    planner's checkpointing (auto) vs ``on`` (least memory) vs every level by block / layer,
+    full / selective, batch 8 (planner), cudnn.benchmark off vs on.
 (i) **sampling variants** of extracted S and B: autocast casting fp32 weights every step (the
     old path), weights cast once (the default now), compiled (``mode="reduce-overhead"``:
     CUDA graphs; skipped with ``--smoke``).
@@ -130,25 +131,25 @@ def training_variants(trainer, make_batch, set_case, plan: dict) -> list[dict]:
     from diffusers.training_utils import EMAModel
 
     from sned.train.ema import LerpEMA
-    from sned.train.memory import (device_memory, estimate, level_blocks, levels,
+    from sned.train.memory import (CheckpointPlan, device_memory, estimate, levels,
                                    plan_checkpointing)
 
     n, steps = plan["variant_batch"], plan["variant_steps"]
     res = max(trainer.run.model.resolutions)
     memory = device_memory(trainer.device)
+    cfg = trainer.run.model
 
-    def planned(batch_size):
-        chosen, e = plan_checkpointing(
-            "auto", lambda c: estimate(trainer.run, batch=batch_size, resolution=res,
-                                       checkpointing=c, device=trainer.device.type),
-            levels(trainer.run.model), memory)
-        return chosen, level_blocks(trainer.run.model, chosen)
+    def planned(batch_size, setting="auto"):
+        chosen, _ = plan_checkpointing(
+            setting, lambda c: estimate(trainer.run, batch=batch_size, resolution=res,
+                                        checkpointing=c, device=trainer.device.type),
+            levels(cfg), memory)
+        return chosen
 
     rows = []
 
-    def run(name, batch_size, ckpt, impl="fused", ema="lerp", cudnn=True, note=None):
-        set_case(trainer, batch_size, True)
-        trainer.model.gradient_checkpointing = ckpt
+    def run(name, batch_size, ckpt, impl="fused", ema="lerp", cudnn=True):
+        set_case(trainer, batch_size, ckpt)  # applies the CheckpointPlan
         trainer.optimizer.impl = "slices" if impl == "legacy" else "fused"
         if trainer.ema is not None:
             trainer.ema.__class__ = LerpEMA if ema == "lerp" else EMAModel
@@ -162,18 +163,24 @@ def training_variants(trainer, make_batch, set_case, plan: dict) -> list[dict]:
             torch.backends.cudnn.benchmark = saved
             if trainer.device.type == "cuda":
                 torch.cuda.empty_cache()
-        rows.append({"variant": name, "batch": batch_size,
-                     "checkpointing": ckpt if isinstance(ckpt, bool) else note, **r})
+        est = estimate(trainer.run, batch=batch_size, resolution=res, checkpointing=ckpt,
+                       device=trainer.device.type)
+        rows.append({"variant": name, "batch": batch_size, **ckpt.describe(cfg),
+                     "estimate_gib": est.total / 2 ** 30,
+                     "recompute_fraction": est.to_dict()["recompute_fraction"], **r})
 
-    chosen, blocks = planned(n)
-    run("fused update, lerp EMA, planner levels", n, blocks, note=chosen)
-    run("legacy update (slices, full counts)", n, blocks, impl="legacy", note=chosen)
-    run("diffusers EMA (two passes)", n, blocks, ema="diffusers", note=chosen)
-    run("checkpoint every block", n, True)
-    run("cudnn.benchmark off", n, blocks, cudnn=False, note=chosen)
+    chosen = planned(n)
+    run("fused update, lerp EMA, planner (auto)", n, chosen)
+    run("legacy update (slices, full counts)", n, chosen, impl="legacy")
+    run("diffusers EMA (two passes)", n, chosen, ema="diffusers")
+    run("checkpointing on: least memory", n, planned(n, True))
+    for unit in ("block", "layer"):  # every level one way (the CPU's bench_checkpointing.py)
+        for policy in ("full", "selective"):
+            run(f"every level: {unit}/{policy}", n,
+                CheckpointPlan.uniform(cfg, True, unit, policy))
+    run("cudnn.benchmark off", n, chosen, cudnn=False)
     big = plan["variant_big_batch"]
-    chosen8, blocks8 = planned(big)
-    run(f"batch {big}, planner levels", big, blocks8, note=chosen8)
+    run(f"batch {big}, planner (auto)", big, planned(big))
     trainer.optimizer.impl = "fused"
     return rows
 
