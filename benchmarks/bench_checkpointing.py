@@ -2,7 +2,8 @@
 
     python benchmarks/bench_checkpointing.py                        # tiny-base, one CPU thread
     python benchmarks/bench_checkpointing.py --json docs/results/checkpointing_cpu.json
-    python benchmarks/bench_checkpointing.py --config pixel-base --batch 4 train.device=cuda
+    python benchmarks/bench_checkpointing.py --config pixel-base --frames 16 --batch 4 \
+        --modes block/full,layer/full,on,layer/selective train.device=cuda   # an 80 GB GPU
 
 One Trainer (``train.fixed_arch``, default B, at the config's largest resolution; the same
 batch every step), re-planned between rounds (:meth:`sned.train.memory.CheckpointPlan.apply`):
@@ -12,7 +13,8 @@ on`` plan (each level the way that needs least memory). The modes alternate in r
 ``--block`` steps after a warm-up, so load drifts hit them alike. Printed per mode, side by side:
 the median step time and its ratio to no checkpointing, the measured peak (CPU: the
 allocator's, via the profiler; CUDA: ``max_memory_allocated``), the planner's estimate of it,
-and the planner's recompute fractions (roofline; MACs alone).
+and the planner's recompute fractions (roofline; MACs alone). A mode that runs out of GPU
+memory is reported as such; ratios are to the first mode listed that ran.
 """
 
 from __future__ import annotations
@@ -60,10 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=4, help="alternating rounds per mode")
     ap.add_argument("--block", type=int, default=2, help="timed steps per mode per round")
     ap.add_argument("--warm", type=int, default=1, help="untimed steps per mode first")
+    ap.add_argument("--modes", default=",".join(MODES),
+                    help=f"comma-separated, of {', '.join(MODES)}")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path)
     ap.add_argument("overrides", nargs="*", help="run-config key=value overrides")
     args = ap.parse_args(argv)
+    modes = args.modes.split(",")
+    if not modes or not set(modes) <= set(MODES):
+        ap.error(f"--modes {args.modes}: use some of {', '.join(MODES)}")
     torch.set_num_threads(args.threads)
 
     from sned.data.transforms import collate
@@ -100,38 +107,56 @@ def main(argv: list[str] | None = None) -> int:
                 out.append(time.perf_counter() - t0)
             return out
 
-        times: dict[str, list[float]] = {m: [] for m in MODES}
-        for m in MODES:
-            steps(m, args.warm)
+        times: dict[str, list[float]] = {m: [] for m in modes}
+        oom: set[str] = set()
+
+        def timed(m: str, k: int) -> None:
+            if m in oom:
+                return
+            try:
+                times[m] += steps(m, k)
+            except torch.OutOfMemoryError:
+                oom.add(m)
+                trainer.optimizer.zero_grad(set_to_none=True)
+                torch.cuda.empty_cache()
+
+        for m in modes:
+            timed(m, args.warm)
+            times[m] = []
         for _ in range(args.rounds):
-            for m in MODES:
-                times[m] += steps(m, args.block)
+            for m in modes:
+                timed(m, args.block)
         rows = []
-        for m in MODES:
+        for m in modes:
             plans[m].apply(trainer.model, run.model)
             trainer.step = step0
-            peak = measure_step_peak(trainer, batch)
+            peak = None if m in oom else measure_step_peak(trainer, batch)
             est = estimate(run, batch=args.batch, resolution=top, checkpointing=plans[m],
                            device=trainer.device.type).to_dict()
             rows.append({"mode": m, "checkpoint_unit": est["checkpoint_unit"],
                          "checkpoint_policy": est["checkpoint_policy"],
-                         "step_ms": 1e3 * statistics.median(times[m]),
+                         "step_ms": 1e3 * statistics.median(times[m]) if times[m] else None,
                          "step_ms_all": [round(1e3 * t, 2) for t in times[m]],
-                         "peak_gib": peak / GIB, "estimate_gib": est["total_gib"],
+                         "peak_gib": None if peak is None else peak / GIB,
+                         "estimate_gib": est["total_gib"],
                          "activations_gib": est["activations_gib"],
                          "recompute_fraction": est["recompute_fraction"],
                          "recompute_macs_fraction": est["recompute_macs_fraction"]})
-    base = rows[0]["step_ms"]
+    base = next((r["step_ms"] for r in rows if r["step_ms"]), None)
     print(f"{args.config} fixed_arch={args.arch} batch {args.batch} × {args.frames} frames × "
           f"{top}² on {trainer.device} ({args.threads} thread(s)); median of "
           f"{args.rounds * args.block} steps per mode\n")
-    print("| mode | unit | policy | step ms | × off | peak MiB | estimate MiB | "
+    print(f"| mode | unit | policy | step ms | × {rows[0]['mode']} | peak MiB | estimate MiB | "
           "recompute (roofline / MACs) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        r["ratio_to_off"] = r["step_ms"] / base
+        if r["step_ms"] is None:
+            print(f"| {r['mode']} | {r['checkpoint_unit']} | {r['checkpoint_policy']} | OOM | "
+                  f"| | {r['estimate_gib'] * 1024:.1f} | |")
+            continue
+        r["ratio"] = r["step_ms"] / base
         print(f"| {r['mode']} | {r['checkpoint_unit']} | {r['checkpoint_policy']} | "
-              f"{r['step_ms']:.1f} | {r['ratio_to_off']:.2f} | {r['peak_gib'] * 1024:.1f} | "
+              f"{r['step_ms']:.1f} | {r['ratio']:.2f} | {r['peak_gib'] * 1024:.1f} | "
               f"{r['estimate_gib'] * 1024:.1f} | {r['recompute_fraction']:.2f} / "
               f"{r['recompute_macs_fraction']:.2f} |")
     if args.json:
