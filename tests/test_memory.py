@@ -287,3 +287,21 @@ def test_cli_memory_bad_input_exits_2(capsys, argv, msg):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert msg in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("preset", [None, "S"])
+def test_traced_macs_are_the_cost_models(preset):
+    """The planner's recompute MACs come from the trace (torch's flop formulas per aten op);
+    its forward total is the cost model's, so both count the same model."""
+    from sned.arch import resolve
+    from sned.cost import model_cost
+    from sned.space import SearchSpace
+    from sned.train.activations import trace_saved
+
+    cfg = load_run_config("tiny-base").model
+    arch = None if preset is None else SearchSpace.for_run(cfg).preset(preset).at(32)
+    tr = trace_saved(cfg, arch, 2, 32, 4)
+    layouts = None if arch is None else resolve(cfg, arch)
+    assert tr.macs == 2 * model_cost(cfg, layouts, 32, 4).macs
+    assert sum(b.macs for b in tr.blocks) < tr.macs  # the stem and resamplers are outside
+    assert all(sum(u.macs for u in b.layers) <= b.macs for b in tr.blocks)

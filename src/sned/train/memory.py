@@ -45,19 +45,18 @@ does); ``true`` checkpoints every level, each the way that needs the least memor
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from itertools import product
 
 import torch
-
-from itertools import product
 
 from ..arch import Arch, unet_blocks
 from ..config import ConfigError, ModelConfig
 from ..models.codec import pixel_factors, to_latent
 from ..models.unet import VideoUNet
-from ..nn.checkpoint import POLICIES
 from ..space import SearchSpace
 from .activations import trace_saved
+from .checkpoint_plan import UNITS, CheckpointPlan, checkpoint_modes, levels  # noqa: F401
 from .arch_sampler import fixed_arch
 
 GIB = 2 ** 30
@@ -72,72 +71,6 @@ MACS_PER_BYTE = 150
 """Roofline exchange rate of recompute: an H100 SXM's dense bf16 tensor-core rate (~495 T
 MAC/s) over its HBM bandwidth (3.35 TB/s). Recomputing costs ``MACs + MACS_PER_BYTE × bytes``
 (the conv/matmul/attention MACs, the other ops' bytes read and written)."""
-UNITS = ("block", "layer")
-
-
-@dataclass(frozen=True)
-class CheckpointPlan:
-    """How each UNet level is checkpointed: ``modes`` = ((level, unit, policy), ...) for the
-    checkpointed levels (unit in :data:`UNITS`, policy in ``POLICIES``), by level; the empty
-    plan is no checkpointing. ``everything``: every block (layers, full), for a model whose
-    levels are not known (``train.gradient_checkpointing=true`` on a caller's task)."""
-
-    modes: tuple[tuple[int, str, str], ...] = ()
-    everything: bool = False
-
-    def __bool__(self) -> bool:
-        return bool(self.modes) or self.everything
-
-    @classmethod
-    def uniform(cls, cfg: ModelConfig, checkpointing, unit: str = "layer",
-                policy: str = "full") -> "CheckpointPlan":
-        """True (every level), False or a list of levels, all as ``unit`` / ``policy``."""
-        if unit not in UNITS or policy not in POLICIES:
-            raise ConfigError(f"checkpointing unit {unit!r} / policy {policy!r}: use one of "
-                              f"{UNITS} / {POLICIES}")
-        known = levels(cfg)
-        chosen = (known if checkpointing is True else [] if checkpointing is False
-                  else sorted(set(checkpointing)))
-        if not set(chosen) <= set(known):
-            raise ConfigError(f"checkpointing levels {chosen}: {cfg.name!r} has levels {known}")
-        return cls(tuple((lv, unit, policy) for lv in chosen))
-
-    def block_modes(self, cfg: ModelConfig) -> dict[int, tuple[str, str]]:
-        """Diffusion block index → (unit, policy) of the checkpointed blocks."""
-        by_level = {lv: (u, p) for lv, u, p in self.modes}
-        return {i: by_level[s.level] for i, s in enumerate(unet_blocks(cfg))
-                if s.level in by_level}
-
-    def describe(self, cfg: ModelConfig | None) -> dict:
-        """``checkpointing`` (False, True = every level, or the levels), ``checkpoint_unit`` and
-        ``checkpoint_policy`` (one value, or level → value when they differ; None when off)."""
-        if self.everything:
-            return {"checkpointing": True, "checkpoint_unit": "layer",
-                    "checkpoint_policy": "full"}
-        if not self.modes:
-            return {"checkpointing": False, "checkpoint_unit": None, "checkpoint_policy": None}
-        lvls = [lv for lv, _, _ in self.modes]
-        d = {"checkpointing": True if lvls == levels(cfg) else lvls}
-        for key, k in (("checkpoint_unit", 1), ("checkpoint_policy", 2)):
-            values = {str(m[0]): m[k] for m in self.modes}
-            d[key] = next(iter(values.values())) if len(set(values.values())) == 1 else values
-        return d
-
-    def apply(self, model: torch.nn.Module, cfg: ModelConfig | None) -> None:
-        """Set ``model``'s (a VideoUNet's) ``gradient_checkpointing`` (True, False or the block
-        indices), ``checkpoint_unit`` and ``checkpoint_policy`` (one value or per block)."""
-        if self.everything or not self.modes:
-            model.gradient_checkpointing = bool(self.everything)
-            return
-        modes = self.block_modes(cfg)
-        n = len(unet_blocks(cfg))
-        model.gradient_checkpointing = True if len(modes) == n else frozenset(modes)
-        for attr, k in (("checkpoint_unit", 0), ("checkpoint_policy", 1)):
-            values = {i: m[k] for i, m in modes.items()}
-            setattr(model, attr, next(iter(values.values())) if len(set(values.values())) == 1
-                    else values)
-
-
 @dataclass
 class MemoryEstimate:
     """Peak memory of one training step on one device, in bytes (see the module docstring).
@@ -309,14 +242,6 @@ def estimate(run, *, arch: Arch | None = None, batch: int | None = None,
                           forward_bytes=tr.cheap_bytes // n)
 
 
-def levels(cfg: ModelConfig) -> list[int]:
-    """The resolution levels of ``cfg``'s UNet (0 = full resolution)."""
-    if not isinstance(cfg, ModelConfig):
-        raise ConfigError(f"memory estimates are for diffusion UNets; {cfg.name!r} is an "
-                          f"autoencoder config")
-    return sorted({s.level for s in unet_blocks(cfg)})
-
-
 def level_blocks(cfg: ModelConfig, checkpointing) -> bool | frozenset[int]:
     """``checkpointing`` (True / False / levels / a :class:`CheckpointPlan`) → True, False or
     the diffusion block indices of those levels (down, middle and up blocks alike)."""
@@ -382,19 +307,6 @@ def choose_checkpointing(setting: bool | str, estimate_off, memory: int) -> bool
         raise ConfigError(f"train.gradient_checkpointing: invalid value {setting!r}; use true, "
                           f"false or auto")
     return not fits(estimate_off().total, memory)
-
-
-def checkpoint_modes(unit: str = "auto", policy: str = "auto") -> list[tuple[str, str]]:
-    """The (unit, policy) ways a level may be checkpointed under ``train.checkpoint_unit`` /
-    ``train.checkpoint_policy`` (``auto`` = any)."""
-    if unit not in ("auto", *UNITS):
-        raise ConfigError(f"train.checkpoint_unit: invalid value {unit!r}; use auto, block or "
-                          f"layer")
-    if policy not in ("auto", *POLICIES):
-        raise ConfigError(f"train.checkpoint_policy: invalid value {policy!r}; use auto, full "
-                          f"or selective")
-    return [(u, p) for u in (UNITS if unit == "auto" else (unit,))
-            for p in (POLICIES if policy == "auto" else (policy,))]
 
 
 def plan_checkpointing(setting: bool | str, estimate_with, level_list: list[int],
