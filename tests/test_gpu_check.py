@@ -34,7 +34,11 @@ def test_gpu_check_smoke_runs_every_part_and_passes(tmp_path):
     assert g["launches"] > 0 and sum(g["ms_by_category"].values()) > 0
     assert g["ms_by_category"]["optimizer"] > 0 and g["ms_by_category"]["conv"] > 0
     names = [v["variant"] for v in r["variants"]]
-    assert len(names) == 6 and all(v["step_s"] > 0 for v in r["variants"])
+    assert len(names) == 10 and all(v["step_s"] > 0 for v in r["variants"])
+    ckpt = {v["variant"]: v for v in r["variants"] if v["variant"].startswith("every level")}
+    assert {(v["checkpoint_unit"], v["checkpoint_policy"]) for v in ckpt.values()} == {
+        ("block", "full"), ("layer", "full"), ("block", "selective"), ("layer", "selective")}
+    assert all(v["estimate_gib"] > 0 and v["checkpointing"] is True for v in ckpt.values())
     s = r["sampling"]
     assert s["S_autocast_every_step_s"] > 0 and s["B_weights_cast_once_s"] > 0
     assert r["tiny"]["legacy_ms"] > 0 and r["tiny"]["fused_ms"] > 0
