@@ -133,8 +133,9 @@ def timing(timed: int, warm: int, block: int, warm_cycle: int, extra: list[str])
             "max_weight_diff": weight_diff, "same_archs": archs_same}
 
 
-def worker(steps: int, warm: int, weights: Path) -> None:
-    """One process: the study step on this tree (whatever ``sned`` imports), printed as JSON."""
+def worker(steps: int, warm: int, weights: Path, extra: list[str]) -> None:
+    """One process: the study step on this tree (whatever ``sned`` imports), printed as JSON;
+    ``extra``: run-config overrides (e.g. the recipe an older checkout ran)."""
     from safetensors.torch import save_file
 
     from sned.app.study import StudyPlan, plan_runs, run_config
@@ -144,7 +145,7 @@ def worker(steps: int, warm: int, weights: Path) -> None:
     plan = StudyPlan(steps=1000)
     spec = next(s for s in plan_runs(plan, (16,)) if s.name == "supernet")
     run = run_config(plan, spec, 0, (16,), "cpu", extra=["train.warmup_steps=4",
-                                                          "train.log_every=1000"])
+                                                          "train.log_every=1000", *extra])
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(run, Path(tmp) / "run", progress=False)
         trainer.save = lambda: None
@@ -160,8 +161,9 @@ def worker(steps: int, warm: int, weights: Path) -> None:
                       "losses": losses}))
 
 
-def baseline(src: Path, rounds: int, steps: int, warm: int) -> dict:
-    """This tree vs ``src`` in alternating processes (same seed, same study step)."""
+def baseline(src: Path, rounds: int, steps: int, warm: int, extra: list[str]) -> dict:
+    """This tree vs ``src`` in alternating processes (same seed, same study step); ``extra``
+    overrides go to THIS tree's runs only (to run the recipe the older checkout ran)."""
     import os
     import subprocess
 
@@ -175,7 +177,8 @@ def baseline(src: Path, rounds: int, steps: int, warm: int) -> dict:
                 w = Path(tmp) / f"{name}-{r}.safetensors"
                 env = {**os.environ, "PYTHONPATH": str(path), "OMP_NUM_THREADS": "1"}
                 out = subprocess.run([sys.executable, __file__, "--worker", str(w),
-                                      "--timed", str(steps), "--warm", str(warm)],
+                                      "--timed", str(steps), "--warm", str(warm),
+                                      *(extra if name == "this" else [])],
                                      capture_output=True, text=True, env=env, check=True)
                 runs[name].append({**json.loads(out.stdout.strip().splitlines()[-1]),
                                    "weights": w})
@@ -185,7 +188,7 @@ def baseline(src: Path, rounds: int, steps: int, warm: int) -> dict:
     cpu = {k: statistics.median(x["cpu_ms"] for x in v) for k, v in runs.items()}
     loss_diff = max(abs(x - y) for x, y in zip(runs["baseline"][-1]["losses"],
                                                  runs["this"][-1]["losses"]))
-    return {"baseline_src": str(src), "rounds": rounds, "steps": steps,
+    return {"baseline_src": str(src), "rounds": rounds, "steps": steps, "this_overrides": extra,
             "ms_per_step": med, "speedup": round(med["baseline"] / med["this"], 3),
             "cpu_ms_per_step": cpu, "cpu_speedup": round(cpu["baseline"] / cpu["this"], 3),
             "max_loss_diff": loss_diff, "max_weight_diff": weight_diff}
@@ -216,13 +219,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("overrides", nargs="*", help="run-config key=value overrides")
     args = ap.parse_args(argv)
     if args.worker:
-        worker(args.timed, args.warm, args.worker)
+        worker(args.timed, args.warm, args.worker, args.overrides)
         return 0
     torch.set_num_threads(args.threads)
     warm_cycle = 4  # the sampler's warm-up is over after one cycle: random archs included
     result = {"census": {}, "threads": args.threads, "overrides": args.overrides}
     if args.baseline_src:
-        result["baseline"] = b = baseline(args.baseline_src, args.rounds, args.timed, args.warm)
+        result["baseline"] = b = baseline(args.baseline_src, args.rounds, args.timed, args.warm,
+                                          args.overrides)
         print(f"study step vs {b['baseline_src']} (separate processes, {b['rounds']} rounds): "
               f"{b['ms_per_step']['baseline']:.1f} -> {b['ms_per_step']['this']:.1f} ms "
               f"({b['speedup']:.2f}x; CPU time {b['cpu_speedup']:.2f}x); max |loss diff| "

@@ -202,6 +202,11 @@ class Trainer:
         res, archs, floors = outcome.resolution, outcome.archs, outcome.floors
         losses = torch.stack([torch.as_tensor(x, dtype=torch.float64, device=self.device)
                               .reshape(()) for x in outcome.losses])
+        signature = None
+        if self.tracker is not None and self.parallel.mode != "fsdp":
+            # the update's lists, once per arch signature, built while the device works
+            signature = self.tracker.signature()
+            self.optimizer.prepare(boxes=self.tracker.extents, signature=signature)
         finite, mean_loss = self._agree(losses)  # the step's one device→host read
         cost = outcome.cost
         spent = outcome.train_macs * self.world
@@ -212,7 +217,7 @@ class Trainer:
                               float("nan"), skipped=True, losses=losses, train_macs=spent)
         grad_norm = self._clip()
         if self.tracker is not None and self.parallel.mode != "fsdp":
-            self.optimizer.step(boxes=self.tracker.extents)  # masks cached per region
+            self.optimizer.step(boxes=self.tracker.extents, signature=signature)
         elif self.tracker is not None:  # local index boxes of each rank's shard
             self.optimizer.step(regions=self.parallel.step_regions(self.tracker.regions()))
         else:
