@@ -76,9 +76,10 @@ class _Masks:
     ``active`` (float 0/1), the moments' weights and the factor folding the mask into the
     denominator (1 where active, inf elsewhere: the step there is m / inf = 0)."""
 
-    __slots__ = ("active", "m_weight", "v_keep", "v_add", "denom")
+    __slots__ = ("active", "m_weight", "v_keep", "v_add", "denom", "whole")
 
-    def __init__(self, mask: Tensor, b1: float, b2: float) -> None:
+    def __init__(self, mask: Tensor, b1: float, b2: float, whole: bool = False) -> None:
+        self.whole = whole  # the region is all of the parameter
         self.active = mask.float()
         self.m_weight = torch.where(mask, 1 - b1, 0.0)
         self.v_keep = torch.where(mask, b2, 1.0)
@@ -136,28 +137,32 @@ class _FlatCounts:
 
 
 class _GroupPlan(NamedTuple):
-    """One parameter group's part of a step: the parameters updated (``ps``; ``missing``:
-    those in the regions whose gradient was None, skipped) and the lists of their states,
-    count views and masks — everything but the gradients, which are new tensors each step."""
+    """One parameter group's part of a step: the parameters updated with masks (``ps``), those
+    updated whole (``whole``: the region is all of the parameter and its count one number —
+    plain AdamW, torch's fused kernel), those in the regions whose gradient was None
+    (``missing``, skipped), and the lists of their states, count views and masks —
+    everything but the gradients, which are new tensors each step."""
 
     group: dict
     ps: list[Tensor]
-    missing: list[Tensor]
     ms: list[Tensor]
     vs: list[Tensor]
     ns: list[Tensor]
     bc1: list[Tensor]
     bc2: list[Tensor]
     masks: MaskLists
+    whole: tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]  # ps, ms, vs, ns
+    missing: list[Tensor]
     flat: _FlatCounts
 
-    def grads(self) -> list[Tensor] | None:
-        """The gradients of ``ps``, or None when the gradients present differ from the
-        plan's (it was built for other ones: rebuild)."""
-        gs = [p.grad for p in self.ps]
-        if any(g is None for g in gs) or any(p.grad is not None for p in self.missing):
+    def grads(self) -> tuple[list[Tensor], list[Tensor]] | None:
+        """The gradients of ``ps`` and of the whole ones, or None when the gradients present
+        differ from the plan's (it was built for other ones: rebuild)."""
+        gs, whole = [p.grad for p in self.ps], [p.grad for p in self.whole[0]]
+        if (any(g is None for g in gs) or any(g is None for g in whole)
+                or any(p.grad is not None for p in self.missing)):
             return None
-        return gs
+        return gs, whole
 
 
 class _Plan(NamedTuple):
@@ -257,7 +262,7 @@ class MaskedAdamW(torch.optim.Optimizer):
         if len(self._masks) >= _MASK_CACHE_LIMIT:
             self._masks.clear()
         masks = self._masks[(self._index.get(p, id(p)), keys, tuple(counts.shape), b1, b2)] \
-            = _Masks(mask, b1, b2)
+            = _Masks(mask, b1, b2, whole=not dims)
         return masks
 
     def convert_states(self) -> None:
@@ -328,9 +333,16 @@ class MaskedAdamW(torch.optim.Optimizer):
         if not ps:
             return None
         flat = self._flat_counts(gi, group, ps)
+        whole = [i for i, (p, k) in enumerate(zip(ps, masks))
+                 if k.whole and flat.views[p][0].numel() == 1 and _fusable(p)]
+        whole_ps = [ps[i] for i in whole]
+        whole_part = (whole_ps, [ms[i] for i in whole], [vs[i] for i in whole],
+                      [flat.views[p][0] for p in whole_ps])
+        keep = sorted(set(range(len(ps))) - set(whole))
+        ps, ms, vs, masks = ([x[i] for i in keep] for x in (ps, ms, vs, masks))
         views = [flat.views[p] for p in ps]
-        return _GroupPlan(group, ps, missing, ms, vs, [v[0] for v in views],
-                          [v[1] for v in views], [v[2] for v in views], MaskLists.of(masks),
+        return _GroupPlan(group, ps, ms, vs, [v[0] for v in views], [v[1] for v in views],
+                          [v[2] for v in views], MaskLists.of(masks), whole_part, missing,
                           flat)
 
     # ------------------------------------------------------------------------- the step
@@ -348,19 +360,25 @@ class MaskedAdamW(torch.optim.Optimizer):
         if any(gp is not None and gs is None for gp, gs in zip(plans, grads)):
             plans = self._plan(boxes, regions, None)  # other gradients than the plan's
             grads = [None if gp is None else gp.grads() for gp in plans]
-        for gp, gs in zip(plans, grads):
+        for gp, g in zip(plans, grads):
             if gp is None:
                 continue
             group = gp.group
             b1, b2 = group["betas"]
-            if group["per_element"]:
-                torch._foreach_add_(gp.ns, gp.masks.active)
-            else:
-                torch._foreach_add_(gp.ns, 1.0)
-            gp.flat.bias_corrections(b1, b2)
-            fused_masked_adamw_(gp.ps, gs, gp.ms, gp.vs, gp.bc1, gp.bc2, gp.masks,
-                                lr=group["lr"], eps=group["eps"],
-                                weight_decay=group["weight_decay"])
+            hyper = dict(lr=group["lr"], eps=group["eps"], weight_decay=group["weight_decay"])
+            if gp.ps:
+                if group["per_element"]:
+                    torch._foreach_add_(gp.ns, gp.masks.active)
+                else:
+                    torch._foreach_add_(gp.ns, 1.0)
+                gp.flat.bias_corrections(b1, b2)
+                fused_masked_adamw_(gp.ps, g[0], gp.ms, gp.vs, gp.bc1, gp.bc2, gp.masks,
+                                    **hyper)
+            if gp.whole[0]:  # whole regions: plain AdamW, one fused kernel for all of them
+                ps, ms, vs, ns = gp.whole
+                torch._foreach_add_(ns, 1.0)
+                torch._fused_adamw_(ps, g[1], ms, vs, [], ns, amsgrad=False, beta1=b1,
+                                    beta2=b2, maximize=False, **hyper)
         return loss
 
     def _flat_counts(self, gi: int, group: dict, ps: list[Tensor]) -> _FlatCounts:
@@ -375,6 +393,13 @@ class MaskedAdamW(torch.optim.Optimizer):
                                                  ps[0].device)
             self._epoch += 1
         return flat
+
+
+def _fusable(p: Tensor) -> bool:
+    """Whether torch's fused AdamW kernel takes ``p`` (plain dense tensors on CPU or CUDA)."""
+    return (type(p.data) is Tensor and p.device.type in ("cpu", "cuda") and p.is_contiguous()
+            and p.dtype in (torch.float32, torch.float16, torch.bfloat16)
+            and p.grad is not None and p.grad.dtype == p.dtype and p.grad.is_contiguous())
 
 
 def _boxes_key(boxes, shape: torch.Size) -> tuple:

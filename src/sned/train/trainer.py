@@ -138,7 +138,7 @@ class Trainer:
             run, self.device, self.world, estimable=task is None)  # auto: by the estimate
         # DDP replicas or FSDP2 shards under torchrun (sned.train.parallel)
         self.parallel = Parallel(self.model, self.cfg.parallel, self.device, self.world)
-        params = list(self.model.parameters())
+        params = self._params = list(self.model.parameters())  # walked once, not per step
         opt_kw = dict(lr=self.cfg.lr, betas=self.cfg.betas, eps=self.cfg.eps,
                       weight_decay=self.cfg.weight_decay)
         owned = list(self.parallel.optimizer_params(local=self.cfg.exact_freeze).values())
@@ -225,7 +225,7 @@ class Trainer:
             self.optimizer.step()
         self.lr_scheduler.step()
         if self.ema is not None:
-            self.ema.step(self.model.parameters())
+            self.ema.step(self._params)
         return StepResult(mean_loss, res, archs, floors, cost.params, cost.macs, grad_norm,
                           losses=losses, extras=outcome.extras, train_macs=spent)
 
@@ -292,7 +292,7 @@ class Trainer:
 
     def _clip(self) -> Tensor:
         """The global gradient norm (clipped to ``grad_clip`` if set), on the device."""
-        params = [p for p in self.model.parameters() if p.grad is not None]
+        params = [p for p in self._params if p.grad is not None]
         if self.cfg.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
         else:
