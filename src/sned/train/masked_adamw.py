@@ -26,9 +26,16 @@ which they never differed (exact: a dimension is only kept once a mask varies al
 ``per_element=False``: one count per tensor, as ``torch.optim.SparseAdam`` does.
 
 ``impl="slices"`` is the previous implementation (:mod:`sned.train.masked_adamw_slices`: a
-foreach update over the active slices, full-size counts), kept as the reference that ``benchmarks/bench_step_ops.py`` compares
-against. Optimizer states of older checkpoints (a ``step`` per tensor, full-size
-``active_steps``) are converted when they are first used (:func:`convert_state`).
+foreach update over the active slices, full-size counts), kept as the reference that
+``benchmarks/bench_step_ops.py`` compares against. Optimizer states of older checkpoints (a
+``step`` per tensor, full-size ``active_steps``) are converted when they are first used
+(:func:`convert_state`).
+
+Host work: the per-parameter lists of a step are built once per arch signature
+(:meth:`ActivityTracker.signature`) and reused; parameters whose region is all of them and
+whose count is one number (184 of tiny-base's 424: norms, embeddings, fixed-width layers) take
+torch's fused AdamW kernel (``torch._fused_adamw_``, one call for all of them; equal to the
+masked update within float rounding, ``tests/test_masked_adamw.py``).
 """
 
 from __future__ import annotations
@@ -183,8 +190,10 @@ class MaskedAdamW(torch.optim.Optimizer):
     step's per-parameter lists — parameters, states, count views, masks — are built once per
     signature and reused; :meth:`prepare` builds them early (the trainer calls it before the
     step's one device read, so the host work overlaps the queued backward). A cached plan is
-    dropped when anything it holds changes: a new state, widened counts, a loaded state dict,
-    an added or replaced parameter list, other betas, other parameters with gradients.
+    dropped when anything it holds changes: a new state, widened counts, a loaded state dict
+    or converted states, a step of the ``slices`` implementation, an added or replaced
+    parameter list, other betas, other parameters with gradients. (States written into
+    :attr:`state` by hand need :meth:`load_state_dict` instead.)
 
     Args:
         per_element: count steps per ELEMENT (default): each element's moments, bias
@@ -351,6 +360,7 @@ class MaskedAdamW(torch.optim.Optimizer):
              boxes: dict[Tensor, set[Box]] | None = None, signature: Hashable | None = None):
         loss = None if closure is None else closure()
         if self.impl == "slices":
+            self._epoch += 1  # the slice path rewrites states (full counts, a ``step``)
             if boxes is not None:
                 regions = {p: disjoint_boxes(b, p.shape) for p, b in boxes.items()}
             step_slices(self, regions)

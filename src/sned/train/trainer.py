@@ -33,7 +33,8 @@ from torch import Tensor
 from ..arch import Arch
 from ..config import ConfigError
 from ..data.folder import SkipTally
-from ..device import apply_tf32, deterministic_env, resolve_device, tf32_flags
+from ..device import (apply_tf32, deterministic_env, repeated_shapes, resolve_device,
+                      tf32_flags)
 from ..diffusion import Objective
 from ..models.unet import VideoUNet
 from ..store.checkpoint import BackgroundWriter, load_training_state, snapshot, write_checkpoint
@@ -118,9 +119,6 @@ class Trainer:
                                             allow_world_change)
         if self.cfg.deterministic:
             torch.use_deterministic_algorithms(True)
-        if self.device.type == "cuda":  # shapes change every step, unless one arch is trained
-            torch.backends.cudnn.benchmark = (self.cfg.fixed_arch is not None
-                                              and not self.cfg.deterministic)
         apply_tf32(tf32_flags(self.cfg.allow_tf32, self.device.type))
         _seed_global_rngs(self.cfg.seed)  # restored on resume; python/numpy are saved too
 
@@ -338,8 +336,12 @@ class Trainer:
         """Train until ``steps`` total optimizer steps (default: the config's), or until
         ``max_seconds`` of wall time have passed (then save and return). A new run that fails
         before its first checkpoint leaves no run behind (:meth:`_undo_failed_start`)."""
+        # shapes change every step, unless one arch is trained: then cuDNN benchmarks its
+        # algorithms once per shape (scoped to the loop; off under deterministic algorithms)
+        shapes = repeated_shapes(self.device) if self.cfg.fixed_arch is not None else nullcontext()
         try:
-            return self._fit(steps, max_seconds)
+            with shapes:
+                return self._fit(steps, max_seconds)
         except BaseException:
             self._undo_failed_start()
             raise
