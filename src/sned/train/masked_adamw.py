@@ -32,10 +32,7 @@ foreach update over the active slices, full-size counts), kept as the reference 
 (:func:`convert_state`).
 
 Host work: the per-parameter lists of a step are built once per arch signature
-(:meth:`ActivityTracker.signature`) and reused; parameters whose region is all of them and
-whose count is one number (184 of tiny-base's 424: norms, embeddings, fixed-width layers) take
-torch's fused AdamW kernel (``torch._fused_adamw_``, one call for all of them; equal to the
-masked update within float rounding, ``tests/test_masked_adamw.py``).
+(:meth:`ActivityTracker.signature`) and reused (bitwise the same update).
 """
 
 from __future__ import annotations
@@ -83,10 +80,9 @@ class _Masks:
     ``active`` (float 0/1), the moments' weights and the factor folding the mask into the
     denominator (1 where active, inf elsewhere: the step there is m / inf = 0)."""
 
-    __slots__ = ("active", "m_weight", "v_keep", "v_add", "denom", "whole")
+    __slots__ = ("active", "m_weight", "v_keep", "v_add", "denom")
 
-    def __init__(self, mask: Tensor, b1: float, b2: float, whole: bool = False) -> None:
-        self.whole = whole  # the region is all of the parameter
+    def __init__(self, mask: Tensor, b1: float, b2: float) -> None:
         self.active = mask.float()
         self.m_weight = torch.where(mask, 1 - b1, 0.0)
         self.v_keep = torch.where(mask, b2, 1.0)
@@ -144,11 +140,9 @@ class _FlatCounts:
 
 
 class _GroupPlan(NamedTuple):
-    """One parameter group's part of a step: the parameters updated with masks (``ps``), those
-    updated whole (``whole``: the region is all of the parameter and its count one number —
-    plain AdamW, torch's fused kernel), those in the regions whose gradient was None
-    (``missing``, skipped), and the lists of their states, count views and masks —
-    everything but the gradients, which are new tensors each step."""
+    """One parameter group's part of a step: the parameters updated (``ps``; ``missing``:
+    those in the regions whose gradient was None, skipped) and the lists of their states,
+    count views and masks — everything but the gradients, which are new tensors each step."""
 
     group: dict
     ps: list[Tensor]
@@ -158,18 +152,16 @@ class _GroupPlan(NamedTuple):
     bc1: list[Tensor]
     bc2: list[Tensor]
     masks: MaskLists
-    whole: tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]  # ps, ms, vs, ns
     missing: list[Tensor]
     flat: _FlatCounts
 
-    def grads(self) -> tuple[list[Tensor], list[Tensor]] | None:
-        """The gradients of ``ps`` and of the whole ones, or None when the gradients present
-        differ from the plan's (it was built for other ones: rebuild)."""
-        gs, whole = [p.grad for p in self.ps], [p.grad for p in self.whole[0]]
-        if (any(g is None for g in gs) or any(g is None for g in whole)
-                or any(p.grad is not None for p in self.missing)):
+    def grads(self) -> list[Tensor] | None:
+        """The gradients of ``ps``, or None when the gradients present differ from the
+        plan's (it was built for other ones: rebuild)."""
+        gs = [p.grad for p in self.ps]
+        if any(g is None for g in gs) or any(p.grad is not None for p in self.missing):
             return None
-        return gs, whole
+        return gs
 
 
 class _Plan(NamedTuple):
@@ -271,7 +263,7 @@ class MaskedAdamW(torch.optim.Optimizer):
         if len(self._masks) >= _MASK_CACHE_LIMIT:
             self._masks.clear()
         masks = self._masks[(self._index.get(p, id(p)), keys, tuple(counts.shape), b1, b2)] \
-            = _Masks(mask, b1, b2, whole=not dims)
+            = _Masks(mask, b1, b2)
         return masks
 
     def convert_states(self) -> None:
@@ -342,17 +334,9 @@ class MaskedAdamW(torch.optim.Optimizer):
         if not ps:
             return None
         flat = self._flat_counts(gi, group, ps)
-        whole = [i for i, (p, k) in enumerate(zip(ps, masks))
-                 if k.whole and flat.views[p][0].numel() == 1 and _fusable(p)]
-        whole_ps = [ps[i] for i in whole]
-        whole_part = (whole_ps, [ms[i] for i in whole], [vs[i] for i in whole],
-                      [flat.views[p][0] for p in whole_ps])
-        keep = sorted(set(range(len(ps))) - set(whole))
-        ps, ms, vs, masks = ([x[i] for i in keep] for x in (ps, ms, vs, masks))
         views = [flat.views[p] for p in ps]
         return _GroupPlan(group, ps, ms, vs, [v[0] for v in views], [v[1] for v in views],
-                          [v[2] for v in views], MaskLists.of(masks), whole_part, missing,
-                          flat)
+                          [v[2] for v in views], MaskLists.of(masks), missing, flat)
 
     # ------------------------------------------------------------------------- the step
     @torch.no_grad()
@@ -370,25 +354,19 @@ class MaskedAdamW(torch.optim.Optimizer):
         if any(gp is not None and gs is None for gp, gs in zip(plans, grads)):
             plans = self._plan(boxes, regions, None)  # other gradients than the plan's
             grads = [None if gp is None else gp.grads() for gp in plans]
-        for gp, g in zip(plans, grads):
+        for gp, gs in zip(plans, grads):
             if gp is None:
                 continue
             group = gp.group
             b1, b2 = group["betas"]
-            hyper = dict(lr=group["lr"], eps=group["eps"], weight_decay=group["weight_decay"])
-            if gp.ps:
-                if group["per_element"]:
-                    torch._foreach_add_(gp.ns, gp.masks.active)
-                else:
-                    torch._foreach_add_(gp.ns, 1.0)
-                gp.flat.bias_corrections(b1, b2)
-                fused_masked_adamw_(gp.ps, g[0], gp.ms, gp.vs, gp.bc1, gp.bc2, gp.masks,
-                                    **hyper)
-            if gp.whole[0]:  # whole regions: plain AdamW, one fused kernel for all of them
-                ps, ms, vs, ns = gp.whole
-                torch._foreach_add_(ns, 1.0)
-                torch._fused_adamw_(ps, g[1], ms, vs, [], ns, amsgrad=False, beta1=b1,
-                                    beta2=b2, maximize=False, **hyper)
+            if group["per_element"]:
+                torch._foreach_add_(gp.ns, gp.masks.active)
+            else:
+                torch._foreach_add_(gp.ns, 1.0)
+            gp.flat.bias_corrections(b1, b2)
+            fused_masked_adamw_(gp.ps, gs, gp.ms, gp.vs, gp.bc1, gp.bc2, gp.masks,
+                                lr=group["lr"], eps=group["eps"],
+                                weight_decay=group["weight_decay"])
         return loss
 
     def _flat_counts(self, gi: int, group: dict, ps: list[Tensor]) -> _FlatCounts:
@@ -403,13 +381,6 @@ class MaskedAdamW(torch.optim.Optimizer):
                                                  ps[0].device)
             self._epoch += 1
         return flat
-
-
-def _fusable(p: Tensor) -> bool:
-    """Whether torch's fused AdamW kernel takes ``p`` (plain dense tensors on CPU or CUDA)."""
-    return (type(p.data) is Tensor and p.device.type in ("cpu", "cuda") and p.is_contiguous()
-            and p.dtype in (torch.float32, torch.float16, torch.bfloat16)
-            and p.grad is not None and p.grad.dtype == p.dtype and p.grad.is_contiguous())
 
 
 def _boxes_key(boxes, shape: torch.Size) -> tuple:
