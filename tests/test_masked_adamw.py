@@ -496,3 +496,20 @@ def test_tracker_signature_names_the_extents():
         extents = {p: frozenset(b) for p, b in tracker.extents.items()}
         assert seen.setdefault(sig, extents) == extents  # equal signatures, equal extents
     assert len(seen) == 3
+
+
+def test_a_plain_step_plan_follows_which_parameters_have_gradients():
+    """Without regions every parameter with a gradient is updated; the cached plan of such
+    steps is rebuilt when another set of parameters has gradients."""
+    a, b = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))
+    opt = MaskedAdamW([a, b], lr=0.1, weight_decay=0.0)
+    a.grad, b.grad = torch.ones(3), torch.ones(2)
+    opt.step()
+    b_after = b.detach().clone()
+    a.grad, b.grad = torch.ones(3), None
+    opt.step()
+    assert torch.equal(b, b_after) and float(a.detach()[0]) < float(b.detach()[0])
+    a.grad, b.grad = torch.ones(3), torch.ones(2)
+    opt.step()
+    assert float(b.detach()[0]) < float(b_after[0])
+    assert opt.state[b]["active_steps"].item() == 2 and opt.state[a]["active_steps"].item() == 3

@@ -288,8 +288,10 @@ class MaskedAdamW(torch.optim.Optimizer):
         if self.impl == "fused" and signature is not None:
             self._plan(boxes, None, signature)
 
-    def _plan(self, boxes, regions, signature: Hashable | None) -> list[_GroupPlan]:
-        """The step's group plans: the cached one of ``signature`` while valid, else built."""
+    def _plan(self, boxes, regions, signature: Hashable | None,
+              rebuild: bool = False) -> list[_GroupPlan]:
+        """The step's group plans: the cached one of ``signature`` while valid (and not
+        ``rebuild``), else built (and cached under ``signature``)."""
         for group in self.param_groups:
             group.setdefault("per_element", True)
         if signature is None and boxes is None and regions is None:
@@ -298,7 +300,8 @@ class MaskedAdamW(torch.optim.Optimizer):
             (tuple(g["betas"]), g["per_element"]) for g in self.param_groups))
         structure = tuple((id(g["params"]), len(g["params"])) for g in self.param_groups)
         plan = self._plans.get(key) if key is not None else None
-        if plan is not None and plan.epoch == self._epoch and plan.structure == structure:
+        if (plan is not None and not rebuild and plan.epoch == self._epoch
+                and plan.structure == structure):
             return plan.groups
         groups = [self._group_plan(gi, g, boxes, regions)
                   for gi, g in enumerate(self.param_groups)]
@@ -352,7 +355,7 @@ class MaskedAdamW(torch.optim.Optimizer):
         plans = self._plan(boxes, regions, signature)
         grads = [None if gp is None else gp.grads() for gp in plans]
         if any(gp is not None and gs is None for gp, gs in zip(plans, grads)):
-            plans = self._plan(boxes, regions, None)  # other gradients than the plan's
+            plans = self._plan(boxes, regions, signature, rebuild=True)  # other gradients
             grads = [None if gp is None else gp.grads() for gp in plans]
         for gp, gs in zip(plans, grads):
             if gp is None:
