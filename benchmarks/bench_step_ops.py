@@ -9,7 +9,7 @@ largest, random, smallest, random — is seen), one CPU thread:
 
 1. **Census** of one sampler cycle (4 steps) under ``torch.profiler``, per phase —
    ``forward`` (everything the task does outside autograd's backward: noise, forward, loss),
-   ``backward``, ``optimizer``, ``ema`` and ``other`` (clipping, the finite check, the lr
+   ``teacher`` (in-place distillation's forward without gradient), ``backward``, ``optimizer``, ``ema`` and ``other`` (clipping, the finite check, the lr
    schedule) — for ``train.update_impl=legacy`` (the previous slice-based masked AdamW and
    diffusers' two-pass EMA), ``fused`` (this version) and plain ``torch.optim.AdamW
    (foreach=True)`` with the same EMA (``train.exact_freeze=false``; the goal's yardstick).
@@ -41,7 +41,7 @@ import torch
 
 IMPLS = {"legacy": ["train.update_impl=legacy"], "fused": [],
          "plain-adamw": ["train.exact_freeze=false"]}
-PHASES = ("forward", "backward", "optimizer", "ema", "other")
+PHASES = ("forward", "teacher", "backward", "optimizer", "ema", "other")
 
 
 def make_trainer(impl: str, out: Path, warm_cycle: int, extra: list[str]):
@@ -75,6 +75,9 @@ def census(trainer, steps: int = 4) -> dict:
     if trainer.ema is not None:
         trainer.ema.step = _labelled(trainer.ema.step, "phase::ema")
     trainer.task.backward = _labelled(trainer.task.backward, "phase::task")
+    if hasattr(trainer.task, "_teacher_prediction"):  # distillation's forward without grad
+        trainer.task._teacher_prediction = _labelled(trainer.task._teacher_prediction,
+                                                     "phase::teacher")
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         trainer.fit(trainer.step + steps)
     out = {p: {"ops": 0, "leaf_ops": 0, "ms": 0.0} for p in PHASES}
@@ -87,7 +90,8 @@ def census(trainer, steps: int = 4) -> dict:
                 top = False
             if node.name.startswith("autograd::engine::evaluate_function"):
                 phase = "backward"
-            elif node.name in ("phase::optimizer", "phase::ema") and phase == "other":
+            elif (node.name in ("phase::optimizer", "phase::ema", "phase::teacher")
+                  and phase == "other"):
                 phase = node.name.split("::")[1]
             elif node.name == "phase::task" and phase == "other":
                 phase = "forward"
@@ -191,6 +195,8 @@ def baseline(src: Path, rounds: int, steps: int, warm: int, extra: list[str]) ->
     return {"baseline_src": str(src), "rounds": rounds, "steps": steps, "this_overrides": extra,
             "ms_per_step": med, "speedup": round(med["baseline"] / med["this"], 3),
             "cpu_ms_per_step": cpu, "cpu_speedup": round(cpu["baseline"] / cpu["this"], 3),
+            "per_round": {k: [(round(x["ms"], 1), round(x["cpu_ms"], 1)) for x in v]
+                          for k, v in runs.items()},  # (wall, CPU) ms per step
             "max_loss_diff": loss_diff, "max_weight_diff": weight_diff}
 
 
@@ -214,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-census", action="store_true")
     ap.add_argument("--baseline-src", type=Path, help="another checkout's src/ to time against")
     ap.add_argument("--rounds", type=int, default=3, help="alternating processes per side")
+    ap.add_argument("--impls", default=",".join(IMPLS),
+                    help=f"census of these (comma-separated; of {', '.join(IMPLS)})")
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("overrides", nargs="*", help="run-config key=value overrides")
@@ -233,21 +241,25 @@ def main(argv: list[str] | None = None) -> int:
               f"{b['max_loss_diff']:.2e}, max |weight diff| {b['max_weight_diff']:.2e}")
     if args.skip_census:
         return _finish(args, result)
+    impls = [k for k in args.impls.split(",") if k]
+    if not impls or any(k not in IMPLS for k in impls):
+        ap.error(f"--impls {args.impls!r}: choose from {', '.join(IMPLS)}")
     with tempfile.TemporaryDirectory() as tmp:
-        for impl in IMPLS:
+        for impl in impls:
             t = make_trainer(impl, Path(tmp) / impl, warm_cycle, args.overrides)
             t.fit(args.warm)
             result["census"][impl] = census(t)
-    print(f"{'phase':10s}" + "".join(f"{k:>30s}" for k in IMPLS))
-    print(f"{'':10s}" + "".join(f"{'ops  leaf_ops  host ms':>30s}" for _ in IMPLS))
+    print(f"{'phase':10s}" + "".join(f"{k:>30s}" for k in impls))
+    print(f"{'':10s}" + "".join(f"{'ops  leaf_ops  host ms':>30s}" for _ in impls))
     for p in PHASES:
-        cells = [result["census"][k][p] for k in IMPLS]
+        cells = [result["census"][k][p] for k in impls]
         print(f"{p:10s}" + "".join(f"{c['ops']:>12.0f}{c['leaf_ops']:>10.0f}{c['ms']:>8.1f}"
                                    for c in cells))
-    upd = {k: sum(result["census"][k][p]["ops"] for p in ("optimizer", "ema")) for k in IMPLS}
-    print(f"optimizer + EMA ops per step: " + ", ".join(f"{k} {v:.0f}" for k, v in upd.items())
-          + f"; fused / plain AdamW = {upd['fused'] / upd['plain-adamw']:.2f}")
-    result["update_ops_ratio_fused_vs_plain"] = round(upd["fused"] / upd["plain-adamw"], 3)
+    upd = {k: sum(result["census"][k][p]["ops"] for p in ("optimizer", "ema")) for k in impls}
+    print(f"optimizer + EMA ops per step: " + ", ".join(f"{k} {v:.0f}" for k, v in upd.items()))
+    if "fused" in upd and "plain-adamw" in upd:
+        print(f"fused / plain AdamW = {upd['fused'] / upd['plain-adamw']:.2f}")
+        result["update_ops_ratio_fused_vs_plain"] = round(upd["fused"] / upd["plain-adamw"], 3)
     if not args.skip_timing:
         result["timing"] = timing(args.timed, args.warm, args.block, warm_cycle,
                                   args.overrides)
