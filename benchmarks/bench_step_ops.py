@@ -72,6 +72,8 @@ def census(trainer, steps: int = 4) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     trainer.optimizer.step = _labelled(trainer.optimizer.step, "phase::optimizer")
+    if hasattr(trainer.optimizer, "prepare"):  # the update's lists, built before the read
+        trainer.optimizer.prepare = _labelled(trainer.optimizer.prepare, "phase::optimizer")
     if trainer.ema is not None:
         trainer.ema.step = _labelled(trainer.ema.step, "phase::ema")
     trainer.task.backward = _labelled(trainer.task.backward, "phase::task")
