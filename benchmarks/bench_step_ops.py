@@ -9,8 +9,9 @@ largest, random, smallest, random — is seen), one CPU thread:
 
 1. **Census** of one sampler cycle (4 steps) under ``torch.profiler``, per phase —
    ``forward`` (everything the task does outside autograd's backward: noise, forward, loss),
-   ``teacher`` (in-place distillation's forward without gradient), ``backward``, ``optimizer``, ``ema`` and ``other`` (clipping, the finite check, the lr
-   schedule) — for ``train.update_impl=legacy`` (the previous slice-based masked AdamW and
+   ``teacher`` (in-place distillation's forward without gradient), ``backward``,
+   ``optimizer`` (its ``prepare`` included), ``ema`` and ``other`` (clipping, the finite
+   check, the lr schedule) — for ``train.update_impl=legacy`` (the previous slice-based masked AdamW and
    diffusers' two-pass EMA), ``fused`` (this version) and plain ``torch.optim.AdamW
    (foreach=True)`` with the same EMA (``train.exact_freeze=false``; the goal's yardstick).
    Counted per step: ``ops`` = aten calls dispatched from Python/the engine (top-level aten
@@ -25,6 +26,9 @@ largest, random, smallest, random — is seen), one CPU thread:
    shares between its two sides) — with the losses and final weights compared.
 
     python benchmarks/bench_step_ops.py --skip-census --skip-timing --baseline-src /work/main/src
+    # the checkout before issue 25 ran issue 18's recipe; overrides give this tree the same:
+    python benchmarks/bench_step_ops.py --skip-census --skip-timing --baseline-src OLD/src
+        train.draw=uniform train.inplace_distill=false
 """
 
 from __future__ import annotations
