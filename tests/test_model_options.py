@@ -7,6 +7,7 @@ import torch
 
 import sned
 from sned.config import ConfigError, LevelConfig, ModelConfig, config_from_dict
+from sned.cost import model_cost
 from sned.data.synthetic import SyntheticVideoDataset
 from sned.data.transforms import resize_video
 from sned.diffusion import DiffusionConfig, Objective, make_scheduler
@@ -16,11 +17,11 @@ from sned.pipelines.sampling import sample
 NO_CROSS = ("resblock", "temporal_attn", "spatial_attn")
 
 
-def _no_cross_attention(pooled: bool) -> VideoUNet:
+def _no_cross_attention(pooled: bool, pool: str = "mean") -> VideoUNet:
     cfg = ModelConfig(name="t", model_channels=16, levels=(LevelConfig(1, 1, NO_CROSS),),
                       mid_components=NO_CROSS, heads=(1,), head_dim=8, norm_group_size=8,
                       text_dim=12, time_embed_dim=32, frames=2, resolutions=(8,),
-                      pooled_text=pooled)
+                      pooled_text=pooled, text_pool=pool)
     torch.manual_seed(0)
     model = VideoUNet(cfg).eval()
     for p in model.parameters():  # zero-initialised out layers would hide the caption
@@ -35,13 +36,14 @@ def _forward(model, text, mask):
         return model(x, torch.tensor([10, 500]), text, mask)
 
 
-def test_pooled_text_conditions_a_model_without_cross_attention():
+@pytest.mark.parametrize("pool", ["mean", "attention"])
+def test_pooled_text_conditions_a_model_without_cross_attention(pool):
     g = torch.Generator().manual_seed(1)
     a, b = torch.randn(2, 2, 5, 12, generator=g)
     mask = torch.ones(2, 5, dtype=torch.bool)
     plain = _no_cross_attention(pooled=False)
     assert torch.equal(_forward(plain, a, mask), _forward(plain, b, mask))  # deaf to text
-    pooled = _no_cross_attention(pooled=True)
+    pooled = _no_cross_attention(pooled=True, pool=pool)
     assert (_forward(pooled, a, mask) - _forward(pooled, b, mask)).abs().max() > 1e-3
     # a dropped caption pools to the null token alone, whatever its (masked) tokens are
     off = torch.zeros_like(mask)
@@ -52,8 +54,28 @@ def test_pooled_text_conditions_a_model_without_cross_attention():
     assert torch.allclose(_forward(pooled, a, mask), _forward(pooled, pad, pad_mask), atol=1e-5)
 
 
+def test_attention_pool_tells_apart_captions_whose_mean_is_equal():
+    """The point of ``text_pool: attention`` (issue 31): two captions with the same mean token
+    (the same words in another order and weight, as "left" and "right" nearly are for MiniLM)
+    pool alike under the mean and apart under attention; the cost model counts it."""
+    g = torch.Generator().manual_seed(2)
+    a = torch.randn(2, 5, 12, generator=g)
+    b = a.flip(1) * torch.tensor([1.0, -1.0, 0.0, -1.0, 1.0]).view(1, 5, 1)
+    b = b + (a.mean(1, keepdim=True) - b.mean(1, keepdim=True))  # same mean, other tokens
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    mean, att = _no_cross_attention(True, "mean"), _no_cross_attention(True, "attention")
+    assert torch.allclose(_forward(mean, a, mask), _forward(mean, b, mask), atol=1e-5)
+    assert (_forward(att, a, mask) - _forward(att, b, mask)).abs().max() > 1e-3
+    extra = sum(p.numel() for p in att.text_attention_pool.parameters())
+    assert sum(p.numel() for p in att.parameters()) == sum(
+        p.numel() for p in mean.parameters()) + extra
+    assert model_cost(att.config, None, 8, 2).params - model_cost(mean.config, None, 8, 2).params == extra
+
+
 @pytest.mark.parametrize("raw,key", [
     ({"kind": "base", "pooled_text": "yes"}, "pooled_text"),
+    ({"kind": "base", "pooled_text": True, "text_pool": "max"}, "text_pool"),
+    ({"kind": "base", "pooled_text": False, "text_pool": "attention"}, "text_pool"),
     ({"kind": "base", "conditional": False, "mid_components": list(NO_CROSS),
       "levels": [{"mult": 1, "blocks": 1, "components": list(NO_CROSS)}], "heads": [1],
       "pooled_text": True}, "pooled_text"),

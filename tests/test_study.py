@@ -14,7 +14,8 @@ from sned.arch import ArchError
 from sned.cli import main
 from sned.config import ConfigError
 from sned.space import SearchSpace
-from sned.app.study import StudyPlan, plan_runs, plan_tasks, run_study
+from sned.app.study import run_study
+from sned.app.study_plan import StudyPlan, plan_runs, plan_tasks
 from sned.app.study_report import goal_check, t_interval
 from sned.train.arch_sampler import ArchSampler
 from sned.train.config import load_run_config

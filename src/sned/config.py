@@ -81,6 +81,9 @@ class ModelConfig:
             projected to ``time_embed_dim``, to the timestep embedding (Imagen's pooled text
             embedding): every block is then conditioned on the caption through its ResBlock's
             scale/shift, not only through cross-attention. Conditional models only.
+        text_pool: how ``pooled_text`` pools the tokens: ``mean`` (the masked mean) or
+            ``attention`` (learned multi-head attention pooling, :mod:`sned.nn.text_pool`: it
+            can weigh the words a mean blurs, e.g. motion directions).
         ssr_residual: SSR only — diffuse the residual ``x − up(lowres)`` instead of ``x``, and
             add the clean upsampled ``lowres`` back after sampling (residual super-resolution,
             as in SRDiff): the output follows its input by construction and the model only
@@ -137,6 +140,7 @@ class ModelConfig:
     attention_order: tuple[str, ...] = ATTENTIONS
     conditional: bool = True
     pooled_text: bool = False
+    text_pool: str = "mean"
     ssr_residual: bool = False
     ssr_residual_scale: float = 1.0
     autoencoder: str | None = None
@@ -224,6 +228,10 @@ def _validate(cfg: ModelConfig) -> None:
     for key in ("pooled_text", "ssr_residual", "zero_init_residual", "attention_bias"):
         if not isinstance(getattr(cfg, key), bool):
             _fail(key, getattr(cfg, key), "must be true or false")
+    if cfg.text_pool not in ("mean", "attention"):
+        _fail("text_pool", cfg.text_pool, "must be 'mean' or 'attention'")
+    if cfg.text_pool != "mean" and not cfg.pooled_text:
+        _fail("text_pool", cfg.text_pool, "needs pooled_text: true")
     if cfg.pooled_text and not cfg.conditional:
         _fail("pooled_text", cfg.pooled_text, "needs a conditional model (conditional: true)")
     if not (isinstance(cfg.ssr_residual_scale, (int, float))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from .arch import Arch, BlockLayout, BlockSpec, full_layout, resolve, unet_blocks
 from .config import ModelConfig
 from .models.autoencoder import load_autoencoder_config
+from .nn.text_pool import attention_pool_cost
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,8 @@ def stem_cost(cfg: ModelConfig, resolution: int, frames: int) -> Cost:
     embed = _linear(c0, e, 1) + _linear(e, e, 1)
     null_token = Cost(cfg.text_dim, 0) if cfg.conditional else ZERO
     pooled = _linear(cfg.text_dim, e, 1) if cfg.pooled_text else ZERO
+    if cfg.pooled_text and cfg.text_pool == "attention":
+        pooled += Cost(*attention_pool_cost(cfg.text_dim, cfg.text_len + 1))  # + null token
     cost = embed + (embed if cfg.kind == "ssr" else ZERO) + null_token + pooled
     n0 = frames * resolution * resolution
     cost += _conv3x3(cfg.in_channels + cfg.conditioning_channels, c0, n0)

@@ -36,6 +36,7 @@ from diffusers.configuration_utils import register_to_config
 from ..arch import Arch, BlockLayout, full_layout, resolve, unet_blocks
 from ..config import ModelConfig, config_from_dict
 from ..nn.blocks import DiffusionBlock, zero_init_residual_outputs
+from ..nn.text_pool import AttentionPool, masked_mean, text_pool_head_dim
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,9 @@ class VideoUNet(ModelMixin, ConfigMixin):
         if config.conditional:
             self.null_text = nn.Parameter(torch.zeros(1, 1, config.text_dim))
         if config.pooled_text:  # Imagen: pooled caption embedding joins the timestep's
+            if config.text_pool == "attention":
+                self.text_attention_pool = AttentionPool(config.text_dim,
+                                                         text_pool_head_dim(config.text_dim))
             self.text_pool = nn.Linear(config.text_dim, e)
         self.conv_in = nn.Conv2d(config.in_channels + config.conditioning_channels, c0, 3,
                                  padding=1)
@@ -337,10 +341,14 @@ class VideoUNet(ModelMixin, ConfigMixin):
         return emb
 
     def _pooled_text(self, context: Tensor, mask: Tensor) -> Tensor:
-        """(B, 1+L, D) tokens, (B, 1+L) mask → (B, E): the projected mean of the attendable
-        tokens (a dropped caption pools to the null token alone)."""
-        w = mask.to(context.dtype).unsqueeze(-1)
-        pooled = (context * w).sum(1) / w.sum(1)
+        """(B, 1+L, D) tokens, (B, 1+L) mask → (B, E): the projected mean (``text_pool:
+        mean``) or attention pool (``attention``) of the attendable tokens (a dropped caption
+        pools to the null token alone)."""
+        if self.config.text_pool == "attention":
+            pool = self.text_attention_pool
+            pooled = pool(context.to(pool.q.weight.dtype), mask)
+        else:
+            pooled = masked_mean(context, mask)
         return self.text_pool(pooled.to(self.text_pool.weight.dtype))
 
     def _context(self, text: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
