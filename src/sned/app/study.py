@@ -175,12 +175,12 @@ def _run_all(out: Path, plan: StudyPlan, device: str, i3d, jobs: int, specs, res
         (_, seed, i), spec, _ = task
         if spec.name == "supernet" and "standalone" in plan.methods:
             matched = _matched_spec(plan, record, seed, resolutions, device)
-            return [((tier(plan, matched), seed, i + 0.5), matched, seed)]
+            return [((tier(plan, matched, seed), seed, i + 0.5), matched, seed)]
         if (spec.name == "standalone-B" and "grown-from-B" in plan.methods
                 and seed < seeds_of(plan, "grown-from-B")):
             folder = out.resolve() / "runs" / spec.name / f"seed{seed}"
             grown = grown_spec(plan, record, folder)
-            return [((tier(plan, grown), seed, i + 0.5), grown, seed)]
+            return [((tier(plan, grown, seed), seed, i + 0.5), grown, seed)]
         return []
 
     make_evaluator = functools.partial(Evaluator, plan, min(resolutions), out, device, i3d)

@@ -226,13 +226,16 @@ def grown_spec(plan: StudyPlan, parent: dict, folder: Path) -> RunSpec:
                    parent_compute=int(parent["compute"]))
 
 
-def tier(plan: StudyPlan, spec: RunSpec) -> int:
-    """The order runs start in, so that an interrupted study has its verdict's runs first:
-    0 the supernet and standalone runs of horizon N (every seed), 1 the ablations, 2 the
-    runs of horizon 2N."""
+def tier(plan: StudyPlan, spec: RunSpec, seed: int) -> int:
+    """The order runs start in, so that a study stopped part way has the most to say: 0 the
+    supernet and standalone runs of seed 0, 1 the ablations (seed 0: every method has one
+    run), 2 the further seeds of the supernet and standalone runs (the intervals), 3 the runs
+    of horizon 2N (the plateau test)."""
     if (spec.horizon or plan.steps) != plan.steps:
-        return 2
-    return 0 if spec.method in MAIN else 1
+        return 3
+    if spec.method not in MAIN:
+        return 1
+    return 0 if seed == 0 else 2
 
 
 def seeds_of(plan: StudyPlan, method: str) -> int:
@@ -247,7 +250,7 @@ def seeds_of_spec(plan: StudyPlan, spec: RunSpec) -> int:
 def plan_tasks(plan: StudyPlan, specs: list[RunSpec]) -> list[tuple[tuple, RunSpec, int]]:
     """Every (order key, spec, seed) of the plan in the order they start (:func:`tier`);
     the follow-ups (matched compute, grown-from-B) join when their parent run finishes."""
-    return sorted(((tier(plan, spec), seed, i), spec, seed) for seed in range(plan.seeds)
+    return sorted(((tier(plan, spec, seed), seed, i), spec, seed) for seed in range(plan.seeds)
                   for i, spec in enumerate(specs) if seed < seeds_of_spec(plan, spec))
 
 
