@@ -9,8 +9,9 @@ largest, random, smallest, random — is seen), one CPU thread:
 
 1. **Census** of one sampler cycle (4 steps) under ``torch.profiler``, per phase —
    ``forward`` (everything the task does outside autograd's backward: noise, forward, loss),
-   ``backward``, ``optimizer``, ``ema`` and ``other`` (clipping, the finite check, the lr
-   schedule) — for ``train.update_impl=legacy`` (the previous slice-based masked AdamW and
+   ``teacher`` (in-place distillation's forward without gradient), ``backward``,
+   ``optimizer`` (its ``prepare`` included), ``ema`` and ``other`` (clipping, the finite
+   check, the lr schedule) — for ``train.update_impl=legacy`` (the previous slice-based masked AdamW and
    diffusers' two-pass EMA), ``fused`` (this version) and plain ``torch.optim.AdamW
    (foreach=True)`` with the same EMA (``train.exact_freeze=false``; the goal's yardstick).
    Counted per step: ``ops`` = aten calls dispatched from Python/the engine (top-level aten
@@ -25,6 +26,9 @@ largest, random, smallest, random — is seen), one CPU thread:
    shares between its two sides) — with the losses and final weights compared.
 
     python benchmarks/bench_step_ops.py --skip-census --skip-timing --baseline-src /work/main/src
+    # the checkout before issue 25 ran issue 18's recipe; overrides give this tree the same:
+    python benchmarks/bench_step_ops.py --skip-census --skip-timing --baseline-src OLD/src
+        train.draw=uniform train.inplace_distill=false
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ import torch
 
 IMPLS = {"legacy": ["train.update_impl=legacy"], "fused": [],
          "plain-adamw": ["train.exact_freeze=false"]}
-PHASES = ("forward", "backward", "optimizer", "ema", "other")
+PHASES = ("forward", "teacher", "backward", "optimizer", "ema", "other")
 
 
 def make_trainer(impl: str, out: Path, warm_cycle: int, extra: list[str]):
@@ -72,9 +76,14 @@ def census(trainer, steps: int = 4) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     trainer.optimizer.step = _labelled(trainer.optimizer.step, "phase::optimizer")
+    if hasattr(trainer.optimizer, "prepare"):  # the update's lists, built before the read
+        trainer.optimizer.prepare = _labelled(trainer.optimizer.prepare, "phase::optimizer")
     if trainer.ema is not None:
         trainer.ema.step = _labelled(trainer.ema.step, "phase::ema")
     trainer.task.backward = _labelled(trainer.task.backward, "phase::task")
+    if hasattr(trainer.task, "_teacher_prediction"):  # distillation's forward without grad
+        trainer.task._teacher_prediction = _labelled(trainer.task._teacher_prediction,
+                                                     "phase::teacher")
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         trainer.fit(trainer.step + steps)
     out = {p: {"ops": 0, "leaf_ops": 0, "ms": 0.0} for p in PHASES}
@@ -87,7 +96,8 @@ def census(trainer, steps: int = 4) -> dict:
                 top = False
             if node.name.startswith("autograd::engine::evaluate_function"):
                 phase = "backward"
-            elif node.name in ("phase::optimizer", "phase::ema") and phase == "other":
+            elif (node.name in ("phase::optimizer", "phase::ema", "phase::teacher")
+                  and phase == "other"):
                 phase = node.name.split("::")[1]
             elif node.name == "phase::task" and phase == "other":
                 phase = "forward"
@@ -133,8 +143,9 @@ def timing(timed: int, warm: int, block: int, warm_cycle: int, extra: list[str])
             "max_weight_diff": weight_diff, "same_archs": archs_same}
 
 
-def worker(steps: int, warm: int, weights: Path) -> None:
-    """One process: the study step on this tree (whatever ``sned`` imports), printed as JSON."""
+def worker(steps: int, warm: int, weights: Path, extra: list[str]) -> None:
+    """One process: the study step on this tree (whatever ``sned`` imports), printed as JSON;
+    ``extra``: run-config overrides (e.g. the recipe an older checkout ran)."""
     from safetensors.torch import save_file
 
     from sned.app.study import StudyPlan, plan_runs, run_config
@@ -144,7 +155,7 @@ def worker(steps: int, warm: int, weights: Path) -> None:
     plan = StudyPlan(steps=1000)
     spec = next(s for s in plan_runs(plan, (16,)) if s.name == "supernet")
     run = run_config(plan, spec, 0, (16,), "cpu", extra=["train.warmup_steps=4",
-                                                          "train.log_every=1000"])
+                                                          "train.log_every=1000", *extra])
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(run, Path(tmp) / "run", progress=False)
         trainer.save = lambda: None
@@ -160,8 +171,9 @@ def worker(steps: int, warm: int, weights: Path) -> None:
                       "losses": losses}))
 
 
-def baseline(src: Path, rounds: int, steps: int, warm: int) -> dict:
-    """This tree vs ``src`` in alternating processes (same seed, same study step)."""
+def baseline(src: Path, rounds: int, steps: int, warm: int, extra: list[str]) -> dict:
+    """This tree vs ``src`` in alternating processes (same seed, same study step); ``extra``
+    overrides go to THIS tree's runs only (to run the recipe the older checkout ran)."""
     import os
     import subprocess
 
@@ -175,7 +187,8 @@ def baseline(src: Path, rounds: int, steps: int, warm: int) -> dict:
                 w = Path(tmp) / f"{name}-{r}.safetensors"
                 env = {**os.environ, "PYTHONPATH": str(path), "OMP_NUM_THREADS": "1"}
                 out = subprocess.run([sys.executable, __file__, "--worker", str(w),
-                                      "--timed", str(steps), "--warm", str(warm)],
+                                      "--timed", str(steps), "--warm", str(warm),
+                                      *(extra if name == "this" else [])],
                                      capture_output=True, text=True, env=env, check=True)
                 runs[name].append({**json.loads(out.stdout.strip().splitlines()[-1]),
                                    "weights": w})
@@ -185,9 +198,11 @@ def baseline(src: Path, rounds: int, steps: int, warm: int) -> dict:
     cpu = {k: statistics.median(x["cpu_ms"] for x in v) for k, v in runs.items()}
     loss_diff = max(abs(x - y) for x, y in zip(runs["baseline"][-1]["losses"],
                                                  runs["this"][-1]["losses"]))
-    return {"baseline_src": str(src), "rounds": rounds, "steps": steps,
+    return {"baseline_src": str(src), "rounds": rounds, "steps": steps, "this_overrides": extra,
             "ms_per_step": med, "speedup": round(med["baseline"] / med["this"], 3),
             "cpu_ms_per_step": cpu, "cpu_speedup": round(cpu["baseline"] / cpu["this"], 3),
+            "per_round": {k: [(round(x["ms"], 1), round(x["cpu_ms"], 1)) for x in v]
+                          for k, v in runs.items()},  # (wall, CPU) ms per step
             "max_loss_diff": loss_diff, "max_weight_diff": weight_diff}
 
 
@@ -211,39 +226,46 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-census", action="store_true")
     ap.add_argument("--baseline-src", type=Path, help="another checkout's src/ to time against")
     ap.add_argument("--rounds", type=int, default=3, help="alternating processes per side")
+    ap.add_argument("--impls", default=",".join(IMPLS),
+                    help=f"census of these (comma-separated; of {', '.join(IMPLS)})")
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("overrides", nargs="*", help="run-config key=value overrides")
     args = ap.parse_args(argv)
     if args.worker:
-        worker(args.timed, args.warm, args.worker)
+        worker(args.timed, args.warm, args.worker, args.overrides)
         return 0
     torch.set_num_threads(args.threads)
     warm_cycle = 4  # the sampler's warm-up is over after one cycle: random archs included
     result = {"census": {}, "threads": args.threads, "overrides": args.overrides}
     if args.baseline_src:
-        result["baseline"] = b = baseline(args.baseline_src, args.rounds, args.timed, args.warm)
+        result["baseline"] = b = baseline(args.baseline_src, args.rounds, args.timed, args.warm,
+                                          args.overrides)
         print(f"study step vs {b['baseline_src']} (separate processes, {b['rounds']} rounds): "
               f"{b['ms_per_step']['baseline']:.1f} -> {b['ms_per_step']['this']:.1f} ms "
               f"({b['speedup']:.2f}x; CPU time {b['cpu_speedup']:.2f}x); max |loss diff| "
               f"{b['max_loss_diff']:.2e}, max |weight diff| {b['max_weight_diff']:.2e}")
     if args.skip_census:
         return _finish(args, result)
+    impls = [k for k in args.impls.split(",") if k]
+    if not impls or any(k not in IMPLS for k in impls):
+        ap.error(f"--impls {args.impls!r}: choose from {', '.join(IMPLS)}")
     with tempfile.TemporaryDirectory() as tmp:
-        for impl in IMPLS:
+        for impl in impls:
             t = make_trainer(impl, Path(tmp) / impl, warm_cycle, args.overrides)
             t.fit(args.warm)
             result["census"][impl] = census(t)
-    print(f"{'phase':10s}" + "".join(f"{k:>30s}" for k in IMPLS))
-    print(f"{'':10s}" + "".join(f"{'ops  leaf_ops  host ms':>30s}" for _ in IMPLS))
+    print(f"{'phase':10s}" + "".join(f"{k:>30s}" for k in impls))
+    print(f"{'':10s}" + "".join(f"{'ops  leaf_ops  host ms':>30s}" for _ in impls))
     for p in PHASES:
-        cells = [result["census"][k][p] for k in IMPLS]
+        cells = [result["census"][k][p] for k in impls]
         print(f"{p:10s}" + "".join(f"{c['ops']:>12.0f}{c['leaf_ops']:>10.0f}{c['ms']:>8.1f}"
                                    for c in cells))
-    upd = {k: sum(result["census"][k][p]["ops"] for p in ("optimizer", "ema")) for k in IMPLS}
-    print(f"optimizer + EMA ops per step: " + ", ".join(f"{k} {v:.0f}" for k, v in upd.items())
-          + f"; fused / plain AdamW = {upd['fused'] / upd['plain-adamw']:.2f}")
-    result["update_ops_ratio_fused_vs_plain"] = round(upd["fused"] / upd["plain-adamw"], 3)
+    upd = {k: sum(result["census"][k][p]["ops"] for p in ("optimizer", "ema")) for k in impls}
+    print(f"optimizer + EMA ops per step: " + ", ".join(f"{k} {v:.0f}" for k, v in upd.items()))
+    if "fused" in upd and "plain-adamw" in upd:
+        print(f"fused / plain AdamW = {upd['fused'] / upd['plain-adamw']:.2f}")
+        result["update_ops_ratio_fused_vs_plain"] = round(upd["fused"] / upd["plain-adamw"], 3)
     if not args.skip_timing:
         result["timing"] = timing(args.timed, args.warm, args.block, warm_cycle,
                                   args.overrides)

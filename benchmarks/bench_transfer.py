@@ -32,7 +32,7 @@ PRESETS = ("S", "M", "L", "B")
 
 
 def overrides(plan, device: str, steps: int, seed: int, frames: int | None = None) -> list[str]:
-    from sned.app.study import base_overrides
+    from sned.app.study_plan import base_overrides
 
     ov = base_overrides(plan, (16, 32), device) + [
         f"train.seed={seed}", f"train.steps={steps}",
@@ -185,7 +185,8 @@ def main() -> None:
         print(markdown(result))
         return
 
-    from sned.app.study import Evaluator, StudyPlan
+    from sned.app.study import Evaluator
+    from sned.app.study_plan import StudyPlan
     from sned.train.config import load_run_config
 
     plan = StudyPlan(steps=args.steps, seeds=args.seeds, val_videos=args.val_videos,

@@ -211,7 +211,7 @@ def sampling_variants(plan: dict, device: torch.device, smoke: bool) -> dict:
             variants.append(("compiled_reduce_overhead", real_cast, True))
         for name, cast, compiled in variants:
             if compiled:
-                model = compile_model(model, mode="reduce-overhead")
+                model = compile_model(model)  # what --compile does: "auto" = CUDA graphs
             sampling.matmul_weights_in = cast
             try:
                 def go():

@@ -30,7 +30,8 @@ def main() -> int:
     ap.add_argument("overrides", nargs="*", help="key=value run-config overrides")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    from sned.app.study import PRESETS, RunSpec, StudyPlan, _train_and_evaluate, plan_runs
+    from sned.app.study import _train_and_evaluate
+    from sned.app.study_plan import PRESETS, RunSpec, StudyPlan, plan_runs
     from sned.app.study_eval import Evaluator
 
     study = Path(args.study)

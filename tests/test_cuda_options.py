@@ -82,3 +82,37 @@ def test_weights_cast_once_give_the_same_samples_as_autocast_casting_every_step(
     finally:
         sampling.matmul_weights_in = real
     assert torch.equal(cast, per_step)
+
+
+def test_sampling_casts_the_weights_once_not_in_every_step():
+    """Op census of bf16 sampling (CPU autocast): with the weights cast once, a denoising step
+    casts none of the linear / conv weights and biases — autocast's casts per step drop by
+    at least their number (the rest are activations)."""
+    import sned
+    import sned.pipelines.sampling as sampling
+    from sned import device
+    from sned.pipelines.sampling import sample
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(0)
+    supernet = sned.build_supernet("tiny-base", ["frames=2"]).eval()
+    model = sned.extract(supernet, sned.search_space("tiny-base").preset("S"))
+    text = torch.randn(1, 8, model.config.text_dim)
+    matmul = [p for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))
+              for p in (m.weight, m.bias) if p is not None]
+
+    def casts_per_step(steps: int) -> float:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            sample(model, text, steps=steps, seed=0, progress=False, dtype="bf16")
+        return sum(e.count for e in prof.key_averages() if e.key == "aten::_to_copy")
+
+    real = device.matmul_weights_in
+    casts_per_step(1)  # the extracted model keeps its bf16 copies from its first call on
+    once = casts_per_step(3) - casts_per_step(2)  # one step's casts (set-up cancels)
+    try:
+        sampling.matmul_weights_in = lambda m, d, keep=False: real(m, None)
+        every = casts_per_step(3) - casts_per_step(2)
+    finally:
+        sampling.matmul_weights_in = real
+    assert len(matmul) > 50
+    assert every - once >= len(matmul)  # measured: 25 vs 281 casts per step

@@ -409,3 +409,107 @@ def test_lerp_ema_equals_diffusers_ema_model():
     for a, b in zip(ours.shadow_params, theirs.shadow_params):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
     assert ours.state_dict().keys() == theirs.state_dict().keys()
+
+
+def test_plans_cached_per_arch_signature_give_the_uncached_trajectory():
+    """The update's lists built once per arch signature (tracker.signature()) and reused give
+    bitwise the trajectory of building them every step, over a random sequence of repeating
+    archs and sandwich unions — through a state-dict reload, changed betas and an added
+    parameter group (each drops the plans), and a step whose gradients differ from the
+    plan's."""
+    torch.manual_seed(0)
+    model = sned.build_supernet("tiny-base").train()
+    space = sned.search_space("tiny-base")
+    twin = {p: p.detach().clone().requires_grad_(True) for p in model.parameters()}
+    cached = MaskedAdamW(model.parameters(), lr=3e-3, weight_decay=0.1)
+    plain = MaskedAdamW(list(twin.values()), lr=3e-3, weight_decay=0.1)
+    tracker = ActivityTracker(model)
+    rng = np.random.default_rng(5)
+    pool = [space.largest(), space.smallest(), space.sample(rng), space.sample(rng)]
+    builds = {"n": 0}
+    build = cached._group_plan
+
+    def counted(*a, **k):
+        builds["n"] += 1
+        return build(*a, **k)
+    cached._group_plan = counted
+    extra = torch.nn.Parameter(torch.randn(3, 4))
+    twin_extra = extra.detach().clone().requires_grad_(True)
+    for i in range(14):
+        archs = [pool[k] for k in rng.choice(4, size=1 + (i % 5 == 4), replace=False)]
+        tracker.reset()
+        cached.zero_grad(set_to_none=True)
+        for j, arch in enumerate(archs):
+            kw = sned.example_inputs(model, batch=1, resolution=arch.resolution, frames=2,
+                                     seed=10 * i + j)
+            model(**kw, arch=arch).square().mean().backward()
+        for p, q in twin.items():
+            q.grad = None if p.grad is None else p.grad.clone()
+        if i == 9:  # gradients the plan did not see: a parameter without one
+            name, p = next((n, p) for n, p in model.named_parameters()
+                           if p in tracker.extents and p.grad is not None)
+            p.grad = twin[p].grad = None
+        if i == 6:  # a reload replaces every state tensor
+            cached.load_state_dict(cached.state_dict())
+        if i == 8:  # other betas: other masks
+            for opt in (cached, plain):
+                opt.param_groups[0]["betas"] = (0.8, 0.99)
+        if i == 11:
+            cached.add_param_group({"params": [extra]})
+            plain.add_param_group({"params": [twin_extra]})
+        if i >= 11:
+            extra.grad = torch.full((3, 4), float(i))
+            twin_extra.grad = extra.grad.clone()
+        assert tracker.signature() is not None
+        signature = (tracker.signature(), i >= 11)  # the caller's name of its boxes
+        boxes = dict(tracker.extents)
+        if i >= 11:
+            boxes[extra] = {(3, 4)}
+        cached.prepare(boxes=boxes, signature=signature)
+        cached.step(boxes=boxes, signature=signature)
+        plain.step(boxes={twin.get(p, twin_extra): b for p, b in boxes.items()})
+        for p, q in list(twin.items()) + [(extra, twin_extra)]:
+            assert torch.equal(p, q), i
+            if p in cached.state:
+                for k in ("exp_avg", "exp_avg_sq", "active_steps"):
+                    assert torch.equal(cached.state[p][k], plain.state[q][k]), (i, k)
+    for arch in (pool[1], pool[1]):  # the same arch again: its lists are not rebuilt
+        n = builds["n"]
+        tracker.reset()
+        cached.zero_grad(set_to_none=True)
+        extra.grad = torch.ones(3, 4)
+        model(**sned.example_inputs(model, batch=1, frames=2), arch=arch).mean().backward()
+        cached.step(boxes={**tracker.extents, extra: {(3, 4)}},
+                    signature=(tracker.signature(), True))
+    assert builds["n"] == n
+
+
+def test_tracker_signature_names_the_extents():
+    model = sned.build_supernet("tiny-base")
+    space = sned.search_space("tiny-base")
+    tracker = ActivityTracker(model)
+    seen = {}
+    for arch in [space.preset("S"), space.preset("B"), space.preset("S"), space.smallest()]:
+        tracker.reset()
+        model(**sned.example_inputs(model, batch=1, frames=2), arch=arch)
+        sig = tracker.signature()
+        extents = {p: frozenset(b) for p, b in tracker.extents.items()}
+        assert seen.setdefault(sig, extents) == extents  # equal signatures, equal extents
+    assert len(seen) == 3
+
+
+def test_a_plain_step_plan_follows_which_parameters_have_gradients():
+    """Without regions every parameter with a gradient is updated; the cached plan of such
+    steps is rebuilt when another set of parameters has gradients."""
+    a, b = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))
+    opt = MaskedAdamW([a, b], lr=0.1, weight_decay=0.0)
+    a.grad, b.grad = torch.ones(3), torch.ones(2)
+    opt.step()
+    b_after = b.detach().clone()
+    a.grad, b.grad = torch.ones(3), None
+    opt.step()
+    assert torch.equal(b, b_after) and float(a.detach()[0]) < float(b.detach()[0])
+    a.grad, b.grad = torch.ones(3), torch.ones(2)
+    opt.step()
+    assert float(b.detach()[0]) < float(b_after[0])
+    assert opt.state[b]["active_steps"].item() == 2 and opt.state[a]["active_steps"].item() == 3

@@ -39,3 +39,26 @@ def test_rotary_tables_are_cached_per_shape_and_equal_a_fresh_computation():
     assert len(attention._ROTARY) == 1
     rotary_tables(7, 4, torch.device("cpu"), torch.float32)
     assert len(attention._ROTARY) == 2
+
+
+def _rotary_by_halves(x):
+    """The textbook rotary (halves rotated separately): the reference."""
+    half = x.shape[-1] // 2
+    cos, sin = rotary_tables(x.shape[2], half, x.device, x.dtype, cache=False)
+    x1, x2 = x[..., :half], x[..., half:2 * half]
+    out = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    return torch.cat([out, x[..., 2 * half:]], dim=-1)
+
+
+def test_rotary_equals_the_rotation_by_halves_bitwise_values_and_gradients():
+    torch.manual_seed(0)
+    for d in (8, 7):  # even; odd: the last channel passes through
+        x = torch.randn(2, 3, 5, d, requires_grad=True)
+        ref_x = x.detach().clone().requires_grad_(True)
+        out, ref = attention.rotary(x), _rotary_by_halves(ref_x)
+        assert torch.equal(out, ref), d
+        g = torch.randn_like(out)
+        out.backward(g)
+        ref.backward(g)
+        assert torch.equal(x.grad, ref_x.grad), d
+    assert attention.rotary(torch.ones(1, 1, 1, 8)).eq(1).all()  # position 0: identity

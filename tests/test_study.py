@@ -14,7 +14,8 @@ from sned.arch import ArchError
 from sned.cli import main
 from sned.config import ConfigError
 from sned.space import SearchSpace
-from sned.app.study import StudyPlan, plan_runs, plan_tasks, run_study
+from sned.app.study import run_study
+from sned.app.study_plan import StudyPlan, plan_runs, plan_tasks
 from sned.app.study_report import goal_check, t_interval
 from sned.train.arch_sampler import ArchSampler
 from sned.train.config import load_run_config
@@ -236,15 +237,15 @@ def test_study_horizons_parent_and_grown_rows(tmp_path):
     md = (tmp_path / "s" / "results.md").read_text()
     assert "Horizons 2 and 4 steps" in md and "S–B difference" in md
 
-    # the order runs start in: the verdict's runs (supernet, standalone at N) of every seed,
-    # then the ablations, then horizon 2N
-    order = [(spec.name, spec.horizon) for _, spec, _ in
+    # the order runs start in: supernet and standalone of seed 0, the ablations, the other
+    # seeds, then horizon 2N
+    order = [(spec.name, spec.horizon, seed) for _, spec, seed in
              plan_tasks(dataclasses.replace(plan, seeds=2, ablation_seeds=1),
                         plan_runs(plan, (16,)))]
-    names = [n for n, _ in order]
-    assert names[:10] == ["supernet", "standalone-S", "standalone-M", "standalone-L",
-                          "standalone-B"] * 2
-    assert names[10] == "parent-third" and all(h == 4 for _, h in order[11:])
+    main = ["supernet", "standalone-S", "standalone-M", "standalone-L", "standalone-B"]
+    assert [(n, s) for n, _, s in order[:11]] == [(n, 0) for n in main] + [
+        ("parent-third", 0)] + [(n, 1) for n in main]
+    assert all(h == 4 for _, h, _ in order[11:])
 
     # --partial: a study stopped before its last run reports what finished, trains nothing
     gone = tmp_path / "s" / "runs" / "supernet@4" / "seed0" / "eval.json"

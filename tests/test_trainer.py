@@ -197,3 +197,21 @@ def test_ddp_two_gloo_ranks_train_the_same_archs_and_weights(tmp_path):
     init = load_run_config("tiny-base", FAST)  # weights moved from the same init
     assert init.model.name == "tiny-base"
     assert (tmp_path / "checkpoints" / "latest").exists()
+
+
+def test_update_lists_cached_per_arch_signature_train_the_same_weights(tmp_path, monkeypatch):
+    """The trainer builds the update's lists once per arch signature (largest and smallest
+    repeat every cycle); with the cache off (no signature) the run is bitwise the same."""
+    from sned.train.masked_adamw import ActivityTracker
+
+    cached = Trainer(_run(["train.sampler=cycle"]), tmp_path / "a", progress=False)
+    builds = []
+    build = cached.optimizer._group_plan
+    cached.optimizer._group_plan = lambda *a: builds.append(1) or build(*a)
+    cached.fit(8)
+    monkeypatch.setattr(ActivityTracker, "signature", lambda self: None)
+    plain = Trainer(_run(["train.sampler=cycle"]), tmp_path / "b", progress=False).fit(8)
+    assert len(builds) < 8  # repeated signatures reused their lists
+    a, b = dict(cached.model.named_parameters()), dict(plain.model.named_parameters())
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert [h[2] for h in cached.history] == [h[2] for h in plain.history]

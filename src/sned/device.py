@@ -116,3 +116,19 @@ def matmul_weights_in(model: torch.nn.Module, dtype: torch.dtype | None, keep: b
     finally:
         for p, d in zip(params, originals):
             p.data = d
+
+
+@contextmanager
+def repeated_shapes(device: torch.device):
+    """Inside: ``torch.backends.cudnn.benchmark`` on for CUDA work whose shapes repeat (every
+    denoising step of a sampling run: an extracted model, a fixed arch or a schedule's
+    segments), so cuDNN times its algorithms once per shape and reuses the fastest; the
+    previous setting is back on exit (no global side effect). Off under deterministic
+    algorithms (benchmarking may pick non-deterministic kernels); nothing on other devices."""
+    if device.type != "cuda" or torch.are_deterministic_algorithms_enabled():
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    with cudnn.flags(enabled=cudnn.enabled, benchmark=True, deterministic=cudnn.deterministic,
+                     allow_tf32=cudnn.allow_tf32):
+        yield

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..config import ConfigError
 from ..store.files import read_json
+from .study_plan import plan_tasks
 from .study_report import aggregate, write_results
 
 
@@ -20,7 +21,7 @@ def report_partial(out: Path, plan, device: str, specs, make_evaluator) -> Path:
     """Aggregate the finished runs of ``plan`` in ``out``; returns ``results.json``'s path.
 
     Raises ConfigError when no run has finished yet."""
-    from .study import _describe, plan_tasks, study_meta  # study imports this module
+    from .study import _describe, study_meta  # study imports this module
 
     records, missing = [], []
     for _, spec, seed in plan_tasks(plan, specs):

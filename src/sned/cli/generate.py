@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from ..device import resolve_device
 from ..extract import extract, read_model_meta, refuse_existing
-from ..pipelines.compiled import compile_model
+from ..pipelines.compiled import CompileUnavailable, check_compilable, compile_model
 from ..pipelines.export import export_subnet
 from ..pipelines.generation import FORMATS, generate_videos
 from ..pipelines.loading import load_cascade, load_denoiser
@@ -111,8 +111,8 @@ def sample_args(p: argparse.ArgumentParser) -> None:
                    help="autocast of the denoiser: auto = bf16 on CUDA, fp32 on CPU")
     p.add_argument("--bf16", action="store_true", help="same as --precision bf16")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the denoisers (a supernet's arch is extracted first); "
-                        "the first denoising step compiles")
+                   help="torch.compile the denoisers (a supernet's arch is extracted first; "
+                        "CUDA graphs on CUDA); the first denoising step compiles")
     p.add_argument("--formats", default="mp4,gif,png", help="any of mp4,gif,png")
     p.add_argument("--fps", type=float, default=8)
     p.add_argument("--out", required=True, help="output folder")
@@ -157,6 +157,11 @@ def run_sample(args: argparse.Namespace) -> int:
     check_output(args.out, SAMPLES, [args.model, args.ssr, args.arch,
                                      *map(_schedule_file, args.schedule)], reuse=True)
     device = resolve_device(args.device)
+    if args.compile:
+        try:  # before anything loads: a missing compiler is one line, not a traceback
+            check_compilable(device)
+        except CompileUnavailable as e:
+            raise ValueError(str(e)) from None
     presets = check.names("--preset", args.preset) if args.preset else [None]
     base, ssr = load_cascade(args.model, args.ssr, presets, args.arch, args.resolution,
                              ema=args.ema, device=device, schedules=args.schedule)

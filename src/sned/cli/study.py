@@ -7,7 +7,8 @@ import dataclasses
 import signal
 import sys
 
-from ..app.study import QUICK, StudyPlan, run_study
+from ..app.study import run_study
+from ..app.study_plan import QUICK, StudyPlan
 from ..config import ConfigError
 
 

@@ -17,33 +17,45 @@ from .elastic import ElasticLinear, call
 def rotary(x: Tensor) -> Tensor:
     """Rotary position embedding over the sequence axis.
 
-    x: (N, heads, L, head_dim) with even head_dim → same shape, rotated by position.
+    x: (N, heads, L, head_dim) with even head_dim → same shape, rotated by position: halves
+    (x1, x2) → (x1·cos − x2·sin, x1·sin + x2·cos), computed as ``x·[cos, cos] + roll(x)·[−sin,
+    sin]`` — 4 ops and their backward instead of 9 (bitwise the same values: a negated
+    product and a commuted sum are exact). An odd last channel passes through unrotated.
     """
     n, h, length, d = x.shape
     half = d // 2
-    cos, sin = rotary_tables(length, half, x.device, x.dtype, cache=type(x) is Tensor)
+    cache = type(x) is Tensor
+    if d == 2 * half:
+        c, s = rotary_tables(length, half, x.device, x.dtype, cache=cache, paired=True)
+        return x * c + x.roll(half, -1) * s
+    cos, sin = rotary_tables(length, half, x.device, x.dtype, cache=cache)
     x1, x2 = x[..., :half], x[..., half:2 * half]
     out = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
-    return out if d == 2 * half else torch.cat([out, x[..., 2 * half:]], dim=-1)
+    return torch.cat([out, x[..., 2 * half:]], dim=-1)
 
 
 _ROTARY: dict[tuple, tuple[Tensor, Tensor]] = {}
 
 
 def rotary_tables(length: int, half: int, device: torch.device, dtype: torch.dtype,
-                  cache: bool = True) -> tuple[Tensor, Tensor]:
-    """cos, sin (length, half) of the rotary angles, computed once per (length, half, device,
-    dtype) and reused by every attention layer of every forward (while compiling, or for
-    fake / subclass tensors — ``cache=False`` — computed inline)."""
-    key = (length, half, device, dtype)
+                  cache: bool = True, paired: bool = False) -> tuple[Tensor, Tensor]:
+    """cos, sin (length, half) of the rotary angles — ``paired``: ``[cos, cos]`` and ``[−sin,
+    sin]`` (length, 2·half), what :func:`rotary` multiplies by — computed once per (length,
+    half, device, dtype) and reused by every attention layer of every forward (while
+    compiling, or for fake / subclass tensors — ``cache=False`` — computed inline)."""
+    key = (length, half, device, dtype, paired)
     cache = cache and not torch.compiler.is_compiling()
     hit = _ROTARY.get(key) if cache else None
     if hit is not None:
         return hit
-    freqs = torch.exp(-torch.arange(half, device=device, dtype=torch.float32)
-                      * (torch.log(torch.tensor(10000.0)) / half))
-    angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * freqs
-    tables = angles.cos().to(dtype), angles.sin().to(dtype)
+    if paired:
+        cos, sin = rotary_tables(length, half, device, dtype, cache)
+        tables = torch.cat([cos, cos], dim=-1), torch.cat([-sin, sin], dim=-1)
+    else:
+        freqs = torch.exp(-torch.arange(half, device=device, dtype=torch.float32)
+                          * (torch.log(torch.tensor(10000.0)) / half))
+        angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * freqs
+        tables = angles.cos().to(dtype), angles.sin().to(dtype)
     if cache:
         if len(_ROTARY) > 64:
             _ROTARY.clear()

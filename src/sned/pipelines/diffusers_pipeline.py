@@ -133,6 +133,18 @@ class _SnedBase(DiffusionPipeline):
         emb, mask = self._text_encoder().encode(prompts)
         return emb.to(self.unet.device), mask.to(self.unet.device)
 
+    def compile_models(self, mode: str | None = "auto"):
+        """Compile the pipeline's denoisers in place (:func:`sned.pipelines.compile_model`:
+        ``"auto"`` = CUDA graphs on CUDA, the default mode on CPU) and return the pipeline;
+        the first call of each shape compiles. Call after moving the pipeline to its device."""
+        from .compiled import compile_model
+
+        for name in ("unet", "ssr_unet"):
+            model = getattr(self, name, None)
+            if model is not None and "_sned_compile_mode" not in model.__dict__:
+                compile_model(model, mode)
+        return self
+
     @staticmethod
     def _output(video: torch.Tensor, output_type: str, return_dict: bool):
         """(B, C, T, H, W) in [-1, 1] → diffusers' video output."""

@@ -79,9 +79,10 @@ class Denoiser:
     def config(self):
         return self.model.config
 
-    def compiled(self, mode: str | None = None) -> "Denoiser":
-        """This denoiser as a compiled static model (:func:`sned.pipelines.compile_model`): a
-        supernet is extracted at its arch first (None: the full supernet) — the same outputs
+    def compiled(self, mode: str | None = "auto") -> "Denoiser":
+        """This denoiser as a compiled static model (:func:`sned.pipelines.compile_model`;
+        ``mode`` ``"auto"``: CUDA graphs on CUDA, the default mode on CPU): a supernet is
+        extracted at its arch first (None: the full supernet) — the same outputs
         (:func:`sned.extract`) —, so ``arch`` becomes None; label and weights stay."""
         model = extract(self.model, self.arch) if self.model.is_supernet else self.model
         return replace(self, model=compile_model(model, mode), arch=None)

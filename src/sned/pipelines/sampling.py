@@ -23,11 +23,12 @@ import torch
 from torch import Tensor
 
 from ..arch import Arch
-from ..device import matmul_weights_in, sampling_autocast
+from ..device import matmul_weights_in, repeated_shapes, sampling_autocast
 from ..diffusion import SAMPLERS, DiffusionConfig, Objective, frame_noise, make_scheduler
 from ..models.unet import VideoUNet
 from ..schedule import Schedule, ScheduleError
 from ..schedule.folder import ScheduledSubnets
+from .compiled import uses_cuda_graphs
 
 __all__ = ["SeedLike", "default_resolution", "generators", "initial_noise", "sample"]
 
@@ -260,7 +261,10 @@ def sample(model: VideoUNet, text_embeds: Tensor, text_mask: Tensor | None = Non
     model.eval()
     # linear/conv weights cast to the autocast dtype once, not in every step (same outputs)
     cast = matmul_weights_in(model, amp, keep=not model.is_supernet)
+    graphs = uses_cuda_graphs(model)  # compiled with CUDA graphs: outputs reused by replays
+    shapes = repeated_shapes(device)  # every step repeats its shapes: cuDNN benchmark, scoped
     cast.__enter__()
+    shapes.__enter__()
     try:
         bar = tqdm(sched.timesteps, desc=desc or f"{cfg.name} {scheduler}", disable=not progress,
                    leave=False)
@@ -269,16 +273,19 @@ def sample(model: VideoUNet, text_embeds: Tensor, text_mask: Tensor | None = Non
             inp = torch.cat([inp, inp]) if cfg_on else inp
             if schedule is not None:  # the subnet of the segment holding t
                 arch_kw = {"arch": schedule.arch_at(int(t))}
+            if graphs:
+                torch.compiler.cudagraph_mark_step_begin()
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 out = model(inp.to(pdtype), t.to(device).expand(n), text, mask, **cond_kw,
                             **arch_kw)
-            out = out.float()
+            out = out.to(torch.float32, copy=graphs)  # a copy before the next replay
             if cfg_on:
                 cond, uncond = out.chunk(2)
                 out = uncond + guidance_scale * (cond - uncond)
             x = sched.step(out, t, x, generator=gens).prev_sample
         bar.close()
     finally:
+        shapes.__exit__(None, None, None)
         cast.__exit__(None, None, None)
         model.train(was_training)
     if cfg.kind == "ssr":  # a residual model sampled (x − up(lowres)) / s

@@ -25,152 +25,33 @@ COMPACT: a float32 tensor broadcastable to the parameter, with size 1 on every d
 which they never differed (exact: a dimension is only kept once a mask varies along it).
 ``per_element=False``: one count per tensor, as ``torch.optim.SparseAdam`` does.
 
-``impl="slices"`` is the previous implementation (a foreach update over the active slices,
-full-size counts), kept as the reference that ``benchmarks/bench_step_ops.py`` compares
-against. Optimizer states of older checkpoints (a ``step`` per tensor, full-size
-``active_steps``) are converted when they are first used (:func:`convert_state`).
+``impl="slices"`` is the previous implementation (:mod:`sned.train.masked_adamw_slices`: a
+foreach update over the active slices, full-size counts), kept as the reference that
+``benchmarks/bench_step_ops.py`` compares against. Optimizer states of older checkpoints (a
+``step`` per tensor, full-size ``active_steps``) are converted when they are first used
+(:func:`convert_state`).
+
+Host work: the per-parameter lists of a step are built once per arch signature
+(:meth:`ActivityTracker.signature`) and reused (bitwise the same update).
 """
 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
-from itertools import product
+from collections.abc import Hashable
+from typing import NamedTuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..nn.elastic import ElasticConv2d, ElasticGroupNorm, ElasticLinear
+from .masked_adamw_slices import step_slices
+from .regions import (ActivityTracker, Box, index_key, box_index, disjoint_boxes,  # noqa: F401
+                      union_mask, varying_dims)
 
-_ELASTIC = (ElasticLinear, ElasticConv2d, ElasticGroupNorm)
-Box = tuple[int, ...]  # prefix extents, one per dimension (conv kernels: centred extents)
 IMPLS = ("fused", "slices")
 _MASK_CACHE_LIMIT = 20000
-
-
-class ActivityTracker:
-    """Records the active prefix of every parameter touched by forwards with gradient since
-    :meth:`reset` (a forward without gradient, such as a distillation teacher's, updates
-    nothing)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.extents: dict[Tensor, set[Box]] = defaultdict(set)
-        self._shapes: dict[tuple, list[tuple[Tensor, Box]]] = {}
-        self._handles = []
-        # the parameters as the optimizer holds them, taken now: FSDP2 swaps unsharded copies
-        # into the modules during forward, but the regions must name the sharded originals
-        self._owned: dict[nn.Module, dict[str, Tensor]] = {}
-        for module in model.modules():
-            owned = dict(module.named_parameters(recurse=False))
-            if owned:
-                self._owned[module] = owned
-                self._handles.append(module.register_forward_pre_hook(self._hook))
-
-    def _hook(self, module: nn.Module, args: tuple) -> None:
-        if not torch.is_grad_enabled():
-            return  # a forward without gradient (a distillation teacher's) activates nothing
-        owned = self._owned[module]
-        if isinstance(module, _ELASTIC):
-            widths = args[1:]
-            key = (module, widths) if all(w is None or type(w) is int for w in widths) else None
-            shapes = self._shapes.get(key) if key is not None else None
-            if shapes is None:  # the views forward takes, once per (layer, widths)
-                views = module.active_weights(*widths)
-                shapes = [(param, tuple(view.shape)) for param, view in
-                          zip((owned.get("weight"), owned.get("bias")), views)
-                          if param is not None and view is not None]
-                if key is not None:
-                    self._shapes[key] = shapes
-            for param, shape in shapes:
-                self.extents[param].add(shape)
-        else:
-            for param in owned.values():
-                self.extents[param].add(tuple(param.shape))
-
-    def reset(self) -> None:
-        self.extents.clear()
-
-    def regions(self) -> dict[Tensor, list[tuple[slice, ...]]]:
-        """Per active parameter, disjoint index tuples covering the union of its prefixes."""
-        return {p: disjoint_boxes(boxes, p.shape) for p, boxes in self.extents.items()}
-
-    def remove(self) -> None:
-        for h in self._handles:
-            h.remove()
-
-
-def disjoint_boxes(boxes: set[Box], shape: torch.Size) -> list[tuple]:
-    """Split a union of prefix boxes into disjoint index tuples (each indexes a view).
-
-    Prefixes may differ in the two leading dimensions (out, in). Trailing dimensions (conv
-    kernels) are CENTRED extents: an elastic kernel is the centre slice of the full one. When
-    boxes differ in their kernels, the union is split per kernel position.
-    """
-    if any(tuple(b) == tuple(shape) for b in boxes):
-        return [tuple(slice(None) for _ in shape)]
-    if len(shape) == 1 or len({b[1:] for b in boxes}) == 1:
-        rest = next(iter(boxes))[1:]
-        trailing = tuple(_centred(r, n) for r, n in zip(rest[1:], shape[2:]))
-        return [(slice(0, max(b[0] for b in boxes)),) + tuple(slice(0, r) for r in rest[:1])
-                + trailing]
-    kernels = {b[2:] for b in boxes}
-    if len(kernels) == 1:
-        trailing = tuple(_centred(r, n) for r, n in zip(next(iter(kernels)), shape[2:]))
-        return [oi + trailing for oi in _staircase({b[:2] for b in boxes})]
-    out = []
-    for pos in product(*(range(n) for n in shape[2:])):
-        covering = {b[:2] for b in boxes
-                    if all(_centred(e, n).start <= q < _centred(e, n).stop
-                           for e, n, q in zip(b[2:], shape[2:], pos))}
-        out += [oi + pos for oi in _staircase(covering)] if covering else []
-    return out
-
-
-def _staircase(boxes: set[tuple[int, int]]) -> list[tuple[slice, slice]]:
-    """Disjoint (out, in) slices covering a union of 2-D prefix boxes."""
-    # sort by first extent descending and keep boxes that widen the second one
-    stair: list[tuple[int, int]] = []
-    for b in sorted(boxes, key=lambda b: (-b[0], -b[1])):
-        if not stair or b[1] > stair[-1][1]:
-            stair.append(b)
-    out, prev = [], 0
-    for a, b in stair:
-        out.append((slice(0, a), slice(prev, b)))
-        prev = b
-    return out
-
-
-def _centred(extent: int, full: int) -> slice:
-    lo = (full - extent) // 2
-    return slice(lo, lo + extent)
-
-
-def box_index(box: Box, shape: torch.Size) -> tuple[slice, ...]:
-    """The index of a prefix box: prefixes on the two leading dimensions, centred extents on
-    the trailing (kernel) ones."""
-    lead = tuple(slice(0, e) for e in box[:2])
-    return lead + tuple(_centred(e, n) for e, n in zip(box[2:], shape[2:]))
-
-
-def _index_key(idx: tuple, shape: torch.Size) -> tuple:
-    return tuple(s.indices(n)[:2] if isinstance(s, slice) else (s, s + 1)
-                 for s, n in zip(idx, shape))
-
-
-def varying_dims(keys: list[tuple], shape: torch.Size) -> set[int]:
-    """Dimensions along which a union of index boxes (``(start, stop)`` per dim) is not full."""
-    return {d for key in keys for d, (a, b) in enumerate(key) if (a, b) != (0, shape[d])}
-
-
-def union_mask(keys: list[tuple], shape: torch.Size, mask_shape: tuple[int, ...],
-               device) -> Tensor:
-    """The union of index boxes as a bool tensor of ``mask_shape`` (``shape`` with size 1 on
-    dimensions where no box varies), broadcastable to ``shape``."""
-    mask = torch.zeros(mask_shape, dtype=torch.bool, device=device)  # built where it is used:
-    for key in keys:  # fills, no host→device copy (that would wait for the queued GPU work)
-        mask[tuple(slice(a, b) if m > 1 else slice(None)
-                   for (a, b), m in zip(key, mask_shape))] = True
-    return mask
+_PLAN_CACHE_LIMIT = 256
+_ALL = ("all",)  # the plan key of a step without regions (every parameter with a gradient)
 
 
 def compact(counts: Tensor) -> Tensor:
@@ -209,6 +90,21 @@ class _Masks:
         self.denom = torch.where(mask, 1.0, math.inf)
 
 
+class MaskLists(NamedTuple):
+    """The :class:`_Masks` of a step's parameters as one list per field (what the
+    multi-tensor calls of :func:`fused_masked_adamw_` take)."""
+
+    active: list[Tensor]
+    m_weight: list[Tensor]
+    v_keep: list[Tensor]
+    v_add: list[Tensor]
+    denom: list[Tensor]
+
+    @classmethod
+    def of(cls, masks: list[_Masks]) -> "MaskLists":
+        return cls(*([getattr(k, f) for k in masks] for f in cls._fields))
+
+
 class _FlatCounts:
     """The compact counts of a group's parameters (on one device) as views of ONE flat
     buffer: ``state["active_steps"]`` IS the view, and the bias corrections of every
@@ -243,6 +139,37 @@ class _FlatCounts:
         self.bc1.expm1_().neg_()
 
 
+class _GroupPlan(NamedTuple):
+    """One parameter group's part of a step: the parameters updated (``ps``; ``missing``:
+    those in the regions whose gradient was None, skipped) and the lists of their states,
+    count views and masks — everything but the gradients, which are new tensors each step."""
+
+    group: dict
+    ps: list[Tensor]
+    ms: list[Tensor]
+    vs: list[Tensor]
+    ns: list[Tensor]
+    bc1: list[Tensor]
+    bc2: list[Tensor]
+    masks: MaskLists
+    missing: list[Tensor]
+    flat: _FlatCounts
+
+    def grads(self) -> list[Tensor] | None:
+        """The gradients of ``ps``, or None when the gradients present differ from the
+        plan's (it was built for other ones: rebuild)."""
+        gs = [p.grad for p in self.ps]
+        if any(g is None for g in gs) or any(p.grad is not None for p in self.missing):
+            return None
+        return gs
+
+
+class _Plan(NamedTuple):
+    epoch: int
+    structure: tuple
+    groups: list[_GroupPlan]
+
+
 class MaskedAdamW(torch.optim.Optimizer):
     """AdamW that updates only given regions of each parameter.
 
@@ -250,6 +177,15 @@ class MaskedAdamW(torch.optim.Optimizer):
     prefix boxes its forwards used) or ``regions`` (index tuples per parameter, e.g.
     :meth:`ActivityTracker.regions`); parameters missing from them are not touched at all.
     Without either, every parameter with a gradient is fully active (plain AdamW semantics).
+
+    With ``signature`` (:meth:`ActivityTracker.signature`: equal signatures, equal boxes) the
+    step's per-parameter lists — parameters, states, count views, masks — are built once per
+    signature and reused; :meth:`prepare` builds them early (the trainer calls it before the
+    step's one device read, so the host work overlaps the queued backward). A cached plan is
+    dropped when anything it holds changes: a new state, widened counts, a loaded state dict
+    or converted states, a step of the ``slices`` implementation, an added or replaced
+    parameter list, other betas, other parameters with gradients. (States written into
+    :attr:`state` by hand need :meth:`load_state_dict` instead.)
 
     Args:
         per_element: count steps per ELEMENT (default): each element's moments, bias
@@ -266,13 +202,28 @@ class MaskedAdamW(torch.optim.Optimizer):
                  impl: str = "fused") -> None:
         if impl not in IMPLS:
             raise ValueError(f"MaskedAdamW: impl {impl!r} is not one of {IMPLS}")
+        self._epoch = 0  # bumped whenever a cached plan may hold stale tensors
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       per_element=per_element))
         self.impl = impl
         self._masks: dict[tuple, _Masks] = {}
         self._flat: dict[tuple, _FlatCounts] = {}
+        self._plans: dict[tuple, _Plan] = {}
+        self._index_params()
+
+    def _index_params(self) -> None:
         self._index = {p: i for i, p in enumerate(
             q for g in self.param_groups for q in g["params"])}
+
+    def add_param_group(self, param_group: dict) -> None:
+        super().add_param_group(param_group)
+        self._epoch += 1
+        if hasattr(self, "_index"):
+            self._index_params()
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self._epoch += 1  # new state tensors: no plan may hold the old ones
 
     # ------------------------------------------------------------------------- state
     def _state(self, p: Tensor, per_element: bool) -> dict:
@@ -282,8 +233,10 @@ class MaskedAdamW(torch.optim.Optimizer):
             state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             state["active_steps"] = torch.zeros((1,) * p.dim(), dtype=torch.float32,
                                                 device=p.device)
+            self._epoch += 1
         elif "step" in state:
             convert_state(state, p, per_element)
+            self._epoch += 1
         return state
 
     def _masks_for(self, p: Tensor, state: dict, keys: tuple | None, b1: float,
@@ -302,6 +255,7 @@ class MaskedAdamW(torch.optim.Optimizer):
             if not dims <= have:
                 shape = tuple(p.shape[d] if d in dims | have else 1 for d in range(p.dim()))
                 state["active_steps"] = counts = counts.expand(shape).contiguous()
+                self._epoch += 1
         shape = tuple(counts.shape) if per_element else tuple(
             p.shape[d] if d in dims else 1 for d in range(p.dim()))
         mask = (torch.ones(shape, dtype=torch.bool, device=p.device) if keys is None
@@ -318,57 +272,104 @@ class MaskedAdamW(torch.optim.Optimizer):
         the next checkpoint (states are otherwise converted when first stepped)."""
         if self.impl != "fused":
             return
+        self._epoch += 1
         for group in self.param_groups:
             for p in group["params"]:
                 state = self.state.get(p)
                 if state and "step" in state:
                     convert_state(state, p, group.get("per_element", True))
 
+    # ------------------------------------------------------------------------- the plan
+    def prepare(self, boxes: dict[Tensor, set[Box]] | None = None,
+                signature: Hashable | None = None) -> None:
+        """Build (or find) the per-parameter lists of the coming :meth:`step` with the same
+        ``boxes`` and ``signature`` now — after the backward, before the step's device
+        read. Without a signature nothing is cached and this does nothing."""
+        if self.impl == "fused" and signature is not None:
+            self._plan(boxes, None, signature)
+
+    def _plan(self, boxes, regions, signature: Hashable | None,
+              rebuild: bool = False) -> list[_GroupPlan]:
+        """The step's group plans: the cached one of ``signature`` while valid (and not
+        ``rebuild``), else built (and cached under ``signature``)."""
+        for group in self.param_groups:
+            group.setdefault("per_element", True)
+        if signature is None and boxes is None and regions is None:
+            signature = _ALL
+        key = None if signature is None else (signature, tuple(
+            (tuple(g["betas"]), g["per_element"]) for g in self.param_groups))
+        structure = tuple((id(g["params"]), len(g["params"])) for g in self.param_groups)
+        plan = self._plans.get(key) if key is not None else None
+        if (plan is not None and not rebuild and plan.epoch == self._epoch
+                and plan.structure == structure):
+            return plan.groups
+        groups = [self._group_plan(gi, g, boxes, regions)
+                  for gi, g in enumerate(self.param_groups)]
+        if key is not None:
+            if len(self._plans) >= _PLAN_CACHE_LIMIT:
+                self._plans.clear()
+            self._plans[key] = _Plan(self._epoch, structure, groups)
+        return groups
+
+    def _group_plan(self, gi: int, group: dict, boxes, regions) -> _GroupPlan | None:
+        per_element = group["per_element"]
+        b1, b2 = group["betas"]
+        ps, missing, ms, vs, masks = [], [], [], [], []
+        for p in group["params"]:
+            if boxes is not None:
+                if p not in boxes:
+                    continue
+                keys = _boxes_key(boxes[p], p.shape)
+            elif regions is not None:
+                if p not in regions:
+                    continue
+                keys = _regions_key(regions[p], p.shape)
+            else:
+                keys = None
+            if p.grad is None:
+                missing.append(p)
+                continue
+            state = self._state(p, per_element)
+            masks.append(self._masks_for(p, state, keys, b1, b2, per_element))
+            ps.append(p)
+            ms.append(state["exp_avg"])
+            vs.append(state["exp_avg_sq"])
+        if not ps:
+            return None
+        flat = self._flat_counts(gi, group, ps)
+        views = [flat.views[p] for p in ps]
+        return _GroupPlan(group, ps, ms, vs, [v[0] for v in views], [v[1] for v in views],
+                          [v[2] for v in views], MaskLists.of(masks), missing, flat)
+
     # ------------------------------------------------------------------------- the step
     @torch.no_grad()
     def step(self, closure=None, regions: dict[Tensor, list[tuple]] | None = None,
-             boxes: dict[Tensor, set[Box]] | None = None):
+             boxes: dict[Tensor, set[Box]] | None = None, signature: Hashable | None = None):
         loss = None if closure is None else closure()
         if self.impl == "slices":
+            self._epoch += 1  # the slice path rewrites states (full counts, a ``step``)
             if boxes is not None:
                 regions = {p: disjoint_boxes(b, p.shape) for p, b in boxes.items()}
-            self._step_slices(regions)
+            step_slices(self, regions)
             return loss
-        for gi, group in enumerate(self.param_groups):
-            per_element = group.setdefault("per_element", True)
-            b1, b2 = group["betas"]
-            ps, gs, ms, vs, masks = [], [], [], [], []
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if boxes is not None:
-                    if p not in boxes:
-                        continue
-                    keys = _boxes_key(boxes[p], p.shape)
-                elif regions is not None:
-                    if p not in regions:
-                        continue
-                    keys = _regions_key(regions[p], p.shape)
-                else:
-                    keys = None
-                state = self._state(p, per_element)
-                masks.append(self._masks_for(p, state, keys, b1, b2, per_element))
-                ps.append(p)
-                gs.append(p.grad)
-                ms.append(state["exp_avg"])
-                vs.append(state["exp_avg_sq"])
-            if not ps:
+        plans = self._plan(boxes, regions, signature)
+        grads = [None if gp is None else gp.grads() for gp in plans]
+        if any(gp is not None and gs is None for gp, gs in zip(plans, grads)):
+            plans = self._plan(boxes, regions, signature, rebuild=True)  # other gradients
+            grads = [None if gp is None else gp.grads() for gp in plans]
+        for gp, gs in zip(plans, grads):
+            if gp is None:
                 continue
-            flat = self._flat_counts(gi, group, ps)
-            ns = [flat.views[p][0] for p in ps]
-            if per_element:
-                torch._foreach_add_(ns, [k.active for k in masks])
+            group = gp.group
+            b1, b2 = group["betas"]
+            if group["per_element"]:
+                torch._foreach_add_(gp.ns, gp.masks.active)
             else:
-                torch._foreach_add_(ns, 1.0)
-            flat.bias_corrections(b1, b2)
-            fused_masked_adamw_(ps, gs, ms, vs, [flat.views[p][1] for p in ps],
-                                [flat.views[p][2] for p in ps], masks, lr=group["lr"],
-                                eps=group["eps"], weight_decay=group["weight_decay"])
+                torch._foreach_add_(gp.ns, 1.0)
+            gp.flat.bias_corrections(b1, b2)
+            fused_masked_adamw_(gp.ps, gs, gp.ms, gp.vs, gp.bc1, gp.bc2, gp.masks,
+                                lr=group["lr"], eps=group["eps"],
+                                weight_decay=group["weight_decay"])
         return loss
 
     def _flat_counts(self, gi: int, group: dict, ps: list[Tensor]) -> _FlatCounts:
@@ -381,66 +382,28 @@ class MaskedAdamW(torch.optim.Optimizer):
                     and "active_steps" in self.state.get(q, {}) and "step" not in self.state[q]]
             flat = self._flat[key] = _FlatCounts(held, [self.state[q] for q in held],
                                                  ps[0].device)
+            self._epoch += 1
         return flat
-
-    def _step_slices(self, regions) -> None:
-        """The previous implementation: foreach over the active slices, full-size counts."""
-        for group in self.param_groups:
-            per_element = group.setdefault("per_element", True)
-            b1, b2 = group["betas"]
-            ps, gs, ms, vs, ns, step_sizes, denoms_c = [], [], [], [], [], [], []
-            for p in group["params"]:
-                if p.grad is None or (regions is not None and p not in regions):
-                    continue
-                state = _slices_state(self.state[p], p, per_element)
-                state["step"] += 1
-                t = float(state["step"])
-                full = [tuple(slice(None) for _ in p.shape)]
-                for idx in (full if regions is None else regions[p]):
-                    ps.append(p[idx])
-                    gs.append(p.grad[idx])
-                    ms.append(state["exp_avg"][idx])
-                    vs.append(state["exp_avg_sq"][idx])
-                    if per_element:
-                        ns.append(state["active_steps"][idx])
-                    else:
-                        step_sizes.append(group["lr"] / (1 - b1 ** t))
-                        denoms_c.append(math.sqrt(1 - b2 ** t))
-            if not ps:
-                continue
-            if group["weight_decay"]:
-                torch._foreach_mul_(ps, 1 - group["lr"] * group["weight_decay"])
-            torch._foreach_lerp_(ms, gs, 1 - b1)
-            torch._foreach_mul_(vs, b2)
-            torch._foreach_addcmul_(vs, gs, gs, 1 - b2)
-            denom = torch._foreach_sqrt(vs)
-            if per_element:
-                _per_element_update(ps, ms, denom, ns, group["lr"], b1, b2, group["eps"])
-                continue
-            torch._foreach_div_(denom, denoms_c)
-            torch._foreach_add_(denom, group["eps"])
-            torch._foreach_mul_(denom, [1 / s for s in step_sizes])
-            torch._foreach_addcdiv_(ps, ms, denom, -1.0)
 
 
 def _boxes_key(boxes, shape: torch.Size) -> tuple:
     """A hashable, order-free key of a union of boxes: its index boxes, sorted."""
-    return tuple(sorted({_index_key(box_index(b, shape), shape) for b in boxes}))
+    return tuple(sorted({index_key(box_index(b, shape), shape) for b in boxes}))
 
 
 def _regions_key(regions: list[tuple], shape: torch.Size) -> tuple:
-    return tuple(sorted({_index_key(idx, shape) for idx in regions}))
+    return tuple(sorted({index_key(idx, shape) for idx in regions}))
 
 
 def fused_masked_adamw_(ps: list[Tensor], gs: list[Tensor], ms: list[Tensor],
                         vs: list[Tensor], bc1: list[Tensor], bc2: list[Tensor],
-                        masks: list[_Masks], *, lr: float, eps: float,
+                        masks: MaskLists, *, lr: float, eps: float,
                         weight_decay: float) -> None:
     """The masked AdamW update of full, dense tensors with broadcast masks, in place.
 
     ``ps``/``gs``/``ms``/``vs`` are the parameters, gradients and moments (full shapes);
     ``bc1`` = 1 − b1ⁿ and ``bc2`` = √(1 − b2ⁿ) from each element's count n (already advanced;
-    the counts' compact shapes); ``masks`` each parameter's :class:`_Masks` (same shapes).
+    the counts' compact shapes); ``masks`` the parameters' :class:`_Masks` (same shapes).
     Where a mask is set this is AdamW with the element's own step count::
 
         p ← p·(1 − lr·wd);  m ← lerp(m, g, 1 − b1);  v ← b2·v + (1 − b2)·g²
@@ -450,60 +413,18 @@ def fused_masked_adamw_(ps: list[Tensor], gs: list[Tensor], ms: list[Tensor],
     inf there). One multi-tensor call per line; the only full-size temporary is the
     denominator (one fp32 copy of the weights, what :mod:`sned.train.memory` counts).
     """
-    active = [k.active for k in masks]
-    bc1 = torch._foreach_mul(bc1, [k.denom for k in masks])  # inf where inactive
+    bc1 = torch._foreach_mul(bc1, masks.denom)  # inf where inactive
     if weight_decay:
-        decay = torch._foreach_mul(active, -lr * weight_decay)
+        decay = torch._foreach_mul(masks.active, -lr * weight_decay)
         torch._foreach_add_(decay, 1.0)
         torch._foreach_mul_(ps, decay)
-    torch._foreach_lerp_(ms, gs, [k.m_weight for k in masks])
-    scaled = torch._foreach_mul(gs, [k.v_add for k in masks])
-    torch._foreach_mul_(vs, [k.v_keep for k in masks])
+    torch._foreach_lerp_(ms, gs, masks.m_weight)
+    scaled = torch._foreach_mul(gs, masks.v_add)
+    torch._foreach_mul_(vs, masks.v_keep)
     torch._foreach_addcmul_(vs, scaled, gs)
     del scaled
     denom = torch._foreach_sqrt(vs)
     torch._foreach_div_(denom, bc2)
     torch._foreach_add_(denom, eps)
     torch._foreach_mul_(denom, bc1)
-    torch._foreach_addcdiv_(ps, ms, denom, -lr)
-
-
-def _slices_state(state: dict, p: Tensor, per_element: bool) -> dict:
-    """The previous implementation's state (a ``step`` per tensor, full-size counts)."""
-    if "exp_avg" not in state:
-        state["step"] = torch.zeros((), dtype=torch.float64)
-        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-    if "step" not in state:  # a compact state
-        counts = state["active_steps"]
-        state["step"] = counts.max().double().cpu()
-        state["active_steps"] = counts.expand(p.shape).contiguous()
-    if per_element and "active_steps" not in state:  # a per-tensor (older) state: every
-        # element has had the tensor's steps
-        state["active_steps"] = torch.full_like(p, float(state["step"]),
-                                                dtype=torch.float32)
-    elif per_element and state["active_steps"].dtype != torch.float32:
-        state["active_steps"] = state["active_steps"].float()
-    return state
-
-
-def _per_element_update(ps: list[Tensor], ms: list[Tensor], denom: list[Tensor],
-                        ns: list[Tensor], lr: float, b1: float, b2: float, eps: float) -> None:
-    """``p -= lr · (m / (1 − b1ⁿ)) / (√v / √(1 − b2ⁿ) + eps)`` with ``n`` each element's own
-    step count (incremented here); ``denom`` holds √v and is consumed. One more buffer the
-    size of the active slices holds both bias corrections in turn (the update's temporaries
-    are ``denom`` + that buffer: what :func:`sned.train.memory.estimate` counts)."""
-    torch._foreach_add_(ns, 1.0)
-    # 1 − bⁿ as −expm1(n·ln b): accurate in float32 where 1 − b**n would lose digits
-    bc = torch._foreach_mul(ns, math.log(b2))
-    torch._foreach_expm1_(bc)
-    torch._foreach_neg_(bc)
-    torch._foreach_sqrt_(bc)
-    torch._foreach_div_(denom, bc)
-    torch._foreach_add_(denom, eps)
-    torch._foreach_copy_(bc, ns)  # the same buffer, now for 1 − b1ⁿ
-    torch._foreach_mul_(bc, math.log(b1))
-    torch._foreach_expm1_(bc)
-    torch._foreach_neg_(bc)
-    torch._foreach_mul_(denom, bc)  # m / bc1 / d  ==  m / (d · bc1)
     torch._foreach_addcdiv_(ps, ms, denom, -lr)

@@ -33,7 +33,8 @@ from torch import Tensor
 from ..arch import Arch
 from ..config import ConfigError
 from ..data.folder import SkipTally
-from ..device import apply_tf32, deterministic_env, resolve_device, tf32_flags
+from ..device import (apply_tf32, deterministic_env, repeated_shapes, resolve_device,
+                      tf32_flags)
 from ..diffusion import Objective
 from ..models.unet import VideoUNet
 from ..store.checkpoint import BackgroundWriter, load_training_state, snapshot, write_checkpoint
@@ -118,9 +119,6 @@ class Trainer:
                                             allow_world_change)
         if self.cfg.deterministic:
             torch.use_deterministic_algorithms(True)
-        if self.device.type == "cuda":  # shapes change every step, unless one arch is trained
-            torch.backends.cudnn.benchmark = (self.cfg.fixed_arch is not None
-                                              and not self.cfg.deterministic)
         apply_tf32(tf32_flags(self.cfg.allow_tf32, self.device.type))
         _seed_global_rngs(self.cfg.seed)  # restored on resume; python/numpy are saved too
 
@@ -139,7 +137,7 @@ class Trainer:
         self.checkpoint_plan.apply(self.model, run.model)
         # DDP replicas or FSDP2 shards under torchrun (sned.train.parallel)
         self.parallel = Parallel(self.model, self.cfg.parallel, self.device, self.world)
-        params = list(self.model.parameters())
+        params = self._params = list(self.model.parameters())  # walked once, not per step
         opt_kw = dict(lr=self.cfg.lr, betas=self.cfg.betas, eps=self.cfg.eps,
                       weight_decay=self.cfg.weight_decay)
         owned = list(self.parallel.optimizer_params(local=self.cfg.exact_freeze).values())
@@ -203,6 +201,11 @@ class Trainer:
         res, archs, floors = outcome.resolution, outcome.archs, outcome.floors
         losses = torch.stack([torch.as_tensor(x, dtype=torch.float64, device=self.device)
                               .reshape(()) for x in outcome.losses])
+        signature = None
+        if self.tracker is not None and self.parallel.mode != "fsdp":
+            # the update's lists, once per arch signature, built while the device works
+            signature = self.tracker.signature()
+            self.optimizer.prepare(boxes=self.tracker.extents, signature=signature)
         finite, mean_loss = self._agree(losses)  # the step's one device→host read
         cost = outcome.cost
         spent = outcome.train_macs * self.world
@@ -213,7 +216,7 @@ class Trainer:
                               float("nan"), skipped=True, losses=losses, train_macs=spent)
         grad_norm = self._clip()
         if self.tracker is not None and self.parallel.mode != "fsdp":
-            self.optimizer.step(boxes=self.tracker.extents)  # masks cached per region
+            self.optimizer.step(boxes=self.tracker.extents, signature=signature)
         elif self.tracker is not None:  # local index boxes of each rank's shard
             self.optimizer.step(regions=self.parallel.step_regions(self.tracker.regions()))
         else:
@@ -221,7 +224,7 @@ class Trainer:
             self.optimizer.step()
         self.lr_scheduler.step()
         if self.ema is not None:
-            self.ema.step(self.model.parameters())
+            self.ema.step(self._params)
         return StepResult(mean_loss, res, archs, floors, cost.params, cost.macs, grad_norm,
                           losses=losses, extras=outcome.extras, train_macs=spent)
 
@@ -288,7 +291,7 @@ class Trainer:
 
     def _clip(self) -> Tensor:
         """The global gradient norm (clipped to ``grad_clip`` if set), on the device."""
-        params = [p for p in self.model.parameters() if p.grad is not None]
+        params = [p for p in self._params if p.grad is not None]
         if self.cfg.grad_clip > 0:
             norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
         else:
@@ -334,8 +337,12 @@ class Trainer:
         """Train until ``steps`` total optimizer steps (default: the config's), or until
         ``max_seconds`` of wall time have passed (then save and return). A new run that fails
         before its first checkpoint leaves no run behind (:meth:`_undo_failed_start`)."""
+        # shapes change every step, unless one arch is trained: then cuDNN benchmarks its
+        # algorithms once per shape (scoped to the loop; off under deterministic algorithms)
+        shapes = repeated_shapes(self.device) if self.cfg.fixed_arch is not None else nullcontext()
         try:
-            return self._fit(steps, max_seconds)
+            with shapes:
+                return self._fit(steps, max_seconds)
         except BaseException:
             self._undo_failed_start()
             raise
