@@ -40,6 +40,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -240,12 +241,24 @@ def ddp_worker(out: str, steps: int, config: str, extra: list[str]) -> None:
 
 def check_ddp(plan: dict, timeout: float, overrides: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as out:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               "--master_port", str(29500 + os.getpid() % 1000), __file__, "--ddp-worker", out,
+        # --standalone: torchrun's rendezvous on a free local port (no clash with another
+        # run on this machine)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node", "2", __file__, "--ddp-worker", out,
                "--ddp-steps", str(plan["ddp_steps"]), "--ddp-config", plan["ddp_config"],
                f"train.device={plan['device']}", *plan["ddp_extra"], *overrides]
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        # its own session, so that a timeout stops the ranks too, not only torchrun
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            return {"pass": False, "seconds": time.perf_counter() - t0,
+                    "error": f"DDP check timed out after {timeout:g} s; its ranks were stopped"}
+        proc = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
         seconds = time.perf_counter() - t0
         path = Path(out) / "ddp.json"
         if proc.returncode or not path.is_file():
