@@ -60,6 +60,7 @@ from ..train.run_folder import RunFolder, RunFolderError
 from ..train.trainer import Trainer
 from .study_eval import Evaluator
 from .study_jobs import cap_jobs, run_in_workers, study_lock, threads_per_job
+from .study_partial import report_partial
 from .study_plan import (RunSpec, StudyPlan, grown_spec, plan_runs, plan_tasks, run_config,
                          seeds_of, tier)
 from .study_report import aggregate, write_results
@@ -150,10 +151,9 @@ def run_study(out: str | Path, plan: StudyPlan = StudyPlan(), device: str = "aut
     for spec in specs:  # every run config is validated before any training
         run_config(plan, spec, 0, resolutions, device)
     if partial:
-        from .study_partial import report_partial
-
-        return report_partial(out, plan, device, specs, functools.partial(
-            Evaluator, plan, min(resolutions), out, device, i3d))
+        info = _describe(Evaluator(plan, min(resolutions), out, device, i3d))
+        return report_partial(out, plan, specs,
+                              lambda records: study_meta(plan, device, 0, records, 0.0, info))
     with study_lock(out):  # one study (and its workers) at a time in ``out``
         return _run_all(out, plan, device, i3d, jobs, specs, resolutions)
 

@@ -17,12 +17,11 @@ from .study_plan import plan_tasks
 from .study_report import aggregate, write_results
 
 
-def report_partial(out: Path, plan, device: str, specs, make_evaluator) -> Path:
-    """Aggregate the finished runs of ``plan`` in ``out``; returns ``results.json``'s path.
+def report_partial(out: Path, plan, specs, make_meta) -> Path:
+    """Aggregate the finished runs of ``plan`` (its run ``specs``) in ``out``; ``make_meta(records)``
+    gives the report's ``meta``. Returns ``results.json``'s path.
 
     Raises ConfigError when no run has finished yet."""
-    from .study import _describe, study_meta  # study imports this module
-
     records, missing = [], []
     for _, spec, seed in plan_tasks(plan, specs):
         record = _finished_run(out, spec.name, seed, spec.steps)
@@ -42,7 +41,7 @@ def report_partial(out: Path, plan, device: str, specs, make_evaluator) -> Path:
     if not records:
         raise ConfigError(f"study --partial: no run in {out} has finished yet")
     main = [r for r in records if r.get("horizon", plan.steps) == plan.steps]
-    meta = study_meta(plan, device, 0, records, 0.0, _describe(make_evaluator()))
+    meta = make_meta(records)
     meta["partial"] = {"finished": len(records), "missing": missing}
     return write_results(out, aggregate(main, plan), records, meta)
 
