@@ -107,7 +107,7 @@ SWAPS = {"direction": {"left": "right", "right": "left", "up": "down", "down": "
 
 
 def caption_swap_test(model, diffusion, encoder, n: int, frames: int, resolution: int,
-                      seed: int = 0, buckets: int = 4) -> dict:
+                      seed: int = 0, buckets: int = 4, motion_start: str = "anywhere") -> dict:
     """Does the model use each word of its caption? The loss on unseen clips with the true
     caption vs the caption with one word swapped (the opposite direction; the next colour /
     shape of the vocabulary), at the same (timestep, noise): the paired difference swapped −
@@ -116,7 +116,8 @@ def caption_swap_test(model, diffusion, encoder, n: int, frames: int, resolution
     caption is true."""
     from sned.data.synthetic import COLORS, SHAPES, caption_for
 
-    data = SyntheticVideoDataset(n, frames, resolution, seed=778_000 + seed)
+    data = SyntheticVideoDataset(n, frames, resolution, seed=778_000 + seed,
+                                 motion_start=motion_start)  # the clips training saw
     items = [data[i] for i in range(n)]
     videos = torch.stack([it["video"] for it in items])
     proxy = ValLossProxy(model, diffusion, videos, encoder.encode([it["caption"] for it in items]),
@@ -235,10 +236,12 @@ def main() -> None:
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
         step = json.loads((a.out / "run" / "checkpoints" / "latest" / "state.json")
                           .read_text())["step"]
+        data = json.loads((a.out / "run" / "run_config.json").read_text()).get("data", {})
         result = {"command": "python benchmarks/bench_temporal.py " + " ".join(sys.argv[1:]),
                   "step": step, "resolution": a.resolution,
                   **caption_swap_test(den.model, den.diffusion, encoder, a.val_clips,
-                                      den.model.config.frames, a.resolution)}
+                                      den.model.config.frames, a.resolution,
+                                      motion_start=data.get("motion_start", "anywhere"))}
         (a.out / "caption-swap.json").write_text(json.dumps(result, indent=1))
         print(json.dumps({k: result[k]["all"] for k in SWAPS}))
         return

@@ -189,3 +189,30 @@ def test_invalid_arguments():
     with pytest.raises(ValueError, match="shape"):
         shape_coverage("hexagon", torch.zeros(1), torch.zeros(1), 0.1, 8, 8)
     assert np.isfinite(render({"objects": []}, 1, 4).numpy()).all()
+
+
+def test_motion_start_edge_enters_from_the_side_it_moves_away_from():
+    """``motion_start=edge`` (issue 31): the same scenes (colour, shape, direction, speed,
+    size; the other axis's start), but each object starts at the margin behind its motion —
+    so the caption's direction also tells where the object is — and still moves as captioned."""
+    from sned.config import ConfigError
+    from sned.data.config import DataConfig
+    from sned.data.synthetic import _MARGIN
+    from sned.metrics.caption import detect_attributes_batch
+
+    anywhere = SyntheticVideoDataset(48, 8, 32, seed=5)
+    edge = SyntheticVideoDataset(48, 8, 32, seed=5, motion_start="edge")
+    for i in range(48):
+        a, e = anywhere.attributes(i)["objects"][0], edge.attributes(i)["objects"][0]
+        assert {k: a[k] for k in a if k != "start"} == {k: e[k] for k in e if k != "start"}
+        axis = 0 if a["direction"] in ("left", "right") else 1
+        assert e["start"][1 - axis] == a["start"][1 - axis]  # across the motion: unchanged
+        lo, hi = a["size"] + _MARGIN, 1.0 - a["size"] - _MARGIN
+        assert e["start"][axis] == pytest.approx(lo if a["direction"] in ("right", "down")
+                                                 else hi)
+    found = detect_attributes_batch(torch.stack([edge[i]["video"] for i in range(48)]))
+    assert [f["direction"] for f in found] == [edge.attributes(i)["direction"] for i in range(48)]
+    with pytest.raises(ValueError, match="motion_start"):
+        SyntheticVideoDataset(4, 8, 16, motion_start="middle")
+    with pytest.raises(ConfigError, match="data.motion_start"):
+        DataConfig(motion_start="middle")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import ConfigError, section_from_dict
+from .synthetic import MOTION_STARTS
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,10 @@ class DataConfig:
         num_videos: size of the synthetic set.
         max_objects: objects per synthetic video.
         textured_background: synthetic backgrounds with texture.
+        motion_start: where a synthetic object starts along its motion: ``anywhere`` (a
+            uniform start such that the motion stays in frame) or ``edge`` (at the margin it
+            moves away from — "moving left" enters from the right — so that the caption's
+            direction also says where the object is: issue 31).
         stride: frame stride of clips (``kind=folder``).
         num_workers: DataLoader workers; ``auto`` (the default): none when training on the
             CPU (workers would take the cores the step computes on), else
@@ -35,6 +40,7 @@ class DataConfig:
     num_videos: int = 1024
     max_objects: int = 1
     textured_background: bool = False
+    motion_start: str = "anywhere"
     stride: int = 1
     num_workers: int | str = "auto"
     text_encoder: str | None = None
@@ -44,6 +50,9 @@ class DataConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction!r}")
+        if self.motion_start not in MOTION_STARTS:
+            raise ConfigError(f"data.motion_start {self.motion_start!r} must be one of "
+                              f"{list(MOTION_STARTS)}")
         if self.kind not in ("synthetic", "folder"):
             raise ConfigError(f"data.kind {self.kind!r} must be 'synthetic' or 'folder'")
         if self.kind == "folder" and not self.root:

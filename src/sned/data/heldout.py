@@ -167,10 +167,12 @@ def held_out_set(data: DataConfig, n: int, frames: int, resolution: int, seed: i
 
         ds = SyntheticVideoDataset(n, frames, resolution, seed=s, max_objects=data.max_objects,
                                    textured_background=data.textured_background,
-                                   split="held_out")
+                                   split="held_out", motion_start=data.motion_start)
         source = {"kind": "synthetic", "root": None, "split": "held_out", "n": n,
                   "seed": s, "max_objects": data.max_objects,
                   "textured_background": data.textured_background}
+        if data.motion_start != "anywhere":  # records of the default stay as they were
+            source["motion_start"] = data.motion_start
     else:
 
         if data.val_fraction <= 0:

@@ -29,6 +29,8 @@ COLORS: tuple[str, ...] = ("red", "green", "blue", "yellow", "cyan", "magenta")
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
 DIRECTIONS: tuple[str, ...] = ("left", "right", "up", "down")
 SPEEDS: tuple[str, ...] = ("slow", "fast")
+#: Where an object starts along its motion (:func:`sample_attributes`).
+MOTION_STARTS: tuple[str, ...] = ("anywhere", "edge")
 
 #: RGB in [0, 1] of each palette colour (fully saturated: hue 0, 120, 240, 60, 180, 300 degrees).
 PALETTE: dict[str, tuple[float, float, float]] = {
@@ -184,12 +186,17 @@ def render(attributes: dict[str, Any], frames: int, resolution: int | tuple[int,
     return (video * 2.0 - 1.0).clamp_(-1.0, 1.0)
 
 
-def _start_coordinate(rng: np.random.Generator, size: float, travel: float) -> float:
+def _start_coordinate(rng: np.random.Generator, size: float, travel: float,
+                      edge: bool = False) -> float:
     """Start coordinate along an axis so that [start, start + travel] ± size stays in frame,
-    or (if the travel is too long for that) a uniform start — the object then wraps."""
+    or (if the travel is too long for that) a uniform start — the object then wraps.
+    ``edge`` (and ``travel`` ≠ 0): the start is the margin the object moves away from."""
     lo, hi = size + _MARGIN, 1.0 - size - _MARGIN
     if hi - lo >= abs(travel):
-        return float(rng.uniform(lo, hi - abs(travel)) + (abs(travel) if travel < 0 else 0.0))
+        start = float(rng.uniform(lo, hi - abs(travel)) + (abs(travel) if travel < 0 else 0.0))
+        if edge and travel:  # the draw is made all the same: later attributes do not change
+            return lo if travel > 0 else hi
+        return start
     return float(rng.uniform(0.0, 1.0))
 
 
@@ -202,7 +209,8 @@ def _directions(color: str, shape: str, split: str) -> list[str]:
 
 
 def sample_attributes(rng: np.random.Generator, frames: int, max_objects: int = 1,
-                      textured_background: bool = False, split: str = "train") -> dict[str, Any]:
+                      textured_background: bool = False, split: str = "train",
+                      motion_start: str = "anywhere") -> dict[str, Any]:
     """Draw a scene's attributes.
 
     Objects get distinct colours and are sorted by area, largest first (the first object is
@@ -229,8 +237,9 @@ def sample_attributes(rng: np.random.Generator, frames: int, max_objects: int = 
         speed = SPEEDS[int(rng.integers(len(SPEEDS)))]
         vx, vy = DIRECTION_VECTORS[direction]
         travel = SPEED_VALUES[speed] * (frames - 1)
-        x0 = _start_coordinate(rng, size, vx * travel)
-        y0 = _start_coordinate(rng, size, vy * travel)
+        edge = motion_start == "edge"
+        x0 = _start_coordinate(rng, size, vx * travel, edge)
+        y0 = _start_coordinate(rng, size, vy * travel, edge)
         objects.append({"color": COLORS[int(colors[k])], "shape": shape,
                         "direction": direction, "speed": speed, "size": size,
                         "start": (x0, y0)})
@@ -289,6 +298,8 @@ class SyntheticVideoDataset(Dataset):
         textured_background: smooth grey texture instead of a plain dark grey background.
         supersample: antialiasing samples per pixel along each axis.
         split: "train" (never a :data:`HELD_OUT` combination) or "held_out" (only those).
+        motion_start: ``anywhere`` or ``edge`` (:data:`MOTION_STARTS`; see
+            :class:`sned.data.config.DataConfig`).
 
     Items are dicts: ``video`` (3, T, H, W) float32 in [-1, 1], ``caption`` str, ``attributes``
     dict (see :func:`sample_attributes`). Use :func:`sned.data.collate` to batch them.
@@ -296,7 +307,11 @@ class SyntheticVideoDataset(Dataset):
 
     def __init__(self, num_videos: int, frames: int, resolution: int, seed: int = 0,
                  max_objects: int = 1, textured_background: bool = False,
-                 supersample: int = 4, split: str = "train") -> None:
+                 supersample: int = 4, split: str = "train",
+                 motion_start: str = "anywhere") -> None:
+        if motion_start not in MOTION_STARTS:
+            raise ValueError(f"motion_start must be one of {MOTION_STARTS} (got "
+                             f"{motion_start!r})")
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS} (got {split!r})")
         if num_videos < 0:
@@ -310,7 +325,7 @@ class SyntheticVideoDataset(Dataset):
         self.num_videos, self.frames, self.resolution = num_videos, frames, resolution
         self.seed, self.max_objects = seed, max_objects
         self.textured_background, self.supersample = textured_background, supersample
-        self.split = split
+        self.split, self.motion_start = split, motion_start
 
     def __len__(self) -> int:
         return self.num_videos
@@ -322,7 +337,7 @@ class SyntheticVideoDataset(Dataset):
         index %= self.num_videos
         rng = np.random.default_rng([self.seed, index])
         return sample_attributes(rng, self.frames, self.max_objects, self.textured_background,
-                                 self.split)
+                                 self.split, self.motion_start)
 
     def caption_set(self) -> list[str]:
         """The distinct captions of the dataset, sorted (cheap: no rendering)."""

@@ -33,7 +33,8 @@ def build_dataset(data: DataConfig, model: ModelConfig, frames: int | None = Non
 
         return SyntheticVideoDataset(data.num_videos, frames, res, seed=data.seed,
                                      max_objects=data.max_objects,
-                                     textured_background=data.textured_background)
+                                     textured_background=data.textured_background,
+                                     motion_start=data.motion_start)
 
     return VideoFolderDataset(data.root, frames, res, stride=data.stride,
                               captions=data.captions, seed=data.seed,
