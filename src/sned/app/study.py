@@ -153,7 +153,7 @@ def run_study(out: str | Path, plan: StudyPlan = StudyPlan(), device: str = "aut
     if partial:
         info = _describe(Evaluator(plan, min(resolutions), out, device, i3d))
         return report_partial(out, plan, specs,
-                              lambda records: study_meta(plan, device, 0, records, 0.0, info))
+                              lambda records: study_meta(plan, device, 1, records, 0.0, info))
     with study_lock(out):  # one study (and its workers) at a time in ``out``
         return _run_all(out, plan, device, i3d, jobs, specs, resolutions)
 

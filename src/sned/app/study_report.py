@@ -474,7 +474,7 @@ def write_results(out: Path, rows: list[dict], records: list[dict], meta: dict) 
         st = [{"method": g["method"], **{k: _ci_plain(g["gap_of_spread"].get(k))
                                          for k in keys}} for g in goal]
         md += [markdown_table(st, [("method", "Method")] + [(k, k) for k in keys]), ""]
-    if plat:
+    if plat and (plat.get("change") or plat.get("reach")):  # a partial study may have no 2N run
         md += _plateau_md(plat)
     md += ["![val loss vs compute](val_loss_vs_compute.png)", ""]
     atomic_write_text(out / "results.md", "\n".join(md))
