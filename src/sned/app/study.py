@@ -61,8 +61,8 @@ from ..train.trainer import Trainer
 from .study_eval import Evaluator
 from .study_jobs import cap_jobs, run_in_workers, study_lock, threads_per_job
 from .study_partial import report_partial
-from .study_plan import (RunSpec, StudyPlan, grown_spec, plan_runs, plan_tasks, run_config,
-                         seeds_of, tier)
+from .study_plan import (RunSpec, StudyPlan, follower, grown_spec, plan_runs, plan_tasks,
+                         run_config, tier)
 from .study_report import aggregate, write_results
 
 def _say(msg: str) -> None:
@@ -173,15 +173,13 @@ def _run_all(out: Path, plan: StudyPlan, device: str, i3d, jobs: int, specs, res
         """The matched-compute standalone run follows its seed's supernet run; grown-from-B
         follows its seed's standalone B run."""
         (_, seed, i), spec, _ = task
-        if spec.name == "supernet" and "standalone" in plan.methods:
-            matched = _matched_spec(plan, record, seed, resolutions, device)
-            return [((tier(plan, matched, seed), seed, i + 0.5), matched, seed)]
-        if (spec.name == "standalone-B" and "grown-from-B" in plan.methods
-                and seed < seeds_of(plan, "grown-from-B")):
-            folder = out.resolve() / "runs" / spec.name / f"seed{seed}"
-            grown = grown_spec(plan, record, folder)
-            return [((tier(plan, grown, seed), seed, i + 0.5), grown, seed)]
-        return []
+        name = follower(plan, spec.name, seed)
+        if name is None:
+            return []
+        nxt = (_matched_spec(plan, record, seed, resolutions, device)
+               if name == "standalone-B-matched" else
+               grown_spec(plan, record, out.resolve() / "runs" / spec.name / f"seed{seed}"))
+        return [((tier(plan, nxt, seed), seed, i + 0.5), nxt, seed)]
 
     make_evaluator = functools.partial(Evaluator, plan, min(resolutions), out, device, i3d)
     run_task = functools.partial(_train_and_evaluate, plan, resolutions, device, out)
@@ -235,12 +233,8 @@ def _finished(out: Path, plan: StudyPlan, tasks) -> Path | None:
         return None
     runs = {(r.get("run"), r.get("seed")): r for r in read_json(path, "study results")["runs"]}
     wanted = {(spec.name, seed) for _, spec, seed in tasks}
-    if "standalone" in plan.methods:
-        wanted |= {("standalone-B-matched", seed) for (name, seed) in wanted
-                   if name == "supernet"}
-    if "grown-from-B" in plan.methods:
-        wanted |= {("grown-from-B", seed) for (name, seed) in wanted
-                   if name == "standalone-B" and seed < seeds_of(plan, "grown-from-B")}
+    wanted |= {(follower(plan, name, seed), seed) for name, seed in wanted
+               if follower(plan, name, seed)}
     for name, seed in wanted:
         done = out / "runs" / name / f"seed{seed}" / "eval.json"
         if (name, seed) not in runs or not done.is_file():

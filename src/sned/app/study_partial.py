@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..config import ConfigError
 from ..store.files import read_json
-from .study_plan import plan_tasks
+from .study_plan import follower, plan_tasks
 from .study_report import aggregate, write_results
 
 
@@ -29,13 +29,11 @@ def report_partial(out: Path, plan, specs, make_meta) -> Path:
             missing.append(f"{spec.name} seed {seed}")
             continue
         records.append(record)
-        followers = {"supernet": "standalone-B-matched", "standalone-B": "grown-from-B"}
-        follower = followers.get(spec.name)
-        if follower and (follower != "standalone-B-matched" or "standalone" in plan.methods) \
-                and (follower != "grown-from-B" or "grown-from-B" in plan.methods):
-            extra = _finished_run(out, follower, seed, None)
+        name = follower(plan, spec.name, seed)
+        if name:
+            extra = _finished_run(out, name, seed, None)
             if extra is None:
-                missing.append(f"{follower} seed {seed}")
+                missing.append(f"{name} seed {seed}")
             else:
                 records.append(extra)
     if not records:

@@ -238,6 +238,18 @@ def tier(plan: StudyPlan, spec: RunSpec, seed: int) -> int:
     return 0 if seed == 0 else 2
 
 
+def follower(plan: StudyPlan, name: str, seed: int) -> str | None:
+    """The run that follows run ``name`` at ``seed`` once it has finished (it needs its
+    record), or None: the matched-compute standalone B follows the supernet run (needs its
+    compute), ``grown-from-B`` the standalone B run (starts from it)."""
+    if name == "supernet" and "standalone" in plan.methods:
+        return "standalone-B-matched"
+    if (name == "standalone-B" and "grown-from-B" in plan.methods
+            and seed < seeds_of(plan, "grown-from-B")):
+        return "grown-from-B"
+    return None
+
+
 def seeds_of(plan: StudyPlan, method: str) -> int:
     """How many seeds ``method`` is trained with (at horizon N)."""
     return plan.seeds if method in MAIN else min(plan.seeds, plan.ablation_seeds)
