@@ -236,7 +236,29 @@ def ddp_worker(out: str, steps: int, config: str, extra: list[str]) -> None:
             "hashes": hashes, "steps": trainer.step,
             "checkpointing": trainer.model.gradient_checkpointing,
             "device": str(trainer.device)}))
+    trainer.close()  # DDP before the group: see Trainer.close (a teardown deadlock otherwise)
     dist.destroy_process_group()
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and every process below it (found through /proc's parent links: the
+    ranks run in sessions of their own, so killing torchrun's group would miss them)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    todo, tree = [pid], []
+    while todo:
+        tree.append(todo.pop())
+        todo += children.get(tree[-1], [])
+    for p in tree:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def check_ddp(plan: dict, timeout: float, overrides: list[str]) -> dict:
@@ -248,22 +270,26 @@ def check_ddp(plan: dict, timeout: float, overrides: list[str]) -> dict:
                "--ddp-steps", str(plan["ddp_steps"]), "--ddp-config", plan["ddp_config"],
                f"train.device={plan['device']}", *plan["ddp_extra"], *overrides]
         t0 = time.perf_counter()
-        # its own session, so that a timeout stops the ranks too, not only torchrun
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
-        try:
-            stdout, stderr = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            return {"pass": False, "seconds": time.perf_counter() - t0,
-                    "error": f"DDP check timed out after {timeout:g} s; its ranks were stopped"}
-        proc = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+        # output to files, not pipes: a rank that outlives torchrun must not keep a pipe open
+        # (reading it would then never end)
+        with open(Path(out) / "torchrun.log", "w+") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True,
+                                    start_new_session=True)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _kill_tree(proc.pid)  # torchrun starts each rank in a session of its own
+                proc.wait()
+                log.seek(0)
+                return {"pass": False, "seconds": time.perf_counter() - t0,
+                        "error": f"DDP check timed out after {timeout:g} s; torchrun and its "
+                                 f"ranks were stopped. Its output:\n" + log.read()[-1500:]}
+            log.seek(0)
+            output = log.read()
         seconds = time.perf_counter() - t0
         path = Path(out) / "ddp.json"
         if proc.returncode or not path.is_file():
-            return {"pass": False, "seconds": seconds,
-                    "error": (proc.stderr or proc.stdout)[-1500:]}
+            return {"pass": False, "seconds": seconds, "error": output[-1500:]}
         r = json.loads(path.read_text())
     r["seconds"] = seconds
     r["identical_weights"] = len(set(r["hashes"])) == 1

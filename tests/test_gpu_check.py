@@ -15,7 +15,7 @@ def test_gpu_check_smoke_runs_every_part_and_passes(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep +
            os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--smoke",
-                           "--out", str(out), "--md", str(md)], capture_output=True, text=True,
+                           "--out", str(out), "--md", str(md), "--ddp-timeout", "240"], capture_output=True, text=True,
                           env=env, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
     r = json.loads(out.read_text())

@@ -177,6 +177,7 @@ def _ddp_worker(rank, world, out, port, results):
     torch.save({"state": state, "archs": [(s, r, [a.to_json() for a in archs])
                                           for s, r, archs in trainer.history]},
                os.path.join(out, f"rank{rank}.pt"))
+    trainer.close()  # DDP before the group (see Trainer.close)
     torch.distributed.destroy_process_group()
 
 

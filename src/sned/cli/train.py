@@ -56,6 +56,8 @@ def run_train(args: argparse.Namespace) -> int:
     except TrainingError as e:
         print(f"sned train: error: {e}", file=sys.stderr)
         return 1
+    finally:
+        trainer.close()
     where = args.out.rstrip("/") + "/checkpoints/latest"
     if trainer.interrupted:  # every rank: they all stopped at the same step (one checkpoint)
         who = "" if trainer.world == 1 else f"rank {trainer.rank}: "
