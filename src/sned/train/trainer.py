@@ -13,14 +13,12 @@ stop signal and the time budget into ONE all-reduce, so every rank stops at the 
 
 from __future__ import annotations
 
-import atexit
 import gc
 import os
 import random
 import signal
 import sys
 import time
-import weakref
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -46,6 +44,7 @@ from ..text import TextEncoder
 from .arch_sampler import Floors
 from .config import RunConfig
 from .data import make_loader, num_workers
+from .distributed import join_process_group, release_at_exit
 from .lr_schedule import lr_factor
 from .ema import LerpEMA
 from .masked_adamw import ActivityTracker, MaskedAdamW
@@ -109,8 +108,8 @@ class Trainer:
         self.run, self.cfg = run, run.train
         self.out = Path(out_dir)
         os.environ.update(deterministic_env(self.cfg.deterministic, os.environ))  # before CUDA
-        self.rank, self.world = _dist_info()
-        _LIVE_TRAINERS.add(self)
+        self.rank, self.world = join_process_group()
+        release_at_exit(self)
         try:
             self.device = resolve_device(self.cfg.device, flag="train.device", local_rank=int(
                 os.environ.get("LOCAL_RANK", self.rank)) if self.world > 1 else None)
@@ -546,29 +545,14 @@ class Trainer:
         return self.stop.caught
 
     def close(self) -> None:
-        """Drop the DDP wrapper while the process group is still registered (call it before
-        ``destroy_process_group``; ``sned train`` does, and an exit hook does it for trainers
-        still alive when a process that this module put in a group ends).
-
-        The order matters: a process group whose last reference dies with DDP's reducer is
-        destroyed while holding the GIL, and gloo's worker threads, which need the GIL to free
-        a finished collective's tensors, then deadlock it (pytorch/pytorch#56297; seen as a
-        2-rank run that never exits on a loaded machine). Released by
-        ``destroy_process_group`` it is destroyed without the GIL."""
+        """Drop the DDP wrapper while the process group is still registered: call it before
+        ``destroy_process_group`` (``sned train`` does; at exit, :mod:`.distributed` does it
+        for trainers still alive). Otherwise DDP's reducer may hold the group's last
+        reference and destroy it with the GIL held — a deadlock with gloo's worker threads
+        (pytorch/pytorch#56297: 2-rank runs that never exited on a loaded machine)."""
         if self.parallel.ddp is not None:
             self.parallel.ddp = None
             gc.collect()  # DDP's hooks form cycles: the reducer dies here, not later
-
-
-_LIVE_TRAINERS: weakref.WeakSet = weakref.WeakSet()
-
-
-def _release_distributed() -> None:
-    """At exit, while the interpreter is whole: close live trainers, then destroy the group."""
-    for trainer in list(_LIVE_TRAINERS):
-        trainer.close()
-    if dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def _seed_global_rngs(seed: int) -> None:
@@ -581,16 +565,6 @@ def _seed_global_rngs(seed: int) -> None:
 
 def _seed(*parts: int) -> int:
     return int(np.random.default_rng(list(parts)).integers(2 ** 62))
-
-
-def _dist_info() -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        atexit.register(_release_distributed)  # the group this module started
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def _postfix(bar, row: dict | None) -> None:
