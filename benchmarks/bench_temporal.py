@@ -136,13 +136,41 @@ def caption_swap_test(model, diffusion, encoder, n: int, frames: int, resolution
         emb, mask = proxy.emb, proxy.mask
         proxy.emb, proxy.mask = encoder.encode(captions)
         diff = proxy.per_sample(None) - true
+        first = slice(0, min(n, 32))
+        moved = swap_attenuation(model, proxy.xt[first], proxy.t[first],
+                                 (emb[first], mask[first]),
+                                 (proxy.emb[first], proxy.mask[first]))
         proxy.emb, proxy.mask = emb, mask
         t = proxy.t.cpu().float()
         out[word] = {"all": _mean_ci(diff), "rel": float(diff.mean() / true.mean()),
                      "by_t": [{"t": [int(edges[k]), int(edges[k + 1])],
                                **_mean_ci(diff[(t >= edges[k]) & (t < edges[k + 1])])}
-                              for k in range(buckets)]}
+                              for k in range(buckets)],
+                     "moved": moved}
     return out
+
+
+def swap_attenuation(model, xt, t, true_context, swapped_context) -> dict:
+    """How far a swapped caption moves the residual stream after each block and the
+    prediction: relative L2 change over the clips, ``blocks`` (one per block, input to
+    output) and ``output``. A word the model reads and then discards moves the middle blocks
+    but not the prediction."""
+    outs: dict[int, torch.Tensor] = {}
+    hooks = [b.register_forward_hook(lambda m, i, o, k=k: outs.__setitem__(k, o))
+             for k, b in enumerate(model.blocks)]
+    try:
+        with torch.no_grad():
+            base = model(xt, t, *true_context)
+            ref = dict(outs)
+            new = model(xt, t, *swapped_context)
+    finally:
+        for h in hooks:
+            h.remove()
+
+    def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float((a - b).norm() / b.norm())
+
+    return {"blocks": [rel(outs[k], ref[k]) for k in sorted(ref)], "output": rel(new, base)}
 
 
 def out_norms(model) -> dict:
