@@ -115,3 +115,46 @@ def test_sampler_noise_differs_per_clip_and_per_frame(seed):
     flat = x.transpose(1, 2).reshape(3 * T, -1)
     dist = torch.cdist(flat, flat) + torch.eye(3 * T) * 1e9
     assert dist.min() > 1.0                # no two frames of any clips share their noise
+
+
+def test_sinusoid_positions_match_the_transformer_formula():
+    import numpy as np
+
+    from sned.nn.attention import sinusoid_positions
+
+    table = sinusoid_positions(8, 7, torch.device("cpu"), torch.float32).numpy()
+    p, i = np.arange(8)[:, None], np.arange(3)[None, :]
+    angle = p / 10000 ** (i / 3)  # 3 channel pairs of a 7-wide table; channel 6 stays 0
+    assert np.allclose(table[:, :3], np.sin(angle), atol=1e-6)
+    assert np.allclose(table[:, 3:6], np.cos(angle), atol=1e-6)
+    assert not table[:, 6].any()
+
+
+def test_absolute_frame_position_tells_the_frames_of_a_still_clip_apart():
+    """A still clip (every frame equal): with relative positions only, every frame gets the
+    same output (the values are equal, whatever the weights); with ``rotary+absolute`` each
+    frame knows where it is, so a frame-constant input can become a frame-dependent output."""
+    block = _temporal_block()
+    still = torch.randn(B, 1, C, H, W).expand(B, T, C, H, W).reshape(B * T, C, H, W)
+    per_frame = _run(block, still).reshape(B, T, C, H, W)
+    assert torch.allclose(per_frame, per_frame[:, :1].expand_as(per_frame), atol=1e-5)
+    block.temporal_attn.absolute_position = True
+    per_frame = _run(block, still).reshape(B, T, C, H, W)
+    assert (per_frame[:, 1:] - per_frame[:, :1]).abs().amax() > 1e-2
+
+
+def test_frame_position_option_builds_saves_and_loads(tmp_path):
+    torch.manual_seed(0)
+    model = sned.build_supernet("tiny-base", ["frame_position=rotary+absolute"]).eval()
+    temporal = [m for n, m in model.named_modules() if n.endswith("temporal_attn")]
+    assert temporal and all(m.absolute_position for m in temporal)
+    assert not any(m.absolute_position for n, m in model.named_modules()
+                   if n.endswith(("spatial_attn", "cross_attn")))
+    sned.save_pretrained(model, tmp_path / "m")
+    loaded = sned.load_pretrained(tmp_path / "m").eval()
+    assert loaded.config.frame_position == "rotary+absolute"
+    x, ctx = torch.randn(1, 3, 4, 16, 16), torch.randn(1, 3, 384)
+    t = torch.tensor([300])
+    assert torch.equal(model(x, t, ctx, None), loaded(x, t, ctx, None))
+    with pytest.raises(Exception, match="frame_position"):
+        sned.build_supernet("tiny-base", ["frame_position=absolute"])

@@ -114,6 +114,11 @@ class ModelConfig:
             ``group`` (GroupNorm over channels, as diffusers' ``AttnDownBlock2D`` /
             ``UNetMidBlock2D`` attention).
         attention_bias: q, k, v projections with a bias (diffusers' UNet2DModel attention).
+        frame_position: how temporal attention knows where a frame is in the clip: ``rotary``
+            (default; relative offsets only) or ``rotary+absolute`` (also a fixed sinusoidal
+            embedding of the frame index added to the attention's normed input, as
+            AnimateDiff's motion modules do: a frame-constant signal such as the caption can
+            then become a frame-dependent one; no parameters, no cost to speak of).
     """
 
     name: str = "custom"
@@ -150,6 +155,7 @@ class ModelConfig:
     time_embedding: str = "scale_shift"
     attention_norm: str = "layer"
     attention_bias: bool = False
+    frame_position: str = "rotary"
 
     # ----------------------------------------------------------------------------- derived
     @property
@@ -228,6 +234,8 @@ def _validate(cfg: ModelConfig) -> None:
     for key in ("pooled_text", "ssr_residual", "zero_init_residual", "attention_bias"):
         if not isinstance(getattr(cfg, key), bool):
             _fail(key, getattr(cfg, key), "must be true or false")
+    if cfg.frame_position not in ("rotary", "rotary+absolute"):
+        _fail("frame_position", cfg.frame_position, "must be 'rotary' or 'rotary+absolute'")
     if cfg.text_pool not in ("mean", "attention"):
         _fail("text_pool", cfg.text_pool, "must be 'mean' or 'attention'")
     if cfg.text_pool != "mean" and not cfg.pooled_text:

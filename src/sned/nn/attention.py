@@ -7,6 +7,8 @@ on its input dimension.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -83,6 +85,19 @@ def additive_mask(mask: Tensor, dtype: torch.dtype) -> Tensor:
     return out
 
 
+def sinusoid_positions(length: int, dim: int, device: torch.device,
+                       dtype: torch.dtype) -> Tensor:
+    """(length, dim) sinusoidal position table (Transformer's): position p, channel pair i →
+    ``sin(p / 10000^(2i/dim))``, ``cos(...)``; an odd last channel is 0."""
+    half = dim // 2
+    freqs = torch.exp(-torch.arange(half, device=device, dtype=torch.float32)
+                      * (math.log(10000.0) / max(half, 1)))
+    angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * freqs
+    table = torch.zeros(length, dim, device=device, dtype=torch.float32)
+    table[:, :2 * half] = torch.cat([angles.sin(), angles.cos()], dim=-1)
+    return table.to(dtype)
+
+
 MAX_SDPA_BATCH = 65535
 """cuDNN's fused attention fails beyond 65,535 sequences (e.g. temporal attention over every
 pixel of a 256×256 video); larger batches are run in chunks."""
@@ -117,15 +132,19 @@ class Attention(nn.Module):
         norm_groups: 0 = LayerNorm pre-norm; N = GroupNorm with N groups over the channels
             (diffusers' UNet2DModel attention), ``eps`` its epsilon.
         bias: q, k, v projections with a bias.
+        absolute_position: add a fixed sinusoidal embedding of the position in the sequence
+            (:func:`sinusoid_positions`) to the normed input (self-attention over frames:
+            ``frame_position: rotary+absolute``).
     """
 
     def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int | None = None,
                  use_rotary: bool = False, elastic: bool = True, norm_groups: int = 0,
-                 eps: float = 1e-5, bias: bool = False) -> None:
+                 eps: float = 1e-5, bias: bool = False, absolute_position: bool = False) -> None:
         super().__init__()
         lin = ElasticLinear if elastic else nn.Linear
         inner = heads * head_dim
         self.heads, self.head_dim, self.use_rotary = heads, head_dim, use_rotary
+        self.absolute_position = absolute_position
         self.norm = nn.GroupNorm(norm_groups, dim, eps=eps) if norm_groups else nn.LayerNorm(dim)
         self.to_q = lin(dim, inner, bias=bias)
         self.to_k = lin(context_dim or dim, inner, bias=bias)
@@ -142,6 +161,8 @@ class Attention(nn.Module):
             y = self.norm(x.transpose(1, 2)).transpose(1, 2)
         else:
             y = self.norm(x)
+        if self.absolute_position:
+            y = y + sinusoid_positions(y.shape[1], y.shape[2], y.device, y.dtype)
         ctx = y if context is None else context
         q = call(self.to_q, y, None, inner)
         k = call(self.to_k, ctx, None, inner)

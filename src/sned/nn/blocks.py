@@ -118,6 +118,8 @@ class DiffusionBlock(nn.Module):
                 setattr(self, attn, Attention(
                     dim, heads, head_dim, text_dim if attn == "cross_attn" else None,
                     use_rotary=attn == "temporal_attn", elastic=elastic,
+                    absolute_position=(attn == "temporal_attn" and cfg is not None
+                                       and cfg.frame_position == "rotary+absolute"),
                     norm_groups=groups(dim) if group_norm else 0, eps=eps,
                     bias=cfg is not None and cfg.attention_bias))
         if spec.ff_hidden and (elastic or layout.ff_hidden):
