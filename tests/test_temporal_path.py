@@ -117,16 +117,16 @@ def test_sampler_noise_differs_per_clip_and_per_frame(seed):
     assert dist.min() > 1.0                # no two frames of any clips share their noise
 
 
-def test_sinusoid_positions_match_the_transformer_formula():
+def test_sinusoidal_embedding_matches_the_transformer_formula():
     import numpy as np
 
-    from sned.nn.attention import sinusoid_positions
+    from sned.nn.sinusoid import sinusoidal_embedding
 
-    table = sinusoid_positions(8, 7, torch.device("cpu"), torch.float32).numpy()
+    table = sinusoidal_embedding(torch.arange(8), 7).numpy()
     p, i = np.arange(8)[:, None], np.arange(3)[None, :]
     angle = p / 10000 ** (i / 3)  # 3 channel pairs of a 7-wide table; channel 6 stays 0
-    assert np.allclose(table[:, :3], np.sin(angle), atol=1e-6)
-    assert np.allclose(table[:, 3:6], np.cos(angle), atol=1e-6)
+    assert np.allclose(table[:, :3], np.cos(angle), atol=1e-6)
+    assert np.allclose(table[:, 3:6], np.sin(angle), atol=1e-6)
     assert not table[:, 6].any()
 
 

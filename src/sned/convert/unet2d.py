@@ -8,7 +8,7 @@ group`` and ``attention_bias``. Block by block:
 ==============================  =============================================================
 diffusers                       sned
 ==============================  =============================================================
-``time_proj`` + ``time_embedding``  ``timestep_embedding`` (cos, sin) + ``time_embed.{0,2}``
+``time_proj`` + ``time_embedding``  ``sinusoidal_embedding`` (cos, sin) + ``time_embed.{0,2}``
 ``DownBlock2D`` / ``UpBlock2D``     a level with components ``[resblock]``
 ``AttnDownBlock2D`` / ``AttnUp…``   a level with ``[resblock, spatial_attn]`` (no feed-forward)
 ``ResnetBlock2D``                   ``blocks.i.resblock`` (+ ``blocks.i.skip`` = conv_shortcut)

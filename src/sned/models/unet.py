@@ -22,7 +22,6 @@ config is); the raw diffusers dict is ``model.diffusers_config``.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -36,6 +35,7 @@ from ..arch import Arch, BlockLayout, full_layout, resolve, unet_blocks
 from ..config import ModelConfig, config_from_dict
 from ..nn import checkpoint
 from ..nn.blocks import DiffusionBlock, zero_init_residual_outputs
+from ..nn.sinusoid import sinusoidal_embedding
 from ..nn.text_pool import AttentionPool, masked_mean, text_pool_head_dim
 
 
@@ -118,16 +118,6 @@ def _slot_ordered(arch: Arch, specs) -> Arch:
         ratios = tuple(sorted(b.ratios, key=lambda kv: order.get(kv[0], len(order))))
         blocks.append(dataclasses.replace(b, ratios=ratios))
     return dataclasses.replace(arch, blocks=tuple(blocks))
-
-
-def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
-    """Sinusoidal embedding. t: (B,) float or int → (B, dim) float32."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device,
-                                                           dtype=torch.float32) / half)
-    args = t.float()[:, None] * freqs[None]
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-    return F.pad(emb, (0, dim % 2))
 
 
 class VideoUNet(ModelMixin, ConfigMixin):
@@ -346,12 +336,12 @@ class VideoUNet(ModelMixin, ConfigMixin):
         t = torch.as_tensor(timestep, device=device)
         t = t.expand(b) if t.ndim == 0 else t
         dtype = self.time_embed[0].weight.dtype
-        emb = self.time_embed(timestep_embedding(t, self.config.model_channels).to(dtype))
+        emb = self.time_embed(sinusoidal_embedding(t, self.config.model_channels).to(dtype))
         if self.config.kind == "ssr":
             a = torch.as_tensor(aug, device=device)
             a = a.expand(b) if a.ndim == 0 else a
             # the level in [0, 1] is embedded like a timestep in [0, 1000)
-            emb = emb + self.aug_embed(timestep_embedding(a * 1000.0,
+            emb = emb + self.aug_embed(sinusoidal_embedding(a * 1000.0,
                                                           self.config.model_channels).to(dtype))
         return emb
 

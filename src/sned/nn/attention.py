@@ -7,13 +7,12 @@ on its input dimension.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .elastic import ElasticLinear, call
+from .sinusoid import sinusoidal_embedding
 
 
 def rotary(x: Tensor) -> Tensor:
@@ -85,19 +84,6 @@ def additive_mask(mask: Tensor, dtype: torch.dtype) -> Tensor:
     return out
 
 
-def sinusoid_positions(length: int, dim: int, device: torch.device,
-                       dtype: torch.dtype) -> Tensor:
-    """(length, dim) sinusoidal position table (Transformer's): position p, channel pair i →
-    ``sin(p / 10000^(2i/dim))``, ``cos(...)``; an odd last channel is 0."""
-    half = dim // 2
-    freqs = torch.exp(-torch.arange(half, device=device, dtype=torch.float32)
-                      * (math.log(10000.0) / max(half, 1)))
-    angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * freqs
-    table = torch.zeros(length, dim, device=device, dtype=torch.float32)
-    table[:, :2 * half] = torch.cat([angles.sin(), angles.cos()], dim=-1)
-    return table.to(dtype)
-
-
 MAX_SDPA_BATCH = 65535
 """cuDNN's fused attention fails beyond 65,535 sequences (e.g. temporal attention over every
 pixel of a 256×256 video); larger batches are run in chunks."""
@@ -133,8 +119,8 @@ class Attention(nn.Module):
             (diffusers' UNet2DModel attention), ``eps`` its epsilon.
         bias: q, k, v projections with a bias.
         absolute_position: add a fixed sinusoidal embedding of the position in the sequence
-            (:func:`sinusoid_positions`) to the normed input (self-attention over frames:
-            ``frame_position: rotary+absolute``).
+            (:func:`~sned.nn.sinusoid.sinusoidal_embedding`) to the normed input
+            (self-attention over frames: ``frame_position: rotary+absolute``).
     """
 
     def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int | None = None,
@@ -161,8 +147,9 @@ class Attention(nn.Module):
             y = self.norm(x.transpose(1, 2)).transpose(1, 2)
         else:
             y = self.norm(x)
-        if self.absolute_position:
-            y = y + sinusoid_positions(y.shape[1], y.shape[2], y.device, y.dtype)
+        if self.absolute_position:  # (L, dim) table of the sequence positions
+            y = y + sinusoidal_embedding(torch.arange(y.shape[1], device=y.device),
+                                         y.shape[2]).to(y.dtype)
         ctx = y if context is None else context
         q = call(self.to_q, y, None, inner)
         k = call(self.to_k, ctx, None, inner)
