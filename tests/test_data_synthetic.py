@@ -216,3 +216,28 @@ def test_motion_start_edge_enters_from_the_side_it_moves_away_from():
         SyntheticVideoDataset(4, 8, 16, motion_start="middle")
     with pytest.raises(ConfigError, match="data.motion_start"):
         DataConfig(motion_start="middle")
+
+
+def test_start_support_is_where_the_sampler_draws_starts():
+    """:func:`start_support` (the prior the ideal-gain benchmark integrates over) holds every
+    drawn start, the draws fill it (min/max near its ends), and the whole track stays in frame."""
+    from sned.data.synthetic import DIRECTION_VECTORS, SPEED_VALUES, start_support
+
+    data = SyntheticVideoDataset(600, 8, 16, seed=11)
+    seen: dict = {}
+    for i in range(600):
+        o = data.attributes(i)["objects"][0]
+        travel = SPEED_VALUES[o["speed"]] * 7
+        for axis, v in enumerate(DIRECTION_VECTORS[o["direction"]]):
+            lo, hi = start_support(o["size"], v * travel)
+            s = o["start"][axis]
+            assert lo - 1e-12 <= s <= hi + 1e-12
+            end = s + v * travel
+            assert o["size"] < min(s, end) and max(s, end) < 1 - o["size"]
+            seen.setdefault((v, o["speed"]), []).append((s - lo) / (hi - lo))
+    for fractions in seen.values():
+        assert min(fractions) < 0.1 and max(fractions) > 0.9
+    assert start_support(0.15, 0.35, edge=True) == pytest.approx((0.17, 0.17))
+    assert start_support(0.15, -0.35, edge=True) == pytest.approx((0.83, 0.83))
+    assert start_support(0.15, 0.0, edge=True) == pytest.approx((0.17, 0.83))
+    assert start_support(0.4, 0.35) is None  # too long to fit: a uniform start that wraps

@@ -186,18 +186,48 @@ def render(attributes: dict[str, Any], frames: int, resolution: int | tuple[int,
     return (video * 2.0 - 1.0).clamp_(-1.0, 1.0)
 
 
+#: Sizes (half-extents) an object is drawn with: uniform in this range, for one object / several.
+SIZE_RANGE: dict[bool, tuple[float, float]] = {False: (0.12, 0.2), True: (0.09, 0.15)}
+
+
+def _start_range(size: float, travel: float) -> tuple[float, float, float] | None:
+    """(lo, hi, shift): a start is ``uniform(lo, hi) + shift``; None when the travel cannot fit."""
+    lo, hi = size + _MARGIN, 1.0 - size - _MARGIN
+    if hi - lo < abs(travel):
+        return None
+    return lo, hi - abs(travel), abs(travel) if travel < 0 else 0.0
+
+
+def start_support(size: float, travel: float, edge: bool = False) -> tuple[float, float] | None:
+    """The interval a start coordinate is drawn from, uniformly (the data's prior).
+
+    ``[start, start + travel] ± size`` stays in frame (with a small margin); with ``edge`` (and
+    ``travel`` ≠ 0) the interval is a single point, the margin the object moves away from.
+    ``None`` when the travel is too long to fit: the start is then uniform on [0, 1) and the
+    object wraps.
+    """
+    r = _start_range(size, travel)
+    if r is None:
+        return None
+    lo, hi, shift = r
+    if edge and travel:
+        edge_at = size + _MARGIN if travel > 0 else 1.0 - size - _MARGIN
+        return edge_at, edge_at
+    return lo + shift, hi + shift
+
+
 def _start_coordinate(rng: np.random.Generator, size: float, travel: float,
                       edge: bool = False) -> float:
-    """Start coordinate along an axis so that [start, start + travel] ± size stays in frame,
-    or (if the travel is too long for that) a uniform start — the object then wraps.
-    ``edge`` (and ``travel`` ≠ 0): the start is the margin the object moves away from."""
-    lo, hi = size + _MARGIN, 1.0 - size - _MARGIN
-    if hi - lo >= abs(travel):
-        start = float(rng.uniform(lo, hi - abs(travel)) + (abs(travel) if travel < 0 else 0.0))
-        if edge and travel:  # the draw is made all the same: later attributes do not change
-            return lo if travel > 0 else hi
-        return start
-    return float(rng.uniform(0.0, 1.0))
+    """A start coordinate drawn from :func:`start_support`. The uniform draw is made even where
+    the support is one point, so that later attributes do not depend on ``edge``."""
+    r = _start_range(size, travel)
+    if r is None:
+        return float(rng.uniform(0.0, 1.0))
+    lo, hi, shift = r
+    start = float(rng.uniform(lo, hi) + shift)
+    if edge and travel:
+        return start_support(size, travel, edge)[0]
+    return start
 
 
 def _directions(color: str, shape: str, split: str) -> list[str]:
@@ -226,7 +256,7 @@ def sample_attributes(rng: np.random.Generator, frames: int, max_objects: int = 
     """
     n = int(rng.integers(1, max_objects + 1))
     colors = rng.permutation(len(COLORS))[:n]
-    lo, hi = (0.12, 0.2) if n == 1 else (0.09, 0.15)
+    lo, hi = SIZE_RANGE[n > 1]
     bodies = [(SHAPES[int(rng.integers(len(SHAPES)))], float(rng.uniform(lo, hi)))
               for _ in range(n)]
     bodies.sort(key=lambda sb: SHAPE_AREA[sb[0]] * sb[1] ** 2, reverse=True)  # largest first
