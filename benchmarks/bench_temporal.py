@@ -150,6 +150,65 @@ def caption_swap_test(model, diffusion, encoder, n: int, frames: int, resolution
     return out
 
 
+def high_noise_layout(model, diffusion, encoder, frames: int, resolution: int,
+                      motion_start: str = "anywhere", t: int = 990, draws: int = 64) -> dict:
+    """Does the model place the object by its caption where x_t shows nothing yet?
+
+    At timestep ``t`` (nearly pure noise) the best prediction of x0 is the data's mean clip
+    for the caption; averaged over ``draws`` noise inputs, the model's x̂0 = α x_t − σ v̂ should
+    match it. For four (colour, shape) pairs at slow speed and each direction the training
+    split allows, compares the model's mean clip M_d with the data's D_d (the prior, integrated
+    on a grid by ``bench_ideal_gain.grid_scenes``):
+
+    - ``direction_r2``: share of the direction-dependent part (D_d − mean over d) the model
+      reproduces, 1 − Σ‖(M_d − M̄) − (D_d − D̄)‖² / Σ‖D_d − D̄‖² (0: the model's mean ignores
+      the direction; 1: it places the object exactly as the data do);
+    - ``direction_norm_ratio``: ‖M_d − M̄‖ / ‖D_d − D̄‖ summed over directions;
+    - ``layout_corr``: correlation over pixels of M̄ and D̄ (each minus its pixel mean): where
+      the object is regardless of direction.
+    """
+    from bench_ideal_gain import grid_scenes, render_flat
+
+    from sned.data.synthetic import DIRECTIONS, HELD_OUT, caption_for
+
+    from sned.diffusion import Objective
+
+    ac = Objective(diffusion).scheduler.alphas_cumprod   # diffusion: a DiffusionConfig
+    alpha, sigma = float(ac[t].sqrt()), float((1 - ac[t]).sqrt())
+    g = torch.Generator().manual_seed(0)
+    miss = total = n_model = n_data = 0.0
+    corr_num = corr_den_m = corr_den_d = 0.0
+    for color, shape in (("red", "square"), ("green", "triangle"), ("blue", "circle"),
+                         ("yellow", "square")):
+        dirs = [d for d in DIRECTIONS if (color, shape, d) not in HELD_OUT]
+        model_means, data_means = [], []
+        for d in dirs:
+            caption = (color, shape, d, "slow")
+            grid = render_flat(grid_scenes(caption, frames, 16, motion_start), frames, resolution)
+            data_means.append(grid.mean(0).reshape(3, frames, resolution, resolution))
+            text = caption_for({"objects": [dict(zip(("color", "shape", "direction", "speed"),
+                                                     caption))]})
+            emb, mask = encoder.encode([text] * draws)
+            x = torch.randn(draws, 3, frames, resolution, resolution, generator=g)
+            with torch.no_grad():
+                v = model(x, torch.full((draws,), t), emb, mask).float()
+            model_means.append((alpha * x - sigma * v).mean(0))
+        m, dm = torch.stack(model_means), torch.stack(data_means)
+        m_dir, d_dir = m - m.mean(0), dm - dm.mean(0)
+        miss += float((m_dir - d_dir).square().sum())
+        total += float(d_dir.square().sum())
+        n_model += float(m_dir.flatten(1).norm(dim=1).sum())
+        n_data += float(d_dir.flatten(1).norm(dim=1).sum())
+        mb, db = m.mean(0), dm.mean(0)
+        mb, db = mb - mb.mean((1, 2, 3), keepdim=True), db - db.mean((1, 2, 3), keepdim=True)
+        corr_num += float((mb * db).sum())
+        corr_den_m += float(mb.square().sum())
+        corr_den_d += float(db.square().sum())
+    return {"t": t, "draws": draws, "direction_r2": 1 - miss / total,
+            "direction_norm_ratio": n_model / n_data,
+            "layout_corr": corr_num / math.sqrt(corr_den_m * corr_den_d)}
+
+
 def swap_attenuation(model, xt, t, true_context, swapped_context) -> dict:
     """How far a swapped caption moves the residual stream after each block and the
     prediction: relative L2 change over the clips, ``blocks`` (one per block, input to
@@ -327,6 +386,9 @@ def main() -> None:
     p.add_argument("--caption-swap", action="store_true",
                    help="train nothing: the caption-swap test of OUT's trained run (its latest "
                         "checkpoint) into OUT/caption-swap.json")
+    p.add_argument("--layout", action="store_true",
+                   help="train nothing: only the high-noise layout test of OUT's trained run "
+                        "(its latest checkpoint) into OUT/layout.json")
     p.add_argument("--resume", action="store_true",
                    help="continue OUT's run (and its temporal-curve.json) to later points; "
                         "pass the same --eval-at (its last point is the run's train.steps)")
@@ -352,6 +414,22 @@ def main() -> None:
         (a.out / "temporal-text.json").write_text(json.dumps(result, indent=1))
         print(json.dumps(result))
         return
+    if a.layout:
+        den = load_denoiser(a.out / "run", preset="B")
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+        run_cfg = json.loads((a.out / "run" / "run_config.json").read_text())
+        step = json.loads((a.out / "run" / "checkpoints" / "latest" / "state.json")
+                          .read_text())["step"]
+        result = {"command": "python benchmarks/bench_temporal.py " + " ".join(sys.argv[1:]),
+                  "step": step, "motion_start": run_cfg.get("data", {}).get("motion_start"),
+                  "batch_size": run_cfg["train"]["batch_size"],
+                  **high_noise_layout(den.model.eval(), den.diffusion,
+                                      TextEncoder(max_length=den.model.config.text_len),
+                                      den.model.config.frames, a.resolution,
+                                      run_cfg.get("data", {}).get("motion_start", "anywhere"))}
+        (a.out / "layout.json").write_text(json.dumps(result, indent=1))
+        print(json.dumps(result))
+        return
     if a.caption_swap:
         den = load_denoiser(a.out / "run", preset="B")
         encoder = TextEncoder(max_length=den.model.config.text_len)
@@ -363,9 +441,13 @@ def main() -> None:
                   "step": step, "resolution": a.resolution,
                   **caption_swap_test(den.model, den.diffusion, encoder, a.val_clips,
                                       den.model.config.frames, a.resolution,
-                                      motion_start=data.get("motion_start", "anywhere"))}
+                                      motion_start=data.get("motion_start", "anywhere")),
+                  "high_noise_layout": high_noise_layout(
+                      den.model, den.diffusion, encoder, den.model.config.frames, a.resolution,
+                      data.get("motion_start", "anywhere"))}
         (a.out / "caption-swap.json").write_text(json.dumps(result, indent=1))
-        print(json.dumps({k: result[k]["all"] for k in SWAPS}))
+        print(json.dumps({**{k: result[k]["all"] for k in SWAPS},
+                          "high_noise_layout": result["high_noise_layout"]}))
         return
     points = sorted({int(s) for s in a.eval_at.split(",")})
     run = load_run_config("tiny-base", RECIPE + [f"model.resolutions=[{a.resolution}]",
