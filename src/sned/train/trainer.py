@@ -242,8 +242,7 @@ class Trainer:
         (forward kwargs, target like ``video``, timesteps (B,))."""
         g = self.generator(micro)
         b, dev = video.shape[0], self.device
-        t = torch.randint(0, self.run.diffusion.num_train_timesteps, (b,), generator=g,
-                          device=dev)
+        t = self.objective.sample_timesteps(b, g, dev)
         noise = self.objective.noise(video.shape, g, dev)
         keep_text = torch.rand(b, generator=g, device=dev) >= self.cfg.cfg_drop_prob
         ssr = self.run.model.kind == "ssr"
