@@ -19,6 +19,9 @@ from typing import Any
 
 import yaml
 
+#: Input channels of ``position_input: xyt``: the x, y and frame-index coordinate planes.
+POSITION_CHANNELS = 3
+
 COMPONENTS = ("resblock", "temporal_attn", "cross_attn", "spatial_attn")
 """Droppable components of a diffusion block, in forward order (the feed-forward follows them)."""
 
@@ -119,6 +122,14 @@ class ModelConfig:
             embedding of the frame index added to the attention's normed input, as
             AnimateDiff's motion modules do: a frame-constant signal such as the caption can
             then become a frame-dependent one; no parameters, no cost to speak of).
+        position_input: ``none`` (default) or ``xyt``: three coordinate planes — x and y
+            across the frame and the frame's index in the clip, each in [−1, 1]
+            (:func:`sned.nn.coordinates.coordinate_planes`) — join the input of the first
+            convolution (CoordConv). Without them the UNet knows position only from zero
+            padding, and at the noise levels where sampling decides where the object is, it
+            predicts the same translation-invariant layout for every caption (issue 31,
+            ``bench_temporal.py --layout``). Normalised coordinates mean the same at every
+            resolution.
     """
 
     name: str = "custom"
@@ -156,6 +167,7 @@ class ModelConfig:
     attention_norm: str = "layer"
     attention_bias: bool = False
     frame_position: str = "rotary"
+    position_input: str = "none"
 
     # ----------------------------------------------------------------------------- derived
     @property
@@ -169,8 +181,10 @@ class ModelConfig:
 
     @property
     def conditioning_channels(self) -> int:
-        """Extra input channels: the upsampled low-resolution video for SSR models."""
-        return self.in_channels if self.kind == "ssr" else 0
+        """Extra input channels: the upsampled low-resolution video for SSR models, then the
+        coordinate planes of ``position_input: xyt``."""
+        return ((self.in_channels if self.kind == "ssr" else 0)
+                + (POSITION_CHANNELS if self.position_input == "xyt" else 0))
 
     def group_size(self, full_width: int) -> int:
         """Channels per GroupNorm group of a norm whose full width is ``full_width``."""
@@ -236,6 +250,8 @@ def _validate(cfg: ModelConfig) -> None:
             _fail(key, getattr(cfg, key), "must be true or false")
     if cfg.frame_position not in ("rotary", "rotary+absolute"):
         _fail("frame_position", cfg.frame_position, "must be 'rotary' or 'rotary+absolute'")
+    if cfg.position_input not in ("none", "xyt"):
+        _fail("position_input", cfg.position_input, "must be 'none' or 'xyt'")
     if cfg.text_pool not in ("mean", "attention"):
         _fail("text_pool", cfg.text_pool, "must be 'mean' or 'attention'")
     if cfg.text_pool != "mean" and not cfg.pooled_text:

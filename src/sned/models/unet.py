@@ -35,6 +35,7 @@ from ..arch import Arch, BlockLayout, full_layout, resolve, unet_blocks
 from ..config import ModelConfig, config_from_dict
 from ..nn import checkpoint
 from ..nn.blocks import DiffusionBlock, zero_init_residual_outputs
+from ..nn.coordinates import coordinate_planes
 from ..nn.sinusoid import sinusoidal_embedding
 from ..nn.text_pool import AttentionPool, masked_mean, text_pool_head_dim
 
@@ -250,6 +251,8 @@ class VideoUNet(ModelMixin, ConfigMixin):
         if self.config.kind == "ssr":
             low = lowres.transpose(1, 2).reshape(b * t, c, hgt, wid)
             x = torch.cat([x, low.to(x.dtype)], dim=1)
+        if self.config.position_input == "xyt":
+            x = torch.cat([x, coordinate_planes(b, t, hgt, wid, x)], dim=1)
         emb = self._embed(timestep, noise_aug_level, b, sample.device)
         context, mask = (self._context(encoder_hidden_states, encoder_attention_mask)
                          if self.config.conditional else (None, None))
