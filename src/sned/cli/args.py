@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from ..config import MAX_INT
+from ..config_parsing import MAX_INT
 
 
 def add_weights_args(p: argparse.ArgumentParser) -> None:
@@ -22,14 +22,14 @@ def add_weights_args(p: argparse.ArgumentParser) -> None:
 
 def at_least(option: str, value: float | None, low: float) -> None:
     """``value`` (when given) must be a finite number >= ``low`` (and at most
-    :data:`sned.config.MAX_INT`)."""
+    :data:`sned.config_parsing.MAX_INT`)."""
     if value is not None and not (_finite(value) and value >= low):
         raise ValueError(f"{option} {_show(value)}: must be {_kind(value)}>= {low:g}")
 
 
 def above(option: str, value: float | None, low: float) -> None:
     """``value`` (when given) must be a finite number > ``low`` (and at most
-    :data:`sned.config.MAX_INT`)."""
+    :data:`sned.config_parsing.MAX_INT`)."""
     if value is not None and not (_finite(value) and value > low):
         raise ValueError(f"{option} {_show(value)}: must be {_kind(value)}> {low:g}")
 

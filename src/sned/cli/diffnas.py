@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..config import parse_override
+from ..config_parsing import parse_override
 from ..diffnas.pipeline import Options, run_diffnas
 from . import args as check
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import ConfigError, section_from_dict
+from ..config_parsing import ConfigError, section_from_dict
 from .synthetic import MOTION_STARTS
 
 

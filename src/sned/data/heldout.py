@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..config import ConfigError, parse_override
+from ..config_parsing import ConfigError, parse_override
 from ..extract import is_model_folder, read_model_meta
 from ..store.checkpoint import read_state, resolve_checkpoint
 from ..video_io import to_uint8

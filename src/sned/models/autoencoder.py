@@ -31,8 +31,8 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import Tensor, nn
 
-from ..config import (ConfigError, ModelConfig, apply_overrides, check_resolutions,
-                      config_from_dict, load_config_dict, typed_fields)
+from ..config import ModelConfig, check_resolutions, config_from_dict, load_config_dict
+from ..config_parsing import ConfigError, apply_overrides, typed_fields
 
 
 @dataclass(frozen=True)

@@ -20,15 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from ..arch import ArchError
-from ..config import (
-    ConfigError,
-    ModelConfig,
-    load_config_dict,
-    parse_override,
-    read_yaml,
-    section_from_dict,
-    set_key,
-)
+from ..config import ModelConfig, load_config_dict
+from ..config_parsing import ConfigError, parse_override, read_yaml, section_from_dict, set_key
 from ..data.config import DataConfig
 from ..diffusion import DiffusionConfig
 from ..models.autoencoder import load_model_config
