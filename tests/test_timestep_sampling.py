@@ -53,4 +53,12 @@ def test_trainer_draws_its_timesteps_from_the_objective(tmp_path):
     ("high_noise_from", -1, "high_noise_from must be in")])
 def test_bad_values_are_named(key, value, match):
     with pytest.raises(ValueError, match=match):
-        DiffusionConfig(**{key: value})
+        DiffusionConfig(**({"high_noise_share": 0.5} | {key: value}))
+
+
+def test_band_is_checked_only_when_used():
+    """A shorter schedule keeps the default band start (750) harmless while the share is 0,
+    and a band the schedule does not reach is an error once it is used."""
+    assert DiffusionConfig(num_train_timesteps=500).high_noise_from == 750
+    with pytest.raises(ValueError, match=r"high_noise_from must be in \[0, 500\)"):
+        DiffusionConfig(num_train_timesteps=500, high_noise_share=0.2)

@@ -74,7 +74,8 @@ class DiffusionConfig:
         if not 0.0 <= self.high_noise_share <= 1.0:
             raise ValueError(f"diffusion.high_noise_share must be in [0, 1] (got "
                              f"{self.high_noise_share})")
-        if not 0 <= self.high_noise_from < self.num_train_timesteps:
+        band_ok = 0 <= self.high_noise_from < self.num_train_timesteps
+        if self.high_noise_share > 0 and not band_ok:  # the default 750 is harmless unused
             raise ValueError(f"diffusion.high_noise_from must be in [0, "
                              f"{self.num_train_timesteps}) (got {self.high_noise_from})")
 
