@@ -347,40 +347,31 @@ def main() -> None:
         (a.out / "temporal-text.json").write_text(json.dumps(result, indent=1))
         print(json.dumps(result))
         return
-    if a.layout:
+    if a.layout or a.caption_swap:  # tests of OUT's trained run (its latest checkpoint)
         den = load_denoiser(a.out / "run", preset="B")
-        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-        run_cfg = json.loads((a.out / "run" / "run_config.json").read_text())
-        step = json.loads((a.out / "run" / "checkpoints" / "latest" / "state.json")
-                          .read_text())["step"]
-        result = {"command": "python benchmarks/bench_temporal.py " + " ".join(sys.argv[1:]),
-                  "step": step, "motion_start": run_cfg.get("data", {}).get("motion_start"),
-                  "batch_size": run_cfg["train"]["batch_size"],
-                  **high_noise_layout(den.model.eval(), den.diffusion,
-                                      TextEncoder(max_length=den.model.config.text_len),
-                                      den.model.config.frames, a.resolution,
-                                      run_cfg.get("data", {}).get("motion_start", "anywhere"))}
-        (a.out / "layout.json").write_text(json.dumps(result, indent=1))
-        print(json.dumps(result))
-        return
-    if a.caption_swap:
-        den = load_denoiser(a.out / "run", preset="B")
+        den.model.eval()
         encoder = TextEncoder(max_length=den.model.config.text_len)
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+        run_cfg = json.loads((a.out / "run" / "run_config.json").read_text())
+        motion_start = run_cfg.get("data", {}).get("motion_start", "anywhere")
         step = json.loads((a.out / "run" / "checkpoints" / "latest" / "state.json")
                           .read_text())["step"]
-        data = json.loads((a.out / "run" / "run_config.json").read_text()).get("data", {})
+        frames = den.model.config.frames
+        layout = high_noise_layout(den.model, den.diffusion, encoder, frames, a.resolution,
+                                   motion_start)
         result = {"command": "python benchmarks/bench_temporal.py " + " ".join(sys.argv[1:]),
-                  "step": step, "resolution": a.resolution,
-                  **caption_swap_test(den.model, den.diffusion, encoder, a.val_clips,
-                                      den.model.config.frames, a.resolution,
-                                      motion_start=data.get("motion_start", "anywhere")),
-                  "high_noise_layout": high_noise_layout(
-                      den.model, den.diffusion, encoder, den.model.config.frames, a.resolution,
-                      data.get("motion_start", "anywhere"))}
+                  "step": step, "resolution": a.resolution, "motion_start": motion_start,
+                  "batch_size": run_cfg["train"]["batch_size"]}
+        if a.layout:
+            result.update(layout)
+            (a.out / "layout.json").write_text(json.dumps(result, indent=1))
+            print(json.dumps(result))
+            return
+        result.update(caption_swap_test(den.model, den.diffusion, encoder, a.val_clips, frames,
+                                        a.resolution, motion_start=motion_start))
+        result["high_noise_layout"] = layout
         (a.out / "caption-swap.json").write_text(json.dumps(result, indent=1))
-        print(json.dumps({**{k: result[k]["all"] for k in SWAPS},
-                          "high_noise_layout": result["high_noise_layout"]}))
+        print(json.dumps({**{k: result[k]["all"] for k in SWAPS}, "high_noise_layout": layout}))
         return
     points = sorted({int(s) for s in a.eval_at.split(",")})
     run = load_run_config("tiny-base", RECIPE + [f"model.resolutions=[{a.resolution}]",
